@@ -1,0 +1,65 @@
+# prefork: `make` builds httpd, `make test` builds and runs the tests.
+# Honours CXX, CXXFLAGS, LDFLAGS, PREFIX and DESTDIR.
+
+CXX ?= g++
+CXXFLAGS ?= -O2 -g
+PREFIX ?= /usr/local
+BINDIR = $(PREFIX)/bin
+WARNINGS = -Wall -Wextra -Werror
+ALL_CXXFLAGS = -std=c++17 $(WARNINGS) $(CXXFLAGS)
+GTEST_LIBS ?= -lgtest_main -lgtest -lpthread
+
+BUILD = build
+TEST_SOURCES = test/header_test.cc test/options_test.cc test/scoreboard_test.cc \
+               test/listener_test.cc test/pool_test.cc test/harness.cc
+TEST_OBJECTS = $(TEST_SOURCES:test/%.cc=$(BUILD)/test/%.o)
+
+.PHONY: all test asan-test embedded-check bench install clean
+
+all: httpd
+
+httpd: $(BUILD)/httpd.o $(BUILD)/prefork.o
+	$(CXX) $(ALL_CXXFLAGS) $(LDFLAGS) -o $@ $^
+
+$(BUILD)/%.o: %.cc prefork.h
+	@mkdir -p $(dir $@)
+	$(CXX) $(ALL_CXXFLAGS) -I. -c -o $@ $<
+
+$(BUILD)/test/%.o: test/%.cc prefork.h test/harness.h
+	@mkdir -p $(dir $@)
+	$(CXX) $(ALL_CXXFLAGS) -I. -c -o $@ $<
+
+$(BUILD)/prefork_test: $(TEST_OBJECTS) $(BUILD)/prefork.o
+	$(CXX) $(ALL_CXXFLAGS) $(LDFLAGS) -o $@ $^ $(GTEST_LIBS)
+
+$(BUILD)/example: $(BUILD)/test/example.o $(BUILD)/prefork.o
+	$(CXX) $(ALL_CXXFLAGS) $(LDFLAGS) -o $@ $^
+
+# The example in prefork.h's manual and test/example.cc must stay identical.
+example-check: $(BUILD)/example
+	@sed -n '/^     #include "prefork.h"/,/^     }$$/p' prefork.h | sed 's/^     //' | \
+	    diff - test/example.cc && echo "example: prefork.h and test/example.cc agree"
+
+# The library must also build the way embedded toolchains use it.
+embedded-check:
+	@mkdir -p $(BUILD)
+	$(CXX) -std=c++17 $(WARNINGS) -fno-exceptions -fno-rtti -Os -c -o $(BUILD)/prefork-embedded.o prefork.cc
+
+test: all $(BUILD)/prefork_test example-check embedded-check
+	$(BUILD)/prefork_test
+
+# The same suite under AddressSanitizer and UndefinedBehaviorSanitizer.
+asan-test:
+	$(MAKE) BUILD=build/asan CXXFLAGS="-O1 -g -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all" \
+	    build/asan/prefork_test
+	ASAN_OPTIONS=detect_leaks=1 build/asan/prefork_test
+
+bench: all
+	test/bench_pool.sh
+
+install: httpd
+	install -d $(DESTDIR)$(BINDIR)
+	install -m 755 httpd $(DESTDIR)$(BINDIR)/httpd
+
+clean:
+	rm -rf $(BUILD) httpd

@@ -1,0 +1,169 @@
+/* httpd.cc - the server program on top of prefork.
+
+   For now it answers every request with a fixed 200 response: the HTTP
+   responder proper (parser, router, static files, status page) is the next
+   piece of work. What is here already is the shape of the program: options
+   named after the seed's attributes, one clear line and exit 2 for a bad
+   option, exit 1 when the listener cannot be had. */
+#include "prefork.h"
+
+#include <cerrno>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <string>
+#include <vector>
+
+#include <poll.h>
+#include <unistd.h>
+
+static const char version[] = "httpd (prefork) 0.1.0";
+
+static void usage(FILE *out) {
+    fprintf(out,
+            "usage: httpd [options]\n"
+            "  --listen ADDR                 PORT, HOST:PORT, [V6]:PORT or unix:PATH (repeatable;\n"
+            "                                default 8080)\n"
+            "  --start-servers N             workers forked at start (5)\n"
+            "  --min-spare-servers N         idle workers kept ready (5)\n"
+            "  --max-spare-servers N         idle workers above this are retired (10)\n"
+            "  --max-clients N               most workers at once (256)\n"
+            "  --max-requests-per-child N    connections before a worker is replaced (0 = no limit)\n"
+            "  --timeout SEC                 kill a worker silent for this long (0 = off)\n"
+            "  --graceful-timeout SEC        bound on a graceful stop or restart (30)\n"
+            "  --single-process              serve in one process, no fork (debugging)\n"
+            "  --debug-scoreboard            log the scoreboard every second\n"
+            "  --help, --version\n");
+}
+
+// Parses a whole decimal number or a number of seconds. false if malformed.
+static bool parse_long(const char *text, long *out) {
+    char *end;
+    errno = 0;
+    long value = strtol(text, &end, 10);
+    if (errno || end == text || *end) return false;
+    *out = value;
+    return true;
+}
+
+static bool parse_seconds(const char *text, double *out) {
+    char *end;
+    errno = 0;
+    double value = strtod(text, &end);
+    if (errno || end == text || *end) return false;
+    *out = value;
+    return true;
+}
+
+// Reads the request head (up to a blank line) and answers it.
+static void answer(prefork::Worker &worker, int fd) {
+    char head[16384];
+    size_t have = 0;
+    while (have < sizeof head) {
+        pollfd p = {fd, POLLIN, 0};
+        if (poll(&p, 1, 30000) <= 0) return;
+        ssize_t n = read(fd, head + have, sizeof head - have);
+        if (n <= 0) return;
+        have += size_t(n);
+        if (memmem(head, have, "\r\n\r\n", 4) || memmem(head, have, "\n\n", 2)) break;
+    }
+    static const char reply[] =
+        "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 6\r\n"
+        "Connection: close\r\n\r\nhello\n";
+    char *line_end = static_cast<char *>(memchr(head, '\r', have));
+    std::string line(head, line_end ? size_t(line_end - head) : std::min<size_t>(have, 64));
+    worker.count_request(line.c_str(), sizeof reply - 1);
+    (void)!write(fd, reply, sizeof reply - 1);
+}
+
+int main(int argc, char **argv) {
+    prefork::Options options;
+    std::vector<std::string> listens;
+    struct IntOption { const char *name; int *target; };
+    const IntOption ints[] = {
+        {"--start-servers", &options.start_servers},
+        {"--min-spare-servers", &options.min_spare_servers},
+        {"--max-spare-servers", &options.max_spare_servers},
+        {"--max-clients", &options.max_clients},
+    };
+    for (int i = 1; i < argc; i++) {
+        std::string arg = argv[i];
+        if (arg == "--help") {
+            usage(stdout);
+            return 0;
+        }
+        if (arg == "--version") {
+            puts(version);
+            return 0;
+        }
+        if (arg == "--single-process") {
+            options.single_process = true;
+            continue;
+        }
+        if (arg == "--debug-scoreboard") {
+            options.debug_scoreboard = true;
+            continue;
+        }
+        if (arg.compare(0, 2, "--") != 0) {
+            fprintf(stderr, "httpd: unexpected argument '%s' (see --help)\n", argv[i]);
+            return 2;
+        }
+        if (i + 1 >= argc) {
+            fprintf(stderr, "httpd: option %s needs a value\n", argv[i]);
+            return 2;
+        }
+        const char *value = argv[++i];
+        long number;
+        bool known = false, ok = true;
+        for (const IntOption &o : ints)
+            if (arg == o.name) {
+                known = true;
+                ok = parse_long(value, &number) && number >= 0 && number <= 1000000;
+                if (ok) *o.target = int(number);
+            }
+        if (arg == "--listen") {
+            known = true;
+            listens.push_back(value);
+        } else if (arg == "--max-requests-per-child") {
+            known = true;
+            ok = parse_long(value, &number) && number >= 0;
+            if (ok) options.max_requests_per_child = number;
+        } else if (arg == "--timeout") {
+            known = true;
+            ok = parse_seconds(value, &options.timeout);
+        } else if (arg == "--graceful-timeout") {
+            known = true;
+            ok = parse_seconds(value, &options.graceful_timeout);
+        }
+        if (!known) {
+            fprintf(stderr, "httpd: unknown option %s (see --help)\n", arg.c_str());
+            return 2;
+        }
+        if (!ok) {
+            fprintf(stderr, "httpd: bad value '%s' for %s\n", value, arg.c_str());
+            return 2;
+        }
+    }
+    std::string bad = prefork::check_options(options, nullptr);
+    if (!bad.empty()) {
+        fprintf(stderr, "httpd: %s\n", bad.c_str());
+        return 2;
+    }
+    if (listens.empty()) listens.push_back("8080");
+
+    prefork::Server server(options);
+    server.on_log(prefork::log_to_stderr);
+    for (const std::string &spec : listens)
+        if (server.listen(spec) != 0) {
+            fprintf(stderr, "httpd: %s\n", server.error().c_str());
+            return 1;
+        }
+    server.on_connection(answer);
+    for (size_t i = 0; i < server.listener_count(); i++)
+        server.log(prefork::LogLevel::notice, "listening on %s", server.address(i).c_str());
+    if (server.run() != 0) {
+        fprintf(stderr, "httpd: %s\n", server.error().c_str());
+        return 1;
+    }
+    return 0;
+}

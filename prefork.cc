@@ -1,0 +1,1458 @@
+/* prefork.cc - prefork 0.1.0, the implementation. See prefork.h for the manual.
+
+   Read top to bottom, the way data flows: syscall wrappers (the only place
+   with #ifdef), the self-pipe and signal handlers, logging and options, the
+   System V scoreboard, listeners, the worker loop, then the parent loop.
+
+   Two processes roles share this file. The parent owns Server::State and
+   never touches a connection; a worker is a forked copy that owns one
+   scoreboard slot and writes only that slot. */
+#ifndef _GNU_SOURCE
+#define _GNU_SOURCE 1
+#endif
+#include "prefork.h"
+
+#include <algorithm>
+#include <atomic>
+#include <cerrno>
+#include <cmath>
+#include <csignal>
+#include <cstdarg>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <ctime>
+#include <type_traits>
+
+#include <arpa/inet.h>
+#include <fcntl.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <sys/ipc.h>
+#include <sys/resource.h>
+#include <sys/sem.h>
+#include <sys/shm.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <sys/wait.h>
+#include <unistd.h>
+#ifdef __linux__
+#include <sys/prctl.h>
+#endif
+
+namespace prefork {
+
+/* ---------------------------------------------------------------------------
+   Syscall wrappers. Every call below goes through one of these: they retry
+   EINTR (except close, which must never be retried), keep errno intact on
+   success, and hide the Linux-only variants behind one #ifdef each. */
+namespace sys {
+
+static ssize_t read(int fd, void *buffer, size_t length) {
+    ssize_t n;
+    do n = ::read(fd, buffer, length); while (n < 0 && errno == EINTR);
+    return n;
+}
+
+static ssize_t write(int fd, const void *buffer, size_t length) {
+    ssize_t n;
+    do n = ::write(fd, buffer, length); while (n < 0 && errno == EINTR);
+    return n;
+}
+
+// Writes all of buffer to a blocking fd. 0, or -1 with errno.
+static int write_all(int fd, const char *buffer, size_t length) {
+    while (length > 0) {
+        ssize_t n = write(fd, buffer, length);
+        if (n < 0) return -1;
+        buffer += n;
+        length -= size_t(n);
+    }
+    return 0;
+}
+
+static int close(int fd) {
+    if (fd < 0) return 0;
+    int saved = errno;
+    int rc = ::close(fd);
+    if (rc == 0) errno = saved;
+    return rc;
+}
+
+// poll() that reports EINTR as "nothing ready": callers loop anyway, and
+// the self-pipe in their set tells them what the signal was.
+static int poll(pollfd *fds, nfds_t count, int timeout_ms) {
+    int saved = errno;
+    int n = ::poll(fds, count, timeout_ms);
+    if (n < 0 && errno == EINTR) {
+        errno = saved;
+        return 0;
+    }
+    return n;
+}
+
+// poll() with `mask` as the signal mask for the wait only. Workers keep
+// SIGTERM blocked while they serve, so it can never interrupt a handler's
+// own system calls, and take it only here, between connections.
+static int poll_with_mask(pollfd *fds, nfds_t count, int timeout_ms, const sigset_t *mask) {
+    int saved = errno;
+#ifdef __linux__
+    timespec ts = {timeout_ms / 1000, long(timeout_ms % 1000) * 1000000};
+    int n = ::ppoll(fds, count, timeout_ms < 0 ? nullptr : &ts, mask);
+#else
+    // Not atomic, and need not be: a signal that lands between the two
+    // calls has already put its byte in the self-pipe, which is in fds.
+    sigset_t old;
+    sigprocmask(SIG_SETMASK, mask, &old);
+    int n = ::poll(fds, count, timeout_ms);
+    int poll_errno = errno;
+    sigprocmask(SIG_SETMASK, &old, nullptr);
+    errno = poll_errno;
+#endif
+    if (n < 0 && errno == EINTR) {
+        errno = saved;
+        return 0;
+    }
+    return n;
+}
+
+static int set_flags(int fd, bool nonblocking) {
+    int fdflags = fcntl(fd, F_GETFD);
+    if (fdflags < 0 || fcntl(fd, F_SETFD, fdflags | FD_CLOEXEC) < 0) return -1;
+    int flags = fcntl(fd, F_GETFL);
+    if (flags < 0) return -1;
+    int wanted = nonblocking ? (flags | O_NONBLOCK) : (flags & ~O_NONBLOCK);
+    return wanted == flags ? 0 : fcntl(fd, F_SETFL, wanted);
+}
+
+// A close-on-exec pipe, nonblocking at both ends.
+static int pipe(int fds[2]) {
+#ifdef __linux__
+    return ::pipe2(fds, O_CLOEXEC | O_NONBLOCK);
+#else
+    if (::pipe(fds) < 0) return -1;
+    if (set_flags(fds[0], true) < 0 || set_flags(fds[1], true) < 0) {
+        close(fds[0]);
+        close(fds[1]);
+        return -1;
+    }
+    return 0;
+#endif
+}
+
+static int socket(int domain, int type) {
+#ifdef __linux__
+    return ::socket(domain, type | SOCK_CLOEXEC, 0);
+#else
+    int fd = ::socket(domain, type, 0);
+    if (fd >= 0 && set_flags(fd, false) < 0) {
+        close(fd);
+        return -1;
+    }
+    return fd;
+#endif
+}
+
+// Accepts a blocking, close-on-exec connection from a nonblocking listener.
+static int accept(int fd, sockaddr *address, socklen_t *length) {
+    int client;
+#ifdef __linux__
+    do client = ::accept4(fd, address, length, SOCK_CLOEXEC);
+    while (client < 0 && errno == EINTR);
+#else
+    do client = ::accept(fd, address, length);
+    while (client < 0 && errno == EINTR);
+    if (client >= 0 && set_flags(client, false) < 0) {
+        close(client);
+        return -1;
+    }
+#endif
+    return client;
+}
+
+static pid_t waitpid(pid_t pid, int *status, int options) {
+    pid_t rc;
+    do rc = ::waitpid(pid, status, options); while (rc < 0 && errno == EINTR);
+    return rc;
+}
+
+static int semop(int id, sembuf *operations, size_t count) {
+    int rc;
+    do rc = ::semop(id, operations, count); while (rc < 0 && errno == EINTR);
+    return rc;
+}
+
+// Asks the kernel to send `signal` when the parent dies (Linux only; the
+// life pipe covers every system, this only makes busy workers hear it).
+static void set_parent_death_signal(int signal) {
+#ifdef __linux__
+    prctl(PR_SET_PDEATHSIG, signal);
+#else
+    (void)signal;
+#endif
+}
+
+}  // namespace sys
+
+static int64_t now_ms() {
+    timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return int64_t(ts.tv_sec) * 1000 + ts.tv_nsec / 1000000;
+}
+
+template <class T> static T load(const T &value) {
+    T out;
+    __atomic_load(&value, &out, __ATOMIC_ACQUIRE);
+    return out;
+}
+
+template <class T> static void store(T &target, T value) {
+    __atomic_store(&target, &value, __ATOMIC_RELEASE);
+}
+
+/* ---------------------------------------------------------------------------
+   Self-pipe and signals. A handler is a top half only: it saves errno,
+   writes the signal number as one byte, restores errno. The pipe's write end
+   is this file's only global; a worker replaces it with a pipe of its own
+   right after fork, with every signal blocked, so no byte meant for one
+   process can land in the other's pipe. */
+static int signal_pipe_write_end = -1;
+
+static void on_signal(int signal) {
+    int saved = errno;
+    unsigned char byte = (unsigned char)signal;
+    if (signal_pipe_write_end >= 0) (void)!::write(signal_pipe_write_end, &byte, 1);
+    errno = saved;
+}
+
+static const int parent_signals[] = {SIGCHLD, SIGTERM, SIGINT, SIGHUP, SIGTTIN, SIGTTOU, SIGPIPE};
+
+static int set_disposition(int signal, void (*handler)(int), struct sigaction *old = nullptr) {
+    struct sigaction action;
+    memset(&action, 0, sizeof action);
+    action.sa_handler = handler;
+    sigfillset(&action.sa_mask);
+    action.sa_flags = SA_RESTART;
+    return sigaction(signal, &action, old);
+}
+
+// Reads every pending byte; calls f(byte) for each.
+template <class F> static void drain_pipe(int fd, F f) {
+    unsigned char bytes[64];
+    for (;;) {
+        ssize_t n = sys::read(fd, bytes, sizeof bytes);
+        if (n <= 0) return;
+        for (ssize_t i = 0; i < n; i++) f(bytes[i]);
+    }
+}
+
+/* ---------------------------------------------------------------------------
+   Logging and options. */
+const char *log_level_name(LogLevel level) {
+    switch (level) {
+    case LogLevel::debug: return "debug";
+    case LogLevel::info: return "info";
+    case LogLevel::notice: return "notice";
+    case LogLevel::warning: return "warning";
+    case LogLevel::error: return "error";
+    }
+    return "?";
+}
+
+void log_to_stderr(LogLevel level, const char *message) {
+    char line[1200];
+    time_t t = time(nullptr);
+    struct tm tm;
+    localtime_r(&t, &tm);
+    int n = snprintf(line, sizeof line, "%04d-%02d-%02d %02d:%02d:%02d [%s] [pid %d] %s\n",
+                     tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min,
+                     tm.tm_sec, log_level_name(level), int(getpid()), message);
+    if (n < 0) return;
+    if (size_t(n) >= sizeof line) {
+        n = sizeof line - 1;
+        line[n - 1] = '\n';
+    }
+    (void)sys::write_all(2, line, size_t(n));
+}
+
+static std::string format(const char *fmt, va_list args) {
+    char buffer[1024];
+    vsnprintf(buffer, sizeof buffer, fmt, args);
+    return buffer;
+}
+
+static std::string format(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+static std::string format(const char *fmt, ...) {
+    va_list args;
+    va_start(args, fmt);
+    std::string s = format(fmt, args);
+    va_end(args);
+    return s;
+}
+
+std::string check_options(Options &o, std::vector<std::string> *notes) {
+    struct IntRule { const char *name; long value; long min, max; };
+    const IntRule ints[] = {
+        {"start_servers", o.start_servers, 0, 100000},
+        {"min_spare_servers", o.min_spare_servers, 1, 100000},
+        {"max_spare_servers", o.max_spare_servers, 1, 100000},
+        {"max_clients", o.max_clients, 1, 100000},
+        {"listen_backlog", o.listen_backlog, 1, 1 << 20},
+        {"max_requests_per_child", o.max_requests_per_child, 0, 1L << 40},
+        {"max_requests_jitter", o.max_requests_jitter, 0, 1L << 40},
+        {"max_rss_kib", o.max_rss_kib, 0, 1L << 40},
+    };
+    for (const IntRule &r : ints)
+        if (r.value < r.min || r.value > r.max)
+            return format("%s must be between %ld and %ld (got %ld)", r.name, r.min, r.max, r.value);
+    struct TimeRule { const char *name; double value; double min; };
+    const TimeRule times[] = {
+        {"timeout", o.timeout, 0},
+        {"kill_grace", o.kill_grace, 0},
+        {"graceful_timeout", o.graceful_timeout, 0},
+        {"ipc_retry_interval", o.ipc_retry_interval, 0.01},
+    };
+    for (const TimeRule &r : times)
+        if (!std::isfinite(r.value) || r.value < r.min || r.value > 1e6)
+            return format("%s must be a finite number of seconds from %g to 1000000 (got %g)",
+                          r.name, r.min, r.value);
+    if (o.max_requests_jitter > 0 && o.max_requests_per_child == 0)
+        return "max_requests_jitter needs max_requests_per_child";
+
+    // The seed's two documented normalisations, and nothing else.
+    if (o.start_servers > o.max_clients) {
+        if (notes)
+            notes->push_back(format("start_servers %d is above max_clients %d; starting %d",
+                                    o.start_servers, o.max_clients, o.max_clients));
+        o.start_servers = o.max_clients;
+    }
+    if (o.max_spare_servers < o.min_spare_servers) {
+        if (notes)
+            notes->push_back(format("max_spare_servers %d is below min_spare_servers %d; using %d",
+                                    o.max_spare_servers, o.min_spare_servers,
+                                    o.min_spare_servers + 1));
+        o.max_spare_servers = o.min_spare_servers + 1;
+    }
+    return "";
+}
+
+/* ---------------------------------------------------------------------------
+   Scoreboard. One segment: a header, then max_clients slots. Workers write
+   their own slot without the lock (single writer, atomic fields); the lock
+   orders the rarer whole-board operations: the parent claiming or freeing a
+   slot (folding a dead worker's counters into the totals) against anyone
+   taking a snapshot, so a snapshot never counts a worker twice or not at
+   all. The semaphore set carries a marker and its creator's pid, so a set
+   left behind by a parent killed with SIGKILL can be recognised later. */
+static_assert(std::is_trivially_copyable<Slot>::value, "slots live in shared memory");
+
+struct Shared {
+    uint32_t magic;
+    int32_t slot_count;
+    int32_t idle_hint;   // idle + starting workers; workers adjust, parent resets
+    int32_t live;        // live workers, stored by the parent
+    int32_t min_spare;   // current min_spare_servers (SIGTTIN/SIGTTOU move it)
+    int32_t max_clients;
+    uint32_t generation;
+    uint32_t draining;
+    int64_t started_ms;
+    uint64_t retired_connections, retired_requests, retired_bytes;
+};
+static_assert(std::is_trivially_copyable<Shared>::value, "the header lives in shared memory");
+
+static const uint32_t shared_magic = 0x70666b31;  // "pfk1"
+enum { sem_lock, sem_marker, sem_pid_high, sem_pid_low, sem_count };
+static const unsigned short semaphore_marker = 0x5046;  // "PF"
+
+union semun_arg {
+    int val;
+    semid_ds *buf;
+    unsigned short *array;
+    seminfo *__buf;
+};
+
+static Slot *slots_of(Shared *shared) { return reinterpret_cast<Slot *>(shared + 1); }
+
+static std::string describe_ipc_error(const char *call, int err) {
+    const char *why = strerror(err);
+    if (!strcmp(call, "semget") && err == ENOSPC)
+        return "semget: no semaphore set left: the kernel limit SEMMNI (sets) or SEMMNS "
+               "(semaphores) is reached, see /proc/sys/kernel/sem; this is not about disk space";
+    if (!strcmp(call, "shmget") && err == ENOSPC)
+        return "shmget: no shared memory segment left: the kernel limit SHMMNI (segments) or "
+               "SHMALL (pages) is reached, see /proc/sys/kernel/shmmni and shmall; this is not "
+               "about disk space";
+    if (!strcmp(call, "shmget") && err == EINVAL)
+        return "shmget: the scoreboard size is outside the kernel limits SHMMIN/SHMMAX, see "
+               "/proc/sys/kernel/shmmax";
+    if (err == ENOMEM) return format("%s: out of memory for System V IPC", call);
+    return format("%s: %s", call, why);
+}
+
+// Removes semaphore sets that a parent killed with SIGKILL left behind: ours
+// by shape and marker, created by our user, whose creator is dead.
+static void remove_stale_semaphores(const LogFn &log) {
+#ifdef __linux__
+    seminfo info;
+    semun_arg arg;
+    arg.__buf = &info;
+    int highest = semctl(0, 0, SEM_INFO, arg);
+    for (int index = 0; index <= highest; index++) {
+        semid_ds ds;
+        arg.buf = &ds;
+        int id = semctl(index, 0, SEM_STAT, arg);
+        if (id < 0 || ds.sem_nsems != sem_count || ds.sem_perm.cuid != geteuid()) continue;
+        unsigned short values[sem_count];
+        arg.array = values;
+        if (semctl(id, 0, GETALL, arg) < 0 || values[sem_marker] != semaphore_marker) continue;
+        pid_t creator = pid_t((values[sem_pid_high] << 15) | values[sem_pid_low]);
+        if (kill(creator, 0) == 0 || errno != ESRCH) continue;
+        if (semctl(id, 0, IPC_RMID) == 0 && log)
+            log(LogLevel::notice, format("removed semaphore set %d left by dead parent %d",
+                                         id, int(creator)).c_str());
+    }
+#else
+    (void)log;
+#endif
+}
+
+Scoreboard::~Scoreboard() { destroy(); }
+
+int Scoreboard::create(int slots, std::string *error, const LogFn &log) {
+    remove_stale_semaphores(log);
+    size_t size = sizeof(Shared) + size_t(slots) * sizeof(Slot);
+    int shm = shmget(IPC_PRIVATE, size, IPC_CREAT | 0600);
+    if (shm < 0) {
+        *error = describe_ipc_error("shmget", errno);
+        return -1;
+    }
+    void *address = shmat(shm, nullptr, 0);
+    int shmat_errno = errno;
+    // Marked for removal at once: it lives exactly as long as some process
+    // (the parent or a worker) is attached, so no exit path can leak it.
+    shmctl(shm, IPC_RMID, nullptr);
+    if (address == (void *)-1) {
+        *error = describe_ipc_error("shmat", shmat_errno);
+        return -1;
+    }
+    int sem = semget(IPC_PRIVATE, sem_count, IPC_CREAT | 0600);
+    if (sem < 0) {
+        *error = describe_ipc_error("semget", errno);
+        shmdt(address);
+        return -1;
+    }
+    pid_t self = getpid();
+    unsigned short values[sem_count];
+    values[sem_lock] = 1;
+    values[sem_marker] = semaphore_marker;
+    values[sem_pid_high] = (unsigned short)((self >> 15) & 0x7fff);
+    values[sem_pid_low] = (unsigned short)(self & 0x7fff);
+    semun_arg arg;
+    arg.array = values;
+    if (semctl(sem, 0, SETALL, arg) < 0) {
+        *error = describe_ipc_error("semctl", errno);
+        semctl(sem, 0, IPC_RMID);
+        shmdt(address);
+        return -1;
+    }
+    memset(address, 0, size);
+    shared_ = static_cast<Shared *>(address);
+    shared_->magic = shared_magic;
+    shared_->slot_count = slots;
+    shared_->started_ms = now_ms();
+    semaphore_id_ = sem;
+    creator_ = self;
+    return 0;
+}
+
+void Scoreboard::destroy() {
+    if (semaphore_id_ >= 0 && creator_ == getpid()) semctl(semaphore_id_, 0, IPC_RMID);
+    semaphore_id_ = -1;
+    if (shared_) shmdt(shared_);
+    shared_ = nullptr;
+}
+
+int Scoreboard::slot_count() const { return shared_ ? shared_->slot_count : 0; }
+
+Slot &Scoreboard::slot(int index) { return slots_of(shared_)[index]; }
+
+static int semaphore_step(int id, short delta) {
+    sembuf op;
+    op.sem_num = sem_lock;
+    op.sem_op = delta;
+    op.sem_flg = SEM_UNDO;
+    return sys::semop(id, &op, 1);
+}
+
+int Scoreboard::lock() { return semaphore_step(semaphore_id_, -1); }
+int Scoreboard::unlock() { return semaphore_step(semaphore_id_, 1); }
+
+// Copies request[] consistently: the writer makes request_seq odd while
+// it writes, so a reader retries until it sees the same even value twice.
+static void copy_slot(const Slot &from, Slot *to) {
+    for (int attempt = 0; attempt < 100; attempt++) {
+        uint32_t before = load(from.request_seq);
+        memcpy(to, &from, sizeof *to);
+        if (!(before & 1) && load(from.request_seq) == before) break;
+    }
+    to->request[sizeof to->request - 1] = '\0';
+}
+
+Snapshot Scoreboard::snapshot() {
+    Snapshot s;
+    if (!shared_) return s;
+    bool locked = lock() == 0;
+    s.now_ms = now_ms();
+    s.uptime_ms = s.now_ms - shared_->started_ms;
+    s.generation = load(shared_->generation);
+    s.connections = shared_->retired_connections;
+    s.requests = shared_->retired_requests;
+    s.bytes = shared_->retired_bytes;
+    s.slots.resize(size_t(shared_->slot_count));
+    for (int i = 0; i < shared_->slot_count; i++) copy_slot(slots_of(shared_)[i], &s.slots[size_t(i)]);
+    if (locked) unlock();
+    for (const Slot &slot : s.slots) {
+        if (slot.state == SlotState::free) continue;
+        s.connections += slot.connections;
+        s.requests += slot.requests;
+        s.bytes += slot.bytes;
+        switch (slot.state) {
+        case SlotState::starting: s.starting++; break;
+        case SlotState::idle: s.idle++; break;
+        case SlotState::busy: s.busy++; break;
+        case SlotState::exiting: s.exiting++; break;
+        case SlotState::free: break;
+        }
+    }
+    return s;
+}
+
+char Snapshot::letter(const Slot &slot) {
+    switch (slot.state) {
+    case SlotState::free: return '.';
+    case SlotState::starting: return 'S';
+    case SlotState::idle: return '_';
+    case SlotState::busy: return slot.activity ? slot.activity : 'W';
+    case SlotState::exiting: return 'G';
+    }
+    return '?';
+}
+
+std::string Snapshot::render() const {
+    std::string out = format("gen %u: %d busy, %d idle, %d starting, %d exiting; %llu connections, "
+                             "%llu requests\n",
+                             generation, busy, idle, starting, exiting,
+                             (unsigned long long)connections, (unsigned long long)requests);
+    for (const Slot &slot : slots) out += letter(slot);
+    return out;
+}
+
+/* ---------------------------------------------------------------------------
+   Server state. Split by lifetime: what the program configures before run()
+   (Config), what run() creates and tears down (the pipes and the board),
+   and the pool's bookkeeping, which only the parent reads. */
+struct Listener {
+    int fd = -1;
+    int port = 0;
+    std::string address;
+    std::string unix_path;  // set when we created the socket file
+};
+
+struct Child {
+    pid_t pid = 0;
+    uint32_t generation = 0;
+    int64_t spawned_ms = 0;
+    int64_t kill_at_ms = 0;  // SIGKILL deadline once told to stop
+    bool stopping = false;   // sent SIGTERM by the parent
+    bool timed_out = false;
+    bool killed = false;     // sent SIGKILL
+};
+
+enum class Phase { running, draining, stopping };
+
+struct Worker::Internals {
+    Server::State *state = nullptr;
+    int slot = -1;
+    uint32_t generation = 0;
+    std::atomic<bool> listening{true};
+    bool stop = false;
+    uint64_t served = 0;
+    uint64_t limit = 0;   // connections before recycling, 0 = none
+    int signal_read_end = -1;
+    sockaddr_storage peer{};
+    socklen_t peer_length = 0;
+    int listener = -1;
+};
+
+struct Server::State {
+    // Config, set before run().
+    Options options;
+    ConnectionHandler handler;
+    std::vector<InitHook> hooks;
+    LogFn log;
+    std::vector<Listener> listeners;
+
+    // Created by run().
+    int signal_pipe[2] = {-1, -1};
+    int wake_pipe[2] = {-1, -1};   // workers -> parent: "idle workers ran low"
+    int life_pipe[2] = {-1, -1};   // only the parent holds the write end
+    Scoreboard board;
+    struct sigaction saved_actions[sizeof parent_signals / sizeof parent_signals[0]];
+
+    // The pool, parent only.
+    std::vector<Child> children;  // indexed by slot
+    int live = 0;
+    Phase phase = Phase::running;
+    uint32_t generation = 1;
+    int ramp_target = 0;          // start this many of the current generation
+    int64_t drain_deadline_ms = 0;
+    int64_t next_retire_ms = 0;
+    int64_t spawn_not_before_ms = 0;
+    int64_t last_failure_ms = 0;
+    int64_t next_dump_ms = 0;
+    int64_t next_deadline_ms = 0;  // computed by each pass
+    int failures = 0;              // workers in a row that died young
+    bool drain_kill_sent = false;
+    int result = 0;
+
+    // Identity.
+    pid_t parent_pid = 0;
+    bool is_child = false;
+    Worker::Internals worker_internals;
+    Worker worker{&worker_internals};
+    std::string error;
+
+    void logf(LogLevel level, const char *fmt, ...) __attribute__((format(printf, 3, 4))) {
+        if (!log) return;
+        va_list args;
+        va_start(args, fmt);
+        std::string line = format(fmt, args);
+        va_end(args);
+        log(level, line.c_str());
+    }
+    int fail(const std::string &message) {
+        error = message;
+        return -1;
+    }
+};
+
+/* ---------------------------------------------------------------------------
+   Listeners, bound in the calling process before run(). */
+static std::string describe_address(const sockaddr *address, int *port) {
+    char host[INET6_ADDRSTRLEN] = "?";
+    if (address->sa_family == AF_INET) {
+        const sockaddr_in *in = reinterpret_cast<const sockaddr_in *>(address);
+        inet_ntop(AF_INET, &in->sin_addr, host, sizeof host);
+        *port = ntohs(in->sin_port);
+        return format("%s:%d", host, *port);
+    }
+    if (address->sa_family == AF_INET6) {
+        const sockaddr_in6 *in6 = reinterpret_cast<const sockaddr_in6 *>(address);
+        inet_ntop(AF_INET6, &in6->sin6_addr, host, sizeof host);
+        *port = ntohs(in6->sin6_port);
+        return format("[%s]:%d", host, *port);
+    }
+    if (address->sa_family == AF_UNIX) {
+        *port = 0;
+        return std::string("unix:") + reinterpret_cast<const sockaddr_un *>(address)->sun_path;
+    }
+    *port = 0;
+    return "?";
+}
+
+// Splits "PORT", "HOST:PORT", "[V6]:PORT" into host and port. 0 / -1.
+static int split_host_port(const std::string &spec, std::string *host, std::string *port) {
+    size_t colon;
+    if (!spec.empty() && spec[0] == '[') {
+        size_t close = spec.find(']');
+        if (close == std::string::npos || close + 1 >= spec.size() || spec[close + 1] != ':')
+            return -1;
+        *host = spec.substr(1, close - 1);
+        *port = spec.substr(close + 2);
+        return host->empty() ? -1 : 0;
+    }
+    colon = spec.rfind(':');
+    if (colon == std::string::npos) {
+        *host = "";
+        *port = spec;
+    } else {
+        *host = spec.substr(0, colon);
+        *port = spec.substr(colon + 1);
+        if (host->find(':') != std::string::npos) return -1;  // bare IPv6 needs []
+    }
+    if (port->empty() || port->size() > 5) return -1;
+    for (char c : *port)
+        if (c < '0' || c > '9') return -1;
+    return atoi(port->c_str()) <= 65535 ? 0 : -1;
+}
+
+static int bind_unix(Server::State &s, const std::string &spec, const std::string &path) {
+    sockaddr_un address;
+    memset(&address, 0, sizeof address);
+    address.sun_family = AF_UNIX;
+    if (path.empty() || path.size() >= sizeof address.sun_path)
+        return s.fail(format("cannot listen on %s: the path must be 1 to %zu bytes",
+                             spec.c_str(), sizeof address.sun_path - 1));
+    memcpy(address.sun_path, path.c_str(), path.size());
+    struct stat st;
+    if (lstat(path.c_str(), &st) == 0) {
+        if (!S_ISSOCK(st.st_mode))
+            return s.fail(format("cannot listen on %s: the path exists and is not a socket",
+                                 spec.c_str()));
+        // A socket file nobody answers on is what a dead server leaves.
+        int probe = sys::socket(AF_UNIX, SOCK_STREAM);
+        bool answered = probe >= 0 && connect(probe, reinterpret_cast<sockaddr *>(&address),
+                                              sizeof address) == 0;
+        sys::close(probe);
+        if (answered)
+            return s.fail(format("cannot listen on %s: another server is listening there",
+                                 spec.c_str()));
+        unlink(path.c_str());
+    }
+    int fd = sys::socket(AF_UNIX, SOCK_STREAM);
+    if (fd < 0) return s.fail(format("cannot listen on %s: socket: %s", spec.c_str(), strerror(errno)));
+    if (bind(fd, reinterpret_cast<sockaddr *>(&address), sizeof address) < 0 ||
+        ::listen(fd, s.options.listen_backlog) < 0 || sys::set_flags(fd, true) < 0) {
+        std::string message = format("cannot listen on %s: %s", spec.c_str(), strerror(errno));
+        sys::close(fd);
+        return s.fail(message);
+    }
+    Listener listener;
+    listener.fd = fd;
+    listener.address = spec;
+    listener.unix_path = path;
+    s.listeners.push_back(listener);
+    return 0;
+}
+
+static int bind_inet(Server::State &s, const std::string &spec) {
+    std::string host, port;
+    if (split_host_port(spec, &host, &port) < 0)
+        return s.fail(format("cannot listen on %s: expected PORT, HOST:PORT, [IPV6]:PORT or "
+                             "unix:PATH with a port from 0 to 65535", spec.c_str()));
+    addrinfo hints;
+    memset(&hints, 0, sizeof hints);
+    hints.ai_family = AF_UNSPEC;
+    hints.ai_socktype = SOCK_STREAM;
+    hints.ai_flags = AI_PASSIVE | AI_NUMERICSERV;
+    addrinfo *found = nullptr;
+    const char *node = (host.empty() || host == "*") ? "0.0.0.0" : host.c_str();
+    int rc = getaddrinfo(node, port.c_str(), &hints, &found);
+    if (rc != 0)
+        return s.fail(format("cannot listen on %s: %s", spec.c_str(), gai_strerror(rc)));
+    int fd = sys::socket(found->ai_family, SOCK_STREAM);
+    int one = 1;
+    bool ok = fd >= 0 && setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one) == 0 &&
+              (found->ai_family != AF_INET6 ||
+               setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof one) == 0) &&
+              bind(fd, found->ai_addr, found->ai_addrlen) == 0 &&
+              ::listen(fd, s.options.listen_backlog) == 0 && sys::set_flags(fd, true) == 0;
+    int err = errno;
+    std::string wanted = describe_address(found->ai_addr, &rc);
+    freeaddrinfo(found);
+    if (!ok) {
+        sys::close(fd);
+        return s.fail(format("cannot listen on %s: %s", wanted.c_str(), strerror(err)));
+    }
+    Listener listener;
+    listener.fd = fd;
+    s.listeners.push_back(listener);
+    return 0;
+}
+
+/* ---------------------------------------------------------------------------
+   Worker. A worker polls its listeners, its own signal pipe and the life
+   pipe (EOF there means the parent is gone), accepts one connection at a
+   time, and keeps its slot current. Turning busy is the one moment the pool
+   may run short of idle workers, so that is when a worker may wake the
+   parent with a byte on the wake pipe: the pool follows a burst within
+   milliseconds instead of waiting for a once-a-second check. */
+static void set_state(Slot &slot, SlotState to) { store(slot.state, to); }
+
+static void worker_turns_busy(Server::State &s, Slot &slot) {
+    int64_t now = now_ms();
+    store(slot.busy_since_ms, now);
+    store(slot.heartbeat_ms, now);
+    store(slot.activity, 'W');
+    set_state(slot, SlotState::busy);
+    if (s.options.single_process) return;
+    Shared *shared = s.board.shared();
+    int idle_left = __atomic_sub_fetch(&shared->idle_hint, 1, __ATOMIC_ACQ_REL);
+    if (idle_left < load(shared->min_spare) && load(shared->live) < shared->max_clients) {
+        unsigned char byte = 1;
+        (void)!sys::write(s.wake_pipe[1], &byte, 1);  // EAGAIN: a wake is already queued
+    }
+}
+
+static void worker_turns_idle(Server::State &s, Slot &slot) {
+    store(slot.heartbeat_ms, now_ms());
+    set_state(slot, SlotState::idle);
+    if (!s.options.single_process) __atomic_add_fetch(&s.board.shared()->idle_hint, 1, __ATOMIC_ACQ_REL);
+}
+
+// True when this worker should be replaced after the connection it served.
+static bool worker_should_recycle(Server::State &s, Worker::Internals &w) {
+    if (s.options.single_process) return false;
+    if (w.limit && w.served >= w.limit) {
+        s.logf(LogLevel::info, "worker served %llu connections (max_requests_per_child); exiting",
+               (unsigned long long)w.served);
+        return true;
+    }
+    if (s.options.max_rss_kib > 0) {
+        rusage usage;
+        if (getrusage(RUSAGE_SELF, &usage) == 0 && usage.ru_maxrss > s.options.max_rss_kib) {
+            s.logf(LogLevel::notice, "worker peak memory %ld KiB is over max_rss_kib %ld; exiting",
+                   long(usage.ru_maxrss), s.options.max_rss_kib);
+            return true;
+        }
+    }
+    return false;
+}
+
+static void serve_connection(Server::State &s, int listener_index) {
+    Worker::Internals &w = s.worker_internals;
+    w.peer_length = sizeof w.peer;
+    int fd = sys::accept(s.listeners[size_t(listener_index)].fd,
+                         reinterpret_cast<sockaddr *>(&w.peer), &w.peer_length);
+    if (fd < 0) {
+        if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM) {
+            s.logf(LogLevel::error, "accept: %s; pausing for 100 ms", strerror(errno));
+            poll(nullptr, 0, 100);  // let descriptors or memory come back
+        }
+        return;  // EAGAIN: another worker won the race
+    }
+    Slot &slot = s.board.slot(w.slot);
+    w.listener = listener_index;
+    worker_turns_busy(s, slot);
+    s.handler(s.worker, fd);
+    sys::close(fd);
+    __atomic_add_fetch(&slot.connections, 1, __ATOMIC_RELAXED);
+    w.served++;
+    if (worker_should_recycle(s, w)) {
+        w.stop = true;
+        set_state(slot, SlotState::exiting);
+        return;
+    }
+    worker_turns_idle(s, slot);
+}
+
+// The worker loop; returns when the worker should exit.
+static void worker_loop(Server::State &s) {
+    Worker::Internals &w = s.worker_internals;
+    const size_t listeners = s.listeners.size();
+    std::vector<pollfd> fds(listeners + 2);
+    int heartbeat_every = s.options.timeout > 0
+                              ? std::max(100, int(s.options.timeout * 1000 / 3)) : -1;
+    sigset_t serving, waiting;
+    sigemptyset(&serving);
+    sigaddset(&serving, SIGTERM);
+    sigprocmask(SIG_BLOCK, &serving, &waiting);
+    sigdelset(&waiting, SIGTERM);
+    while (!w.stop) {
+        nfds_t count = 0;
+        bool listening = w.listening.load();
+        if (listening)
+            for (const Listener &l : s.listeners) fds[count++] = pollfd{l.fd, POLLIN, 0};
+        fds[count++] = pollfd{w.signal_read_end, POLLIN, 0};
+        if (s.life_pipe[0] >= 0) fds[count++] = pollfd{s.life_pipe[0], POLLIN, 0};
+        int ready = sys::poll_with_mask(fds.data(), count, heartbeat_every, &waiting);
+        if (ready < 0) {
+            s.logf(LogLevel::error, "worker poll: %s", strerror(errno));
+            return;
+        }
+        store(s.board.slot(w.slot).heartbeat_ms, now_ms());
+        size_t signal_index = listening ? listeners : 0;
+        if (fds[signal_index].revents)
+            drain_pipe(w.signal_read_end, [&](unsigned char byte) {
+                if (byte == SIGTERM || byte == SIGINT) w.stop = true;
+            });
+        if (s.life_pipe[0] >= 0 && fds[signal_index + 1].revents) {
+            s.logf(LogLevel::warning, "the parent is gone; worker exiting");
+            w.stop = true;
+        }
+        if (w.stop || !listening) continue;
+        for (size_t i = 0; i < listeners; i++)
+            if (fds[i].revents) {
+                serve_connection(s, int(i));
+                break;  // one connection, then look at the pipes again
+            }
+    }
+    sigprocmask(SIG_SETMASK, &waiting, nullptr);
+}
+
+int Worker::slot() const { return in_->slot; }
+uint32_t Worker::generation() const { return in_->generation; }
+const sockaddr_storage &Worker::peer() const { return in_->peer; }
+socklen_t Worker::peer_length() const { return in_->peer_length; }
+int Worker::listener() const { return in_->listener; }
+bool Worker::is_child() const { return in_->state->is_child; }
+
+void Worker::heartbeat() {
+    store(in_->state->board.slot(in_->slot).heartbeat_ms, now_ms());
+}
+
+void Worker::stop_listening() { in_->listening.store(false); }
+
+void Worker::start_listening() {
+    if (in_->listening.exchange(true)) return;
+    // Poke the loop: it may be asleep in a poll() without the listeners.
+    unsigned char byte = 0;
+    (void)!sys::write(signal_pipe_write_end, &byte, 1);
+}
+
+bool Worker::listening() const { return in_->listening.load(); }
+
+bool Worker::stopping() const {
+    Server::State &s = *in_->state;
+    if (in_->stop) return true;
+    Shared *shared = s.board.shared();
+    return shared && (load(shared->draining) || load(shared->generation) != in_->generation);
+}
+
+void Worker::count_request(const char *request_line, uint64_t bytes) {
+    Slot &slot = in_->state->board.slot(in_->slot);
+    __atomic_add_fetch(&slot.requests, 1, __ATOMIC_RELAXED);
+    __atomic_add_fetch(&slot.bytes, bytes, __ATOMIC_RELAXED);
+    if (!request_line) return;
+    __atomic_add_fetch(&slot.request_seq, 1, __ATOMIC_ACQ_REL);
+    size_t n = strnlen(request_line, sizeof slot.request - 1);
+    memcpy(slot.request, request_line, n);
+    slot.request[n] = '\0';
+    __atomic_add_fetch(&slot.request_seq, 1, __ATOMIC_ACQ_REL);
+}
+
+void Worker::set_activity(char letter) { store(in_->state->board.slot(in_->slot).activity, letter); }
+
+Scoreboard &Worker::scoreboard() { return in_->state->board; }
+
+void Worker::log(LogLevel level, const char *fmt, ...) {
+    Server::State &s = *in_->state;
+    if (!s.log) return;
+    va_list args;
+    va_start(args, fmt);
+    std::string line = format(fmt, args);
+    va_end(args);
+    s.log(level, line.c_str());
+}
+
+// Runs the init hooks and marks the worker ready. false if a hook failed.
+static bool worker_start(Server::State &s) {
+    for (InitHook &hook : s.hooks)
+        if (!hook(s.worker)) {
+            s.logf(LogLevel::error, "worker init hook failed; worker exiting");
+            return false;
+        }
+    Worker::Internals &w = s.worker_internals;
+    if (s.options.max_requests_per_child > 0) {
+        w.limit = uint64_t(s.options.max_requests_per_child);
+        if (s.options.max_requests_jitter > 0) {
+            srand(unsigned(getpid()) ^ unsigned(now_ms()));
+            w.limit += uint64_t(rand()) % uint64_t(s.options.max_requests_jitter + 1);
+        }
+    }
+    Slot &slot = s.board.slot(w.slot);
+    store(slot.heartbeat_ms, now_ms());
+    set_state(slot, SlotState::idle);
+    return true;
+}
+
+static void bind_worker(Server::State &s, int slot) {
+    s.worker_internals.state = &s;
+    s.worker_internals.slot = slot;
+    s.worker_internals.generation = s.generation;
+}
+
+// Everything a fresh child does, in order, and its only way out: _exit().
+// Signals are blocked on entry (see spawn_worker).
+[[noreturn]] static void become_worker(Server::State &s, int slot, const sigset_t &old_mask) {
+    s.is_child = true;
+    for (size_t i = 0; i < sizeof parent_signals / sizeof parent_signals[0]; i++) {
+        int sig = parent_signals[i];
+        void (*handler)(int) = SIG_DFL;
+        if (sig == SIGTERM) handler = on_signal;
+        if (sig == SIGHUP || sig == SIGTTIN || sig == SIGTTOU || sig == SIGPIPE) handler = SIG_IGN;
+        set_disposition(sig, handler);
+    }
+    sys::close(s.signal_pipe[0]);
+    sys::close(s.signal_pipe[1]);
+    sys::close(s.wake_pipe[0]);
+    sys::close(s.life_pipe[1]);
+    s.signal_pipe[0] = s.signal_pipe[1] = s.wake_pipe[0] = s.life_pipe[1] = -1;
+    int own[2];
+    if (sys::pipe(own) < 0) _exit(1);
+    signal_pipe_write_end = own[1];
+    s.worker_internals.signal_read_end = own[0];
+    sys::set_parent_death_signal(SIGTERM);
+    sigprocmask(SIG_SETMASK, &old_mask, nullptr);
+    if (getppid() != s.parent_pid) _exit(0);  // the parent died while we forked
+
+    bind_worker(s, slot);
+    store(s.board.slot(slot).pid, int32_t(getpid()));
+    if (!worker_start(s)) _exit(1);
+    worker_loop(s);
+    set_state(s.board.slot(slot), SlotState::exiting);
+    _exit(0);
+}
+
+/* ---------------------------------------------------------------------------
+   Parent. One poll() loop over the self-pipe and the wake pipe; each turn
+   reaps, then runs one maintenance pass that spawns, retires and watches
+   workers and computes the next real deadline, which becomes the poll
+   timeout (capped at a second, so an idle parent sleeps). */
+static const int64_t retire_interval_ms = 250;
+static const int64_t young_death_ms = 1000;
+
+static int64_t backoff_ms(int failures) {
+    if (failures <= 1) return 0;
+    return std::min<int64_t>(int64_t(50) << std::min(failures - 1, 10), 10000);
+}
+
+static void want_deadline(Server::State &s, int64_t at) {
+    if (at > 0 && (s.next_deadline_ms == 0 || at < s.next_deadline_ms)) s.next_deadline_ms = at;
+}
+
+static void tell_to_stop(Child &child, int64_t grace_ms) {
+    if (child.stopping) return;
+    child.stopping = true;
+    child.kill_at_ms = now_ms() + grace_ms;
+    kill(child.pid, SIGTERM);
+}
+
+static void kill_now(Child &child) {
+    if (child.killed) return;
+    child.killed = true;
+    kill(child.pid, SIGKILL);
+}
+
+static void begin_stop(Server::State &s, Phase phase, const char *why) {
+    if (s.phase == Phase::stopping || s.phase == phase) return;
+    s.phase = phase;
+    store(s.board.shared()->draining, uint32_t(1));
+    // Close our copies of the listeners: once the last worker exits the
+    // kernel stops queueing connections nobody would accept.
+    for (Listener &l : s.listeners) {
+        sys::close(l.fd);
+        l.fd = -1;
+    }
+    int64_t grace = int64_t(s.options.graceful_timeout * 1000);
+    s.drain_deadline_ms = now_ms() + grace;
+    s.logf(LogLevel::notice, "%s: %s %d workers", why,
+           phase == Phase::draining ? "draining" : "killing", s.live);
+    for (Child &child : s.children) {
+        if (!child.pid) continue;
+        if (phase == Phase::draining) tell_to_stop(child, grace);
+        else kill_now(child);
+    }
+}
+
+static int spawn_worker(Server::State &s) {
+    size_t slot = 0;
+    while (slot < s.children.size() && s.children[slot].pid) slot++;
+    if (slot == s.children.size()) return -1;
+    int64_t now = now_ms();
+    Slot &shared_slot = s.board.slot(int(slot));
+    s.board.lock();
+    memset(&shared_slot, 0, sizeof shared_slot);
+    shared_slot.generation = s.generation;
+    shared_slot.started_ms = now;
+    shared_slot.heartbeat_ms = now;
+    store(shared_slot.state, SlotState::starting);
+    s.board.unlock();
+
+    sigset_t all, old_mask;
+    sigfillset(&all);
+    sigprocmask(SIG_BLOCK, &all, &old_mask);
+    pid_t pid = fork();
+    if (pid == 0) become_worker(s, int(slot), old_mask);
+    int fork_errno = errno;
+    sigprocmask(SIG_SETMASK, &old_mask, nullptr);
+    if (pid < 0) {
+        store(shared_slot.state, SlotState::free);
+        s.failures++;
+        s.last_failure_ms = now;
+        s.spawn_not_before_ms = now + std::max<int64_t>(backoff_ms(s.failures), 100);
+        s.logf(LogLevel::error, "fork: %s; next try in %lld ms", strerror(fork_errno),
+               (long long)(s.spawn_not_before_ms - now));
+        if (s.options.shutdown_on_error) {
+            s.error = format("cannot fork a worker: %s", strerror(fork_errno));
+            s.result = -1;
+            begin_stop(s, Phase::draining, "fork failed and shutdown_on_error is set");
+        }
+        return -1;
+    }
+    store(shared_slot.pid, int32_t(pid));
+    Child &child = s.children[slot];
+    child = Child();
+    child.pid = pid;
+    child.generation = s.generation;
+    child.spawned_ms = now;
+    s.live++;
+    s.logf(LogLevel::debug, "started worker %d (generation %u, slot %zu)", int(pid), s.generation, slot);
+    return 0;
+}
+
+static std::string describe_status(int status) {
+    if (WIFEXITED(status)) return format("exited with status %d", WEXITSTATUS(status));
+    if (WIFSIGNALED(status))
+        return format("was killed by signal %d (%s)", WTERMSIG(status), strsignal(WTERMSIG(status)));
+    return format("ended with wait status %#x", status);
+}
+
+static void reap_children(Server::State &s) {
+    int status;
+    pid_t pid;
+    while ((pid = sys::waitpid(-1, &status, WNOHANG)) > 0) {
+        size_t index = 0;
+        while (index < s.children.size() && s.children[index].pid != pid) index++;
+        if (index == s.children.size()) continue;  // not a worker of ours
+        Child &child = s.children[index];
+        Slot &slot = s.board.slot(int(index));
+        int64_t now = now_ms();
+        int64_t lived = now - child.spawned_ms;
+        bool was_ready = load(slot.state) != SlotState::starting;
+        bool clean = WIFEXITED(status) && WEXITSTATUS(status) == 0;
+        bool expected = child.stopping || child.killed || (clean && was_ready);
+        std::string how = describe_status(status);
+        if (expected) {
+            s.logf(LogLevel::info, "worker %d %s after %lld ms", int(pid), how.c_str(), (long long)lived);
+        } else if (!was_ready || lived < young_death_ms) {
+            s.failures++;
+            s.last_failure_ms = now;
+            int64_t wait = backoff_ms(s.failures);
+            s.spawn_not_before_ms = now + wait;
+            s.logf(LogLevel::error, "worker %d %s %lld ms after it started%s; %d failures in a row, "
+                   "next fork in %lld ms (back-off)", int(pid), how.c_str(), (long long)lived,
+                   was_ready ? "" : ", before it was ready", s.failures, (long long)wait);
+            if (!was_ready && s.options.shutdown_on_error && s.phase == Phase::running) {
+                s.error = format("worker %d could not start (%s); stopping because "
+                                 "shutdown_on_error is set", int(pid), how.c_str());
+                s.result = -1;
+                begin_stop(s, Phase::draining, "a worker could not start");
+            }
+        } else {
+            s.logf(LogLevel::warning, "worker %d %s after %lld ms (state %c); replacing it",
+                   int(pid), how.c_str(), (long long)lived, Snapshot::letter(slot));
+        }
+        s.board.lock();
+        Shared *shared = s.board.shared();
+        shared->retired_connections += slot.connections;
+        shared->retired_requests += slot.requests;
+        shared->retired_bytes += slot.bytes;
+        memset(&slot, 0, sizeof slot);
+        s.board.unlock();
+        child = Child();
+        s.live--;
+    }
+}
+
+// Kills workers that stopped reporting, and those whose stop grace ran out.
+static void watch_workers(Server::State &s, int64_t now) {
+    int64_t timeout_ms = int64_t(s.options.timeout * 1000);
+    for (size_t i = 0; i < s.children.size(); i++) {
+        Child &child = s.children[i];
+        if (!child.pid || child.killed) continue;
+        Slot &slot = s.board.slot(int(i));
+        if (child.kill_at_ms && now >= child.kill_at_ms) {
+            s.logf(LogLevel::warning, "worker %d did not exit %s; sending SIGKILL", int(child.pid),
+                   child.timed_out ? "after its timeout" : "within its grace period");
+            kill_now(child);
+            continue;
+        }
+        want_deadline(s, child.kill_at_ms);
+        if (timeout_ms <= 0 || child.timed_out) continue;
+        int64_t heartbeat = load(slot.heartbeat_ms);
+        if (now - heartbeat <= timeout_ms) {
+            want_deadline(s, heartbeat + timeout_ms + 1);
+            continue;
+        }
+        SlotState state = load(slot.state);
+        Slot copy;
+        copy_slot(slot, &copy);
+        if (state == SlotState::busy)
+            s.logf(LogLevel::error, "busy worker %d timed out: no heartbeat for %.1f s, serving "
+                   "\"%s\" for %.1f s; sending SIGTERM", int(child.pid), (now - heartbeat) / 1000.0,
+                   copy.request, (now - load(slot.busy_since_ms)) / 1000.0);
+        else
+            s.logf(LogLevel::error, "%s worker %d timed out: no report for %.1f s; sending SIGTERM",
+                   state == SlotState::starting ? "starting" : "idle", int(child.pid),
+                   (now - heartbeat) / 1000.0);
+        child.timed_out = true;
+        child.stopping = true;
+        child.kill_at_ms = now + int64_t(s.options.kill_grace * 1000);
+        kill(child.pid, SIGTERM);
+        want_deadline(s, child.kill_at_ms);
+    }
+}
+
+// Retires the oldest idle worker of the current generation.
+static void retire_one_idle(Server::State &s, int idle) {
+    Child *oldest = nullptr;
+    for (size_t i = 0; i < s.children.size(); i++) {
+        Child &child = s.children[i];
+        if (!child.pid || child.stopping || child.generation != s.generation) continue;
+        if (load(s.board.slot(int(i)).state) != SlotState::idle) continue;
+        if (!oldest || child.spawned_ms < oldest->spawned_ms) oldest = &child;
+    }
+    if (!oldest) return;
+    s.logf(LogLevel::info, "retiring idle worker %d, the oldest of %d idle (max_spare_servers %d)",
+           int(oldest->pid), idle, s.options.max_spare_servers);
+    tell_to_stop(*oldest, int64_t(s.options.graceful_timeout * 1000));
+}
+
+static void maintain_pool(Server::State &s) {
+    int64_t now = now_ms();
+    s.next_deadline_ms = 0;
+    int idle = 0, starting = 0, current = 0;
+    for (size_t i = 0; i < s.children.size(); i++) {
+        Child &child = s.children[i];
+        if (!child.pid || child.stopping || child.generation != s.generation) continue;
+        current++;
+        SlotState state = load(s.board.slot(int(i)).state);
+        if (state == SlotState::idle) idle++;
+        if (state == SlotState::starting) starting++;
+        if (s.failures && state != SlotState::starting && child.spawned_ms > s.last_failure_ms &&
+            now - child.spawned_ms >= young_death_ms) {
+            s.logf(LogLevel::notice, "workers start normally again; back-off cleared");
+            s.failures = 0;
+        }
+    }
+    Shared *shared = s.board.shared();
+    store(shared->idle_hint, int32_t(idle + starting));
+
+    if (s.phase == Phase::running) {
+        int need = std::max(s.options.min_spare_servers - idle - starting, s.ramp_target - current);
+        int room = s.options.max_clients - s.live;
+        int spawn = std::min(need, room);
+        if (spawn > 0 && now < s.spawn_not_before_ms) {
+            want_deadline(s, s.spawn_not_before_ms);
+        } else {
+            for (int i = 0; i < spawn && s.phase == Phase::running; i++)
+                if (spawn_worker(s) < 0) {
+                    want_deadline(s, s.spawn_not_before_ms);
+                    break;
+                }
+        }
+        if (current + spawn >= s.ramp_target) s.ramp_target = 0;
+        if (idle > s.options.max_spare_servers) {
+            if (now >= s.next_retire_ms) {
+                retire_one_idle(s, idle);
+                s.next_retire_ms = now + retire_interval_ms;
+            }
+            want_deadline(s, s.next_retire_ms);
+        }
+    }
+    store(shared->live, int32_t(s.live));
+    watch_workers(s, now);
+    if (s.phase != Phase::running && now >= s.drain_deadline_ms && !s.drain_kill_sent && s.live > 0) {
+        s.drain_kill_sent = true;
+        s.logf(LogLevel::warning, "graceful_timeout of %g s ran out; killing %d workers",
+               s.options.graceful_timeout, s.live);
+        for (Child &child : s.children)
+            if (child.pid) kill_now(child);
+    }
+    if (s.phase != Phase::running) want_deadline(s, s.drain_deadline_ms);
+    if (s.options.debug_scoreboard && now >= s.next_dump_ms) {
+        s.logf(LogLevel::debug, "scoreboard %s", s.board.snapshot().render().c_str());
+        s.next_dump_ms = now + 1000;
+    }
+    if (s.options.debug_scoreboard) want_deadline(s, s.next_dump_ms);
+}
+
+static void graceful_restart(Server::State &s) {
+    s.generation++;
+    store(s.board.shared()->generation, s.generation);
+    s.ramp_target = s.options.start_servers;
+    s.logf(LogLevel::notice, "graceful restart: starting generation %u", s.generation);
+    maintain_pool(s);  // the new generation first, then retire the old one
+    int64_t grace = int64_t(s.options.graceful_timeout * 1000);
+    for (Child &child : s.children)
+        if (child.pid && child.generation != s.generation) tell_to_stop(child, grace);
+}
+
+static void adjust_spares(Server::State &s, int delta) {
+    Options &o = s.options;
+    if (delta < 0 && o.min_spare_servers <= 1) {
+        s.logf(LogLevel::notice, "SIGTTOU: min_spare_servers is already 1");
+        return;
+    }
+    o.min_spare_servers += delta;
+    o.max_spare_servers += delta;
+    store(s.board.shared()->min_spare, int32_t(o.min_spare_servers));
+    s.logf(LogLevel::notice, "%s: min_spare_servers %d, max_spare_servers %d",
+           delta > 0 ? "SIGTTIN" : "SIGTTOU", o.min_spare_servers, o.max_spare_servers);
+}
+
+static void handle_signal(Server::State &s, int signal) {
+    switch (signal) {
+    case SIGCHLD: reap_children(s); break;
+    case SIGTERM: begin_stop(s, Phase::draining, "SIGTERM"); break;
+    case SIGINT: begin_stop(s, Phase::stopping, "SIGINT"); break;
+    case SIGHUP:
+        if (s.phase == Phase::running) graceful_restart(s);
+        break;
+    case SIGTTIN: adjust_spares(s, 1); break;
+    case SIGTTOU: adjust_spares(s, -1); break;
+    default: break;
+    }
+}
+
+static int run_pool(Server::State &s) {
+    if (sys::pipe(s.wake_pipe) < 0 || sys::pipe(s.life_pipe) < 0)
+        return s.fail(format("pipe: %s", strerror(errno)));
+    s.children.assign(size_t(s.options.max_clients), Child());
+    s.ramp_target = s.options.start_servers;
+    s.logf(LogLevel::notice, "prefork parent %d: starting %d workers on %zu listeners",
+           int(getpid()), s.options.start_servers, s.listeners.size());
+    for (;;) {
+        maintain_pool(s);
+        if (s.phase != Phase::running && s.live == 0) break;
+        int64_t wait = s.next_deadline_ms ? s.next_deadline_ms - now_ms() : 1000;
+        pollfd fds[2] = {{s.signal_pipe[0], POLLIN, 0}, {s.wake_pipe[0], POLLIN, 0}};
+        if (sys::poll(fds, 2, int(std::max<int64_t>(0, std::min<int64_t>(wait, 1000)))) < 0)
+            return s.fail(format("poll: %s", strerror(errno)));
+        if (fds[1].revents) drain_pipe(s.wake_pipe[0], [](unsigned char) {});
+        if (fds[0].revents) drain_pipe(s.signal_pipe[0], [&](unsigned char sig) { handle_signal(s, sig); });
+    }
+    s.logf(LogLevel::notice, "all workers are gone; parent exiting");
+    return s.result;
+}
+
+static int run_single(Server::State &s) {
+    s.worker_internals.signal_read_end = s.signal_pipe[0];
+    bind_worker(s, 0);
+    Slot &slot = s.board.slot(0);
+    store(slot.pid, int32_t(getpid()));
+    store(slot.started_ms, now_ms());
+    s.logf(LogLevel::notice, "single-process mode: serving in pid %d", int(getpid()));
+    if (!worker_start(s)) return s.fail("the init hook failed");
+    worker_loop(s);
+    s.logf(LogLevel::notice, "single-process mode: stopping");
+    return 0;
+}
+
+// Gets the scoreboard, retrying every ipc_retry_interval while signals may
+// still stop us. 0, or 1 when told to stop first.
+static int acquire_ipc(Server::State &s) {
+    std::string why;
+    while (s.board.create(s.options.single_process ? 1 : s.options.max_clients, &why, s.log) != 0) {
+        s.logf(LogLevel::error, "cannot create the scoreboard: %s; retrying in %g s", why.c_str(),
+               s.options.ipc_retry_interval);
+        int64_t until = now_ms() + int64_t(s.options.ipc_retry_interval * 1000);
+        for (int64_t now = now_ms(); now < until; now = now_ms()) {
+            pollfd fd = {s.signal_pipe[0], POLLIN, 0};
+            sys::poll(&fd, 1, int(until - now));
+            bool stop = false;
+            drain_pipe(s.signal_pipe[0], [&](unsigned char sig) { stop |= sig == SIGTERM || sig == SIGINT; });
+            if (stop) return 1;
+        }
+    }
+    Shared *shared = s.board.shared();
+    shared->min_spare = s.options.min_spare_servers;
+    shared->max_clients = s.options.max_clients;
+    shared->generation = s.generation;
+    return 0;
+}
+
+/* ---------------------------------------------------------------------------
+   Server: the public face. */
+Server::Server(const Options &options) : state_(new State) { state_->options = options; }
+
+// Closes the listeners; a UNIX socket file is removed by run() only, since a
+// Server that never ran may be a copy whose socket another process serves.
+Server::~Server() {
+    for (Listener &l : state_->listeners) sys::close(l.fd);
+}
+
+int Server::listen(const std::string &spec) {
+    State &s = *state_;
+    if (spec.compare(0, 5, "unix:") == 0) return bind_unix(s, spec, spec.substr(5));
+    if (bind_inet(s, spec) < 0) return -1;
+    Listener &l = s.listeners.back();
+    sockaddr_storage bound;
+    socklen_t length = sizeof bound;
+    getsockname(l.fd, reinterpret_cast<sockaddr *>(&bound), &length);
+    l.address = describe_address(reinterpret_cast<sockaddr *>(&bound), &l.port);
+    return 0;
+}
+
+int Server::listen_fd(int fd) {
+    State &s = *state_;
+    int accepting = 0;
+    socklen_t size = sizeof accepting;
+    if (getsockopt(fd, SOL_SOCKET, SO_ACCEPTCONN, &accepting, &size) < 0 || !accepting)
+        return s.fail(format("fd %d is not a listening socket", fd));
+    if (sys::set_flags(fd, true) < 0) return s.fail(format("fd %d: fcntl: %s", fd, strerror(errno)));
+    Listener l;
+    l.fd = fd;
+    sockaddr_storage bound;
+    socklen_t length = sizeof bound;
+    getsockname(fd, reinterpret_cast<sockaddr *>(&bound), &length);
+    l.address = describe_address(reinterpret_cast<sockaddr *>(&bound), &l.port);
+    s.listeners.push_back(l);
+    return 0;
+}
+
+size_t Server::listener_count() const { return state_->listeners.size(); }
+std::string Server::address(size_t i) const { return state_->listeners.at(i).address; }
+int Server::port(size_t i) const { return state_->listeners.at(i).port; }
+void Server::on_connection(ConnectionHandler handler) { state_->handler = std::move(handler); }
+void Server::on_worker_start(InitHook hook) { state_->hooks.push_back(std::move(hook)); }
+void Server::on_log(LogFn log) { state_->log = std::move(log); }
+bool Server::is_child() const { return state_->is_child; }
+Snapshot Server::snapshot() { return state_->board.snapshot(); }
+const Options &Server::options() const { return state_->options; }
+const std::string &Server::error() const { return state_->error; }
+
+void Server::log(LogLevel level, const char *fmt, ...) {
+    if (!state_->log) return;
+    va_list args;
+    va_start(args, fmt);
+    std::string line = format(fmt, args);
+    va_end(args);
+    state_->log(level, line.c_str());
+}
+
+int Server::run() {
+    State &s = *state_;
+    std::vector<std::string> notes;
+    std::string bad = check_options(s.options, &notes);
+    if (!bad.empty()) return s.fail(bad);
+    for (const std::string &note : notes) s.logf(LogLevel::notice, "%s", note.c_str());
+    if (s.listeners.empty()) return s.fail("no listener: call listen() before run()");
+    for (const Listener &l : s.listeners)
+        if (l.fd < 0) return s.fail("the listeners were closed by an earlier run()");
+    if (!s.handler) return s.fail("no connection handler: call on_connection() before run()");
+    if (signal_pipe_write_end >= 0) return s.fail("another Server is running in this process");
+    if (sys::pipe(s.signal_pipe) < 0) return s.fail(format("pipe: %s", strerror(errno)));
+    signal_pipe_write_end = s.signal_pipe[1];
+    for (size_t i = 0; i < sizeof parent_signals / sizeof parent_signals[0]; i++)
+        set_disposition(parent_signals[i], parent_signals[i] == SIGPIPE ? SIG_IGN : on_signal,
+                        &s.saved_actions[i]);
+    s.parent_pid = getpid();
+    s.error.clear();
+    s.result = 0;
+
+    int rc = 0;
+    if (acquire_ipc(s) == 0) rc = s.options.single_process ? run_single(s) : run_pool(s);
+
+    for (size_t i = 0; i < sizeof parent_signals / sizeof parent_signals[0]; i++)
+        sigaction(parent_signals[i], &s.saved_actions[i], nullptr);
+    signal_pipe_write_end = -1;
+    int *fds[] = {&s.signal_pipe[0], &s.signal_pipe[1], &s.wake_pipe[0], &s.wake_pipe[1],
+                  &s.life_pipe[0], &s.life_pipe[1]};
+    for (int *fd : fds) {
+        sys::close(*fd);
+        *fd = -1;
+    }
+    s.board.destroy();
+    for (Listener &l : s.listeners) {
+        sys::close(l.fd);
+        l.fd = -1;
+        if (!l.unix_path.empty()) unlink(l.unix_path.c_str());
+        l.unix_path.clear();
+    }
+    return rc;
+}
+
+}  // namespace prefork

@@ -1,0 +1,304 @@
+/* prefork.h - prefork 0.1.0 - a preforking server toolkit in two files.
+
+   A parent process keeps a pool of worker processes that accept connections
+   on shared listening sockets and hand each one to your handler.
+
+   WHAT IT IS
+     Vendor prefork.h and prefork.cc, compile them with C++17, link nothing
+     else: libc and the C++ standard library are all it uses. The parent is a
+     single poll() loop fed by a self-pipe; the scoreboard is System V shared
+     memory guarded by a System V semaphore taken with SEM_UNDO, so a worker
+     killed while holding the lock cannot wedge the pool.
+
+   EXAMPLE (a copy lives in test/example.cc and is built by `make test`)
+
+     #include "prefork.h"
+     #include <cstdio>
+     #include <unistd.h>
+
+     int main(int argc, char **argv) {
+         prefork::Options options;
+         options.start_servers = 2;
+         options.max_requests_per_child = 1000;
+         prefork::Server server(options);
+         server.on_log(prefork::log_to_stderr);
+         if (server.listen(argc > 1 ? argv[1] : "127.0.0.1:8080") != 0) {
+             std::fprintf(stderr, "example: %s\n", server.error().c_str());
+             return 1;
+         }
+         server.on_connection([](prefork::Worker &, int fd) {
+             static const char reply[] = "hello from a worker\n";
+             (void)!write(fd, reply, sizeof reply - 1);
+         });
+         if (server.run() != 0) {
+             std::fprintf(stderr, "example: %s\n", server.error().c_str());
+             return 1;
+         }
+         return 0;
+     }
+
+   API
+     Server(options)           Keeps a copy of the options; check them with
+                               check_options() first to get friendly errors.
+     server.listen(spec)       Binds "PORT", "HOST:PORT", "[V6]:PORT" or
+                               "unix:PATH" in the calling process. Port 0
+                               picks a free port: see server.address(i).
+                               Returns 0, or -1 with server.error() set.
+     server.listen_fd(fd)      Adopts an already-listening socket. 0 / -1.
+     server.on_connection(h)   h(worker, fd) serves one accepted connection,
+                               in a worker. The library closes fd afterwards.
+     server.on_worker_start(h) Adds an init hook, run in every new worker
+                               before it accepts, never in the parent (DB
+                               handles...). Returning false fails the worker.
+     server.on_log(f)          Where log lines go. Without it the library is
+                               silent. log_to_stderr is a ready-made sink.
+     server.run()              Runs the pool until SIGTERM (graceful) or
+                               SIGINT (now). Returns 0, or -1 with error().
+                               Installs its signal handlers for the duration.
+     server.is_child()         True inside a worker.
+     server.snapshot()         Copies the scoreboard (parent or worker).
+     worker.heartbeat()        Tells the watchdog a long handler is alive.
+     worker.stop_listening()   Pause / resume accepting in this worker only
+     worker.start_listening()  (safe from another thread of the worker).
+     worker.stopping()         True once the worker should finish up: the
+                               server drains, restarts, or retires it.
+     worker.count_request(line, bytes)
+                               Records one request in the scoreboard.
+
+   OPTIONS (struct Options; defaults in brackets)
+     start_servers [5]          Workers forked at start; clamped to
+                                max_clients (logged).
+     min_spare_servers [5]      Idle workers kept ready. A worker turning busy
+     max_spare_servers [10]     wakes the parent at once when idle ones fall
+                                below the minimum. Above the maximum the
+                                oldest idle worker is retired, one every
+                                250 ms. max < min becomes min + 1 (logged).
+     max_clients [256]          Never more workers; extra connections wait in
+                                the listen backlog (listen_backlog [511]).
+     max_requests_per_child [0] Connections a worker serves before it is
+     max_requests_jitter [0]    replaced (0 = no limit), plus a random 0..N.
+     max_rss_kib [0]            Replace a worker whose peak resident memory
+                                passed this after a connection (0 = off).
+     timeout [0]                Seconds a worker may go without a heartbeat
+                                (busy: per connection or heartbeat(); idle:
+                                the worker reports by itself) before SIGTERM,
+     kill_grace [2]             then SIGKILL this many seconds later.
+     graceful_timeout [30]      Bound on a graceful stop or restart; workers
+                                still busy then are killed.
+     shutdown_on_error [false]  Stop the server when a worker cannot be
+                                started (fork or init hook failed) instead of
+                                retrying with back-off.
+     ipc_retry_interval [5]     Seconds between tries when shared memory or
+                                the semaphore cannot be had.
+     single_process [false]     No fork: the worker loop runs in run()'s own
+                                process (debugging, deterministic tests).
+     debug_scoreboard [false]   Log the scoreboard every second.
+
+   SIGNALS (to the parent)
+     SIGTERM  graceful stop: stop accepting, finish in-flight connections
+              (bounded by graceful_timeout), exit 0.
+     SIGINT   stop now: workers are killed.
+     SIGHUP   graceful restart: keep the listeners, start a new generation,
+              old workers finish their connection and exit.
+     SIGTTIN  raise min and max spare by one; SIGTTOU lowers them.
+     SIGCHLD  reap, log, and replace workers.
+     Workers are signalled by pid only, never through the process group.
+
+   PORTABILITY
+     POSIX with System V IPC. On Linux it also uses pipe2, accept4,
+     PR_SET_PDEATHSIG and SEM_STAT (to remove a semaphore set left by a
+     parent that was killed with SIGKILL). Compiles with -fno-exceptions
+     -fno-rtti. The parent uses fork(); keep it single-threaded.
+
+   LICENSE
+     MIT. Copyright (c) 2026 the prefork authors. Permission is hereby
+     granted, free of charge, to any person obtaining a copy of this software,
+     to deal in it without restriction, provided this notice is kept. THE
+     SOFTWARE IS PROVIDED "AS IS", WITHOUT WARRANTY OF ANY KIND.
+*/
+#ifndef PREFORK_H
+#define PREFORK_H
+
+#include <cstddef>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+#include <sys/socket.h>
+#include <sys/types.h>
+
+namespace prefork {
+
+enum class LogLevel { debug, info, notice, warning, error };
+
+// A log sink receives one line without its newline.
+using LogFn = std::function<void(LogLevel, const char *message)>;
+
+// Writes "2026-11-22 17:46:11 [notice] [pid 123] message\n" to stderr in
+// one write(2), so lines from several processes do not interleave.
+void log_to_stderr(LogLevel level, const char *message);
+const char *log_level_name(LogLevel level);
+
+struct Options {
+    int start_servers = 5;
+    int min_spare_servers = 5;
+    int max_spare_servers = 10;
+    int max_clients = 256;
+    int listen_backlog = 511;
+    long max_requests_per_child = 0;
+    long max_requests_jitter = 0;
+    long max_rss_kib = 0;
+    double timeout = 0;
+    double kill_grace = 2;
+    double graceful_timeout = 30;
+    double ipc_retry_interval = 5;
+    bool shutdown_on_error = false;
+    bool single_process = false;
+    bool debug_scoreboard = false;
+};
+
+// Validates and normalises options in place. Returns "" when usable, else
+// one sentence naming the bad option. The seed's normalisations (start over
+// max_clients, max spare under min spare) are applied and described in
+// *notes when notes is not null.
+std::string check_options(Options &options, std::vector<std::string> *notes);
+
+enum class SlotState : uint8_t { free, starting, idle, busy, exiting };
+
+// One worker's scoreboard record. Lives in shared memory; only its worker
+// writes it, except that the parent claims and frees it.
+struct Slot {
+    int32_t pid;
+    SlotState state;
+    char activity;          // Apache letter while busy ('W' unless set)
+    uint16_t flags;
+    uint32_t generation;
+    uint32_t request_seq;   // odd while request[] is being written
+    int64_t started_ms;     // CLOCK_MONOTONIC milliseconds
+    int64_t heartbeat_ms;
+    int64_t busy_since_ms;
+    uint64_t connections;
+    uint64_t requests;
+    uint64_t bytes;
+    char request[80];       // last request line, NUL-terminated, cut short
+};
+
+struct Snapshot {
+    int64_t now_ms = 0;
+    int64_t uptime_ms = 0;
+    uint32_t generation = 0;
+    int starting = 0, idle = 0, busy = 0, exiting = 0;
+    uint64_t connections = 0, requests = 0, bytes = 0;  // all workers ever
+    std::vector<Slot> slots;                             // max_clients long
+
+    // Apache-style letters: '.' free, 'S' starting, '_' idle, busy as the
+    // worker set it ('W' by default), 'G' exiting.
+    static char letter(const Slot &slot);
+    // "gen 2: 3 busy, 4 idle, 0 starting, 0 exiting; 120 connections,
+    // 130 requests" then a newline and one letter per slot.
+    std::string render() const;
+};
+
+struct Shared;
+class Worker;
+class Server;
+
+// The System V scoreboard: one shared memory segment (removed with
+// IPC_RMID as soon as it is attached) and one semaphore set.
+class Scoreboard {
+public:
+    Scoreboard() = default;
+    ~Scoreboard();
+    Scoreboard(const Scoreboard &) = delete;
+    Scoreboard &operator=(const Scoreboard &) = delete;
+
+    // Creates both objects for `slots` slots. Returns 0, or -1 with *error
+    // naming the kernel limit involved. First removes semaphore sets left
+    // by a dead parent (Linux), logging each through log when set.
+    int create(int slots, std::string *error, const LogFn &log = LogFn());
+    // Detaches; in the creating process also removes the semaphore set.
+    void destroy();
+    bool ready() const { return shared_ != nullptr; }
+    int slot_count() const;
+    int semaphore_id() const { return semaphore_id_; }
+
+    // The lock, taken with SEM_UNDO. 0, or -1 if the set is gone.
+    int lock();
+    int unlock();
+    // Copies the board under the lock.
+    Snapshot snapshot();
+
+    Slot &slot(int index);
+    Shared *shared() { return shared_; }
+
+private:
+    Shared *shared_ = nullptr;
+    int semaphore_id_ = -1;
+    pid_t creator_ = 0;
+};
+
+using ConnectionHandler = std::function<void(Worker &, int fd)>;
+using InitHook = std::function<bool(Worker &)>;
+
+class Worker {
+public:
+    struct Internals;  // defined in prefork.cc
+    explicit Worker(Internals *internals) : in_(internals) {}
+
+    int slot() const;
+    uint32_t generation() const;
+    bool is_child() const;
+    void heartbeat();
+    void stop_listening();
+    void start_listening();
+    bool listening() const;
+    bool stopping() const;
+    void count_request(const char *request_line, uint64_t bytes);
+    void set_activity(char letter);
+    // The peer of the connection being served, and which listener took it.
+    const sockaddr_storage &peer() const;
+    socklen_t peer_length() const;
+    int listener() const;
+    Scoreboard &scoreboard();
+    void log(LogLevel level, const char *format, ...)
+        __attribute__((format(printf, 3, 4)));
+
+private:
+    Internals *in_;
+};
+
+class Server {
+public:
+    explicit Server(const Options &options = Options());
+    ~Server();
+    Server(const Server &) = delete;
+    Server &operator=(const Server &) = delete;
+
+    int listen(const std::string &spec);
+    int listen_fd(int fd);
+    size_t listener_count() const;
+    std::string address(size_t index) const;  // "127.0.0.1:8080", "unix:/p"
+    int port(size_t index) const;              // 0 for UNIX sockets
+
+    void on_connection(ConnectionHandler handler);
+    void on_worker_start(InitHook hook);
+    void on_log(LogFn log);
+
+    int run();
+    bool is_child() const;
+    Snapshot snapshot();
+    const Options &options() const;
+    const std::string &error() const;
+    void log(LogLevel level, const char *format, ...)
+        __attribute__((format(printf, 3, 4)));
+
+    struct State;
+
+private:
+    std::unique_ptr<State> state_;
+};
+
+}  // namespace prefork
+
+#endif

@@ -1,0 +1,99 @@
+// harness.h - runs a prefork server in a child process for the tests.
+//
+// The server child is the leader of a process group of its own, so teardown
+// can always kill everything the test started and nothing else. Its log goes
+// to a file whose lines start with CLOCK_MONOTONIC milliseconds. Its
+// connection handler speaks a one-line command protocol (see harness.cc) that
+// lets a test make a worker hold, hang, leak or report itself.
+#ifndef PREFORK_TEST_HARNESS_H
+#define PREFORK_TEST_HARNESS_H
+
+#include "prefork.h"
+
+#include <functional>
+#include <string>
+#include <vector>
+
+#include <sys/types.h>
+
+namespace harness {
+
+int64_t now_ms();
+
+// Polls pred every 5 ms until it is true or timeout_ms passes.
+bool eventually(const std::function<bool()> &pred, int timeout_ms = 5000);
+
+// A client connection to the server under test.
+class Client {
+public:
+    explicit Client(const std::string &address);  // "127.0.0.1:PORT" or "unix:PATH"
+    ~Client();
+    Client(const Client &) = delete;
+    bool connected() const { return fd_ >= 0; }
+    bool send(const std::string &text);
+    // Reads one line (without '\n'); "" on EOF, error or timeout.
+    std::string line(int timeout_ms = 5000);
+    // Reads until EOF; false on timeout.
+    bool until_eof(std::string *out, int timeout_ms = 5000);
+    void close();
+
+private:
+    int fd_ = -1;
+    std::string buffered_;
+};
+
+// Sends one command on a new connection and returns the whole answer.
+std::string ask(const std::string &address, const std::string &command, int timeout_ms = 5000);
+
+class TestServer {
+public:
+    prefork::Options options;
+    std::vector<std::string> listen_specs{"127.0.0.1:0"};
+    std::vector<prefork::InitHook> hooks;
+    std::function<void()> in_child;  // runs in the server child before run()
+
+    TestServer();
+    ~TestServer();  // SIGTERM, then SIGKILL to the group, always reaped
+
+    // Binds, forks and runs the server. false (with a gtest failure) if it
+    // could not start.
+    bool start();
+    pid_t pid() const { return pid_; }
+    const std::string &address() const { return address_; }
+
+    std::string log() const;
+    // Lines of the log containing needle.
+    std::vector<std::string> log_lines(const std::string &needle) const;
+    bool wait_log(const std::string &needle, int count = 1, int timeout_ms = 5000) const;
+
+    // The parent's children right now (its workers).
+    std::vector<pid_t> workers() const;
+    bool wait_workers(size_t count, int timeout_ms = 5000) const;
+
+    // Waits for the parent to exit; its wait status, or -1 on timeout.
+    int wait_exit(int timeout_ms = 5000);
+    bool signal(int sig) const;
+
+private:
+    pid_t pid_ = -1;
+    bool reaped_ = false;
+    std::string address_;
+    std::string log_path_;
+};
+
+// Sets what the "hook" command answers in this worker.
+void set_hook_record(const std::string &text);
+
+// Pids of live processes among pids (zombies count as gone).
+std::vector<pid_t> alive(const std::vector<pid_t> &pids);
+
+// System V objects still present that were created by pid: semaphore sets
+// (found by prefork's marker) plus shared memory segments (by creator pid).
+int ipc_objects_of(pid_t pid);
+
+// Shared memory segments created by pid and not yet marked for removal.
+int unremoved_segments_of(pid_t pid);
+
+}  // namespace harness
+
+#endif

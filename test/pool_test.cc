@@ -1,0 +1,630 @@
+// pool_test.cc - the pool as a whole: real parents, real workers, real
+// connections over loopback. Each test starts a server in its own process
+// group (harness.h); every wait has a deadline.
+#include "harness.h"
+#include "prefork.h"
+
+#include <gtest/gtest.h>
+
+#include <atomic>
+#include <csignal>
+#include <cstdio>
+#include <fstream>
+#include <map>
+#include <set>
+#include <sstream>
+#include <thread>
+
+#include <fcntl.h>
+#include <sched.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+using harness::ask;
+using harness::Client;
+using harness::eventually;
+using harness::TestServer;
+
+// The pid in an answer like "pid 123 gen 1" or "held 123".
+static pid_t pid_in(const std::string &answer) {
+    std::istringstream in(answer);
+    std::string word;
+    long pid = -1;
+    in >> word >> pid;
+    return pid_t(pid);
+}
+
+static bool contains(const std::vector<pid_t> &pids, pid_t pid) {
+    return std::find(pids.begin(), pids.end(), pid) != pids.end();
+}
+
+static bool exited_zero(int status) { return status >= 0 && WIFEXITED(status) && WEXITSTATUS(status) == 0; }
+
+// The millisecond stamp that starts a harness log line.
+static long long stamp(const std::string &line) { return atoll(line.c_str()); }
+
+// The number after `key` in a line ("started worker 123 ...").
+static pid_t number_after(const std::string &line, const std::string &key) {
+    size_t at = line.find(key);
+    return at == std::string::npos ? -1 : pid_t(atol(line.c_str() + at + key.size()));
+}
+
+TEST(Pool, ForksStartServersWorkers) {
+    TestServer t;
+    t.options.start_servers = 3;
+    t.options.min_spare_servers = 1;
+    t.options.max_spare_servers = 5;
+    ASSERT_TRUE(t.start());
+    ASSERT_TRUE(t.wait_workers(3));
+    std::string sb = ask(t.address(), "sb");
+    EXPECT_EQ(sb.compare(0, 15, "idle 2 busy 1 s"), 0) << sb;  // the one answering is busy
+}
+
+TEST(Pool, StartServersIsClampedToMaxClients) {
+    TestServer t;
+    t.options.start_servers = 6;
+    t.options.max_clients = 3;
+    ASSERT_TRUE(t.start());
+    ASSERT_TRUE(t.wait_log("start_servers 6 is above max_clients 3; starting 3"));
+    ASSERT_TRUE(t.wait_workers(3));
+}
+
+TEST(Pool, KeepsMinSpareServersIdle) {
+    TestServer t;
+    t.options.start_servers = 1;
+    t.options.min_spare_servers = 3;
+    t.options.max_spare_servers = 5;
+    ASSERT_TRUE(t.start());
+    ASSERT_TRUE(t.wait_workers(3));
+    // Two connections held busy: three idle ones are still wanted, so five.
+    Client a(t.address()), b(t.address());
+    ASSERT_TRUE(a.send("hold\n") && b.send("hold\n"));
+    EXPECT_NE(a.line(), "");
+    EXPECT_NE(b.line(), "");
+    EXPECT_TRUE(t.wait_workers(5));
+}
+
+TEST(Pool, RetiresTheOldestIdleWorkersOneAtATime) {
+    TestServer t;
+    t.options.start_servers = 5;
+    t.options.min_spare_servers = 1;
+    t.options.max_spare_servers = 2;
+    ASSERT_TRUE(t.start());
+    ASSERT_TRUE(t.wait_log("retiring idle worker", 3));
+    ASSERT_TRUE(t.wait_workers(2));
+    std::vector<std::string> started = t.log_lines("started worker ");
+    std::vector<std::string> retired = t.log_lines("retiring idle worker ");
+    ASSERT_GE(started.size(), 5u);
+    ASSERT_EQ(retired.size(), 3u) << t.log();
+    for (size_t i = 0; i < retired.size(); i++) {
+        EXPECT_EQ(number_after(retired[i], "retiring idle worker "), number_after(started[i], "started worker "))
+            << "retirement " << i << " was not the oldest idle worker";
+        if (i > 0) {
+            EXPECT_GE(stamp(retired[i]) - stamp(retired[i - 1]), 240) << "retired all at once";
+        }
+    }
+}
+
+TEST(Pool, NeverMoreThanMaxClientsExtraConnectionsWait) {
+    TestServer t;
+    t.options.start_servers = 1;
+    t.options.min_spare_servers = 2;
+    t.options.max_spare_servers = 4;
+    t.options.max_clients = 3;
+    ASSERT_TRUE(t.start());
+    std::vector<std::unique_ptr<Client>> clients;
+    for (int i = 0; i < 5; i++) {
+        clients.emplace_back(new Client(t.address()));
+        ASSERT_TRUE(clients.back()->send("hold\n"));
+    }
+    int held = 0;
+    for (auto &c : clients)
+        if (!c->line(held < 3 ? 5000 : 300).empty()) held++;
+    EXPECT_EQ(held, 3);
+    EXPECT_LE(t.workers().size(), 3u);
+    // Releasing one lets a waiting connection in.
+    int released = -1;
+    for (int i = 0; i < 5 && released < 0; i++)
+        if (clients[size_t(i)]->send("release\n") && clients[size_t(i)]->line(300) == "bye") released = i;
+    ASSERT_GE(released, 0);
+    int late = 0;
+    for (auto &c : clients)
+        if (c.get() != clients[size_t(released)].get() && !c->line(200).empty()) late++;
+    EXPECT_TRUE(late == 1 || eventually([&] {
+        for (auto &c : clients)
+            if (!c->line(50).empty()) return true;
+        return false;
+    })) << "a waiting connection was not served";
+    EXPECT_LE(t.workers().size(), 3u);
+}
+
+TEST(Pool, ReplacesAWorkerKilledWithSigkill) {
+    TestServer t;
+    t.options.start_servers = 2;
+    t.options.min_spare_servers = 2;
+    ASSERT_TRUE(t.start());
+    ASSERT_TRUE(t.wait_workers(2));
+    pid_t victim = t.workers()[0];
+    ASSERT_EQ(kill(victim, SIGKILL), 0);
+    EXPECT_TRUE(eventually([&] {
+        std::vector<pid_t> now = t.workers();
+        return now.size() == 2 && !contains(now, victim);
+    }));
+    EXPECT_TRUE(t.wait_log("worker " + std::to_string(victim) + " was killed by signal 9"));
+    EXPECT_NE(ask(t.address(), "pid"), "");
+}
+
+TEST(Pool, MaxRequestsPerChildRecyclesWithoutLosingARequest) {
+    TestServer t;
+    t.options.start_servers = 1;
+    t.options.min_spare_servers = 1;
+    t.options.max_clients = 1;
+    t.options.max_requests_per_child = 3;
+    ASSERT_TRUE(t.start());
+    std::map<pid_t, int> served;
+    for (int i = 0; i < 10; i++) {
+        std::string answer = ask(t.address(), "pid");
+        ASSERT_NE(answer, "") << "request " << i << " was lost";
+        served[pid_in(answer)]++;
+    }
+    EXPECT_EQ(served.size(), 4u);
+    for (auto &entry : served) {
+        EXPECT_LE(entry.second, 3);
+    }
+    EXPECT_TRUE(t.wait_log("worker served 3 connections (max_requests_per_child); exiting", 3));
+}
+
+TEST(Pool, MaxRequestsJitterSpreadsRecycling) {
+    TestServer t;
+    t.options.start_servers = 1;
+    t.options.min_spare_servers = 1;
+    t.options.max_clients = 1;
+    t.options.max_requests_per_child = 2;
+    t.options.max_requests_jitter = 3;
+    ASSERT_TRUE(t.start());
+    std::vector<pid_t> order;
+    for (int i = 0; i < 40; i++) {
+        std::string answer = ask(t.address(), "pid");
+        ASSERT_NE(answer, "") << "request " << i << " was lost";
+        order.push_back(pid_in(answer));
+    }
+    std::map<pid_t, int> served;
+    for (pid_t pid : order) served[pid]++;
+    std::set<int> counts;
+    for (auto &entry : served)
+        if (entry.first != order.back()) {  // the last worker may not be done
+            EXPECT_GE(entry.second, 2);
+            EXPECT_LE(entry.second, 5);
+            counts.insert(entry.second);
+        }
+    EXPECT_GE(served.size(), 8u);
+    EXPECT_GE(counts.size(), 2u) << "every worker recycled after the same count";
+}
+
+TEST(Pool, WorkerOverMaxRssIsRecycled) {
+    TestServer t;
+    t.options.start_servers = 1;
+    t.options.min_spare_servers = 1;
+    t.options.max_clients = 1;
+    t.options.max_rss_kib = 64 * 1024;
+    ASSERT_TRUE(t.start());
+    pid_t first = pid_in(ask(t.address(), "pid"));
+    EXPECT_EQ(pid_in(ask(t.address(), "pid")), first);
+    EXPECT_EQ(pid_in(ask(t.address(), "grow 100000")), first);
+    EXPECT_TRUE(t.wait_log("is over max_rss_kib 65536; exiting"));
+    pid_t next = pid_in(ask(t.address(), "pid"));
+    EXPECT_GT(next, 0);
+    EXPECT_NE(next, first);
+}
+
+TEST(Pool, BusyWorkerWithoutHeartbeatIsKilledAndReplaced) {
+    TestServer t;
+    t.options.start_servers = 2;
+    t.options.min_spare_servers = 1;
+    t.options.timeout = 1;
+    t.options.kill_grace = 0.3;
+    ASSERT_TRUE(t.start());
+    Client c(t.address());
+    ASSERT_TRUE(c.send("hang\n"));
+    pid_t hung = pid_in(c.line());
+    ASSERT_GT(hung, 0);
+    std::string key = "busy worker " + std::to_string(hung) + " timed out";
+    ASSERT_TRUE(t.wait_log(key, 1, 8000));
+    std::string line = t.log_lines(key)[0];
+    EXPECT_NE(line.find("serving \"hang\""), std::string::npos) << line;
+    EXPECT_TRUE(t.wait_log("worker " + std::to_string(hung) + " did not exit after its timeout; sending SIGKILL"));
+    std::string rest;
+    EXPECT_TRUE(c.until_eof(&rest)) << "the client of a killed worker should see the connection close";
+    EXPECT_TRUE(eventually([&] { return !contains(t.workers(), hung); }));
+    EXPECT_NE(ask(t.address(), "pid"), "");
+}
+
+TEST(Pool, HeartbeatKeepsALongHandlerAlive) {
+    TestServer t;
+    t.options.start_servers = 1;
+    t.options.min_spare_servers = 1;
+    t.options.timeout = 1;
+    ASSERT_TRUE(t.start());
+    std::string answer = ask(t.address(), "beat 2500", 8000);
+    EXPECT_EQ(answer.compare(0, 5, "done "), 0) << answer;
+    EXPECT_TRUE(t.log_lines("timed out").empty()) << t.log();
+}
+
+TEST(Pool, IdleWorkerThatStopsReportingIsKilled) {
+    TestServer t;
+    t.options.start_servers = 2;
+    t.options.min_spare_servers = 2;
+    t.options.timeout = 1;
+    t.options.kill_grace = 0.3;
+    ASSERT_TRUE(t.start());
+    ASSERT_TRUE(t.wait_workers(2));
+    pid_t frozen = t.workers()[0];
+    ASSERT_EQ(kill(frozen, SIGSTOP), 0);
+    EXPECT_TRUE(t.wait_log("idle worker " + std::to_string(frozen) + " timed out", 1, 8000));
+    EXPECT_TRUE(eventually([&] {
+        std::vector<pid_t> now = t.workers();
+        return now.size() == 2 && !contains(now, frozen);
+    }, 8000));
+}
+
+TEST(Pool, InitHooksRunInEveryWorkerAndNeverInTheParent) {
+    char path[] = "/tmp/prefork-test-hooks-XXXXXX";
+    int fd = mkstemp(path);
+    ASSERT_GE(fd, 0);
+    close(fd);
+    std::string hooks_file = path;
+    TestServer t;
+    t.options.start_servers = 3;
+    t.options.min_spare_servers = 1;
+    t.hooks.push_back([hooks_file](prefork::Worker &w) {
+        FILE *f = fopen(hooks_file.c_str(), "a");
+        if (!f) return false;
+        fprintf(f, "%d %d\n", int(getpid()), w.is_child() ? 1 : 0);
+        fclose(f);
+        harness::set_hook_record("ran in " + std::to_string(getpid()));
+        return true;
+    });
+    ASSERT_TRUE(t.start());
+    ASSERT_TRUE(t.wait_workers(3));
+    std::vector<pid_t> workers = t.workers();
+    std::set<pid_t> hooked;
+    EXPECT_TRUE(eventually([&] {
+        hooked.clear();
+        std::ifstream in(hooks_file);
+        int pid, child;
+        while (in >> pid >> child) {
+            EXPECT_EQ(child, 1) << "is_child() was false inside a worker";
+            hooked.insert(pid);
+        }
+        return hooked.size() >= 3;
+    }));
+    for (pid_t w : workers) {
+        EXPECT_TRUE(hooked.count(w)) << "worker " << w << " ran no hook";
+    }
+    EXPECT_FALSE(hooked.count(t.pid())) << "a hook ran in the parent";
+    Client c(t.address());
+    ASSERT_TRUE(c.send("hook\n"));
+    std::string answer = c.line();
+    EXPECT_EQ(answer.compare(0, 7, "ran in "), 0) << answer;
+    unlink(path);
+    prefork::Server parent_side;
+    EXPECT_FALSE(parent_side.is_child());
+}
+
+TEST(Pool, AWorkerCanPauseAndResumeAccepting) {
+    TestServer t;
+    t.options.start_servers = 2;
+    t.options.min_spare_servers = 1;
+    t.options.max_clients = 2;
+    ASSERT_TRUE(t.start());
+    ASSERT_TRUE(t.wait_workers(2));
+    pid_t paused = pid_in(ask(t.address(), "pause 1500"));
+    ASSERT_GT(paused, 0);
+    Client hold(t.address());
+    ASSERT_TRUE(hold.send("hold\n"));
+    pid_t other = pid_in(hold.line());
+    EXPECT_NE(other, paused) << "a paused worker accepted";
+    // Now one worker is busy and the other paused: a request must wait
+    // for the pause to end, then be served by the paused worker.
+    Client late(t.address());
+    ASSERT_TRUE(late.send("pid\n"));
+    EXPECT_EQ(late.line(300), "") << "served while every worker was busy or paused";
+    EXPECT_EQ(pid_in(late.line(5000)), paused);
+}
+
+TEST(Pool, SigtermDrainsInFlightWorkThenExitsCleanly) {
+    TestServer t;
+    t.options.start_servers = 3;
+    ASSERT_TRUE(t.start());
+    ASSERT_TRUE(t.wait_workers(3));
+    Client c(t.address());
+    ASSERT_TRUE(c.send("hold\n"));
+    pid_t busy = pid_in(c.line());
+    ASSERT_GT(busy, 0);
+    ASSERT_TRUE(t.signal(SIGTERM));
+    ASSERT_TRUE(t.wait_log("SIGTERM: draining"));
+    // The idle workers leave at once; the busy one stays with its client.
+    EXPECT_TRUE(eventually([&] { return t.workers() == std::vector<pid_t>{busy}; }));
+    EXPECT_TRUE(c.send("release\n"));
+    EXPECT_EQ(c.line(), "bye");
+    EXPECT_TRUE(exited_zero(t.wait_exit()));
+    EXPECT_FALSE(Client(t.address()).connected()) << "still accepting after the drain";
+    EXPECT_EQ(harness::ipc_objects_of(t.pid()), 0);
+}
+
+TEST(Pool, GracefulTimeoutBoundsTheDrain) {
+    TestServer t;
+    t.options.graceful_timeout = 0.5;
+    ASSERT_TRUE(t.start());
+    Client c(t.address());
+    ASSERT_TRUE(c.send("hold\n"));
+    ASSERT_NE(c.line(), "");
+    ASSERT_TRUE(t.signal(SIGTERM));
+    EXPECT_TRUE(exited_zero(t.wait_exit(5000)));
+    EXPECT_FALSE(t.log_lines("graceful_timeout of 0.5 s ran out; killing 1 workers").empty()) << t.log();
+    std::string rest;
+    EXPECT_TRUE(c.until_eof(&rest));
+    EXPECT_EQ(harness::ipc_objects_of(t.pid()), 0);
+}
+
+TEST(Pool, SigintStopsNow) {
+    TestServer t;
+    ASSERT_TRUE(t.start());
+    Client c(t.address());
+    ASSERT_TRUE(c.send("hold\n"));
+    ASSERT_NE(c.line(), "");
+    ASSERT_TRUE(t.signal(SIGINT));
+    EXPECT_TRUE(exited_zero(t.wait_exit(3000)));
+    std::string rest;
+    EXPECT_TRUE(c.until_eof(&rest));
+    EXPECT_EQ(harness::ipc_objects_of(t.pid()), 0);
+}
+
+TEST(Pool, SighupRestartsGracefullyWithoutFailedRequests) {
+    TestServer t;
+    t.options.start_servers = 3;
+    t.options.min_spare_servers = 2;
+    ASSERT_TRUE(t.start());
+    ASSERT_TRUE(t.wait_workers(3));
+    std::vector<pid_t> old_workers = t.workers();
+    Client held(t.address());
+    ASSERT_TRUE(held.send("hold\n"));
+    pid_t old_busy = pid_in(held.line());
+    ASSERT_TRUE(contains(old_workers, old_busy));
+
+    std::atomic<bool> done{false};
+    std::atomic<int> ok{0}, failed{0}, new_generation{0};
+    std::thread load([&] {
+        for (int i = 0; i < 2000 && !done; i++) {
+            std::string answer = ask(t.address(), "pid");
+            if (answer.empty()) failed++;
+            else ok++;
+            if (answer.find(" gen 2") != std::string::npos) new_generation++;
+        }
+    });
+    ASSERT_TRUE(eventually([&] { return ok > 20; }));
+    ASSERT_TRUE(t.signal(SIGHUP));
+    EXPECT_TRUE(eventually([&] { return new_generation > 20; }));
+    done = true;
+    load.join();
+    EXPECT_EQ(failed, 0);
+    // The old busy worker finished its connection; every old worker left.
+    EXPECT_TRUE(held.send("release\n"));
+    EXPECT_EQ(held.line(), "bye");
+    EXPECT_TRUE(eventually([&] { return harness::alive(old_workers).empty(); }));
+    EXPECT_TRUE(t.wait_log("graceful restart: starting generation 2"));
+}
+
+TEST(Pool, SigttinAndSigttouMoveTheSpareBounds) {
+    TestServer t;
+    t.options.start_servers = 2;
+    t.options.min_spare_servers = 2;
+    t.options.max_spare_servers = 3;
+    ASSERT_TRUE(t.start());
+    ASSERT_TRUE(t.wait_workers(2));
+    ASSERT_TRUE(t.signal(SIGTTIN));
+    EXPECT_TRUE(t.wait_log("SIGTTIN: min_spare_servers 3, max_spare_servers 4"));
+    EXPECT_TRUE(t.wait_workers(3));
+    ASSERT_TRUE(t.signal(SIGTTOU));
+    ASSERT_TRUE(t.wait_log("SIGTTOU: min_spare_servers 2, max_spare_servers 3"));
+    ASSERT_TRUE(t.signal(SIGTTOU));
+    EXPECT_TRUE(t.wait_log("SIGTTOU: min_spare_servers 1, max_spare_servers 2"));
+    EXPECT_TRUE(t.wait_workers(2));
+    ASSERT_TRUE(t.signal(SIGTTOU));
+    EXPECT_TRUE(t.wait_log("SIGTTOU: min_spare_servers is already 1"));
+}
+
+TEST(Pool, CrashingInitHookBacksOffThenRecovers) {
+    std::string gate = "/tmp/prefork-test-gate-" + std::to_string(getpid());
+    unlink(gate.c_str());
+    TestServer t;
+    t.options.start_servers = 2;
+    t.options.min_spare_servers = 2;
+    t.hooks.push_back([gate](prefork::Worker &) { return access(gate.c_str(), F_OK) == 0; });
+    ASSERT_TRUE(t.start());
+    ASSERT_TRUE(t.wait_log("next fork in 1600 ms (back-off)", 1, 8000)) << t.log();
+    // A tight loop would have forked hundreds by now.
+    size_t forks = t.log_lines("before it was ready").size();
+    EXPECT_LE(forks, 10u);
+    std::vector<std::string> waits = t.log_lines("next fork in ");
+    for (size_t i = 1; i < waits.size(); i++) {
+        EXPECT_GE(number_after(waits[i], "next fork in "), number_after(waits[i - 1], "next fork in "));
+    }
+    // The hook starts succeeding: the pool comes back by itself.
+    FILE *f = fopen(gate.c_str(), "w");
+    ASSERT_NE(f, nullptr);
+    fclose(f);
+    EXPECT_TRUE(t.wait_log("back-off cleared", 1, 15000)) << t.log();
+    EXPECT_NE(ask(t.address(), "pid"), "");
+    unlink(gate.c_str());
+}
+
+TEST(Pool, ShutdownOnErrorStopsWhenAWorkerCannotStart) {
+    TestServer t;
+    t.options.shutdown_on_error = true;
+    t.hooks.push_back([](prefork::Worker &) { return false; });
+    ASSERT_TRUE(t.start());
+    int status = t.wait_exit(5000);
+    ASSERT_GE(status, 0) << "the server kept running";
+    EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 3) << "run() should fail";
+    EXPECT_FALSE(t.log_lines("a worker could not start").empty()) << t.log();
+    EXPECT_EQ(harness::ipc_objects_of(t.pid()), 0);
+}
+
+TEST(Pool, WorkersExitWhenTheParentIsKilled) {
+    pid_t dead_parent;
+    {
+        TestServer t;
+        t.options.start_servers = 3;
+        ASSERT_TRUE(t.start());
+        ASSERT_TRUE(t.wait_workers(3));
+        std::vector<pid_t> workers = t.workers();
+        ASSERT_TRUE(t.signal(SIGKILL));
+        ASSERT_GE(t.wait_exit(), 0);
+        EXPECT_TRUE(eventually([&] { return harness::alive(workers).empty(); }, 3000))
+            << "workers outlived their parent";
+        dead_parent = t.pid();
+        // Its semaphore set is still there: nothing ran to remove it.
+        EXPECT_EQ(harness::ipc_objects_of(dead_parent), 1);
+    }
+    TestServer next;
+    ASSERT_TRUE(next.start());
+    EXPECT_TRUE(next.wait_log("left by dead parent " + std::to_string(dead_parent)));
+    EXPECT_EQ(harness::ipc_objects_of(dead_parent), 0);
+}
+
+TEST(Pool, AWorkerKilledHoldingTheLockDoesNotWedgeThePool) {
+    TestServer t;
+    t.options.start_servers = 2;
+    t.options.min_spare_servers = 2;
+    ASSERT_TRUE(t.start());
+    Client c(t.address());
+    ASSERT_TRUE(c.send("lock\n"));
+    pid_t holder = pid_in(c.line());
+    ASSERT_GT(holder, 0);
+    ASSERT_EQ(kill(holder, SIGKILL), 0);
+    // Reaping takes the lock, and so does a snapshot in another worker.
+    EXPECT_TRUE(eventually([&] {
+        std::vector<pid_t> now = t.workers();
+        return now.size() == 2 && !contains(now, holder);
+    }));
+    std::string sb = ask(t.address(), "sb");
+    EXPECT_EQ(sb.compare(0, 5, "idle "), 0) << sb;
+}
+
+TEST(Pool, SignalsReachWorkersByPidNeverTheProcessGroup) {
+    TestServer t;
+    ASSERT_TRUE(t.start());
+    ASSERT_TRUE(t.wait_workers(2));
+    // A bystander in the server's process group, with default dispositions:
+    // any signal sent to the group would kill it.
+    pid_t bystander = fork();
+    if (bystander == 0) {
+        setpgid(0, t.pid());
+        for (;;) pause();
+    }
+    setpgid(bystander, t.pid());
+    ASSERT_TRUE(eventually([&] { return getpgid(bystander) == t.pid(); }));
+    ASSERT_TRUE(t.signal(SIGHUP));
+    ASSERT_TRUE(t.wait_log("graceful restart"));
+    ASSERT_TRUE(t.signal(SIGTERM));
+    EXPECT_TRUE(exited_zero(t.wait_exit()));
+    EXPECT_EQ(waitpid(bystander, nullptr, WNOHANG), 0) << "the bystander was signalled";
+    kill(bystander, SIGKILL);
+    waitpid(bystander, nullptr, 0);
+}
+
+TEST(Pool, WorkerLogLinesCarryTheWorkerPid) {
+    TestServer t;
+    ASSERT_TRUE(t.start());
+    pid_t worker = pid_in(ask(t.address(), "log hello from a handler"));
+    ASSERT_GT(worker, 0);
+    ASSERT_TRUE(t.wait_log("hello from a handler"));
+    std::string line = t.log_lines("hello from a handler")[0];
+    EXPECT_NE(line.find("[pid " + std::to_string(worker) + "]"), std::string::npos) << line;
+}
+
+TEST(Pool, DebugScoreboardIsDumpedEverySecond) {
+    TestServer t;
+    t.options.start_servers = 2;
+    t.options.debug_scoreboard = true;
+    ASSERT_TRUE(t.start());
+    EXPECT_TRUE(t.wait_log("scoreboard gen 1: 0 busy, 2 idle", 2, 5000)) << t.log();
+    std::string sb = ask(t.address(), "sb");
+    EXPECT_NE(sb.find("render gen 1: 1 busy, 1 idle"), std::string::npos) << sb;
+}
+
+TEST(Pool, ScoreboardCountsRequestsAcrossRecycledWorkers) {
+    TestServer t;
+    t.options.start_servers = 1;
+    t.options.min_spare_servers = 1;
+    t.options.max_clients = 1;
+    t.options.max_requests_per_child = 2;
+    ASSERT_TRUE(t.start());
+    for (int i = 0; i < 5; i++) ASSERT_NE(ask(t.address(), "pid"), "");
+    std::string sb = ask(t.address(), "sb");
+    // Five earlier requests plus this one, across three workers.
+    EXPECT_NE(sb.find("connections 5 requests 6"), std::string::npos) << sb;
+    EXPECT_NE(sb.find("request [sb]"), std::string::npos) << sb;
+}
+
+TEST(SingleProcess, ServesInlineAndStopsOnSigterm) {
+    TestServer t;
+    t.options.single_process = true;
+    ASSERT_TRUE(t.start());
+    EXPECT_EQ(pid_in(ask(t.address(), "pid")), t.pid());
+    EXPECT_EQ(pid_in(ask(t.address(), "pid")), t.pid());
+    EXPECT_TRUE(t.workers().empty());
+    ASSERT_TRUE(t.signal(SIGTERM));
+    EXPECT_TRUE(exited_zero(t.wait_exit()));
+    EXPECT_EQ(harness::ipc_objects_of(t.pid()), 0);
+}
+
+TEST(Pool, UnixSocketListenerServesAndIsRemovedAtExit) {
+    std::string path = "/tmp/prefork-test-pool-" + std::to_string(getpid()) + ".sock";
+    TestServer t;
+    t.listen_specs = {"unix:" + path};
+    ASSERT_TRUE(t.start());
+    EXPECT_EQ(ask(t.address(), "pid").compare(0, 4, "pid "), 0);
+    ASSERT_TRUE(t.signal(SIGTERM));
+    EXPECT_TRUE(exited_zero(t.wait_exit()));
+    EXPECT_NE(access(path.c_str(), F_OK), 0) << "the socket file was left behind";
+}
+
+// With no shared memory to be had (SHMMNI 0 in a private IPC namespace) the
+// server says why, retries, and comes up once the limit is lifted.
+TEST(Pool, RetriesWhenSharedMemoryCannotBeHad) {
+    if (geteuid() != 0) GTEST_SKIP() << "needs root for a private IPC namespace";
+    std::string fifo = "/tmp/prefork-test-fifo-" + std::to_string(getpid());
+    unlink(fifo.c_str());
+    ASSERT_EQ(mkfifo(fifo.c_str(), 0600), 0);
+    TestServer t;
+    t.options.ipc_retry_interval = 0.2;
+    t.in_child = [fifo] {
+        if (unshare(CLONE_NEWIPC) != 0) _exit(4);
+        std::ofstream("/proc/sys/kernel/shmmni") << 0;
+        // A helper in the same namespace lifts the limit when the test says.
+        if (fork() == 0) {
+            int fd = open(fifo.c_str(), O_RDONLY);
+            char c;
+            if (fd >= 0 && read(fd, &c, 1) == 1) std::ofstream("/proc/sys/kernel/shmmni") << 4096;
+            _exit(0);
+        }
+    };
+    ASSERT_TRUE(t.start());
+    bool retried = t.wait_log("SHMMNI", 2);
+    if (!retried && t.wait_exit(100) >= 0) {
+        unlink(fifo.c_str());
+        GTEST_SKIP() << "cannot make a private IPC namespace here";
+    }
+    EXPECT_TRUE(retried) << t.log();
+    EXPECT_FALSE(t.log_lines("this is not about disk space; retrying in 0.2 s").empty()) << t.log();
+    int fd = -1;
+    ASSERT_TRUE(eventually([&] { return (fd = open(fifo.c_str(), O_WRONLY | O_NONBLOCK)) >= 0; }));
+    ASSERT_EQ(write(fd, "x", 1), 1);
+    close(fd);
+    EXPECT_TRUE(t.wait_workers(2));
+    EXPECT_EQ(ask(t.address(), "pid").compare(0, 4, "pid "), 0);
+    unlink(fifo.c_str());
+}
