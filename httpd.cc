@@ -152,7 +152,10 @@ int main(int argc, char **argv) {
     if (listens.empty()) listens.push_back("8080");
 
     prefork::Server server(options);
-    server.on_log(prefork::log_to_stderr);
+    bool verbose = options.debug_scoreboard;
+    server.on_log([verbose](prefork::LogLevel level, const char *message) {
+        if (verbose || level != prefork::LogLevel::debug) prefork::log_to_stderr(level, message);
+    });
     for (const std::string &spec : listens)
         if (server.listen(spec) != 0) {
             fprintf(stderr, "httpd: %s\n", server.error().c_str());

@@ -912,6 +912,7 @@ bool Worker::stopping() const {
 
 void Worker::count_request(const char *request_line, uint64_t bytes) {
     Slot &slot = in_->state->board.slot(in_->slot);
+    store(slot.heartbeat_ms, now_ms());  // a finished request is progress
     __atomic_add_fetch(&slot.requests, 1, __ATOMIC_RELAXED);
     __atomic_add_fetch(&slot.bytes, bytes, __ATOMIC_RELAXED);
     if (!request_line) return;
@@ -1012,10 +1013,12 @@ static void want_deadline(Server::State &s, int64_t at) {
     if (at > 0 && (s.next_deadline_ms == 0 || at < s.next_deadline_ms)) s.next_deadline_ms = at;
 }
 
+// SIGTERM now; SIGKILL after grace_ms unless that is 0 (a drain has its
+// own deadline for everyone).
 static void tell_to_stop(Child &child, int64_t grace_ms) {
     if (child.stopping) return;
     child.stopping = true;
-    child.kill_at_ms = now_ms() + grace_ms;
+    child.kill_at_ms = grace_ms > 0 ? now_ms() + grace_ms : 0;
     kill(child.pid, SIGTERM);
 }
 
@@ -1041,7 +1044,7 @@ static void begin_stop(Server::State &s, Phase phase, const char *why) {
            phase == Phase::draining ? "draining" : "killing", s.live);
     for (Child &child : s.children) {
         if (!child.pid) continue;
-        if (phase == Phase::draining) tell_to_stop(child, grace);
+        if (phase == Phase::draining) tell_to_stop(child, 0);
         else kill_now(child);
     }
 }
@@ -1092,6 +1095,15 @@ static int spawn_worker(Server::State &s) {
     return 0;
 }
 
+// A crash, as opposed to a worker someone stopped: it exited non-zero, or a
+// signal nobody sends on purpose (SIGSEGV, SIGABRT...) ended it. SIGKILL,
+// SIGTERM and SIGINT come from operators and the OOM killer.
+static bool crashed(int status) {
+    if (WIFEXITED(status)) return WEXITSTATUS(status) != 0;
+    int sig = WIFSIGNALED(status) ? WTERMSIG(status) : 0;
+    return sig != SIGKILL && sig != SIGTERM && sig != SIGINT;
+}
+
 static std::string describe_status(int status) {
     if (WIFEXITED(status)) return format("exited with status %d", WEXITSTATUS(status));
     if (WIFSIGNALED(status))
@@ -1116,12 +1128,12 @@ static void reap_children(Server::State &s) {
         std::string how = describe_status(status);
         if (expected) {
             s.logf(LogLevel::info, "worker %d %s after %lld ms", int(pid), how.c_str(), (long long)lived);
-        } else if (!was_ready || lived < young_death_ms) {
+        } else if (!was_ready || (lived < young_death_ms && crashed(status))) {
             s.failures++;
             s.last_failure_ms = now;
             int64_t wait = backoff_ms(s.failures);
             s.spawn_not_before_ms = now + wait;
-            s.logf(LogLevel::error, "worker %d %s %lld ms after it started%s; %d failures in a row, "
+            s.logf(LogLevel::error, "worker %d %s %lld ms after it started%s; failure %d in a row, "
                    "next fork in %lld ms (back-off)", int(pid), how.c_str(), (long long)lived,
                    was_ready ? "" : ", before it was ready", s.failures, (long long)wait);
             if (!was_ready && s.options.shutdown_on_error && s.phase == Phase::running) {

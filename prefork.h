@@ -63,7 +63,8 @@
      worker.stopping()         True once the worker should finish up: the
                                server drains, restarts, or retires it.
      worker.count_request(line, bytes)
-                               Records one request in the scoreboard.
+                               Records one request in the scoreboard (and
+                               counts as a heartbeat).
 
    OPTIONS (struct Options; defaults in brackets)
      start_servers [5]          Workers forked at start; clamped to

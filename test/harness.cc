@@ -150,6 +150,7 @@ std::string ask(const std::string &address, const std::string &command, int time
 // ---- the server side ------------------------------------------------------
 
 static std::string hook_record;  // set by init hooks, in the worker only
+volatile char *volatile grown_memory;  // what "grow" keeps, visible so no optimiser drops it
 
 void set_hook_record(const std::string &text) { hook_record = text; }
 
@@ -228,8 +229,9 @@ static void handle_command(prefork::Worker &w, int fd) {
         reply(fd, "paused " + pid + "\n");
     } else if (verb == "grow") {
         size_t bytes = size_t(atol(arg.c_str())) * 1024;
-        char *leak = static_cast<char *>(malloc(bytes));
+        volatile char *leak = static_cast<volatile char *>(malloc(bytes));
         for (size_t i = 0; leak && i < bytes; i += 4096) leak[i] = 1;
+        grown_memory = leak;
         reply(fd, "grown " + pid + "\n");
     } else if (verb == "crash") {
         abort();

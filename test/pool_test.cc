@@ -153,6 +153,24 @@ TEST(Pool, ReplacesAWorkerKilledWithSigkill) {
     }));
     EXPECT_TRUE(t.wait_log("worker " + std::to_string(victim) + " was killed by signal 9"));
     EXPECT_NE(ask(t.address(), "pid"), "");
+    // Killed from outside is not a crash: no back-off, however young.
+    EXPECT_TRUE(t.log_lines("back-off").empty()) << t.log();
+}
+
+TEST(Pool, AWorkerCrashingYoungCountsTowardsBackOff) {
+    TestServer t;
+    t.options.start_servers = 2;
+    t.options.min_spare_servers = 2;
+    ASSERT_TRUE(t.start());
+    Client c(t.address());
+    ASSERT_TRUE(c.send("crash\n"));
+    std::string rest;
+    EXPECT_TRUE(c.until_eof(&rest));
+    EXPECT_TRUE(t.wait_log("was killed by signal 6 (Aborted)")) << t.log();
+    std::vector<std::string> lines = t.log_lines("(back-off)");
+    ASSERT_EQ(lines.size(), 1u) << t.log();
+    EXPECT_NE(lines[0].find("failure 1 in a row, next fork in 0 ms"), std::string::npos) << lines[0];
+    EXPECT_TRUE(t.wait_workers(2));
 }
 
 TEST(Pool, MaxRequestsPerChildRecyclesWithoutLosingARequest) {
