@@ -903,11 +903,15 @@ void Worker::start_listening() {
 
 bool Worker::listening() const { return in_->listening.load(); }
 
+// Cheap enough to call between requests: two loads and, in a pool, one
+// getppid(), which is how a busy worker learns that the parent died (the
+// life pipe reaches only idle ones).
 bool Worker::stopping() const {
     Server::State &s = *in_->state;
     if (in_->stop) return true;
     Shared *shared = s.board.shared();
-    return shared && (load(shared->draining) || load(shared->generation) != in_->generation);
+    if (shared && (load(shared->draining) || load(shared->generation) != in_->generation)) return true;
+    return !s.options.single_process && getppid() != s.parent_pid;
 }
 
 void Worker::count_request(const char *request_line, uint64_t bytes) {

@@ -61,7 +61,8 @@
      worker.stop_listening()   Pause / resume accepting in this worker only
      worker.start_listening()  (safe from another thread of the worker).
      worker.stopping()         True once the worker should finish up: the
-                               server drains, restarts, or retires it.
+                               server drains or restarts, or the parent
+                               died. Check it between requests.
      worker.count_request(line, bytes)
                                Records one request in the scoreboard (and
                                counts as a heartbeat).

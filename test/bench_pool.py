@@ -26,7 +26,6 @@ Servers bind 127.0.0.1 only and are stopped by pid at the end.
 
 import argparse
 import ctypes
-import errno
 import os
 import select
 import signal
@@ -86,12 +85,16 @@ def listen_queue(port):
     return None
 
 
-def alive(pid):
+def start_time(pid):
+    """Start time of a live (not zombie) process in clock ticks, else None."""
     try:
         with open(f"/proc/{pid}/stat") as f:
-            return f.read().split(") ")[-1][:1] not in ("Z", "X")
-    except FileNotFoundError:
-        return False
+            fields = f.read().rsplit(") ", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+    if fields[0] in ("Z", "X"):
+        return None
+    return int(fields[19])
 
 
 def free_port():
@@ -135,7 +138,7 @@ class Server:
         self.tag = tag
         self.proc = None
         self.port = None
-        self.seen_children = set()
+        self.seen = {}  # worker pid -> its start time, so a reused pid is never mistaken
         self.log_path = os.path.join(workdir, f"{self.name}-{tag}.log")
 
     def command(self, settings):
@@ -157,20 +160,28 @@ class Server:
             while now() < deadline:
                 if self.proc.poll() is not None:
                     break
-                if listen_queue(self.port) is not None:
-                    try:
-                        status = http_get(self.port)
-                    except OSError:
-                        status = ""
-                    if " 200 " in status + " ":
-                        self.track()
-                        return
+                # Listening and forked: no request here, a probe would make the
+                # pool grow past its configured size before we measure it.
+                # check_serves() sends one after the measurement.
+                kids = children_of(self.proc.pid)
+                if kids and listen_queue(self.port) is not None:
+                    self.remember(kids)
+                    return
                 time.sleep(0.01)
             code = self.proc.poll()
             self.stop()
             if code is None:
                 break  # running but not answering: no point in another port
-        raise Skip(f"{self.name} did not start (see {self.log_path}): {self.log_tail()}")
+        raise Skip(f"{self.name} did not start: {self.log_tail()} (BENCH_KEEP=1 keeps {os.path.basename(self.log_path)})")
+
+    def check_serves(self):
+        """One whole request after the measurement: the figures count only if it is answered."""
+        try:
+            status = http_get(self.port)
+        except OSError as e:
+            status = str(e)
+        if " 200 " not in status + " ":
+            raise Skip(f"{self.name} did not answer a request with 200 ({status!r})")
 
     def log_tail(self, lines=3):
         try:
@@ -180,15 +191,18 @@ class Server:
         except OSError:
             return "no log"
 
+    def remember(self, pids):
+        for pid in pids:
+            start = start_time(pid)
+            if pid not in self.seen and start is not None:
+                self.seen[pid] = start
+
     def children(self):
         kids = children_of(self.proc.pid)
         if kids is None:
             raise Skip(f"{self.name} master {self.proc.pid} is gone: {self.log_tail()}")
-        self.seen_children.update(kids)
+        self.remember(kids)
         return kids
-
-    def track(self):
-        self.children()
 
     def wait_stable(self, window=STABLE_WINDOW, deadline_s=WARMUP_DEADLINE):
         """Waits until the set of workers has not changed for `window` s."""
@@ -211,26 +225,25 @@ class Server:
         proc, self.proc = self.proc, None
         if proc.poll() is None:
             kids = children_of(proc.pid) or []
-            self.seen_children.update(kids)
+            self.remember(kids)
             proc.send_signal(signal.SIGTERM)
             try:
                 proc.wait(STOP_DEADLINE)
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait()
-        for pid in self.seen_children:  # workers are ours too; by pid only
-            deadline = now() + 2
-            while alive(pid) and now() < deadline:
-                time.sleep(0.01)
-            if alive(pid):
-                try:
-                    with open(f"/proc/{pid}/stat") as f:
-                        ppid = int(f.read().split(") ")[-1].split()[1])
-                    if ppid in (proc.pid, 1):
-                        os.kill(pid, signal.SIGKILL)
-                except (OSError, ValueError, IndexError):
-                    pass
-        self.seen_children = set()
+        # Its workers are ours too: wait for them, and SIGKILL by pid any that
+        # outlived the master (same pid and same start time as when we saw it).
+        mine = lambda: [pid for pid, start in self.seen.items() if start_time(pid) == start]
+        deadline = now() + 2
+        while mine() and now() < deadline:
+            time.sleep(0.01)
+        for pid in mine():
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except OSError:
+                pass
+        self.seen = {}
         return proc.returncode
 
 
@@ -349,8 +362,11 @@ def burst_once(server):
         peak = 0
         first_zero = None
         while True:
-            rx = listen_queue(server.port)[0]
+            q = listen_queue(server.port)
             t = now()
+            if q is None:
+                raise Skip(f"{server.name} stopped listening during the burst: {server.log_tail()}")
+            rx = q[0]
             peak = max(peak, rx)
             if rx == 0:
                 if first_zero is not None:   # zero twice in a row: done
@@ -378,12 +394,17 @@ def burst_once(server):
     return result
 
 
-def replacement_runs(server, repeats, budget, log):
+def replacement_runs(server, repeats, budget, log, expected):
     steady = server.wait_stable()
+    if steady != expected:
+        log(f"  {server.name}: pool settled at {steady} workers, not {expected}; with more idle "
+            f"workers than min spare a kill need not be replaced")
     first_seen = {pid: now() - VICTIM_MIN_AGE for pid in server.children()}
     times, misses = [], 0
     for i in range(repeats):
-        budget.need(REPLACE_DEADLINE / 2 + VICTIM_MIN_AGE)
+        if budget.left() < REPLACE_DEADLINE / 2 + VICTIM_MIN_AGE:
+            log(f"  (time budget reached: {server.name} gets {i} of {repeats} kills)")
+            break
         kids = server.children()
         for pid in kids:
             first_seen.setdefault(pid, now())
@@ -415,7 +436,7 @@ def replacement_runs(server, repeats, budget, log):
             times.append((t1 - t0) * 1000)
             for pid in new:
                 first_seen[pid] = t1
-        server.seen_children.update(new or [])
+        server.remember(new or [])
         # Back to steady: the victim reaped and the pool at its size again.
         back_deadline = now() + REPLACE_DEADLINE
         while now() < back_deadline:
@@ -493,6 +514,7 @@ def main():
             notes[name] = f"{binary} is not executable"
 
     budget = Budget(args.budget)
+    burst_budget = Budget(max(30.0, args.budget - 60))  # keep a minute for the replacements
     burst_settings = dict(start=2, min_spare=5, max_spare=10, max_clients=256)
     steady_settings = dict(start=5, min_spare=5, max_spare=10, max_clients=256)
     bursts = {name: [] for name, _, _ in kinds}
@@ -512,11 +534,12 @@ def main():
                 if name in notes:
                     continue
                 # a slow burst (apache) costs its deadline plus the warm-up
-                budget.need(BURST_DEADLINE + 6 if name == "apache" else 5)
+                burst_budget.need(BURST_DEADLINE + 6 if name == "apache" else 5)
                 server = cls(binary, args.workdir, f"burst{run}")
                 try:
                     server.start(burst_settings)
                     r = burst_once(server)
+                    server.check_serves()
                     bursts[name].append(r["ms"])
                     burst_extra[name].append(r)
                     log(f"  burst {run + 1} {name:6}: "
@@ -548,11 +571,11 @@ def main():
             server = cls(binary, args.workdir, "replace")
             repeats = args.apache_replace_runs if name == "apache" else args.replace_runs
             try:
-                server.start(dict(steady_settings) if name != "nginx" else steady_settings)
-                try:
-                    replaces[name] = replacement_runs(server, repeats, budget, log)
-                except OutOfTime:
-                    log(f"  (time budget reached during {name}'s replacement repeats)")
+                server.start(steady_settings)
+                expected = 1 if name == "nginx" else steady_settings["start"]
+                r = replacement_runs(server, repeats, budget, log, expected)
+                server.check_serves()
+                replaces[name] = r
                 r = replaces.get(name)
                 if r:
                     log(f"  replacement {name:6}: {len(r['times'])} of {r['repeats']} kills, steady pool "

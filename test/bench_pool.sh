@@ -14,8 +14,9 @@
 #   BENCH_BURST_RUNS=5 BENCH_REPLACE_RUNS=20 BENCH_APACHE_REPLACE_RUNS=5
 #   BENCH_BUDGET=170  seconds the whole run may take (repeats are dropped to fit)
 #   BENCH_KEEP=1      keep the scratch directory (configs and server logs)
-# A peer that is missing or will not start is reported as n/a. Install them
-# with: apt-get install apache2 nginx (their system services are not used).
+# Missing peers are installed with apt-get when run as root; a peer that is
+# still missing or will not start is reported as n/a. Their system services
+# are not used.
 # Exit status: 0 when httpd was measured, 1 when it could not be.
 set -u
 
@@ -35,11 +36,21 @@ find_tool() {  # find_tool NAME: path of NAME in PATH or /usr/sbin, or nothing
     p=$(command -v "$1" 2>/dev/null) && [ -x "$p" ] && { echo "$p"; return; }
     [ -x "/usr/sbin/$1" ] && echo "/usr/sbin/$1"
 }
+# The peers come from Debian's packages; install them when missing and we can.
+if [ -z "$(find_tool apache2)" ] || [ -z "$(find_tool nginx)" ]; then
+    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+        echo "bench_pool: installing apache2 and nginx with apt-get"
+        DEBIAN_FRONTEND=noninteractive apt-get update -q >/dev/null &&
+            DEBIAN_FRONTEND=noninteractive apt-get install -y -q apache2 nginx >/dev/null ||
+            echo "bench_pool: could not install the peers; they will show as n/a" >&2
+    fi
+fi
 APACHE2=${APACHE2:-$(find_tool apache2)}
 NGINX=${NGINX:-$(find_tool nginx)}
 
 work=$(mktemp -d "${TMPDIR:-/tmp}/bench_pool.XXXXXX") || exit 1
 py_pid=
+# shellcheck disable=SC2317  # called from the trap
 cleanup() {
     # bench_pool.py stops every server it started; this only waits for it.
     if [ -n "$py_pid" ] && kill -0 "$py_pid" 2>/dev/null; then

@@ -3,6 +3,8 @@
 // Commands, one line each, answered by whichever worker accepts:
 //   pid          "pid P gen G"
 //   hold         "held P", then waits for "release" or EOF, then "bye"
+//   linger       "lingering P", then waits for "release", EOF or stopping(),
+//                then "bye" or "bye stopping"
 //   hang         "hanging P", then never returns and never heartbeats
 //   beat MS      works MS milliseconds calling heartbeat(), then "done P"
 //   lock         takes the scoreboard lock, "locked P", then hangs
@@ -203,6 +205,13 @@ static void handle_command(prefork::Worker &w, int fd) {
         reply(fd, "held " + pid + "\n");
         read_line(fd);
         reply(fd, "bye\n");
+    } else if (verb == "linger") {
+        // Like hold, but a cooperative handler: it also ends at stopping().
+        reply(fd, "lingering " + pid + "\n");
+        pollfd p = {fd, POLLIN, 0};
+        while (!w.stopping() && poll(&p, 1, 50) == 0) continue;
+        if (p.revents) read_line(fd);
+        reply(fd, w.stopping() ? "bye stopping\n" : "bye\n");
     } else if (verb == "hang") {
         reply(fd, "hanging " + pid + "\n");
         forever();
