@@ -144,7 +144,8 @@ int main(int argc, char **argv) {
             return 2;
         }
     }
-    std::string bad = prefork::check_options(options, nullptr);
+    prefork::Options checked = options;  // run() logs the normalisations itself
+    std::string bad = prefork::check_options(checked, nullptr);
     if (!bad.empty()) {
         fprintf(stderr, "httpd: %s\n", bad.c_str());
         return 2;

@@ -4,7 +4,7 @@
    with #ifdef), the self-pipe and signal handlers, logging and options, the
    System V scoreboard, listeners, the worker loop, then the parent loop.
 
-   Two processes roles share this file. The parent owns Server::State and
+   Two process roles share this file. The parent owns Server::State and
    never touches a connection; a worker is a forked copy that owns one
    scoreboard slot and writes only that slot. */
 #ifndef _GNU_SOURCE
@@ -15,7 +15,9 @@
 #include <algorithm>
 #include <atomic>
 #include <cerrno>
+#include <climits>
 #include <cmath>
+#include <cstddef>
 #include <csignal>
 #include <cstdarg>
 #include <cstdio>
@@ -49,15 +51,21 @@ namespace prefork {
    success, and hide the Linux-only variants behind one #ifdef each. */
 namespace sys {
 
+// Each retry loop below restores the caller's errno when the call finally
+// succeeds, so an EINTR on the way never shows through.
 static ssize_t read(int fd, void *buffer, size_t length) {
+    int saved = errno;
     ssize_t n;
     do n = ::read(fd, buffer, length); while (n < 0 && errno == EINTR);
+    if (n >= 0) errno = saved;
     return n;
 }
 
 static ssize_t write(int fd, const void *buffer, size_t length) {
+    int saved = errno;
     ssize_t n;
     do n = ::write(fd, buffer, length); while (n < 0 && errno == EINTR);
+    if (n >= 0) errno = saved;
     return n;
 }
 
@@ -156,6 +164,7 @@ static int socket(int domain, int type) {
 
 // Accepts a blocking, close-on-exec connection from a nonblocking listener.
 static int accept(int fd, sockaddr *address, socklen_t *length) {
+    int saved = errno;
     int client;
 #ifdef __linux__
     do client = ::accept4(fd, address, length, SOCK_CLOEXEC);
@@ -168,23 +177,90 @@ static int accept(int fd, sockaddr *address, socklen_t *length) {
         return -1;
     }
 #endif
+    if (client >= 0) errno = saved;
     return client;
 }
 
+// connect() for a UNIX socket probe. An interrupted connect goes on in the
+// background, so EINTR is not retried but reported.
+static int connect(int fd, const sockaddr *address, socklen_t length) {
+    return ::connect(fd, address, length);
+}
+
 static pid_t waitpid(pid_t pid, int *status, int options) {
+    int saved = errno;
     pid_t rc;
     do rc = ::waitpid(pid, status, options); while (rc < 0 && errno == EINTR);
+    if (rc >= 0) errno = saved;
     return rc;
 }
 
-static int semop(int id, sembuf *operations, size_t count) {
+static int64_t monotonic_ms() {
+    timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return int64_t(ts.tv_sec) * 1000 + ts.tv_nsec / 1000000;
+}
+
+// semop() that gives up after timeout_ms (-1: wait as long as it takes)
+// with EAGAIN. The parent never waits without a bound: a worker may hang,
+// or be stopped, while it holds the lock.
+static int semop(int id, sembuf *operations, size_t count, int timeout_ms = -1) {
+    int saved = errno;
     int rc;
-    do rc = ::semop(id, operations, count); while (rc < 0 && errno == EINTR);
+    int64_t deadline = monotonic_ms() + timeout_ms;
+    for (;;) {
+        if (timeout_ms < 0) {
+            rc = ::semop(id, operations, count);
+        } else {
+#ifdef __linux__
+            int64_t left = std::max<int64_t>(0, deadline - monotonic_ms());
+            timespec ts = {time_t(left / 1000), long(left % 1000) * 1000000};
+            rc = ::semtimedop(id, operations, count, &ts);
+#else
+            for (size_t i = 0; i < count; i++) operations[i].sem_flg |= IPC_NOWAIT;
+            rc = ::semop(id, operations, count);
+            if (rc < 0 && errno == EAGAIN && monotonic_ms() < deadline) {
+                ::poll(nullptr, 0, 1);
+                errno = EINTR;  // go round again
+            }
+#endif
+            if (rc < 0 && errno == EINTR && monotonic_ms() >= deadline) errno = EAGAIN;
+        }
+        if (rc == 0 || errno != EINTR) break;
+    }
+    if (rc == 0) errno = saved;
     return rc;
 }
 
-// Asks the kernel to send `signal` when the parent dies (Linux only; the
-// life pipe covers every system, this only makes busy workers hear it).
+union semun {
+    int val;
+    semid_ds *buf;
+    unsigned short *array;
+};
+
+// Calls f(id) for every semaphore set in the system (Linux: SEM_INFO and
+// SEM_STAT walk the kernel's table; elsewhere there is no portable way and
+// nothing is visited).
+template <class F> static void for_each_semaphore_set(F f) {
+#ifdef __linux__
+    seminfo info;
+    semun arg;
+    arg.buf = reinterpret_cast<semid_ds *>(&info);
+    int highest = semctl(0, 0, SEM_INFO, arg);
+    for (int index = 0; index <= highest; index++) {
+        semid_ds ds;
+        arg.buf = &ds;
+        int id = semctl(index, 0, SEM_STAT, arg);
+        if (id >= 0) f(id, ds);
+    }
+#else
+    (void)f;
+#endif
+}
+
+// Asks the kernel to send `signal` when the parent dies (Linux only). The
+// life pipe tells idle workers on every system; a busy worker sees this
+// signal pending, or its new parent pid, through Worker::stopping().
 static void set_parent_death_signal(int signal) {
 #ifdef __linux__
     prctl(PR_SET_PDEATHSIG, signal);
@@ -195,11 +271,7 @@ static void set_parent_death_signal(int signal) {
 
 }  // namespace sys
 
-static int64_t now_ms() {
-    timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return int64_t(ts.tv_sec) * 1000 + ts.tv_nsec / 1000000;
-}
+static int64_t now_ms() { return sys::monotonic_ms(); }
 
 template <class T> static T load(const T &value) {
     T out;
@@ -277,9 +349,20 @@ void log_to_stderr(LogLevel level, const char *message) {
 }
 
 static std::string format(const char *fmt, va_list args) {
-    char buffer[1024];
-    vsnprintf(buffer, sizeof buffer, fmt, args);
-    return buffer;
+    char buffer[512];
+    va_list again;
+    va_copy(again, args);
+    int n = vsnprintf(buffer, sizeof buffer, fmt, args);
+    std::string out;
+    if (n >= 0 && size_t(n) < sizeof buffer) {
+        out = buffer;
+    } else if (n > 0) {  // long lines (a big scoreboard) get the room they need
+        out.resize(size_t(n) + 1);
+        vsnprintf(&out[0], out.size(), fmt, again);
+        out.resize(size_t(n));
+    }
+    va_end(again);
+    return out;
 }
 
 static std::string format(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
@@ -292,20 +375,20 @@ static std::string format(const char *fmt, ...) {
 }
 
 std::string check_options(Options &o, std::vector<std::string> *notes) {
-    struct IntRule { const char *name; long value; long min, max; };
+    struct IntRule { const char *name; long long value, min, max; };
     const IntRule ints[] = {
         {"start_servers", o.start_servers, 0, 100000},
         {"min_spare_servers", o.min_spare_servers, 1, 100000},
         {"max_spare_servers", o.max_spare_servers, 1, 100000},
         {"max_clients", o.max_clients, 1, 100000},
         {"listen_backlog", o.listen_backlog, 1, 1 << 20},
-        {"max_requests_per_child", o.max_requests_per_child, 0, 1L << 40},
-        {"max_requests_jitter", o.max_requests_jitter, 0, 1L << 40},
-        {"max_rss_kib", o.max_rss_kib, 0, 1L << 40},
+        {"max_requests_per_child", o.max_requests_per_child, 0, LONG_MAX / 2},
+        {"max_requests_jitter", o.max_requests_jitter, 0, LONG_MAX / 2},
+        {"max_rss_kib", o.max_rss_kib, 0, LONG_MAX},
     };
     for (const IntRule &r : ints)
         if (r.value < r.min || r.value > r.max)
-            return format("%s must be between %ld and %ld (got %ld)", r.name, r.min, r.max, r.value);
+            return format("%s must be between %lld and %lld (got %lld)", r.name, r.min, r.max, r.value);
     struct TimeRule { const char *name; double value; double min; };
     const TimeRule times[] = {
         {"timeout", o.timeout, 0},
@@ -343,16 +426,31 @@ std::string check_options(Options &o, std::vector<std::string> *notes) {
    orders the rarer whole-board operations: the parent claiming or freeing a
    slot (folding a dead worker's counters into the totals) against anyone
    taking a snapshot, so a snapshot never counts a worker twice or not at
-   all. The semaphore set carries a marker and its creator's pid, so a set
-   left behind by a parent killed with SIGKILL can be recognised later. */
+   all. Nobody waits for the lock without a bound: a worker may hang or be
+   stopped while holding it, and SEM_UNDO only helps once it dies. Past the
+   bound the work goes ahead unlocked, and at worst one snapshot is off.
+
+   The semaphore set also says whether its creator lives: the creator holds
+   the `alive` semaphore at 1 with SEM_UNDO, so the kernel drops it to 0
+   when the creator dies, even by SIGKILL, and a later start can tell a set
+   left behind from one in use without trusting pids (which are reused, and
+   mean nothing across PID namespaces that share an IPC namespace). */
 static_assert(std::is_trivially_copyable<Slot>::value, "slots live in shared memory");
 
 struct Shared {
     uint32_t magic;
     int32_t slot_count;
-    int32_t idle_hint;   // idle + starting workers; workers adjust, parent resets
+    // Idle workers, starting ones included (they will be idle soon), kept by
+    // deltas only: +1 at spawn; -1 when a worker turns busy, pauses or leaves
+    // idle to exit; +1 when it turns idle again or resumes; -1 at reaping a
+    // worker that died idle or starting. Each -1 comes before the state
+    // change it belongs to, so a worker killed in between leaves the count
+    // low, never high: the cost is a spare wake, never a missed one. It only
+    // decides when to wake the parent, which counts the slots itself.
+    int32_t idle_hint;
     int32_t live;        // live workers, stored by the parent
-    int32_t min_spare;   // current min_spare_servers (SIGTTIN/SIGTTOU move it)
+    int32_t min_spare;   // current spare bounds (SIGTTIN/SIGTTOU move them)
+    int32_t max_spare;
     int32_t max_clients;
     uint32_t generation;
     uint32_t draining;
@@ -362,15 +460,9 @@ struct Shared {
 static_assert(std::is_trivially_copyable<Shared>::value, "the header lives in shared memory");
 
 static const uint32_t shared_magic = 0x70666b31;  // "pfk1"
-enum { sem_lock, sem_marker, sem_pid_high, sem_pid_low, sem_count };
+enum { sem_lock, sem_alive, sem_marker, sem_pid_high, sem_pid_low, sem_count };
 static const unsigned short semaphore_marker = 0x5046;  // "PF"
-
-union semun_arg {
-    int val;
-    semid_ds *buf;
-    unsigned short *array;
-    seminfo *__buf;
-};
+static const int lock_wait_ms = 50;
 
 static Slot *slots_of(Shared *shared) { return reinterpret_cast<Slot *>(shared + 1); }
 
@@ -391,30 +483,29 @@ static std::string describe_ipc_error(const char *call, int err) {
 }
 
 // Removes semaphore sets that a parent killed with SIGKILL left behind: ours
-// by shape and marker, created by our user, whose creator is dead.
+// by shape and marker, created by our user, with nobody holding `alive`.
 static void remove_stale_semaphores(const LogFn &log) {
-#ifdef __linux__
-    seminfo info;
-    semun_arg arg;
-    arg.__buf = &info;
-    int highest = semctl(0, 0, SEM_INFO, arg);
-    for (int index = 0; index <= highest; index++) {
-        semid_ds ds;
-        arg.buf = &ds;
-        int id = semctl(index, 0, SEM_STAT, arg);
-        if (id < 0 || ds.sem_nsems != sem_count || ds.sem_perm.cuid != geteuid()) continue;
+    sys::for_each_semaphore_set([&](int id, const semid_ds &ds) {
+        if (ds.sem_nsems != sem_count || ds.sem_perm.cuid != geteuid()) return;
         unsigned short values[sem_count];
+        sys::semun arg;
         arg.array = values;
-        if (semctl(id, 0, GETALL, arg) < 0 || values[sem_marker] != semaphore_marker) continue;
-        pid_t creator = pid_t((values[sem_pid_high] << 15) | values[sem_pid_low]);
-        if (kill(creator, 0) == 0 || errno != ESRCH) continue;
+        if (semctl(id, 0, GETALL, arg) < 0 || values[sem_marker] != semaphore_marker ||
+            values[sem_alive] != 0)
+            return;
+        int creator = (values[sem_pid_high] << 15) | values[sem_pid_low];
         if (semctl(id, 0, IPC_RMID) == 0 && log)
-            log(LogLevel::notice, format("removed semaphore set %d left by dead parent %d",
-                                         id, int(creator)).c_str());
-    }
-#else
-    (void)log;
-#endif
+            log(LogLevel::notice,
+                format("removed semaphore set %d left by dead parent %d", id, creator).c_str());
+    });
+}
+
+static int semaphore_step(int id, int which, short delta, int timeout_ms) {
+    sembuf op;
+    op.sem_num = (unsigned short)which;
+    op.sem_op = delta;
+    op.sem_flg = SEM_UNDO;
+    return sys::semop(id, &op, 1, timeout_ms);
 }
 
 Scoreboard::~Scoreboard() { destroy(); }
@@ -442,16 +533,26 @@ int Scoreboard::create(int slots, std::string *error, const LogFn &log) {
         shmdt(address);
         return -1;
     }
+    // The marker goes in last: until `alive` is held, a sweep elsewhere must
+    // not take this set for a dead one.
     pid_t self = getpid();
     unsigned short values[sem_count];
     values[sem_lock] = 1;
-    values[sem_marker] = semaphore_marker;
+    values[sem_alive] = 0;
+    values[sem_marker] = 0;
     values[sem_pid_high] = (unsigned short)((self >> 15) & 0x7fff);
     values[sem_pid_low] = (unsigned short)(self & 0x7fff);
-    semun_arg arg;
+    sys::semun arg;
     arg.array = values;
-    if (semctl(sem, 0, SETALL, arg) < 0) {
-        *error = describe_ipc_error("semctl", errno);
+    const char *failed = nullptr;
+    if (semctl(sem, 0, SETALL, arg) < 0) failed = "semctl";
+    else if (semaphore_step(sem, sem_alive, 1, -1) < 0) failed = "semop";
+    if (!failed) {
+        arg.val = semaphore_marker;
+        if (semctl(sem, sem_marker, SETVAL, arg) < 0) failed = "semctl";
+    }
+    if (failed) {
+        *error = describe_ipc_error(failed, errno);
         semctl(sem, 0, IPC_RMID);
         shmdt(address);
         return -1;
@@ -477,24 +578,18 @@ int Scoreboard::slot_count() const { return shared_ ? shared_->slot_count : 0; }
 
 Slot &Scoreboard::slot(int index) { return slots_of(shared_)[index]; }
 
-static int semaphore_step(int id, short delta) {
-    sembuf op;
-    op.sem_num = sem_lock;
-    op.sem_op = delta;
-    op.sem_flg = SEM_UNDO;
-    return sys::semop(id, &op, 1);
-}
+int Scoreboard::lock(int timeout_ms) { return semaphore_step(semaphore_id_, sem_lock, -1, timeout_ms); }
+int Scoreboard::unlock() { return semaphore_step(semaphore_id_, sem_lock, 1, -1); }
 
-int Scoreboard::lock() { return semaphore_step(semaphore_id_, -1); }
-int Scoreboard::unlock() { return semaphore_step(semaphore_id_, 1); }
-
-// Copies request[] consistently: the writer makes request_seq odd while
-// it writes, so a reader retries until it sees the same even value twice.
+// Copies a slot with a consistent request[]: the writer makes request_seq
+// odd while it writes (see Worker::count_request), so a reader retries
+// until it sees the same even value on both sides of its copy.
 static void copy_slot(const Slot &from, Slot *to) {
     for (int attempt = 0; attempt < 100; attempt++) {
         uint32_t before = load(from.request_seq);
         memcpy(to, &from, sizeof *to);
-        if (!(before & 1) && load(from.request_seq) == before) break;
+        __atomic_thread_fence(__ATOMIC_ACQUIRE);
+        if (!(before & 1) && __atomic_load_n(&from.request_seq, __ATOMIC_RELAXED) == before) break;
     }
     to->request[sizeof to->request - 1] = '\0';
 }
@@ -502,7 +597,7 @@ static void copy_slot(const Slot &from, Slot *to) {
 Snapshot Scoreboard::snapshot() {
     Snapshot s;
     if (!shared_) return s;
-    bool locked = lock() == 0;
+    bool locked = lock(lock_wait_ms) == 0;
     s.now_ms = now_ms();
     s.uptime_ms = s.now_ms - shared_->started_ms;
     s.generation = load(shared_->generation);
@@ -639,7 +734,9 @@ struct Server::State {
 
 /* ---------------------------------------------------------------------------
    Listeners, bound in the calling process before run(). */
-static std::string describe_address(const sockaddr *address, int *port) {
+// "HOST:PORT", "[V6]:PORT" or "unix:PATH" for a bound address of `length`
+// bytes, and its port (0 for UNIX sockets).
+static std::string describe_address(const sockaddr *address, socklen_t length, int *port) {
     char host[INET6_ADDRSTRLEN] = "?";
     if (address->sa_family == AF_INET) {
         const sockaddr_in *in = reinterpret_cast<const sockaddr_in *>(address);
@@ -655,7 +752,9 @@ static std::string describe_address(const sockaddr *address, int *port) {
     }
     if (address->sa_family == AF_UNIX) {
         *port = 0;
-        return std::string("unix:") + reinterpret_cast<const sockaddr_un *>(address)->sun_path;
+        const sockaddr_un *un = reinterpret_cast<const sockaddr_un *>(address);
+        size_t room = length > offsetof(sockaddr_un, sun_path) ? length - offsetof(sockaddr_un, sun_path) : 0;
+        return "unix:" + std::string(un->sun_path, strnlen(un->sun_path, std::min(room, sizeof un->sun_path)));
     }
     *port = 0;
     return "?";
@@ -700,14 +799,20 @@ static int bind_unix(Server::State &s, const std::string &spec, const std::strin
         if (!S_ISSOCK(st.st_mode))
             return s.fail(format("cannot listen on %s: the path exists and is not a socket",
                                  spec.c_str()));
-        // A socket file nobody answers on is what a dead server leaves.
+        // A socket file that refuses connections is what a dead server
+        // leaves. Anything else (an answer, or a probe that could not tell)
+        // leaves the file alone.
         int probe = sys::socket(AF_UNIX, SOCK_STREAM);
-        bool answered = probe >= 0 && connect(probe, reinterpret_cast<sockaddr *>(&address),
-                                              sizeof address) == 0;
+        int rc = probe < 0 ? -1 : sys::connect(probe, reinterpret_cast<sockaddr *>(&address),
+                                               sizeof address);
+        int err = errno;
         sys::close(probe);
-        if (answered)
+        if (rc == 0)
             return s.fail(format("cannot listen on %s: another server is listening there",
                                  spec.c_str()));
+        if (err != ECONNREFUSED)
+            return s.fail(format("cannot listen on %s: the socket file exists and probing it "
+                                 "failed: %s", spec.c_str(), strerror(err)));
         unlink(path.c_str());
     }
     int fd = sys::socket(AF_UNIX, SOCK_STREAM);
@@ -749,7 +854,7 @@ static int bind_inet(Server::State &s, const std::string &spec) {
               bind(fd, found->ai_addr, found->ai_addrlen) == 0 &&
               ::listen(fd, s.options.listen_backlog) == 0 && sys::set_flags(fd, true) == 0;
     int err = errno;
-    std::string wanted = describe_address(found->ai_addr, &rc);
+    std::string wanted = describe_address(found->ai_addr, found->ai_addrlen, &rc);
     freeaddrinfo(found);
     if (!ok) {
         sys::close(fd);
@@ -764,31 +869,52 @@ static int bind_inet(Server::State &s, const std::string &spec) {
 /* ---------------------------------------------------------------------------
    Worker. A worker polls its listeners, its own signal pipe and the life
    pipe (EOF there means the parent is gone), accepts one connection at a
-   time, and keeps its slot current. Turning busy is the one moment the pool
-   may run short of idle workers, so that is when a worker may wake the
-   parent with a byte on the wake pipe: the pool follows a burst within
-   milliseconds instead of waiting for a once-a-second check. */
+   time, and keeps its slot current. The pool's size is the parent's call,
+   but only a worker sees the moments that change it: turning busy may leave
+   too few idle workers, turning idle too many. At those moments, and only
+   then, a worker wakes the parent with a byte on the wake pipe, so the pool
+   follows a burst within milliseconds and the parent otherwise sleeps. */
+enum : uint16_t { slot_counted = 1, slot_paused = 2 };
+
 static void set_state(Slot &slot, SlotState to) { store(slot.state, to); }
+
+static void wake_parent(Server::State &s) {
+    unsigned char byte = 1;
+    (void)!sys::write(s.wake_pipe[1], &byte, 1);  // EAGAIN: a wake is already queued
+}
+
+// Takes this worker out of / puts it into the idle count (Shared::idle_hint),
+// at most once each way: the slot's `counted` flag is claimed atomically, so
+// a pause from another thread and a busy turn cannot both take it out.
+static void leave_idle_count(Server::State &s, Slot &slot) {
+    if (s.options.single_process) return;
+    if (!(__atomic_fetch_and(&slot.flags, uint16_t(~slot_counted), __ATOMIC_ACQ_REL) & slot_counted)) return;
+    Shared *shared = s.board.shared();
+    int idle = __atomic_sub_fetch(&shared->idle_hint, 1, __ATOMIC_ACQ_REL);
+    if (idle < load(shared->min_spare) && load(shared->live) < shared->max_clients) wake_parent(s);
+}
+
+static void join_idle_count(Server::State &s, Slot &slot) {
+    if (s.options.single_process) return;
+    if (__atomic_fetch_or(&slot.flags, uint16_t(slot_counted), __ATOMIC_ACQ_REL) & slot_counted) return;
+    Shared *shared = s.board.shared();
+    if (__atomic_add_fetch(&shared->idle_hint, 1, __ATOMIC_ACQ_REL) > load(shared->max_spare))
+        wake_parent(s);
+}
 
 static void worker_turns_busy(Server::State &s, Slot &slot) {
     int64_t now = now_ms();
+    leave_idle_count(s, slot);
     store(slot.busy_since_ms, now);
     store(slot.heartbeat_ms, now);
     store(slot.activity, 'W');
     set_state(slot, SlotState::busy);
-    if (s.options.single_process) return;
-    Shared *shared = s.board.shared();
-    int idle_left = __atomic_sub_fetch(&shared->idle_hint, 1, __ATOMIC_ACQ_REL);
-    if (idle_left < load(shared->min_spare) && load(shared->live) < shared->max_clients) {
-        unsigned char byte = 1;
-        (void)!sys::write(s.wake_pipe[1], &byte, 1);  // EAGAIN: a wake is already queued
-    }
 }
 
 static void worker_turns_idle(Server::State &s, Slot &slot) {
     store(slot.heartbeat_ms, now_ms());
     set_state(slot, SlotState::idle);
-    if (!s.options.single_process) __atomic_add_fetch(&s.board.shared()->idle_hint, 1, __ATOMIC_ACQ_REL);
+    if (s.worker_internals.listening.load()) join_idle_count(s, slot);
 }
 
 // True when this worker should be replaced after the connection it served.
@@ -818,7 +944,7 @@ static void serve_connection(Server::State &s, int listener_index) {
     if (fd < 0) {
         if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM) {
             s.logf(LogLevel::error, "accept: %s; pausing for 100 ms", strerror(errno));
-            poll(nullptr, 0, 100);  // let descriptors or memory come back
+            sys::poll(nullptr, 0, 100);  // let descriptors or memory come back
         }
         return;  // EAGAIN: another worker won the race
     }
@@ -837,7 +963,10 @@ static void serve_connection(Server::State &s, int listener_index) {
     worker_turns_idle(s, slot);
 }
 
-// The worker loop; returns when the worker should exit.
+// The worker loop; returns when the worker should exit. SIGTERM stays
+// blocked except inside the poll, so it never interrupts a handler's own
+// system calls (poll and nanosleep would fail with EINTR even under
+// SA_RESTART); a handler sees it pending through Worker::stopping().
 static void worker_loop(Server::State &s) {
     Worker::Internals &w = s.worker_internals;
     const size_t listeners = s.listeners.size();
@@ -859,7 +988,7 @@ static void worker_loop(Server::State &s) {
         int ready = sys::poll_with_mask(fds.data(), count, heartbeat_every, &waiting);
         if (ready < 0) {
             s.logf(LogLevel::error, "worker poll: %s", strerror(errno));
-            return;
+            break;
         }
         store(s.board.slot(w.slot).heartbeat_ms, now_ms());
         size_t signal_index = listening ? listeners : 0;
@@ -892,25 +1021,42 @@ void Worker::heartbeat() {
     store(in_->state->board.slot(in_->slot).heartbeat_ms, now_ms());
 }
 
-void Worker::stop_listening() { in_->listening.store(false); }
+// Both may run on another thread than the worker loop's: they flip the
+// flag, fix the idle count, and poke the loop out of a poll() whose set of
+// listeners is now wrong.
+void Worker::stop_listening() {
+    if (!in_->listening.exchange(false)) return;
+    Server::State &s = *in_->state;
+    Slot &slot = s.board.slot(in_->slot);
+    __atomic_fetch_or(&slot.flags, uint16_t(slot_paused), __ATOMIC_ACQ_REL);
+    leave_idle_count(s, slot);
+    unsigned char byte = 0;
+    (void)!sys::write(signal_pipe_write_end, &byte, 1);
+}
 
 void Worker::start_listening() {
     if (in_->listening.exchange(true)) return;
-    // Poke the loop: it may be asleep in a poll() without the listeners.
+    Server::State &s = *in_->state;
+    Slot &slot = s.board.slot(in_->slot);
+    __atomic_fetch_and(&slot.flags, uint16_t(~slot_paused), __ATOMIC_ACQ_REL);
+    if (load(slot.state) == SlotState::idle) join_idle_count(s, slot);
     unsigned char byte = 0;
     (void)!sys::write(signal_pipe_write_end, &byte, 1);
 }
 
 bool Worker::listening() const { return in_->listening.load(); }
 
-// Cheap enough to call between requests: two loads and, in a pool, one
-// getppid(), which is how a busy worker learns that the parent died (the
-// life pipe reaches only idle ones).
+// Cheap enough to call between requests: two loads, then a sigpending()
+// (the parent's SIGTERM waits there while the worker serves: a retirement,
+// a drain, the watchdog, or on Linux the parent's death) and a getppid()
+// (the parent's death anywhere).
 bool Worker::stopping() const {
     Server::State &s = *in_->state;
     if (in_->stop) return true;
     Shared *shared = s.board.shared();
     if (shared && (load(shared->draining) || load(shared->generation) != in_->generation)) return true;
+    sigset_t pending;
+    if (sigpending(&pending) == 0 && sigismember(&pending, SIGTERM) == 1) return true;
     return !s.options.single_process && getppid() != s.parent_pid;
 }
 
@@ -920,11 +1066,12 @@ void Worker::count_request(const char *request_line, uint64_t bytes) {
     __atomic_add_fetch(&slot.requests, 1, __ATOMIC_RELAXED);
     __atomic_add_fetch(&slot.bytes, bytes, __ATOMIC_RELAXED);
     if (!request_line) return;
-    __atomic_add_fetch(&slot.request_seq, 1, __ATOMIC_ACQ_REL);
+    __atomic_add_fetch(&slot.request_seq, 1, __ATOMIC_RELAXED);  // odd: writing
+    __atomic_thread_fence(__ATOMIC_RELEASE);
     size_t n = strnlen(request_line, sizeof slot.request - 1);
     memcpy(slot.request, request_line, n);
     slot.request[n] = '\0';
-    __atomic_add_fetch(&slot.request_seq, 1, __ATOMIC_ACQ_REL);
+    __atomic_add_fetch(&slot.request_seq, 1, __ATOMIC_RELEASE);  // even: done
 }
 
 void Worker::set_activity(char letter) { store(in_->state->board.slot(in_->slot).activity, letter); }
@@ -941,8 +1088,31 @@ void Worker::log(LogLevel level, const char *fmt, ...) {
     s.log(level, line.c_str());
 }
 
-// Runs the init hooks and marks the worker ready. false if a hook failed.
-static bool worker_start(Server::State &s) {
+// A number in [0, n) that differs between workers forked in the same
+// millisecond: splitmix64 over the pid and the nanosecond clock. (rand()
+// seeded with nearby values gives nearby first draws: every worker would
+// recycle at the same count, the stampede the jitter exists to prevent.)
+static uint64_t random_below(uint64_t n) {
+    timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    uint64_t x = (uint64_t(getpid()) << 32) ^ uint64_t(ts.tv_sec) * 1000000000u ^ uint64_t(ts.tv_nsec);
+    x += 0x9e3779b97f4a7c15u;
+    x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9u;
+    x = (x ^ (x >> 27)) * 0x94d049bb133111ebu;
+    x ^= x >> 31;
+    return x % n;
+}
+
+// Points the Worker handle at this process's slot and generation.
+static void set_worker_identity(Server::State &s, int slot) {
+    s.worker_internals.state = &s;
+    s.worker_internals.slot = slot;
+    s.worker_internals.generation = s.generation;
+}
+
+// Runs the init hooks, draws this worker's recycling limit, and marks the
+// slot idle. false if a hook failed.
+static bool get_worker_ready(Server::State &s) {
     for (InitHook &hook : s.hooks)
         if (!hook(s.worker)) {
             s.logf(LogLevel::error, "worker init hook failed; worker exiting");
@@ -951,21 +1121,16 @@ static bool worker_start(Server::State &s) {
     Worker::Internals &w = s.worker_internals;
     if (s.options.max_requests_per_child > 0) {
         w.limit = uint64_t(s.options.max_requests_per_child);
-        if (s.options.max_requests_jitter > 0) {
-            srand(unsigned(getpid()) ^ unsigned(now_ms()));
-            w.limit += uint64_t(rand()) % uint64_t(s.options.max_requests_jitter + 1);
-        }
+        if (s.options.max_requests_jitter > 0)
+            w.limit += random_below(uint64_t(s.options.max_requests_jitter) + 1);
     }
     Slot &slot = s.board.slot(w.slot);
     store(slot.heartbeat_ms, now_ms());
-    set_state(slot, SlotState::idle);
+    set_state(slot, SlotState::idle);  // already in the idle count since spawn
+    // The parent sees a ready worker only when it looks: tell it, since a
+    // retirement or the end of a back-off may be waiting for this moment.
+    if (!s.options.single_process) wake_parent(s);
     return true;
-}
-
-static void bind_worker(Server::State &s, int slot) {
-    s.worker_internals.state = &s;
-    s.worker_internals.slot = slot;
-    s.worker_internals.generation = s.generation;
 }
 
 // Everything a fresh child does, in order, and its only way out: _exit().
@@ -992,19 +1157,31 @@ static void bind_worker(Server::State &s, int slot) {
     sigprocmask(SIG_SETMASK, &old_mask, nullptr);
     if (getppid() != s.parent_pid) _exit(0);  // the parent died while we forked
 
-    bind_worker(s, slot);
+    set_worker_identity(s, slot);
     store(s.board.slot(slot).pid, int32_t(getpid()));
-    if (!worker_start(s)) _exit(1);
+    if (!get_worker_ready(s)) _exit(1);
     worker_loop(s);
-    set_state(s.board.slot(slot), SlotState::exiting);
+    Slot &own_slot = s.board.slot(slot);
+    leave_idle_count(s, own_slot);
+    set_state(own_slot, SlotState::exiting);
     _exit(0);
+}
+
+// For handlers that fork and exec: a worker blocks SIGTERM and ignores
+// SIGPIPE, SIGHUP, SIGTTIN and SIGTTOU, and both survive exec.
+void reset_signals_for_exec() {
+    sigset_t none;
+    sigemptyset(&none);
+    sigprocmask(SIG_SETMASK, &none, nullptr);
+    for (int sig : parent_signals) set_disposition(sig, SIG_DFL);
 }
 
 /* ---------------------------------------------------------------------------
    Parent. One poll() loop over the self-pipe and the wake pipe; each turn
-   reaps, then runs one maintenance pass that spawns, retires and watches
-   workers and computes the next real deadline, which becomes the poll
-   timeout (capped at a second, so an idle parent sleeps). */
+   runs one maintenance pass that spawns, retires and watches workers and
+   computes the next real deadline (a back-off, a retirement, a heartbeat, a
+   grace period), which becomes the poll timeout. With no deadline the
+   parent sleeps until a signal or a worker wakes it. */
 static const int64_t retire_interval_ms = 250;
 static const int64_t young_death_ms = 1000;
 
@@ -1017,12 +1194,25 @@ static void want_deadline(Server::State &s, int64_t at) {
     if (at > 0 && (s.next_deadline_ms == 0 || at < s.next_deadline_ms)) s.next_deadline_ms = at;
 }
 
-// SIGTERM now; SIGKILL after grace_ms unless that is 0 (a drain has its
-// own deadline for everyone).
-static void tell_to_stop(Child &child, int64_t grace_ms) {
+// Runs f under the scoreboard lock, or without it when a stuck worker has
+// held the lock past lock_wait_ms: the parent must keep running (its
+// watchdog is what ends a stuck worker), and the price of going on
+// unlocked is at most one snapshot that counts a worker twice.
+template <class F> static void under_lock(Server::State &s, F f) {
+    bool locked = s.board.lock(lock_wait_ms) == 0;
+    if (!locked)
+        s.logf(LogLevel::warning, "the scoreboard lock was held over %d ms; going on without it",
+               lock_wait_ms);
+    f();
+    if (locked) s.board.unlock();
+}
+
+// SIGTERM now, SIGKILL at kill_at_ms unless that is 0 (a drain has one
+// deadline for everyone).
+static void tell_to_stop(Child &child, int64_t kill_at_ms) {
     if (child.stopping) return;
     child.stopping = true;
-    child.kill_at_ms = grace_ms > 0 ? now_ms() + grace_ms : 0;
+    child.kill_at_ms = kill_at_ms;
     kill(child.pid, SIGTERM);
 }
 
@@ -1030,6 +1220,10 @@ static void kill_now(Child &child) {
     if (child.killed) return;
     child.killed = true;
     kill(child.pid, SIGKILL);
+}
+
+static int64_t graceful_deadline(const Server::State &s) {
+    return now_ms() + int64_t(s.options.graceful_timeout * 1000);
 }
 
 static void begin_stop(Server::State &s, Phase phase, const char *why) {
@@ -1042,8 +1236,7 @@ static void begin_stop(Server::State &s, Phase phase, const char *why) {
         sys::close(l.fd);
         l.fd = -1;
     }
-    int64_t grace = int64_t(s.options.graceful_timeout * 1000);
-    s.drain_deadline_ms = now_ms() + grace;
+    s.drain_deadline_ms = graceful_deadline(s);
     s.logf(LogLevel::notice, "%s: %s %d workers", why,
            phase == Phase::draining ? "draining" : "killing", s.live);
     for (Child &child : s.children) {
@@ -1053,19 +1246,27 @@ static void begin_stop(Server::State &s, Phase phase, const char *why) {
     }
 }
 
+static void note_failure(Server::State &s, int64_t now, int64_t at_least_ms) {
+    s.failures++;
+    s.last_failure_ms = now;
+    s.spawn_not_before_ms = now + std::max(backoff_ms(s.failures), at_least_ms);
+}
+
+// Forks one worker into the first free slot. 0, or -1 if none was forked.
 static int spawn_worker(Server::State &s) {
     size_t slot = 0;
     while (slot < s.children.size() && s.children[slot].pid) slot++;
     if (slot == s.children.size()) return -1;
     int64_t now = now_ms();
     Slot &shared_slot = s.board.slot(int(slot));
-    s.board.lock();
-    memset(&shared_slot, 0, sizeof shared_slot);
-    shared_slot.generation = s.generation;
-    shared_slot.started_ms = now;
-    shared_slot.heartbeat_ms = now;
-    store(shared_slot.state, SlotState::starting);
-    s.board.unlock();
+    under_lock(s, [&] {
+        memset(&shared_slot, 0, sizeof shared_slot);
+        shared_slot.generation = s.generation;
+        shared_slot.started_ms = now;
+        shared_slot.heartbeat_ms = now;
+        shared_slot.flags = slot_counted;  // a starting worker counts as idle
+        store(shared_slot.state, SlotState::starting);
+    });
 
     sigset_t all, old_mask;
     sigfillset(&all);
@@ -1075,10 +1276,9 @@ static int spawn_worker(Server::State &s) {
     int fork_errno = errno;
     sigprocmask(SIG_SETMASK, &old_mask, nullptr);
     if (pid < 0) {
+        store(shared_slot.flags, uint16_t(0));
         store(shared_slot.state, SlotState::free);
-        s.failures++;
-        s.last_failure_ms = now;
-        s.spawn_not_before_ms = now + std::max<int64_t>(backoff_ms(s.failures), 100);
+        note_failure(s, now, 100);
         s.logf(LogLevel::error, "fork: %s; next try in %lld ms", strerror(fork_errno),
                (long long)(s.spawn_not_before_ms - now));
         if (s.options.shutdown_on_error) {
@@ -1088,6 +1288,7 @@ static int spawn_worker(Server::State &s) {
         }
         return -1;
     }
+    __atomic_add_fetch(&s.board.shared()->idle_hint, 1, __ATOMIC_ACQ_REL);
     store(shared_slot.pid, int32_t(pid));
     Child &child = s.children[slot];
     child = Child();
@@ -1115,6 +1316,34 @@ static std::string describe_status(int status) {
     return format("ended with wait status %#x", status);
 }
 
+// Logs how one worker ended and decides whether that was a failure.
+static void judge_exit(Server::State &s, const Child &child, const Slot &slot, int status) {
+    int64_t now = now_ms();
+    int64_t lived = now - child.spawned_ms;
+    bool was_ready = load(slot.state) != SlotState::starting;
+    bool clean = WIFEXITED(status) && WEXITSTATUS(status) == 0;
+    std::string how = describe_status(status);
+    if (child.stopping || child.killed || (clean && was_ready)) {
+        s.logf(LogLevel::info, "worker %d %s after %lld ms", int(child.pid), how.c_str(), (long long)lived);
+    } else if (!was_ready || (lived < young_death_ms && crashed(status))) {
+        note_failure(s, now, 0);
+        s.logf(LogLevel::error, "worker %d %s %lld ms after it started%s; failure %d in a row, "
+               "next fork in %lld ms (back-off)", int(child.pid), how.c_str(), (long long)lived,
+               was_ready ? "" : ", before it was ready", s.failures,
+               (long long)(s.spawn_not_before_ms - now));
+        if (!was_ready && s.options.shutdown_on_error && s.phase == Phase::running) {
+            s.error = format("worker %d could not start (%s); stopping because "
+                             "shutdown_on_error is set", int(child.pid), how.c_str());
+            s.result = -1;
+            begin_stop(s, Phase::draining, "a worker could not start");
+        }
+    } else {
+        s.logf(LogLevel::warning, "worker %d %s after %lld ms (state %c); replacing it",
+               int(child.pid), how.c_str(), (long long)lived, Snapshot::letter(slot));
+    }
+}
+
+// Reaps every exited worker (SIGCHLDs coalesce) and frees its slot.
 static void reap_children(Server::State &s) {
     int status;
     pid_t pid;
@@ -1124,39 +1353,15 @@ static void reap_children(Server::State &s) {
         if (index == s.children.size()) continue;  // not a worker of ours
         Child &child = s.children[index];
         Slot &slot = s.board.slot(int(index));
-        int64_t now = now_ms();
-        int64_t lived = now - child.spawned_ms;
-        bool was_ready = load(slot.state) != SlotState::starting;
-        bool clean = WIFEXITED(status) && WEXITSTATUS(status) == 0;
-        bool expected = child.stopping || child.killed || (clean && was_ready);
-        std::string how = describe_status(status);
-        if (expected) {
-            s.logf(LogLevel::info, "worker %d %s after %lld ms", int(pid), how.c_str(), (long long)lived);
-        } else if (!was_ready || (lived < young_death_ms && crashed(status))) {
-            s.failures++;
-            s.last_failure_ms = now;
-            int64_t wait = backoff_ms(s.failures);
-            s.spawn_not_before_ms = now + wait;
-            s.logf(LogLevel::error, "worker %d %s %lld ms after it started%s; failure %d in a row, "
-                   "next fork in %lld ms (back-off)", int(pid), how.c_str(), (long long)lived,
-                   was_ready ? "" : ", before it was ready", s.failures, (long long)wait);
-            if (!was_ready && s.options.shutdown_on_error && s.phase == Phase::running) {
-                s.error = format("worker %d could not start (%s); stopping because "
-                                 "shutdown_on_error is set", int(pid), how.c_str());
-                s.result = -1;
-                begin_stop(s, Phase::draining, "a worker could not start");
-            }
-        } else {
-            s.logf(LogLevel::warning, "worker %d %s after %lld ms (state %c); replacing it",
-                   int(pid), how.c_str(), (long long)lived, Snapshot::letter(slot));
-        }
-        s.board.lock();
+        judge_exit(s, child, slot, status);
         Shared *shared = s.board.shared();
-        shared->retired_connections += slot.connections;
-        shared->retired_requests += slot.requests;
-        shared->retired_bytes += slot.bytes;
-        memset(&slot, 0, sizeof slot);
-        s.board.unlock();
+        if (load(slot.flags) & slot_counted) __atomic_sub_fetch(&shared->idle_hint, 1, __ATOMIC_ACQ_REL);
+        under_lock(s, [&] {
+            shared->retired_connections += slot.connections;
+            shared->retired_requests += slot.requests;
+            shared->retired_bytes += slot.bytes;
+            memset(&slot, 0, sizeof slot);
+        });
         child = Child();
         s.live--;
     }
@@ -1194,9 +1399,8 @@ static void watch_workers(Server::State &s, int64_t now) {
                    state == SlotState::starting ? "starting" : "idle", int(child.pid),
                    (now - heartbeat) / 1000.0);
         child.timed_out = true;
-        child.stopping = true;
-        child.kill_at_ms = now + int64_t(s.options.kill_grace * 1000);
-        kill(child.pid, SIGTERM);
+        child.stopping = false;  // so tell_to_stop() sends the signal even to a retiree
+        tell_to_stop(child, now + int64_t(s.options.kill_grace * 1000));
         want_deadline(s, child.kill_at_ms);
     }
 }
@@ -1207,72 +1411,83 @@ static void retire_one_idle(Server::State &s, int idle) {
     for (size_t i = 0; i < s.children.size(); i++) {
         Child &child = s.children[i];
         if (!child.pid || child.stopping || child.generation != s.generation) continue;
-        if (load(s.board.slot(int(i)).state) != SlotState::idle) continue;
+        const Slot &slot = s.board.slot(int(i));
+        if (load(slot.state) != SlotState::idle || (load(slot.flags) & slot_paused)) continue;
         if (!oldest || child.spawned_ms < oldest->spawned_ms) oldest = &child;
     }
     if (!oldest) return;
     s.logf(LogLevel::info, "retiring idle worker %d, the oldest of %d idle (max_spare_servers %d)",
            int(oldest->pid), idle, s.options.max_spare_servers);
-    tell_to_stop(*oldest, int64_t(s.options.graceful_timeout * 1000));
+    tell_to_stop(*oldest, graceful_deadline(s));
 }
 
-static void maintain_pool(Server::State &s) {
-    int64_t now = now_ms();
-    s.next_deadline_ms = 0;
+// Spawns what the pool lacks and retires one spare too many.
+static void size_pool(Server::State &s, int64_t now) {
     int idle = 0, starting = 0, current = 0;
     for (size_t i = 0; i < s.children.size(); i++) {
         Child &child = s.children[i];
         if (!child.pid || child.stopping || child.generation != s.generation) continue;
         current++;
-        SlotState state = load(s.board.slot(int(i)).state);
-        if (state == SlotState::idle) idle++;
+        const Slot &slot = s.board.slot(int(i));
+        SlotState state = load(slot.state);
+        if (state == SlotState::idle && !(load(slot.flags) & slot_paused)) idle++;
         if (state == SlotState::starting) starting++;
-        if (s.failures && state != SlotState::starting && child.spawned_ms > s.last_failure_ms &&
-            now - child.spawned_ms >= young_death_ms) {
-            s.logf(LogLevel::notice, "workers start normally again; back-off cleared");
-            s.failures = 0;
-        }
-    }
-    Shared *shared = s.board.shared();
-    store(shared->idle_hint, int32_t(idle + starting));
-
-    if (s.phase == Phase::running) {
-        int need = std::max(s.options.min_spare_servers - idle - starting, s.ramp_target - current);
-        int room = s.options.max_clients - s.live;
-        int spawn = std::min(need, room);
-        if (spawn > 0 && now < s.spawn_not_before_ms) {
-            want_deadline(s, s.spawn_not_before_ms);
-        } else {
-            for (int i = 0; i < spawn && s.phase == Phase::running; i++)
-                if (spawn_worker(s) < 0) {
-                    want_deadline(s, s.spawn_not_before_ms);
-                    break;
-                }
-        }
-        if (current + spawn >= s.ramp_target) s.ramp_target = 0;
-        if (idle > s.options.max_spare_servers) {
-            if (now >= s.next_retire_ms) {
-                retire_one_idle(s, idle);
-                s.next_retire_ms = now + retire_interval_ms;
+        if (s.failures && state != SlotState::starting && child.spawned_ms > s.last_failure_ms) {
+            if (now - child.spawned_ms >= young_death_ms) {
+                s.logf(LogLevel::notice, "workers start normally again; back-off cleared");
+                s.failures = 0;
+            } else {
+                want_deadline(s, child.spawned_ms + young_death_ms);
             }
-            want_deadline(s, s.next_retire_ms);
         }
     }
-    store(shared->live, int32_t(s.live));
+    int need = std::max(s.options.min_spare_servers - idle - starting, s.ramp_target - current);
+    int spawn = std::min(need, s.options.max_clients - s.live);
+    if (spawn > 0 && now < s.spawn_not_before_ms) {
+        want_deadline(s, s.spawn_not_before_ms);
+    } else {
+        for (int i = 0; i < spawn && s.phase == Phase::running; i++) {
+            if (spawn_worker(s) < 0) {
+                want_deadline(s, s.spawn_not_before_ms);
+                break;
+            }
+            current++;
+        }
+    }
+    if (current >= s.ramp_target) s.ramp_target = 0;
+    if (idle > s.options.max_spare_servers) {
+        if (now >= s.next_retire_ms) {
+            retire_one_idle(s, idle);
+            s.next_retire_ms = now + retire_interval_ms;
+        }
+        want_deadline(s, s.next_retire_ms);
+    }
+}
+
+static void maintain_pool(Server::State &s) {
+    int64_t now = now_ms();
+    s.next_deadline_ms = 0;
+    if (s.phase == Phase::running) size_pool(s, now);
+    store(s.board.shared()->live, int32_t(s.live));
     watch_workers(s, now);
-    if (s.phase != Phase::running && now >= s.drain_deadline_ms && !s.drain_kill_sent && s.live > 0) {
-        s.drain_kill_sent = true;
-        s.logf(LogLevel::warning, "graceful_timeout of %g s ran out; killing %d workers",
-               s.options.graceful_timeout, s.live);
-        for (Child &child : s.children)
-            if (child.pid) kill_now(child);
+    if (s.phase != Phase::running && !s.drain_kill_sent && s.live > 0) {
+        if (now >= s.drain_deadline_ms) {
+            s.drain_kill_sent = true;
+            s.logf(LogLevel::warning, "graceful_timeout of %g s ran out; killing %d workers",
+                   s.options.graceful_timeout, s.live);
+            for (Child &child : s.children)
+                if (child.pid) kill_now(child);
+        } else {
+            want_deadline(s, s.drain_deadline_ms);
+        }
     }
-    if (s.phase != Phase::running) want_deadline(s, s.drain_deadline_ms);
-    if (s.options.debug_scoreboard && now >= s.next_dump_ms) {
-        s.logf(LogLevel::debug, "scoreboard %s", s.board.snapshot().render().c_str());
-        s.next_dump_ms = now + 1000;
+    if (s.options.debug_scoreboard) {
+        if (now >= s.next_dump_ms) {
+            s.logf(LogLevel::debug, "scoreboard %s", s.board.snapshot().render().c_str());
+            s.next_dump_ms = now + 1000;
+        }
+        want_deadline(s, s.next_dump_ms);
     }
-    if (s.options.debug_scoreboard) want_deadline(s, s.next_dump_ms);
 }
 
 static void graceful_restart(Server::State &s) {
@@ -1281,9 +1496,8 @@ static void graceful_restart(Server::State &s) {
     s.ramp_target = s.options.start_servers;
     s.logf(LogLevel::notice, "graceful restart: starting generation %u", s.generation);
     maintain_pool(s);  // the new generation first, then retire the old one
-    int64_t grace = int64_t(s.options.graceful_timeout * 1000);
     for (Child &child : s.children)
-        if (child.pid && child.generation != s.generation) tell_to_stop(child, grace);
+        if (child.pid && child.generation != s.generation) tell_to_stop(child, graceful_deadline(s));
 }
 
 static void adjust_spares(Server::State &s, int delta) {
@@ -1295,6 +1509,7 @@ static void adjust_spares(Server::State &s, int delta) {
     o.min_spare_servers += delta;
     o.max_spare_servers += delta;
     store(s.board.shared()->min_spare, int32_t(o.min_spare_servers));
+    store(s.board.shared()->max_spare, int32_t(o.max_spare_servers));
     s.logf(LogLevel::notice, "%s: min_spare_servers %d, max_spare_servers %d",
            delta > 0 ? "SIGTTIN" : "SIGTTOU", o.min_spare_servers, o.max_spare_servers);
 }
@@ -1323,10 +1538,11 @@ static int run_pool(Server::State &s) {
     for (;;) {
         maintain_pool(s);
         if (s.phase != Phase::running && s.live == 0) break;
-        int64_t wait = s.next_deadline_ms ? s.next_deadline_ms - now_ms() : 1000;
+        int timeout = -1;
+        if (s.next_deadline_ms)
+            timeout = int(std::min<int64_t>(std::max<int64_t>(0, s.next_deadline_ms - now_ms()), 1 << 30));
         pollfd fds[2] = {{s.signal_pipe[0], POLLIN, 0}, {s.wake_pipe[0], POLLIN, 0}};
-        if (sys::poll(fds, 2, int(std::max<int64_t>(0, std::min<int64_t>(wait, 1000)))) < 0)
-            return s.fail(format("poll: %s", strerror(errno)));
+        if (sys::poll(fds, 2, timeout) < 0) return s.fail(format("poll: %s", strerror(errno)));
         if (fds[1].revents) drain_pipe(s.wake_pipe[0], [](unsigned char) {});
         if (fds[0].revents) drain_pipe(s.signal_pipe[0], [&](unsigned char sig) { handle_signal(s, sig); });
     }
@@ -1336,12 +1552,12 @@ static int run_pool(Server::State &s) {
 
 static int run_single(Server::State &s) {
     s.worker_internals.signal_read_end = s.signal_pipe[0];
-    bind_worker(s, 0);
+    set_worker_identity(s, 0);
     Slot &slot = s.board.slot(0);
     store(slot.pid, int32_t(getpid()));
     store(slot.started_ms, now_ms());
     s.logf(LogLevel::notice, "single-process mode: serving in pid %d", int(getpid()));
-    if (!worker_start(s)) return s.fail("the init hook failed");
+    if (!get_worker_ready(s)) return s.fail("the init hook failed");
     worker_loop(s);
     s.logf(LogLevel::notice, "single-process mode: stopping");
     return 0;
@@ -1365,6 +1581,7 @@ static int acquire_ipc(Server::State &s) {
     }
     Shared *shared = s.board.shared();
     shared->min_spare = s.options.min_spare_servers;
+    shared->max_spare = s.options.max_spare_servers;
     shared->max_clients = s.options.max_clients;
     shared->generation = s.generation;
     return 0;
@@ -1380,16 +1597,22 @@ Server::~Server() {
     for (Listener &l : state_->listeners) sys::close(l.fd);
 }
 
+// Fills in the address and port a listener really got (port 0 picks one).
+static int describe_listener(Server::State &s, Listener &l) {
+    sockaddr_storage bound;
+    memset(&bound, 0, sizeof bound);
+    socklen_t length = sizeof bound;
+    if (getsockname(l.fd, reinterpret_cast<sockaddr *>(&bound), &length) < 0)
+        return s.fail(format("fd %d: getsockname: %s", l.fd, strerror(errno)));
+    l.address = describe_address(reinterpret_cast<sockaddr *>(&bound), length, &l.port);
+    return 0;
+}
+
 int Server::listen(const std::string &spec) {
     State &s = *state_;
     if (spec.compare(0, 5, "unix:") == 0) return bind_unix(s, spec, spec.substr(5));
     if (bind_inet(s, spec) < 0) return -1;
-    Listener &l = s.listeners.back();
-    sockaddr_storage bound;
-    socklen_t length = sizeof bound;
-    getsockname(l.fd, reinterpret_cast<sockaddr *>(&bound), &length);
-    l.address = describe_address(reinterpret_cast<sockaddr *>(&bound), &l.port);
-    return 0;
+    return describe_listener(s, s.listeners.back());
 }
 
 int Server::listen_fd(int fd) {
@@ -1401,10 +1624,7 @@ int Server::listen_fd(int fd) {
     if (sys::set_flags(fd, true) < 0) return s.fail(format("fd %d: fcntl: %s", fd, strerror(errno)));
     Listener l;
     l.fd = fd;
-    sockaddr_storage bound;
-    socklen_t length = sizeof bound;
-    getsockname(fd, reinterpret_cast<sockaddr *>(&bound), &length);
-    l.address = describe_address(reinterpret_cast<sockaddr *>(&bound), &l.port);
+    if (describe_listener(s, l) < 0) return -1;
     s.listeners.push_back(l);
     return 0;
 }

@@ -45,27 +45,49 @@
                                picks a free port: see server.address(i).
                                Returns 0, or -1 with server.error() set.
      server.listen_fd(fd)      Adopts an already-listening socket. 0 / -1.
+     server.listener_count(), server.address(i), server.port(i)
+                               The listeners in the order added, as bound
+                               ("127.0.0.1:8080", "unix:/run/x"; port 0 for
+                               UNIX sockets).
      server.on_connection(h)   h(worker, fd) serves one accepted connection,
                                in a worker. The library closes fd afterwards.
      server.on_worker_start(h) Adds an init hook, run in every new worker
                                before it accepts, never in the parent (DB
                                handles...). Returning false fails the worker.
      server.on_log(f)          Where log lines go. Without it the library is
-                               silent. log_to_stderr is a ready-made sink.
+                               silent. log_to_stderr is a ready-made sink
+                               that stamps each line with time and pid.
+     server.log(level, fmt...) Logs through that sink (parent or worker).
      server.run()              Runs the pool until SIGTERM (graceful) or
                                SIGINT (now). Returns 0, or -1 with error().
                                Installs its signal handlers for the duration.
      server.is_child()         True inside a worker.
      server.snapshot()         Copies the scoreboard (parent or worker).
+     Snapshot::render()        The scoreboard as text: a summary line, then
+                               one Apache letter per slot.
      worker.heartbeat()        Tells the watchdog a long handler is alive.
      worker.stop_listening()   Pause / resume accepting in this worker only
-     worker.start_listening()  (safe from another thread of the worker).
+     worker.start_listening()  (safe from another thread of the worker). A
+                               paused worker is not counted as a spare.
      worker.stopping()         True once the worker should finish up: the
                                server drains or restarts, or the parent
                                died. Check it between requests.
      worker.count_request(line, bytes)
                                Records one request in the scoreboard (and
                                counts as a heartbeat).
+     worker.set_activity(c)    The letter the scoreboard shows while busy
+                               ('W' unless set; 'R', 'K'... as in Apache).
+     worker.peer(), peer_length(), listener()
+                               The connection being served: its peer and
+                               the index of the listener that took it.
+     worker.slot(), generation(), is_child(), scoreboard()
+                               This worker's slot and generation; true;
+                               the shared scoreboard.
+     scoreboard.lock(ms)       The board's SEM_UNDO lock, waiting at most ms
+     scoreboard.unlock()       (-1: no bound). 0, or -1 with errno.
+     reset_signals_for_exec()  For a handler about to exec: workers block
+                               SIGTERM and ignore SIGPIPE, and both would
+                               survive exec.
 
    OPTIONS (struct Options; defaults in brackets)
      start_servers [5]          Workers forked at start; clamped to
@@ -98,13 +120,16 @@
 
    SIGNALS (to the parent)
      SIGTERM  graceful stop: stop accepting, finish in-flight connections
-              (bounded by graceful_timeout), exit 0.
+              (bounded by graceful_timeout); run() returns 0.
      SIGINT   stop now: workers are killed.
      SIGHUP   graceful restart: keep the listeners, start a new generation,
               old workers finish their connection and exit.
      SIGTTIN  raise min and max spare by one; SIGTTOU lowers them.
      SIGCHLD  reap, log, and replace workers.
      Workers are signalled by pid only, never through the process group.
+     A worker takes SIGTERM between connections only: it stays blocked while
+     a handler runs, so it never interrupts the handler's system calls, and
+     worker.stopping() reports it.
 
    PORTABILITY
      POSIX with System V IPC. On Linux it also uses pipe2, accept4,
@@ -141,6 +166,10 @@ using LogFn = std::function<void(LogLevel, const char *message)>;
 // one write(2), so lines from several processes do not interleave.
 void log_to_stderr(LogLevel level, const char *message);
 const char *log_level_name(LogLevel level);
+
+// In a child a handler forks to exec another program: unblocks every signal
+// and restores the default disposition of those prefork handles.
+void reset_signals_for_exec();
 
 struct Options {
     int start_servers = 5;
@@ -225,10 +254,12 @@ public:
     int slot_count() const;
     int semaphore_id() const { return semaphore_id_; }
 
-    // The lock, taken with SEM_UNDO. 0, or -1 if the set is gone.
-    int lock();
+    // The lock, taken with SEM_UNDO, waiting at most timeout_ms (-1: no
+    // bound). 0, or -1 with errno EAGAIN (timed out) or EIDRM/EINVAL (gone).
+    int lock(int timeout_ms = -1);
     int unlock();
-    // Copies the board under the lock.
+    // Copies the board under the lock; waits for it at most 50 ms, then
+    // copies without it rather than hang behind a stuck holder.
     Snapshot snapshot();
 
     Slot &slot(int index);

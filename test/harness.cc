@@ -290,12 +290,15 @@ bool TestServer::start() {
             return false;
         }
     address_ = server.address(0);
-    server.on_log([log_fd](prefork::LogLevel level, const char *message) {
-        char line[1400];
-        int n = snprintf(line, sizeof line, "%lld [%s] [pid %d] %s\n", (long long)now_ms(),
-                         prefork::log_level_name(level), int(getpid()), message);
-        if (n > 0) (void)!write(log_fd, line, std::min<size_t>(size_t(n), sizeof line - 1));
-    });
+    if (log_through_stderr)
+        server.on_log(prefork::log_to_stderr);
+    else
+        server.on_log([log_fd](prefork::LogLevel level, const char *message) {
+            char line[1400];
+            int n = snprintf(line, sizeof line, "%lld [%s] [pid %d] %s\n", (long long)now_ms(),
+                             prefork::log_level_name(level), int(getpid()), message);
+            if (n > 0) (void)!write(log_fd, line, std::min<size_t>(size_t(n), sizeof line - 1));
+        });
     server.on_connection(handle_command);
     for (const prefork::InitHook &hook : hooks) server.on_worker_start(hook);
     server.on_worker_start([](prefork::Worker &) {
@@ -306,6 +309,7 @@ bool TestServer::start() {
     pid_ = fork();
     if (pid_ == 0) {
         setpgid(0, 0);
+        if (log_through_stderr) dup2(log_fd, 2);
         if (in_child) in_child();
         _exit(server.run() == 0 ? 0 : 3);
     }
@@ -325,7 +329,10 @@ int TestServer::wait_exit(int timeout_ms) {
         pid_t r = waitpid(pid_, &status, WNOHANG);
         return r == pid_;
     }, timeout_ms);
-    if (done) reaped_ = true;
+    if (done) {
+        reaped_ = true;
+        status_ = status;
+    }
     return done ? status : -1;
 }
 
@@ -335,9 +342,13 @@ TestServer::~TestServer() {
     if (pid_ > 0 && !reaped_) {
         kill(pid_, SIGTERM);
         if (wait_exit(3000) < 0) {
+            ADD_FAILURE() << "the server did not stop on SIGTERM within 3 s";
             kill(-pid_, SIGKILL);
             wait_exit(5000);
         }
+    }
+    if (pid_ > 0 && reaped_ && WIFEXITED(status_) && expect_clean_ipc) {
+        EXPECT_EQ(ipc_objects_of(pid_), 0) << "System V objects left behind by " << pid_;
     }
     // Workers outlive a parent killed by a test; the group goes with them.
     if (pid_ > 0) kill(-pid_, SIGKILL);
@@ -399,12 +410,13 @@ int ipc_objects_of(pid_t creator) {
     while (std::getline(sem, line)) {
         std::istringstream fields(line);
         long key, id, perms, nsems;
-        if (!(fields >> key >> id >> perms >> nsems) || nsems != 4) continue;
-        unsigned short values[4];
+        // prefork's sets: lock, alive, marker, creator pid high and low
+        if (!(fields >> key >> id >> perms >> nsems) || nsems != 5) continue;
+        unsigned short values[5];
         union { int val; unsigned short *array; } arg;
         arg.array = values;
-        if (semctl(int(id), 0, GETALL, arg) < 0 || values[1] != 0x5046) continue;
-        if (pid_t((values[2] << 15) | values[3]) == creator) count++;
+        if (semctl(int(id), 0, GETALL, arg) < 0 || values[2] != 0x5046) continue;
+        if (pid_t((values[3] << 15) | values[4]) == creator) count++;
     }
     std::ifstream shm("/proc/sysvipc/shm");
     std::getline(shm, line);

@@ -51,9 +51,13 @@ public:
     std::vector<std::string> listen_specs{"127.0.0.1:0"};
     std::vector<prefork::InitHook> hooks;
     std::function<void()> in_child;  // runs in the server child before run()
+    bool log_through_stderr = false;  // use prefork::log_to_stderr, stderr to the log
+    bool expect_clean_ipc = true;     // after a clean exit, no IPC object may remain
 
     TestServer();
-    ~TestServer();  // SIGTERM, then SIGKILL to the group, always reaped
+    // SIGTERM, then SIGKILL to the group, always reaped. A server that exited
+    // on its own or by SIGTERM must have left no System V object behind.
+    ~TestServer();
 
     // Binds, forks and runs the server. false (with a gtest failure) if it
     // could not start.
@@ -77,6 +81,7 @@ public:
 private:
     pid_t pid_ = -1;
     bool reaped_ = false;
+    int status_ = -1;
     std::string address_;
     std::string log_path_;
 };

@@ -15,6 +15,10 @@ TEST(Header, DefaultsMatchTheManual) {
     EXPECT_EQ(o.timeout, 0);
     EXPECT_EQ(o.graceful_timeout, 30);
     EXPECT_EQ(o.ipc_retry_interval, 5);
+    EXPECT_EQ(o.max_requests_jitter, 0);
+    EXPECT_EQ(o.max_rss_kib, 0);
+    EXPECT_EQ(o.kill_grace, 2);
     EXPECT_FALSE(o.shutdown_on_error);
     EXPECT_FALSE(o.single_process);
+    EXPECT_FALSE(o.debug_scoreboard);
 }
