@@ -17,6 +17,7 @@
 
 #include <fcntl.h>
 #include <sched.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -562,6 +563,36 @@ TEST(Pool, ShutdownOnErrorStopsWhenAWorkerCannotStart) {
     EXPECT_EQ(harness::ipc_objects_of(t.pid()), 0);
 }
 
+// fork() failing: the server child runs as nobody with RLIMIT_NPROC 1, so
+// it may not fork at all (root ignores the limit, hence the user change).
+static void forbid_fork() {
+    rlimit one = {1, 1};
+    if (setgid(65534) != 0 || setuid(65534) != 0 || setrlimit(RLIMIT_NPROC, &one) != 0) _exit(4);
+}
+
+TEST(Pool, ForkFailureBacksOffInsteadOfLooping) {
+    if (geteuid() != 0) GTEST_SKIP() << "needs root to become another user";
+    TestServer t;
+    t.in_child = forbid_fork;
+    ASSERT_TRUE(t.start());
+    ASSERT_TRUE(t.wait_log("fork: Resource temporarily unavailable; next try in 800 ms", 1, 8000)) << t.log();
+    // A tight loop would have tried thousands of times by now.
+    EXPECT_LE(t.log_lines("fork: ").size(), 8u) << t.log();
+    EXPECT_TRUE(t.workers().empty());
+}
+
+TEST(Pool, ForkFailureWithShutdownOnErrorStops) {
+    if (geteuid() != 0) GTEST_SKIP() << "needs root to become another user";
+    TestServer t;
+    t.options.shutdown_on_error = true;
+    t.in_child = forbid_fork;
+    ASSERT_TRUE(t.start());
+    int status = t.wait_exit(5000);
+    ASSERT_GE(status, 0) << "the server kept running";
+    EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 3) << "run() should fail";
+    EXPECT_FALSE(t.log_lines("fork failed and shutdown_on_error is set").empty()) << t.log();
+}
+
 TEST(Pool, WorkersExitWhenTheParentIsKilled) {
     pid_t dead_parent;
     {
@@ -698,28 +729,29 @@ TEST(Pool, UnixSocketListenerServesAndIsRemovedAtExit) {
     EXPECT_NE(access(path.c_str(), F_OK), 0) << "the socket file was left behind";
 }
 
-// With no shared memory to be had (SHMMNI 0 in a private IPC namespace) the
-// server says why, retries, and comes up once the limit is lifted.
-TEST(Pool, RetriesWhenSharedMemoryCannotBeHad) {
+// With a System V limit at 0 in a private IPC namespace, the server says
+// which limit it hit, retries, and comes up once a helper in that namespace
+// lifts the limit on the test's word.
+static void retries_until_the_limit_is_lifted(const char *sysctl, const char *low,
+                                              const char *high, const char *limit_name) {
     if (geteuid() != 0) GTEST_SKIP() << "needs root for a private IPC namespace";
     std::string fifo = "/tmp/prefork-test-fifo-" + std::to_string(getpid());
     unlink(fifo.c_str());
     ASSERT_EQ(mkfifo(fifo.c_str(), 0600), 0);
     TestServer t;
     t.options.ipc_retry_interval = 0.2;
-    t.in_child = [fifo] {
+    t.in_child = [=] {
         if (unshare(CLONE_NEWIPC) != 0) _exit(4);
-        std::ofstream("/proc/sys/kernel/shmmni") << 0;
-        // A helper in the same namespace lifts the limit when the test says.
+        std::ofstream(sysctl) << low;
         if (fork() == 0) {
             int fd = open(fifo.c_str(), O_RDONLY);
             char c;
-            if (fd >= 0 && read(fd, &c, 1) == 1) std::ofstream("/proc/sys/kernel/shmmni") << 4096;
+            if (fd >= 0 && read(fd, &c, 1) == 1) std::ofstream(sysctl) << high;
             _exit(0);
         }
     };
     ASSERT_TRUE(t.start());
-    bool retried = t.wait_log("SHMMNI", 2);
+    bool retried = t.wait_log(limit_name, 2);
     if (!retried && t.wait_exit(100) >= 0) {
         unlink(fifo.c_str());
         GTEST_SKIP() << "cannot make a private IPC namespace here";
@@ -733,4 +765,14 @@ TEST(Pool, RetriesWhenSharedMemoryCannotBeHad) {
     EXPECT_TRUE(t.wait_workers(2));
     EXPECT_EQ(ask(t.address(), "pid").compare(0, 4, "pid "), 0);
     unlink(fifo.c_str());
+}
+
+TEST(Pool, RetriesWhenSharedMemoryCannotBeHad) {
+    retries_until_the_limit_is_lifted("/proc/sys/kernel/shmmni", "0", "4096", "SHMMNI");
+}
+
+TEST(Pool, RetriesWhenNoSemaphoreSetCanBeHad) {
+    // kernel.sem is SEMMSL SEMMNS SEMOPM SEMMNI; SEMMNI 0 allows no set.
+    retries_until_the_limit_is_lifted("/proc/sys/kernel/sem", "32000 1024000000 500 0",
+                                      "32000 1024000000 500 32000", "SEMMNI");
 }

@@ -95,6 +95,15 @@ private:
     pid_t pid_ = -1;
 };
 
+// A scoreboard's creator that signals `ready` and waits to be killed.
+static void create_a_board_and_wait(int ready) {
+    Scoreboard board;
+    std::string error;
+    if (board.create(2, &error) != 0) _exit(1);
+    (void)!write(ready, "x", 1);
+    for (;;) pause();
+}
+
 // A child takes the lock and is killed with SIGKILL while holding it. With
 // SEM_UNDO the kernel gives the lock back; without it this would hang.
 TEST(Scoreboard, LockHeldByAKilledProcessIsReleased) {
@@ -119,13 +128,7 @@ TEST(Scoreboard, LockHeldByAKilledProcessIsReleased) {
 // runs to remove it). The next scoreboard created by this user removes it,
 // knowing it is dead because its `alive` semaphore fell to 0.
 TEST(Scoreboard, SetLeftByAKilledCreatorIsRemovedAtNextCreate) {
-    Helper creator([](int ready) {
-        Scoreboard board;
-        std::string error;
-        if (board.create(2, &error) != 0) _exit(1);
-        (void)!write(ready, "x", 1);
-        for (;;) pause();
-    });
+    Helper creator(create_a_board_and_wait);
     ASSERT_TRUE(creator.ready());
     pid_t dead = creator.pid();
     creator.kill_now();
@@ -144,13 +147,7 @@ TEST(Scoreboard, SetLeftByAKilledCreatorIsRemovedAtNextCreate) {
 
 // A live creator's set is never swept, whatever its pid looks like from here.
 TEST(Scoreboard, SetOfALiveCreatorIsKept) {
-    Helper creator([](int ready) {
-        Scoreboard board;
-        std::string error;
-        if (board.create(2, &error) != 0) _exit(1);
-        (void)!write(ready, "x", 1);
-        for (;;) pause();
-    });
+    Helper creator(create_a_board_and_wait);
     ASSERT_TRUE(creator.ready());
     Scoreboard board;
     std::string error;
