@@ -442,11 +442,13 @@ struct Shared {
     int32_t slot_count;
     // Idle workers, starting ones included (they will be idle soon), kept by
     // deltas only: +1 at spawn; -1 when a worker turns busy, pauses or leaves
-    // idle to exit; +1 when it turns idle again or resumes; -1 at reaping a
-    // worker that died idle or starting. Each -1 comes before the state
-    // change it belongs to, so a worker killed in between leaves the count
-    // low, never high: the cost is a spare wake, never a missed one. It only
-    // decides when to wake the parent, which counts the slots itself.
+    // idle to exit; +1 when it turns idle again or resumes. A slot's
+    // `counted` flag says whether its worker is in the count, so reaping
+    // takes out one that died counted. A worker stores its new state first
+    // and changes the count second: a parent woken by the count must find
+    // the state that caused it, or it would count a busy worker as idle and
+    // nothing would wake it again. The count only decides when to wake the
+    // parent, which counts the slots itself.
     int32_t idle_hint;
     int32_t live;        // live workers, stored by the parent
     int32_t min_spare;   // current spare bounds (SIGTTIN/SIGTTOU move them)
@@ -904,11 +906,11 @@ static void join_idle_count(Server::State &s, Slot &slot) {
 
 static void worker_turns_busy(Server::State &s, Slot &slot) {
     int64_t now = now_ms();
-    leave_idle_count(s, slot);
     store(slot.busy_since_ms, now);
     store(slot.heartbeat_ms, now);
     store(slot.activity, 'W');
     set_state(slot, SlotState::busy);
+    leave_idle_count(s, slot);
 }
 
 static void worker_turns_idle(Server::State &s, Slot &slot) {
@@ -1162,8 +1164,8 @@ static bool get_worker_ready(Server::State &s) {
     if (!get_worker_ready(s)) _exit(1);
     worker_loop(s);
     Slot &own_slot = s.board.slot(slot);
-    leave_idle_count(s, own_slot);
     set_state(own_slot, SlotState::exiting);
+    leave_idle_count(s, own_slot);
     _exit(0);
 }
 

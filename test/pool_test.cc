@@ -402,7 +402,7 @@ TEST(Pool, APausedWorkerDoesNotCountAsASpare) {
     ASSERT_TRUE(t.wait_workers(1));
     pid_t paused = pid_in(ask(t.address(), "pause 60000"));
     ASSERT_GT(paused, 0);
-    EXPECT_TRUE(t.wait_workers(2)) << "no spare replaced the paused worker";
+    EXPECT_TRUE(t.wait_workers(2)) << "no spare replaced the paused worker\n" << t.log();
     std::string answer = ask(t.address(), "pid");
     EXPECT_NE(pid_in(answer), paused) << answer;
     EXPECT_GT(pid_in(answer), 0);
