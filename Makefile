@@ -10,11 +10,11 @@ ALL_CXXFLAGS = -std=c++17 $(WARNINGS) $(CXXFLAGS)
 GTEST_LIBS ?= -lgtest_main -lgtest -lpthread
 
 BUILD = build
-TEST_SOURCES = test/header_test.cc test/options_test.cc test/scoreboard_test.cc \
+TEST_SOURCES = test/header_test.cc test/options_test.cc test/scoreboard_test.cc test/http_parser_test.cc \
                test/listener_test.cc test/pool_test.cc test/harness.cc
 TEST_OBJECTS = $(TEST_SOURCES:test/%.cc=$(BUILD)/test/%.o)
 
-.PHONY: all test asan-test embedded-check bench install clean
+.PHONY: all test asan-test embedded-check bench fuzz install clean
 
 all: httpd
 
@@ -53,6 +53,16 @@ asan-test:
 	$(MAKE) BUILD=build/asan CXXFLAGS="-O1 -g -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all" \
 	    build/asan/prefork_test
 	ASAN_OPTIONS=detect_leaks=1 build/asan/prefork_test
+
+# libFuzzer on the HTTP parser (needs clang): FUZZ_SECONDS of fuzzing from
+# the seed corpus in test/fuzz_corpus; new inputs are kept in build/.
+FUZZ_SECONDS ?= 60
+fuzz:
+	@mkdir -p $(BUILD)/fuzz-corpus
+	clang++ -std=c++17 $(WARNINGS) -g -O1 -fsanitize=fuzzer,address,undefined \
+	    -fno-sanitize-recover=all -I. -o $(BUILD)/fuzz_parser test/fuzz_parser.cc prefork.cc
+	$(BUILD)/fuzz_parser -max_total_time=$(FUZZ_SECONDS) -max_len=20000 -print_final_stats=1 \
+	    $(BUILD)/fuzz-corpus test/fuzz_corpus
 
 bench: all
 	test/bench_pool.sh

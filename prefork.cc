@@ -14,6 +14,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <cctype>
 #include <cerrno>
 #include <climits>
 #include <cmath>
@@ -1691,6 +1692,227 @@ int Server::run() {
         l.unix_path.clear();
     }
     return rc;
+}
+
+/* ---------------------------------------------------------------------------
+   HTTP/1.1 request parser, pico-shaped: (buf, len) in, views into buf out,
+   the caller's header array, bounded sizes, no allocation; "incomplete"
+   (feed me more) is distinct from "malformed" (answer and close). Strict by
+   design (RFC 9112): one SP between the request line's parts, no
+   whitespace before a field's colon, no obs-fold, no control bytes in a
+   field. A bare LF ends a line as CRLF does (RFC 9112 section 2.2 allows
+   it); a CR not followed by LF does not. */
+static bool is_tchar(unsigned char c) {
+    static const char extra[] = "!#$%&'*+-.^_`|~";
+    return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
+           (c && strchr(extra, c));
+}
+
+// Field-value bytes: visible ASCII, obs-text, SP and HTAB.
+static bool is_field_byte(unsigned char c) { return (c >= 0x20 && c != 0x7f) || c == '\t'; }
+
+static const size_t max_method = 32;
+static const size_t max_leading_empty_lines = 4;
+
+int parse_request(const char *buf, size_t len, HttpRequest *request, HttpHeader *headers,
+                  size_t max_headers, int *status) {
+    const unsigned char *p = reinterpret_cast<const unsigned char *>(buf);
+    size_t i = 0;
+    size_t header_start = 0;  // set once the request line is done
+    auto malformed = [status](int code) {
+        *status = code;
+        return int(http_malformed);
+    };
+    // More bytes are wanted; but not past the limits, which answer now.
+    auto incomplete = [&]() {
+        if (header_start && len - header_start > http_max_header_block) return malformed(431);
+        return int(http_incomplete);
+    };
+    // A line end at i: CRLF or LF. Its length, 0 if incomplete, -1 if bad.
+    auto line_end = [&](size_t at) -> int {
+        if (at >= len) return 0;
+        if (p[at] == '\n') return 1;
+        if (p[at] != '\r') return -1;
+        if (at + 1 >= len) return 0;
+        return p[at + 1] == '\n' ? 2 : -1;
+    };
+
+    for (size_t empty = 0; i < len && (p[i] == '\r' || p[i] == '\n'); empty++) {
+        int n = line_end(i);
+        if (n < 0 || empty == max_leading_empty_lines) return malformed(400);
+        if (n == 0) return incomplete();
+        i += size_t(n);
+    }
+    size_t method_start = i;
+    while (i < len && is_tchar(p[i]) && i - method_start <= max_method) i++;
+    if (i - method_start > max_method) return malformed(400);
+    if (i == len) return incomplete();
+    if (i == method_start || p[i] != ' ') return malformed(400);
+    request->method = std::string_view(buf + method_start, i - method_start);
+
+    size_t target_start = ++i;
+    while (i < len && p[i] > 0x20 && p[i] != 0x7f) {
+        if (i - target_start >= http_max_target) return malformed(414);
+        i++;
+    }
+    if (i == len) return incomplete();
+    if (i == target_start || p[i] != ' ') return malformed(400);
+    request->target = std::string_view(buf + target_start, i - target_start);
+
+    static const char version[] = "HTTP/1.x";
+    size_t version_start = ++i;
+    for (size_t k = 0; k < 8; k++, i++) {
+        if (i == len) return incomplete();
+        bool digit = p[i] >= '0' && p[i] <= '9';
+        if (k == 5 || k == 7 ? !digit : p[i] != (unsigned char)version[k]) return malformed(400);
+    }
+    int major = p[version_start + 5] - '0', minor = p[version_start + 7] - '0';
+    int end = line_end(i);
+    if (end < 0) return malformed(400);
+    if (end == 0) return incomplete();
+    if (major != 1 || minor > 1) return malformed(505);
+    request->minor_version = minor;
+    i += size_t(end);
+
+    header_start = i;
+    size_t count = 0;
+    for (;;) {
+        if (i - header_start > http_max_header_block) return malformed(431);
+        end = line_end(i);
+        if (end > 0) {
+            i += size_t(end);
+            break;  // the empty line: the head is complete
+        }
+        if (i == len || (p[i] == '\r' && end == 0)) return incomplete();
+        if (p[i] == ' ' || p[i] == '\t') return malformed(400);  // obs-fold
+        size_t name_start = i;
+        while (i < len && is_tchar(p[i])) i++;
+        if (i == len) return incomplete();
+        if (i == name_start || p[i] != ':') return malformed(400);  // includes space before ':'
+        size_t name_end = i++;
+        while (i < len && (p[i] == ' ' || p[i] == '\t')) i++;
+        size_t value_start = i;
+        while (i < len && is_field_byte(p[i])) i++;
+        end = line_end(i);
+        if (end < 0) return malformed(400);  // NUL, a control byte, or a lone CR
+        if (end == 0) return incomplete();
+        size_t value_end = i;
+        while (value_end > value_start && (p[value_end - 1] == ' ' || p[value_end - 1] == '\t'))
+            value_end--;
+        if (count == max_headers) return malformed(431);
+        headers[count].name = std::string_view(buf + name_start, name_end - name_start);
+        headers[count].value = std::string_view(buf + value_start, value_end - value_start);
+        count++;
+        i += size_t(end);
+    }
+    if (i - header_start > http_max_header_block + 2) return malformed(431);
+    request->headers = headers;
+    request->header_count = count;
+    return int(i);
+}
+
+static bool equals_nocase(std::string_view a, std::string_view b) {
+    if (a.size() != b.size()) return false;
+    for (size_t i = 0; i < a.size(); i++)
+        if (tolower((unsigned char)a[i]) != tolower((unsigned char)b[i])) return false;
+    return true;
+}
+
+// Calls f(token) for each comma-separated element of a field value,
+// trimmed; empty elements are skipped (RFC 9110 section 5.6.1).
+template <class F> static void for_each_token(std::string_view value, F f) {
+    while (!value.empty()) {
+        size_t comma = value.find(',');
+        std::string_view item = value.substr(0, comma);
+        while (!item.empty() && (item.front() == ' ' || item.front() == '\t')) item.remove_prefix(1);
+        while (!item.empty() && (item.back() == ' ' || item.back() == '\t')) item.remove_suffix(1);
+        if (!item.empty()) f(item);
+        if (comma == std::string_view::npos) break;
+        value.remove_prefix(comma + 1);
+    }
+}
+
+// uri-host [ ":" port ], with uri-host a reg-name or a bracketed IP literal.
+static bool valid_host(std::string_view host) {
+    size_t i = 0;
+    if (!host.empty() && host[0] == '[') {
+        size_t close = host.find(']');
+        if (close == std::string_view::npos || close == 1) return false;
+        for (i = 1; i < close; i++) {
+            char c = host[i];
+            if (!isxdigit((unsigned char)c) && c != ':' && c != '.') return false;
+        }
+        i = close + 1;
+    } else {
+        static const char allowed[] = "-._~!$&'()*+,;=%";
+        while (i < host.size() && host[i] != ':') {
+            unsigned char c = (unsigned char)host[i++];
+            if (!isalnum(c) && !strchr(allowed, c)) return false;
+        }
+    }
+    if (i == host.size()) return true;
+    if (host[i] != ':') return false;
+    std::string_view port = host.substr(i + 1);
+    if (port.size() > 5) return false;
+    for (char c : port)
+        if (c < '0' || c > '9') return false;
+    return true;
+}
+
+int check_request(const HttpRequest &request, HttpRequestInfo *info, int *status) {
+    *info = HttpRequestInfo();
+    info->keep_alive = request.minor_version == 1;
+    int hosts = 0;
+    bool has_transfer_encoding = false, bad = false;
+    for (size_t i = 0; i < request.header_count; i++) {
+        std::string_view name = request.headers[i].name, value = request.headers[i].value;
+        if (equals_nocase(name, "host")) {
+            hosts++;
+            info->host = value;
+            bad |= !valid_host(value);
+        } else if (equals_nocase(name, "content-length")) {
+            // 1*DIGIT; a repeated field must say the same (RFC 9112 6.3).
+            uint64_t n = 0;
+            bad |= value.empty() || value.size() > 18;
+            for (char c : value) {
+                bad |= c < '0' || c > '9';
+                n = n * 10 + uint64_t(c - '0');
+            }
+            bad |= info->has_content_length && n != info->content_length;
+            info->has_content_length = true;
+            info->content_length = n;
+        } else if (equals_nocase(name, "transfer-encoding")) {
+            if (has_transfer_encoding) bad = true;  // one field, one coding: chunked
+            has_transfer_encoding = true;
+            int codings = 0;
+            for_each_token(value, [&](std::string_view coding) {
+                codings++;
+                info->chunked = equals_nocase(coding, "chunked");
+            });
+            if (codings != 1 || !info->chunked) {
+                *status = codings == 0 ? 400 : 501;
+                return -1;
+            }
+        } else if (equals_nocase(name, "connection")) {
+            for_each_token(value, [&](std::string_view option) {
+                if (equals_nocase(option, "close")) info->keep_alive = false;
+                else if (equals_nocase(option, "keep-alive") && request.minor_version == 0)
+                    info->keep_alive = true;
+            });
+        } else if (equals_nocase(name, "expect")) {
+            info->expect_continue = equals_nocase(value, "100-continue");
+        }
+    }
+    // Framing that two parties could read two ways is where request
+    // smuggling lives: refuse it outright.
+    bad |= has_transfer_encoding && (info->has_content_length || request.minor_version == 0);
+    bad |= hosts > 1 || (request.minor_version == 1 && hosts == 0);
+    if (bad) {
+        *status = 400;
+        info->keep_alive = false;
+        return -1;
+    }
+    return 0;
 }
 
 }  // namespace prefork

@@ -151,6 +151,7 @@
 #include <functional>
 #include <memory>
 #include <string>
+#include <string_view>
 #include <vector>
 #include <sys/socket.h>
 #include <sys/types.h>
@@ -331,6 +332,51 @@ public:
 private:
     std::unique_ptr<State> state_;
 };
+
+/* ---- HTTP/1.1 --------------------------------------------------------- */
+
+struct HttpHeader {
+    std::string_view name, value;  // value without surrounding whitespace
+};
+
+struct HttpRequest {
+    std::string_view method, target;
+    int minor_version = 1;         // HTTP/1.minor_version: 0 or 1
+    HttpHeader *headers = nullptr; // the caller's array
+    size_t header_count = 0;
+};
+
+enum : int { http_incomplete = -2, http_malformed = -1 };
+enum : size_t { http_max_target = 8192, http_max_header_block = 16384, http_max_headers = 100 };
+
+// Parses the request head (request line and header fields) at buf[0, len).
+// Returns the head's length once it is complete (a body would start there),
+// http_incomplete when more bytes are needed, or http_malformed with *status
+// set to the answer it deserves: 400, 414 (target over http_max_target),
+// 431 (header block over http_max_header_block, or more than max_headers
+// fields) or 505 (a version other than HTTP/1.0 and HTTP/1.1). The views in
+// *request point into buf; headers[0, max_headers) is the caller's array.
+// Nothing is allocated. Feeding a prefix of a valid head never gives a
+// different answer than feeding the whole: incomplete, or the same error.
+int parse_request(const char *buf, size_t len, HttpRequest *request, HttpHeader *headers,
+                  size_t max_headers, int *status);
+
+// Framing and persistence of a parsed request, checked against RFC 9112.
+struct HttpRequestInfo {
+    std::string_view host;          // empty if absent
+    bool chunked = false;           // Transfer-Encoding: chunked
+    bool has_content_length = false;
+    uint64_t content_length = 0;
+    bool keep_alive = true;         // after this request
+    bool expect_continue = false;   // Expect: 100-continue
+};
+
+// Checks Host (exactly one in HTTP/1.1, at most one in 1.0, well-formed),
+// Content-Length (digits; several must agree), Transfer-Encoding (chunked
+// only; never with Content-Length, never in HTTP/1.0) and Connection.
+// Returns 0, or -1 with *status set: 400, or 501 for a transfer coding
+// other than chunked. Either error means: answer, then close.
+int check_request(const HttpRequest &request, HttpRequestInfo *info, int *status);
 
 }  // namespace prefork
 
