@@ -1,10 +1,10 @@
 /* httpd.cc - the server program on top of prefork.
 
-   For now it answers every request with a fixed 200 response: the HTTP
-   responder proper (parser, router, static files, status page) is the next
-   piece of work. What is here already is the shape of the program: options
-   named after the seed's attributes, one clear line and exit 2 for a bad
-   option, exit 1 when the listener cannot be had. */
+   The pool and the HTTP/1.1 responder come from the library; this file is
+   options, logging and wiring. Every GET or HEAD is answered with a fixed
+   "hello" for now: static files and the status page are the next pieces.
+   A bad option gets one clear line and exit 2; a listener that cannot be
+   had, exit 1. */
 #include "prefork.h"
 
 #include <cerrno>
@@ -14,8 +14,6 @@
 #include <string>
 #include <vector>
 
-#include <poll.h>
-#include <unistd.h>
 
 static const char version[] = "httpd (prefork) 0.1.0";
 
@@ -31,6 +29,8 @@ static void usage(FILE *out) {
             "  --max-requests-per-child N    connections before a worker is replaced (0 = no limit)\n"
             "  --timeout SEC                 kill a worker silent for this long (0 = off)\n"
             "  --graceful-timeout SEC        bound on a graceful stop or restart (30)\n"
+            "  --request-timeout SEC         time a request head may take to arrive (10)\n"
+            "  --keepalive-timeout SEC       time an idle keep-alive connection is kept (5)\n"
             "  --single-process              serve in one process, no fork (debugging)\n"
             "  --debug-scoreboard            log the scoreboard every second\n"
             "  --help, --version\n");
@@ -55,29 +55,9 @@ static bool parse_seconds(const char *text, double *out) {
     return true;
 }
 
-// Reads the request head (up to a blank line) and answers it.
-static void answer(prefork::Worker &worker, int fd) {
-    char head[16384];
-    size_t have = 0;
-    while (have < sizeof head) {
-        pollfd p = {fd, POLLIN, 0};
-        if (poll(&p, 1, 30000) <= 0) return;
-        ssize_t n = read(fd, head + have, sizeof head - have);
-        if (n <= 0) return;
-        have += size_t(n);
-        if (memmem(head, have, "\r\n\r\n", 4) || memmem(head, have, "\n\n", 2)) break;
-    }
-    static const char reply[] =
-        "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 6\r\n"
-        "Connection: close\r\n\r\nhello\n";
-    char *line_end = static_cast<char *>(memchr(head, '\r', have));
-    std::string line(head, line_end ? size_t(line_end - head) : std::min<size_t>(have, 64));
-    worker.count_request(line.c_str(), sizeof reply - 1);
-    (void)!write(fd, reply, sizeof reply - 1);
-}
-
 int main(int argc, char **argv) {
     prefork::Options options;
+    prefork::HttpOptions http_options;
     std::vector<std::string> listens;
     struct IntOption { const char *name; int *target; };
     const IntOption ints[] = {
@@ -134,6 +114,12 @@ int main(int argc, char **argv) {
         } else if (arg == "--graceful-timeout") {
             known = true;
             ok = parse_seconds(value, &options.graceful_timeout);
+        } else if (arg == "--request-timeout") {
+            known = true;
+            ok = parse_seconds(value, &http_options.request_timeout) && http_options.request_timeout > 0;
+        } else if (arg == "--keepalive-timeout") {
+            known = true;
+            ok = parse_seconds(value, &http_options.keepalive_timeout) && http_options.keepalive_timeout >= 0;
         }
         if (!known) {
             fprintf(stderr, "httpd: unknown option %s (see --help)\n", arg.c_str());
@@ -162,7 +148,12 @@ int main(int argc, char **argv) {
             fprintf(stderr, "httpd: %s\n", server.error().c_str());
             return 1;
         }
-    server.on_connection(answer);
+    http_options.server_name = "prefork-httpd/0.1";
+    prefork::HttpService http(http_options);
+    http.route("GET", ".*", [](prefork::HttpContext &, prefork::HttpResponse &response) {
+        response.body("hello\n");
+    });
+    server.on_connection([&http](prefork::Worker &worker, int fd) { http.serve(worker, fd); });
     for (size_t i = 0; i < server.listener_count(); i++)
         server.log(prefork::LogLevel::notice, "listening on %s", server.address(i).c_str());
     if (server.run() != 0) {

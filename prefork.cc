@@ -32,6 +32,7 @@
 #include <netdb.h>
 #include <netinet/in.h>
 #include <poll.h>
+#include <regex.h>
 #include <sys/ipc.h>
 #include <sys/resource.h>
 #include <sys/sem.h>
@@ -1081,6 +1082,13 @@ void Worker::set_activity(char letter) { store(in_->state->board.slot(in_->slot)
 
 Scoreboard &Worker::scoreboard() { return in_->state->board; }
 
+bool Worker::pool_full() const {
+    Server::State &s = *in_->state;
+    Shared *shared = s.board.shared();
+    if (!shared || s.options.single_process) return false;
+    return load(shared->idle_hint) <= 0 && load(shared->live) >= shared->max_clients;
+}
+
 void Worker::log(LogLevel level, const char *fmt, ...) {
     Server::State &s = *in_->state;
     if (!s.log) return;
@@ -1913,6 +1921,462 @@ int check_request(const HttpRequest &request, HttpRequestInfo *info, int *status
         return -1;
     }
     return 0;
+}
+
+/* ---------------------------------------------------------------------------
+   HTTP responder. One HttpService per program; in a worker it serves one
+   connection at a time: read a head (within request_timeout), check its
+   framing, read or decode the body, route, answer, and go round again on a
+   kept-alive connection, with pipelined bytes already in the buffer. The
+   buffers live in the service and are reused, so a warm worker allocates
+   nothing per request; the Date field is formatted once a second. */
+long ChunkedDecoder::feed(const char *in, size_t len, std::string *out, size_t max_body,
+                          bool *too_large) {
+    enum { size, extension, size_lf, data, data_end, data_lf, trailer_start, trailer, final_lf, finished };
+    static const size_t max_line = 4096;
+    *too_large = false;
+    size_t i = 0;
+    while (i < len && state != finished) {
+        char ch = in[i];
+        switch (state) {
+        case size: {
+            int digit = isxdigit((unsigned char)ch) ? (isdigit((unsigned char)ch) ? ch - '0' : (tolower(ch) - 'a' + 10)) : -1;
+            if (digit >= 0) {
+                remaining = remaining * 16 + uint64_t(digit);
+                if (++line > 16) return -1;
+                if (out->size() + remaining > max_body) {
+                    *too_large = true;
+                    return -1;
+                }
+            } else if (line == 0) {
+                return -1;  // a chunk size needs a digit
+            } else if (ch == ';') {
+                state = extension;
+            } else if (ch == '\r') {
+                state = size_lf;
+            } else if (ch == '\n') {
+                state = remaining ? data : trailer_start;
+            } else {
+                return -1;
+            }
+            i++;
+            break;
+        }
+        case extension:
+            if (ch == '\n') state = remaining ? data : trailer_start;
+            else if (ch == '\r') state = size_lf;
+            else if ((unsigned char)ch < 0x20 && ch != '\t') return -1;
+            if (++line > max_line) return -1;
+            i++;
+            break;
+        case size_lf:
+            if (ch != '\n') return -1;
+            state = remaining ? data : trailer_start;
+            i++;
+            break;
+        case data: {
+            size_t n = size_t(std::min<uint64_t>(remaining, len - i));
+            out->append(in + i, n);
+            remaining -= n;
+            i += n;
+            if (remaining == 0) state = data_end;
+            break;
+        }
+        case data_end:
+            if (ch == '\r') state = data_lf;
+            else if (ch == '\n') state = size, line = 0;
+            else return -1;
+            i++;
+            break;
+        case data_lf:
+            if (ch != '\n') return -1;
+            state = size;
+            line = 0;
+            i++;
+            break;
+        case trailer_start:
+            line = 0;
+            if (ch == '\r') state = final_lf;
+            else if (ch == '\n') state = finished;
+            else state = trailer;
+            i++;
+            break;
+        case trailer:
+            if (ch == '\n') state = trailer_start;
+            else if ((unsigned char)ch < 0x20 && ch != '\t' && ch != '\r') return -1;
+            if (++line > max_line) return -1;
+            i++;
+            break;
+        case final_lf:
+            if (ch != '\n') return -1;
+            state = finished;
+            i++;
+            break;
+        }
+    }
+    return long(i);
+}
+
+static int hex_value(char c) {
+    if (c >= '0' && c <= '9') return c - '0';
+    c = char(tolower((unsigned char)c));
+    return c >= 'a' && c <= 'f' ? c - 'a' + 10 : -1;
+}
+
+bool percent_decode(std::string_view in, std::string *out) {
+    out->clear();
+    for (size_t i = 0; i < in.size(); i++) {
+        if (in[i] != '%') {
+            *out += in[i];
+            continue;
+        }
+        if (i + 2 >= in.size()) return false;  // "%" or "%a" at the end
+        int high = hex_value(in[i + 1]), low = hex_value(in[i + 2]);
+        if (high < 0 || low < 0 || (high == 0 && low == 0)) return false;
+        *out += char(high * 16 + low);
+        i += 2;
+    }
+    return true;
+}
+
+const char *http_reason(int status) {
+    switch (status) {
+    case 100: return "Continue";
+    case 200: return "OK";
+    case 201: return "Created";
+    case 204: return "No Content";
+    case 206: return "Partial Content";
+    case 301: return "Moved Permanently";
+    case 302: return "Found";
+    case 304: return "Not Modified";
+    case 400: return "Bad Request";
+    case 403: return "Forbidden";
+    case 404: return "Not Found";
+    case 405: return "Method Not Allowed";
+    case 408: return "Request Timeout";
+    case 413: return "Content Too Large";
+    case 414: return "URI Too Long";
+    case 416: return "Range Not Satisfiable";
+    case 431: return "Request Header Fields Too Large";
+    case 500: return "Internal Server Error";
+    case 501: return "Not Implemented";
+    case 503: return "Service Unavailable";
+    case 505: return "HTTP Version Not Supported";
+    }
+    return "";
+}
+
+std::string_view HttpContext::header(std::string_view name) const {
+    for (size_t i = 0; i < header_count; i++)
+        if (equals_nocase(headers[i].name, name)) return headers[i].value;
+    return std::string_view();
+}
+
+bool HttpResponse::header(std::string_view name, std::string_view value) {
+    if (name.empty()) return false;
+    for (char ch : name)
+        if (!is_tchar((unsigned char)ch)) return false;
+    for (char ch : value)
+        if (ch == '\r' || ch == '\n' || ch == '\0') return false;
+    fields_.append(name.data(), name.size());
+    fields_ += ": ";
+    fields_.append(value.data(), value.size());
+    fields_ += "\r\n";
+    return true;
+}
+
+bool HttpResponse::has_field(std::string_view name) const {
+    size_t at = 0;
+    while (at < fields_.size()) {
+        size_t colon = fields_.find(':', at);
+        if (colon == std::string::npos) break;
+        if (equals_nocase(std::string_view(fields_).substr(at, colon - at), name)) return true;
+        at = fields_.find('\n', colon) + 1;
+        if (at == 0) break;
+    }
+    return false;
+}
+
+void HttpResponse::reset() {
+    status_ = 200;
+    close_ = false;
+    fields_.clear();
+    body_.clear();
+}
+
+struct Route {
+    std::string method;
+    regex_t regex;
+    HttpHandler handler;
+};
+
+struct HttpService::Internals {
+    std::vector<Route> routes;
+    std::string in;      // bytes read from the connection
+    std::string out;     // the response head being built
+    std::string body;    // a decoded chunked body
+    std::string path;    // the decoded path, NUL-terminated for regexec
+    HttpHeader headers[http_max_headers];
+    HttpResponse response;
+    HttpContext context;
+    regmatch_t matches[10];
+    time_t date_second = -1;
+    char date[40] = "";
+};
+
+HttpService::HttpService(const HttpOptions &options) : options_(options), in_(new Internals) {
+    in_->in.reserve(32768);
+    in_->out.reserve(1024);
+}
+
+HttpService::~HttpService() {
+    for (Route &route : in_->routes) regfree(&route.regex);
+}
+
+int HttpService::route(const std::string &method, const std::string &path_regex, HttpHandler handler) {
+    Route route;
+    int rc = regcomp(&route.regex, path_regex.c_str(), REG_EXTENDED);
+    if (rc != 0) {
+        char why[256];
+        regerror(rc, &route.regex, why, sizeof why);
+        error_ = format("bad route regex '%s': %s", path_regex.c_str(), why);
+        return -1;
+    }
+    route.method = method;
+    route.handler = std::move(handler);
+    in_->routes.push_back(std::move(route));
+    return 0;
+}
+
+// Reads what is there into in, waiting until deadline_ms. > 0 bytes read,
+// 0 at EOF, -1 on timeout or error.
+static long read_some(int fd, std::string &in, int64_t deadline_ms) {
+    for (;;) {
+        int64_t left = deadline_ms - now_ms();
+        if (left <= 0) return -1;
+        pollfd p = {fd, POLLIN, 0};
+        int ready = sys::poll(&p, 1, int(std::min<int64_t>(left, 1 << 30)));
+        if (ready < 0) return -1;
+        if (ready > 0) break;  // 0: timed out, or a signal; the top decides
+    }
+    size_t old = in.size();
+    in.resize(old + 16384);
+    ssize_t n = sys::read(fd, &in[old], 16384);
+    in.resize(old + size_t(n > 0 ? n : 0));
+    return n < 0 ? -1 : long(n);
+}
+
+// "Tue, 15 Nov 1994 08:12:31 GMT", reformatted only when the second changes.
+static const char *http_date(HttpService::Internals &in) {
+    time_t now = time(nullptr);
+    if (now != in.date_second) {
+        struct tm tm;
+        gmtime_r(&now, &tm);
+        strftime(in.date, sizeof in.date, "%a, %d %b %Y %H:%M:%S GMT", &tm);
+        in.date_second = now;
+    }
+    return in.date;
+}
+
+// Sends the response in one write: head and, unless head_only, body.
+static void send_response(HttpService::Internals &in, const HttpOptions &options, int fd,
+                          HttpResponse &r, bool head_only, bool keep_alive, int minor_version) {
+    std::string &out = in.out;
+    int status = r.status();
+    bool bodiless = status == 204 || status == 304 || (status >= 100 && status < 200);
+    char line[160];
+    snprintf(line, sizeof line, "HTTP/1.1 %d %s\r\nDate: %s\r\n", status, http_reason(status), http_date(in));
+    out.assign(line);
+    out += "Server: ";
+    out += options.server_name;
+    out += "\r\n";
+    if (!bodiless) {
+        if (!r.has_field("content-type") && !r.body_buffer().empty())
+            out += "Content-Type: text/plain; charset=utf-8\r\n";
+        snprintf(line, sizeof line, "Content-Length: %zu\r\n", r.body_buffer().size());
+        out += line;
+    }
+    if (!keep_alive) out += "Connection: close\r\n";
+    else if (minor_version == 0) out += "Connection: keep-alive\r\n";
+    out += r.fields();
+    out += "\r\n";
+    if (!head_only && !bodiless) out += r.body_buffer();
+    (void)sys::write_all(fd, out.data(), out.size());
+}
+
+static void send_error(HttpService::Internals &in, const HttpOptions &options, int fd, int status) {
+    HttpResponse &r = in.response;
+    r.reset();
+    r.status(status);
+    char text[96];
+    snprintf(text, sizeof text, "%d %s\n", status, http_reason(status));
+    r.body(text);
+    send_response(in, options, fd, r, false, false, 1);
+}
+
+// Splits the target into path and query; the path of an absolute-form
+// target is what follows its authority.
+static void split_target(std::string_view target, std::string_view *path, std::string_view *query) {
+    if (target.size() > 7 && (target.compare(0, 7, "http://") == 0 || target.compare(0, 8, "https://") == 0)) {
+        size_t slash = target.find('/', target.find("//") + 2);
+        target = slash == std::string_view::npos ? std::string_view("/") : target.substr(slash);
+    }
+    size_t question = target.find('?');
+    *path = target.substr(0, question);
+    *query = question == std::string_view::npos ? std::string_view() : target.substr(question + 1);
+}
+
+// Finds the handler for the request and runs it; 404 or 405 when none fits.
+static void dispatch(HttpService::Internals &in, HttpContext &ctx, HttpResponse &r) {
+    bool head = ctx.method == "HEAD";
+    std::string allow;
+    for (Route &route : in.routes) {
+        if (regexec(&route.regex, in.path.c_str(), 10, in.matches, 0) != 0) continue;
+        bool fits = route.method == "*" || route.method == ctx.method || (head && route.method == "GET");
+        if (!fits) {
+            if (allow.find(route.method) == std::string::npos) {
+                if (!allow.empty()) allow += ", ";
+                allow += route.method;
+                if (route.method == "GET" && allow.find("HEAD") == std::string::npos) allow += ", HEAD";
+            }
+            continue;
+        }
+        ctx.captures.clear();
+        for (size_t g = 1; g < 10 && in.matches[g].rm_so >= 0; g++)
+            ctx.captures.push_back(std::string_view(in.path).substr(size_t(in.matches[g].rm_so),
+                                                                     size_t(in.matches[g].rm_eo - in.matches[g].rm_so)));
+        route.handler(ctx, r);
+        return;
+    }
+    r.status(allow.empty() ? 404 : 405);
+    if (!allow.empty()) r.header("Allow", allow);
+    char text[64];
+    snprintf(text, sizeof text, "%d %s\n", r.status(), http_reason(r.status()));
+    r.body(text);
+}
+
+void HttpService::serve(Worker &worker, int fd) {
+    Internals &in = *in_;
+    const HttpOptions &o = options_;
+    timeval send_limit = {time_t(o.send_timeout), suseconds_t((o.send_timeout - double(time_t(o.send_timeout))) * 1e6)};
+    setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &send_limit, sizeof send_limit);
+    in.in.clear();
+    bool first = true;
+    for (;;) {
+        // The head: a kept-alive connection may idle for keepalive_timeout
+        // (ending sooner if the worker should stop or the pool is full);
+        // from its first byte, a head has request_timeout to arrive.
+        HttpRequest request;
+        int status = 0, rc;
+        int64_t head_deadline = 0;
+        while ((rc = in.in.empty() ? int(http_incomplete)
+                                   : parse_request(in.in.data(), in.in.size(), &request, in.headers,
+                                                   http_max_headers, &status)) == http_incomplete) {
+            long n;
+            if (in.in.empty() && !first) {
+                int64_t idle_until = now_ms() + int64_t(o.keepalive_timeout * 1000);
+                do {
+                    if (worker.stopping() || worker.pool_full()) return;
+                    n = read_some(fd, in.in, std::min(idle_until, now_ms() + 200));
+                } while (n < 0 && now_ms() < idle_until);
+                if (n <= 0) return;  // idle too long, or the client left
+            } else {
+                if (!head_deadline) head_deadline = now_ms() + int64_t(o.request_timeout * 1000);
+                n = read_some(fd, in.in, head_deadline);
+                if (n < 0 && now_ms() >= head_deadline) {
+                    if (!in.in.empty()) send_error(in, o, fd, 408);
+                    return;
+                }
+                if (n <= 0) return;
+            }
+            if (!head_deadline) head_deadline = now_ms() + int64_t(o.request_timeout * 1000);
+        }
+        if (rc == http_malformed) {
+            send_error(in, o, fd, status);
+            return;
+        }
+        size_t head_length = size_t(rc);
+        HttpRequestInfo info;
+        if (check_request(request, &info, &status) < 0) {
+            send_error(in, o, fd, status);
+            return;
+        }
+
+        // The body, read or decoded before the handler runs.
+        std::string_view body;
+        size_t next = head_length;
+        if (info.chunked || info.has_content_length) {
+            if (info.has_content_length && info.content_length > o.max_body) {
+                send_error(in, o, fd, 413);
+                return;
+            }
+            if (info.expect_continue && in.in.size() == head_length)
+                (void)sys::write_all(fd, "HTTP/1.1 100 Continue\r\n\r\n", 25);
+            int64_t body_deadline = now_ms() + int64_t(o.request_timeout * 1000);
+            ChunkedDecoder decoder;
+            in.body.clear();
+            size_t decoded = head_length;
+            for (;;) {
+                if (info.chunked) {
+                    bool too_large = false;
+                    long used = decoder.feed(in.in.data() + decoded, in.in.size() - decoded, &in.body,
+                                             o.max_body, &too_large);
+                    if (used < 0) {
+                        send_error(in, o, fd, too_large ? 413 : 400);
+                        return;
+                    }
+                    decoded += size_t(used);
+                    if (decoder.done()) break;
+                } else if (in.in.size() - head_length >= info.content_length) {
+                    break;
+                }
+                long n = read_some(fd, in.in, body_deadline);
+                if (n <= 0) {
+                    if (n < 0) send_error(in, o, fd, 408);
+                    return;
+                }
+            }
+            if (info.chunked) {
+                body = in.body;
+                next = decoded;
+            } else {
+                body = std::string_view(in.in.data() + head_length, size_t(info.content_length));
+                next = head_length + size_t(info.content_length);
+            }
+        }
+
+        // Route and answer.
+        HttpContext &ctx = in.context;
+        ctx.method = request.method;
+        ctx.target = request.target;
+        ctx.minor_version = request.minor_version;
+        ctx.headers = request.headers;
+        ctx.header_count = request.header_count;
+        ctx.body = body;
+        ctx.worker = &worker;
+        std::string_view raw_path;
+        split_target(request.target, &raw_path, &ctx.query);
+        HttpResponse &r = in.response;
+        r.reset();
+        if (request.target == "*") {
+            in.path = "*";
+        } else if (raw_path.empty() || raw_path[0] != '/' || !percent_decode(raw_path, &in.path)) {
+            send_error(in, o, fd, 400);
+            return;
+        }
+        ctx.path = in.path;
+        dispatch(in, ctx, r);
+        bool keep = info.keep_alive && !r.closing() && !worker.stopping() && !worker.pool_full();
+        send_response(in, o, fd, r, request.method == "HEAD", keep, request.minor_version);
+        char line[128];
+        snprintf(line, sizeof line, "%.*s %.*s HTTP/1.%d", int(std::min<size_t>(request.method.size(), 16)),
+                 request.method.data(), int(std::min<size_t>(request.target.size(), 96)),
+                 request.target.data(), request.minor_version);
+        worker.count_request(line, in.out.size());
+        if (!keep) return;
+        in.in.erase(0, next);  // pipelined bytes stay for the next round
+        first = false;
+    }
 }
 
 }  // namespace prefork

@@ -295,6 +295,9 @@ public:
     socklen_t peer_length() const;
     int listener() const;
     Scoreboard &scoreboard();
+    // True when no worker is idle and the pool is at max_clients: the
+    // moment to close idle keep-alive connections so new clients get in.
+    bool pool_full() const;
     void log(LogLevel level, const char *format, ...)
         __attribute__((format(printf, 3, 4)));
 
@@ -377,6 +380,99 @@ struct HttpRequestInfo {
 // Returns 0, or -1 with *status set: 400, or 501 for a transfer coding
 // other than chunked. Either error means: answer, then close.
 int check_request(const HttpRequest &request, HttpRequestInfo *info, int *status);
+
+// Decodes a chunked body as it arrives; keep one per body.
+struct ChunkedDecoder {
+    // Appends the data in in[0, len) to *out, stopping after the final
+    // chunk and its trailers. Returns the bytes consumed, or -1 when the
+    // coding is malformed or the body would pass max_body (*too_large set).
+    long feed(const char *in, size_t len, std::string *out, size_t max_body, bool *too_large);
+    bool done() const { return state == 9; }
+    int state = 0;
+    uint64_t remaining = 0;
+    size_t line = 0;
+};
+
+// Percent-decodes a path into *out. false for a bad escape or %00.
+bool percent_decode(std::string_view in, std::string *out);
+
+const char *http_reason(int status);  // "Not Found"; "" for unknown codes
+
+struct HttpOptions {
+    double request_timeout = 10;    // seconds for a whole request head: 408, close
+    double keepalive_timeout = 5;   // seconds an idle keep-alive connection waits
+    double send_timeout = 30;       // seconds a blocked write may wait
+    size_t max_body = 1 << 20;      // bytes; a bigger body is 413
+    std::string server_name = "prefork";
+};
+
+// What a route handler sees; views are valid during the call only.
+struct HttpContext {
+    std::string_view method, target, path, query;  // path is percent-decoded
+    int minor_version = 1;
+    const HttpHeader *headers = nullptr;
+    size_t header_count = 0;
+    std::string_view body;
+    std::vector<std::string_view> captures;  // the route regex's groups
+    Worker *worker = nullptr;
+    // The first field of that name (case-insensitive), or "" (null data).
+    std::string_view header(std::string_view name) const;
+};
+
+class HttpResponse {
+public:
+    void status(int code) { status_ = code; }
+    int status() const { return status_; }
+    // Adds a field. false, and nothing added, for a name that is not a
+    // token or a value with CR, LF or NUL: nothing a handler passes on can
+    // split the response.
+    bool header(std::string_view name, std::string_view value);
+    void body(std::string_view data) { body_.append(data.data(), data.size()); }
+    void close_connection() { close_ = true; }
+
+    // For the responder; a handler does not need these.
+    void reset();
+    std::string &body_buffer() { return body_; }
+    const std::string &fields() const { return fields_; }
+    bool closing() const { return close_; }
+    bool has_field(std::string_view name) const;
+
+private:
+    int status_ = 200;
+    bool close_ = false;
+    std::string fields_;  // "Name: value\r\n" lines
+    std::string body_;
+};
+
+using HttpHandler = std::function<void(HttpContext &, HttpResponse &)>;
+
+// The HTTP/1.1 responder: routes requests to handlers by method and path
+// regex, first match wins; no match is 404, a path matched only under
+// other methods is 405 with Allow. Use it as the server's handler:
+//   server.on_connection([&](Worker &w, int fd) { http.serve(w, fd); });
+class HttpService {
+public:
+    explicit HttpService(const HttpOptions &options = HttpOptions());
+    ~HttpService();
+    HttpService(const HttpService &) = delete;
+    HttpService &operator=(const HttpService &) = delete;
+
+    // method "*" matches any; path_regex is POSIX extended, matched against
+    // the percent-decoded path. 0, or -1 with error() for a bad regex.
+    int route(const std::string &method, const std::string &path_regex, HttpHandler handler);
+    // Serves one connection until it closes, times out, or the worker
+    // should stop. Never throws, never exits.
+    void serve(Worker &worker, int fd);
+    const std::string &error() const { return error_; }
+    const HttpOptions &options() const { return options_; }
+
+    struct Internals;
+
+private:
+    HttpOptions options_;
+    std::string error_;
+    std::unique_ptr<Internals> in_;
+};
 
 }  // namespace prefork
 

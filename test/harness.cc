@@ -125,6 +125,23 @@ std::string Client::line(int timeout_ms) {
     }
 }
 
+std::string Client::bytes(size_t n, int timeout_ms) {
+    int64_t deadline = now_ms() + timeout_ms;
+    while (buffered_.size() < n && fd_ >= 0) {
+        int64_t left = deadline - now_ms();
+        if (left <= 0) break;
+        pollfd p = {fd_, POLLIN, 0};
+        if (poll(&p, 1, int(left)) <= 0) continue;
+        char chunk[4096];
+        ssize_t got = read(fd_, chunk, sizeof chunk);
+        if (got <= 0) break;
+        buffered_.append(chunk, size_t(got));
+    }
+    std::string out = buffered_.substr(0, n);
+    buffered_.erase(0, out.size());
+    return out;
+}
+
 bool Client::until_eof(std::string *out, int timeout_ms) {
     int64_t deadline = now_ms() + timeout_ms;
     *out = buffered_;
@@ -299,7 +316,7 @@ bool TestServer::start() {
                              prefork::log_level_name(level), int(getpid()), message);
             if (n > 0) (void)!write(log_fd, line, std::min<size_t>(size_t(n), sizeof line - 1));
         });
-    server.on_connection(handle_command);
+    server.on_connection(handler ? handler : prefork::ConnectionHandler(handle_command));
     for (const prefork::InitHook &hook : hooks) server.on_worker_start(hook);
     server.on_worker_start([](prefork::Worker &) {
         if (hook_record.empty()) hook_record = "none";

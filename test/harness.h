@@ -33,6 +33,8 @@ public:
     bool send(const std::string &text);
     // Reads one line (without '\n'); "" on EOF, error or timeout.
     std::string line(int timeout_ms = 5000);
+    // Reads exactly n bytes; fewer on EOF, error or timeout.
+    std::string bytes(size_t n, int timeout_ms = 5000);
     // Reads until EOF; false on timeout.
     bool until_eof(std::string *out, int timeout_ms = 5000);
     void close();
@@ -50,6 +52,7 @@ public:
     prefork::Options options;
     std::vector<std::string> listen_specs{"127.0.0.1:0"};
     std::vector<prefork::InitHook> hooks;
+    prefork::ConnectionHandler handler;  // default: the command protocol
     std::function<void()> in_child;  // runs in the server child before run()
     bool log_through_stderr = false;  // use prefork::log_to_stderr, stderr to the log
     bool expect_clean_ipc = true;     // after a clean exit, no IPC object may remain

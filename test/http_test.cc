@@ -1,0 +1,347 @@
+// http_test.cc - the HTTP/1.1 responder end to end over loopback, with raw
+// sockets, plus unit tests of its pieces (chunked decoding, percent
+// decoding, response fields). Every test that sends something bad checks
+// that the server still answers a good request afterwards.
+#include "harness.h"
+#include "prefork.h"
+
+#include <gtest/gtest.h>
+
+#include <map>
+#include <memory>
+#include <string>
+
+#include <unistd.h>
+
+using harness::Client;
+using harness::TestServer;
+
+namespace {
+
+struct Response {
+    int status = 0;
+    std::map<std::string, std::string> fields;  // lower-case names
+    std::string body;
+    bool ok = false;
+};
+
+std::string lower(std::string s) {
+    for (char &c : s) c = char(tolower((unsigned char)c));
+    return s;
+}
+
+// Reads one response; its body by Content-Length unless the request was HEAD.
+Response read_response(Client &c, bool head = false, int timeout_ms = 5000) {
+    Response r;
+    std::string status_line = c.line(timeout_ms);
+    if (status_line.size() < 12 || status_line.compare(0, 9, "HTTP/1.1 ") != 0) return r;
+    r.status = atoi(status_line.c_str() + 9);
+    for (;;) {
+        std::string line = c.line(timeout_ms);
+        if (!line.empty() && line.back() == '\r') line.pop_back();
+        if (line.empty()) break;
+        size_t colon = line.find(':');
+        if (colon == std::string::npos) return r;
+        r.fields[lower(line.substr(0, colon))] = line.substr(line.find_first_not_of(' ', colon + 1));
+    }
+    if (!head && r.fields.count("content-length"))
+        r.body = c.bytes(size_t(atol(r.fields["content-length"].c_str())), timeout_ms);
+    r.ok = true;
+    return r;
+}
+
+// The service every test server here runs: echo routes that show what a
+// handler sees.
+std::unique_ptr<prefork::HttpService> make_service(const prefork::HttpOptions &options) {
+    std::unique_ptr<prefork::HttpService> http(new prefork::HttpService(options));
+    http->route("GET", "^/pid$", [](prefork::HttpContext &, prefork::HttpResponse &r) {
+        r.body(std::to_string(getpid()));
+    });
+    http->route("POST", "^/echo$", [](prefork::HttpContext &ctx, prefork::HttpResponse &r) {
+        r.header("Content-Type", "application/octet-stream");
+        r.body(ctx.body);
+    });
+    http->route("GET", "^/items/([0-9]+)/([a-z]+)$", [](prefork::HttpContext &ctx, prefork::HttpResponse &r) {
+        r.body(std::string(ctx.captures.at(0)) + "|" + std::string(ctx.captures.at(1)) + "|" +
+               std::string(ctx.query));
+    });
+    http->route("GET", "^/items/", [](prefork::HttpContext &, prefork::HttpResponse &r) { r.body("second"); });
+    http->route("GET", "^/path/", [](prefork::HttpContext &ctx, prefork::HttpResponse &r) {
+        r.body(std::string(ctx.path) + " " + std::string(ctx.header("x-probe")));
+    });
+    http->route("GET", "^/split$", [](prefork::HttpContext &, prefork::HttpResponse &r) {
+        bool refused = !r.header("Location", "/x\r\nSet-Cookie: evil=1") && !r.header("Bad Name", "v");
+        r.body(refused ? "refused" : "accepted");
+    });
+    return http;
+}
+
+struct HttpServer {
+    prefork::HttpOptions options;
+    std::unique_ptr<prefork::HttpService> http;
+    TestServer t;
+
+    explicit HttpServer(double request_timeout = 2, double keepalive_timeout = 2, size_t max_body = 4096) {
+        options.request_timeout = request_timeout;
+        options.keepalive_timeout = keepalive_timeout;
+        options.max_body = max_body;
+        options.server_name = "test-httpd";
+        http = make_service(options);
+        prefork::HttpService *service = http.get();
+        t.handler = [service](prefork::Worker &w, int fd) { service->serve(w, fd); };
+    }
+    bool start() { return t.start(); }
+    // A fresh connection still gets a good answer.
+    bool still_answers() {
+        Client c(t.address());
+        c.send("GET /pid HTTP/1.1\r\nHost: x\r\n\r\n");
+        Response r = read_response(c);
+        return r.ok && r.status == 200;
+    }
+};
+
+}  // namespace
+
+TEST(Http, AnswersWithDateServerLengthAndType) {
+    HttpServer s;
+    ASSERT_TRUE(s.start());
+    Client c(s.t.address());
+    ASSERT_TRUE(c.send("GET /pid HTTP/1.1\r\nHost: x\r\n\r\n"));
+    Response r = read_response(c);
+    ASSERT_TRUE(r.ok);
+    EXPECT_EQ(r.status, 200);
+    EXPECT_EQ(r.fields["server"], "test-httpd");
+    EXPECT_EQ(r.fields["content-type"], "text/plain; charset=utf-8");
+    EXPECT_EQ(r.fields["content-length"], std::to_string(r.body.size()));
+    EXPECT_EQ(r.fields["date"].size(), 29u) << r.fields["date"];
+    EXPECT_EQ(r.fields["date"].substr(26), "GMT");
+    EXPECT_GT(atoi(r.body.c_str()), 0);
+}
+
+TEST(Http, HeadHasTheLengthButNoBody) {
+    HttpServer s;
+    ASSERT_TRUE(s.start());
+    Client c(s.t.address());
+    ASSERT_TRUE(c.send("HEAD /pid HTTP/1.1\r\nHost: x\r\n\r\nGET /pid HTTP/1.1\r\nHost: x\r\n\r\n"));
+    Response head = read_response(c, true);
+    ASSERT_TRUE(head.ok);
+    EXPECT_EQ(head.status, 200);
+    Response get = read_response(c);  // would be garbled if HEAD had sent a body
+    ASSERT_TRUE(get.ok);
+    EXPECT_EQ(head.fields["content-length"], get.fields["content-length"]);
+}
+
+TEST(Http, KeepAliveIsTheDefaultIn11AndPipelinedRequestsAnswerInOrder) {
+    HttpServer s;
+    ASSERT_TRUE(s.start());
+    Client c(s.t.address());
+    ASSERT_TRUE(c.send("GET /items/1/a HTTP/1.1\r\nHost: x\r\n\r\n"
+                       "GET /items/2/b?q=1 HTTP/1.1\r\nHost: x\r\n\r\n"
+                       "GET /items/3/c HTTP/1.1\r\nHost: x\r\n\r\n"));
+    EXPECT_EQ(read_response(c).body, "1|a|");
+    EXPECT_EQ(read_response(c).body, "2|b|q=1");
+    EXPECT_EQ(read_response(c).body, "3|c|");
+    ASSERT_TRUE(c.send("GET /pid HTTP/1.1\r\nHost: x\r\n\r\n"));
+    std::string first = read_response(c).body;
+    ASSERT_TRUE(c.send("GET /pid HTTP/1.1\r\nHost: x\r\n\r\n"));
+    EXPECT_EQ(read_response(c).body, first) << "a kept-alive connection stays with its worker";
+}
+
+TEST(Http, ConnectionCloseAndHttp10AreHonoured) {
+    HttpServer s;
+    ASSERT_TRUE(s.start());
+    {
+        Client c(s.t.address());
+        ASSERT_TRUE(c.send("GET /pid HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"));
+        Response r = read_response(c);
+        EXPECT_EQ(r.fields["connection"], "close");
+        std::string rest;
+        EXPECT_TRUE(c.until_eof(&rest, 2000));
+        EXPECT_EQ(rest, "");
+    }
+    {
+        Client c(s.t.address());
+        ASSERT_TRUE(c.send("GET /pid HTTP/1.0\r\n\r\n"));
+        Response r = read_response(c);
+        EXPECT_EQ(r.status, 200);
+        EXPECT_EQ(r.fields["connection"], "close");
+        std::string rest;
+        EXPECT_TRUE(c.until_eof(&rest, 2000));
+    }
+    {
+        Client c(s.t.address());
+        ASSERT_TRUE(c.send("GET /pid HTTP/1.0\r\nConnection: keep-alive\r\n\r\n"));
+        Response r = read_response(c);
+        EXPECT_EQ(r.fields["connection"], "keep-alive");
+        ASSERT_TRUE(c.send("GET /pid HTTP/1.0\r\n\r\n"));
+        EXPECT_EQ(read_response(c).status, 200) << "the 1.0 keep-alive connection was closed";
+    }
+}
+
+TEST(Http, MalformedRequestsGetTheirStatusAndAClose) {
+    HttpServer s;
+    ASSERT_TRUE(s.start());
+    struct Case { std::string request; int status; };
+    const Case cases[] = {
+        {"GET /pid HTTP/1.1\r\n\r\n", 400},                          // no Host
+        {"GET /pid HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n", 400},
+        {"GET /pid HTTP/1.1\r\nHost : x\r\n\r\n", 400},
+        {"GET /pid HTTP/1.1\r\nHost: x\r\n folded\r\n\r\n", 400},
+        {"GET /pid HTTP/2.0\r\nHost: x\r\n\r\n", 505},
+        {"GET /" + std::string(9000, 'a') + " HTTP/1.1\r\nHost: x\r\n\r\n", 414},
+        {"GET /pid HTTP/1.1\r\nHost: x\r\nX: " + std::string(17000, 'v') + "\r\n\r\n", 431},
+        {"GET /a%zz HTTP/1.1\r\nHost: x\r\n\r\n", 400},
+        {"GET /a%00 HTTP/1.1\r\nHost: x\r\n\r\n", 400},
+        {"GET pid HTTP/1.1\r\nHost: x\r\n\r\n", 400},
+        {"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\nabc", 400},
+        {"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\nContent-Length: 4\r\n\r\nabcd", 400},
+        {"POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip\r\n\r\n", 501},
+        {"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 5000\r\n\r\n", 413},
+        {"POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n", 400},
+        {"POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n1001\r\n", 413},
+    };
+    for (const Case &k : cases) {
+        Client c(s.t.address());
+        ASSERT_TRUE(c.send(k.request));
+        Response r = read_response(c);
+        EXPECT_EQ(r.status, k.status) << k.request.substr(0, 70);
+        EXPECT_EQ(r.fields["connection"], "close") << k.request.substr(0, 70);
+        std::string rest;
+        EXPECT_TRUE(c.until_eof(&rest, 2000)) << "not closed after " << k.request.substr(0, 70);
+        EXPECT_TRUE(s.still_answers()) << "after " << k.request.substr(0, 70);
+    }
+}
+
+TEST(Http, BodiesByLengthAndChunkedAreRead) {
+    HttpServer s;
+    ASSERT_TRUE(s.start());
+    Client c(s.t.address());
+    ASSERT_TRUE(c.send("POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 11\r\n\r\nhello world"
+                       "POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+                       "5;ext=1\r\nhello\r\n6\r\n chunk\r\n0\r\nTrailer: t\r\n\r\n"
+                       "GET /items/9/z HTTP/1.1\r\nHost: x\r\n\r\n"));
+    Response a = read_response(c);
+    EXPECT_EQ(a.body, "hello world");
+    EXPECT_EQ(a.fields["content-type"], "application/octet-stream");
+    EXPECT_EQ(read_response(c).body, "hello chunk");
+    EXPECT_EQ(read_response(c).body, "9|z|") << "the bytes after a body belong to the next request";
+}
+
+TEST(Http, ExpectContinueGets100First) {
+    HttpServer s;
+    ASSERT_TRUE(s.start());
+    Client c(s.t.address());
+    ASSERT_TRUE(c.send("POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\nExpect: 100-continue\r\n\r\n"));
+    EXPECT_EQ(c.line(), "HTTP/1.1 100 Continue\r");
+    EXPECT_EQ(c.line(), "\r");
+    ASSERT_TRUE(c.send("data"));
+    EXPECT_EQ(read_response(c).body, "data");
+}
+
+TEST(Http, RoutesMatchInOrderAndUnknownMethodsGet405WithAllow) {
+    HttpServer s;
+    ASSERT_TRUE(s.start());
+    Client c(s.t.address());
+    ASSERT_TRUE(c.send("GET /items/x HTTP/1.1\r\nHost: x\r\n\r\n"
+                       "GET /nowhere HTTP/1.1\r\nHost: x\r\n\r\n"
+                       "DELETE /pid HTTP/1.1\r\nHost: x\r\n\r\n"
+                       "GET /path/a%20b%2Fc HTTP/1.1\r\nHost: x\r\nX-Probe: seen\r\n\r\n"));
+    EXPECT_EQ(read_response(c).body, "second");
+    EXPECT_EQ(read_response(c).status, 404);
+    Response no = read_response(c);
+    EXPECT_EQ(no.status, 405);
+    EXPECT_EQ(no.fields["allow"], "GET, HEAD");
+    EXPECT_EQ(read_response(c).body, "/path/a b/c seen");
+}
+
+TEST(Http, NoHandlerCanSplitAResponse) {
+    HttpServer s;
+    ASSERT_TRUE(s.start());
+    Client c(s.t.address());
+    ASSERT_TRUE(c.send("GET /split HTTP/1.1\r\nHost: x\r\n\r\n"));
+    Response r = read_response(c);
+    EXPECT_EQ(r.body, "refused");
+    EXPECT_EQ(r.fields.count("set-cookie"), 0u);
+    EXPECT_EQ(r.fields.count("location"), 0u);
+}
+
+TEST(Http, ASlowHeadGets408AndTheWorkerIsFreed) {
+    HttpServer s(0.5);
+    s.t.options.max_clients = 1;
+    s.t.options.start_servers = 1;
+    ASSERT_TRUE(s.start());
+    Client slow(s.t.address());
+    ASSERT_TRUE(slow.send("GET /pid HTTP/1.1\r\nHo"));
+    int64_t start = harness::now_ms();
+    Response r = read_response(slow, false, 5000);
+    EXPECT_EQ(r.status, 408);
+    EXPECT_LT(harness::now_ms() - start, 4000);
+    std::string rest;
+    EXPECT_TRUE(slow.until_eof(&rest, 2000));
+    EXPECT_TRUE(s.still_answers()) << "the only worker stayed with the slow client";
+}
+
+TEST(Http, AnIdleKeepAliveConnectionIsClosedAfterItsTimeout) {
+    HttpServer s(2, 0.3);
+    ASSERT_TRUE(s.start());
+    Client c(s.t.address());
+    ASSERT_TRUE(c.send("GET /pid HTTP/1.1\r\nHost: x\r\n\r\n"));
+    EXPECT_EQ(read_response(c).status, 200);
+    std::string rest;
+    EXPECT_TRUE(c.until_eof(&rest, 3000)) << "the idle connection was kept open";
+    EXPECT_EQ(rest, "");
+}
+
+// With every worker taken, a worker closes its keep-alive connection after
+// the current response rather than keep new clients waiting.
+TEST(Http, KeepAliveGivesWayWhenThePoolIsFull) {
+    HttpServer s(2, 10);
+    s.t.options.max_clients = 1;
+    s.t.options.start_servers = 1;
+    s.t.options.min_spare_servers = 1;
+    ASSERT_TRUE(s.start());
+    Client first(s.t.address());
+    ASSERT_TRUE(first.send("GET /pid HTTP/1.1\r\nHost: x\r\n\r\n"));
+    Response r = read_response(first);
+    EXPECT_EQ(r.status, 200);
+    EXPECT_EQ(r.fields["connection"], "close") << "kept alive with no worker to spare";
+    EXPECT_TRUE(s.still_answers());
+}
+
+TEST(HttpPieces, ChunkedDecoderTakesAnySplit) {
+    const std::string coded = "4\r\nWiki\r\n5;name=v\r\npedia\r\nE\r\n in\r\n\r\nchunks.\r\n0\r\nT: v\r\n\r\n";
+    for (size_t split = 0; split <= coded.size(); split++) {
+        prefork::ChunkedDecoder d;
+        std::string out;
+        bool too_large = false;
+        long a = d.feed(coded.data(), split, &out, 1000, &too_large);
+        ASSERT_GE(a, 0);
+        long b = d.feed(coded.data() + a, coded.size() - size_t(a), &out, 1000, &too_large);
+        ASSERT_GE(b, 0);
+        EXPECT_TRUE(d.done()) << split;
+        EXPECT_EQ(size_t(a + b), coded.size());
+        EXPECT_EQ(out, "Wikipedia in\r\n\r\nchunks.");
+    }
+    const char *bad[] = {"x\r\n", "\r\n", "4\r\nWikiX\r\n", "10000000000000000\r\n", "4\x01\r\n"};
+    for (const char *b : bad) {
+        prefork::ChunkedDecoder d;
+        std::string out;
+        bool too_large = false;
+        EXPECT_EQ(d.feed(b, strlen(b), &out, 1000, &too_large), -1) << b;
+    }
+    prefork::ChunkedDecoder d;
+    std::string out;
+    bool too_large = false;
+    EXPECT_EQ(d.feed("3e9\r\n", 5, &out, 1000, &too_large), -1);
+    EXPECT_TRUE(too_large);
+}
+
+TEST(HttpPieces, PercentDecodingRefusesNulAndBadEscapes) {
+    std::string out;
+    EXPECT_TRUE(prefork::percent_decode("/a%20b%2fc%C3%A9", &out));
+    EXPECT_EQ(out, "/a b/c\xc3\xa9");
+    EXPECT_FALSE(prefork::percent_decode("/a%00b", &out));
+    EXPECT_FALSE(prefork::percent_decode("/a%2", &out));
+    EXPECT_FALSE(prefork::percent_decode("/a%", &out));
+    EXPECT_FALSE(prefork::percent_decode("/a%g0", &out));
+}
