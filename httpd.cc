@@ -1,10 +1,9 @@
 /* httpd.cc - the server program on top of prefork.
 
    The pool and the HTTP/1.1 responder come from the library; this file is
-   options, logging and wiring. Every GET or HEAD is answered with a fixed
-   "hello" for now: static files and the status page are the next pieces.
-   A bad option gets one clear line and exit 2; a listener that cannot be
-   had, exit 1. */
+   options, logging and wiring: it serves the files under DOCROOT. A bad
+   option gets one clear line and exit 2; a listener that cannot be had,
+   exit 1. */
 #include "prefork.h"
 
 #include <cerrno>
@@ -19,7 +18,7 @@ static const char version[] = "httpd (prefork) 0.1.0";
 
 static void usage(FILE *out) {
     fprintf(out,
-            "usage: httpd [options]\n"
+            "usage: httpd [options] [DOCROOT]   (serves DOCROOT, default: the current directory)\n"
             "  --listen ADDR                 PORT, HOST:PORT, [V6]:PORT or unix:PATH (repeatable;\n"
             "                                default 8080)\n"
             "  --start-servers N             workers forked at start (5)\n"
@@ -59,6 +58,7 @@ int main(int argc, char **argv) {
     prefork::Options options;
     prefork::HttpOptions http_options;
     std::vector<std::string> listens;
+    std::string docroot;
     struct IntOption { const char *name; int *target; };
     const IntOption ints[] = {
         {"--start-servers", &options.start_servers},
@@ -85,8 +85,12 @@ int main(int argc, char **argv) {
             continue;
         }
         if (arg.compare(0, 2, "--") != 0) {
-            fprintf(stderr, "httpd: unexpected argument '%s' (see --help)\n", argv[i]);
-            return 2;
+            if (!docroot.empty()) {
+                fprintf(stderr, "httpd: unexpected argument '%s' (one DOCROOT only; see --help)\n", argv[i]);
+                return 2;
+            }
+            docroot = arg;
+            continue;
         }
         if (i + 1 >= argc) {
             fprintf(stderr, "httpd: option %s needs a value\n", argv[i]);
@@ -150,9 +154,10 @@ int main(int argc, char **argv) {
         }
     http_options.server_name = "prefork-httpd/0.1";
     prefork::HttpService http(http_options);
-    http.route("GET", ".*", [](prefork::HttpContext &, prefork::HttpResponse &response) {
-        response.body("hello\n");
-    });
+    if (http.serve_directory(docroot.empty() ? "." : docroot) != 0) {
+        fprintf(stderr, "httpd: %s\n", http.error().c_str());
+        return 2;
+    }
     server.on_connection([&http](prefork::Worker &worker, int fd) { http.serve(worker, fd); });
     for (size_t i = 0; i < server.listener_count(); i++)
         server.log(prefork::LogLevel::notice, "listening on %s", server.address(i).c_str());

@@ -42,7 +42,10 @@
 #include <sys/wait.h>
 #include <unistd.h>
 #ifdef __linux__
+#include <linux/openat2.h>
 #include <sys/prctl.h>
+#include <sys/sendfile.h>
+#include <sys/syscall.h>
 #endif
 
 namespace prefork {
@@ -268,6 +271,64 @@ static void set_parent_death_signal(int signal) {
     prctl(PR_SET_PDEATHSIG, signal);
 #else
     (void)signal;
+#endif
+}
+
+// Opens `path` (relative) beneath the directory dir_fd, refusing every way
+// out of it: "..", absolute paths, and symlinks that leave. Linux resolves
+// with openat2(RESOLVE_BENEATH), which follows symlinks that stay inside;
+// elsewhere, or on a kernel without openat2, one component at a time with
+// O_NOFOLLOW, which follows no symlink at all.
+static int open_beneath(int dir_fd, const char *path, int flags) {
+#if defined(__linux__) && defined(SYS_openat2)
+    open_how how;
+    memset(&how, 0, sizeof how);
+    how.flags = uint64_t(flags | O_CLOEXEC);
+    how.resolve = RESOLVE_BENEATH | RESOLVE_NO_MAGICLINKS;
+    int fd;
+    do fd = int(syscall(SYS_openat2, dir_fd, path, &how, sizeof how)); while (fd < 0 && errno == EINTR);
+    if (fd >= 0 || errno != ENOSYS) return fd;
+#endif
+    int current = dir_fd;
+    std::string component;
+    for (const char *p = path;;) {
+        const char *slash = strchr(p, '/');
+        component.assign(p, slash ? size_t(slash - p) : strlen(p));
+        if (component == "..") {
+            if (current != dir_fd) close(current);
+            errno = EXDEV;
+            return -1;
+        }
+        int next = openat(current, component.empty() ? "." : component.c_str(),
+                          (slash ? O_RDONLY | O_DIRECTORY : flags) | O_NOFOLLOW | O_CLOEXEC);
+        if (current != dir_fd) close(current);
+        if (next < 0 || !slash) return next;
+        current = next;
+        p = slash + 1;
+    }
+}
+
+// Sends length bytes of in_fd from offset to a blocking socket. 0 / -1.
+static int sendfile_all(int out_fd, int in_fd, uint64_t offset, uint64_t length) {
+#ifdef __linux__
+    off_t at = off_t(offset);
+    while (length > 0) {
+        ssize_t n = ::sendfile(out_fd, in_fd, &at, size_t(std::min<uint64_t>(length, 1 << 30)));
+        if (n < 0 && errno == EINTR) continue;
+        if (n <= 0) return -1;
+        length -= uint64_t(n);
+    }
+    return 0;
+#else
+    char buffer[65536];
+    while (length > 0) {
+        ssize_t n = pread(in_fd, buffer, size_t(std::min<uint64_t>(length, sizeof buffer)), off_t(offset));
+        if (n < 0 && errno == EINTR) continue;
+        if (n <= 0 || write_all(out_fd, buffer, size_t(n)) < 0) return -1;
+        offset += uint64_t(n);
+        length -= uint64_t(n);
+    }
+    return 0;
 #endif
 }
 
@@ -2097,11 +2158,19 @@ bool HttpResponse::has_field(std::string_view name) const {
     return false;
 }
 
+void HttpResponse::file(int fd, uint64_t offset, uint64_t length) {
+    if (file_fd_ >= 0) sys::close(file_fd_);
+    file_fd_ = fd;
+    file_offset_ = offset;
+    file_length_ = length;
+}
+
 void HttpResponse::reset() {
     status_ = 200;
     close_ = false;
     fields_.clear();
     body_.clear();
+    file(-1, 0, 0);
 }
 
 struct Route {
@@ -2120,6 +2189,7 @@ struct HttpService::Internals {
     HttpResponse response;
     HttpContext context;
     regmatch_t matches[10];
+    std::vector<int> roots;  // docroot directories, opened once
     time_t date_second = -1;
     char date[40] = "";
 };
@@ -2131,6 +2201,7 @@ HttpService::HttpService(const HttpOptions &options) : options_(options), in_(ne
 
 HttpService::~HttpService() {
     for (Route &route : in_->routes) regfree(&route.regex);
+    for (int fd : in_->roots) sys::close(fd);
 }
 
 int HttpService::route(const std::string &method, const std::string &path_regex, HttpHandler handler) {
@@ -2190,27 +2261,36 @@ static void send_response(HttpService::Internals &in, const HttpOptions &options
     out += "Server: ";
     out += options.server_name;
     out += "\r\n";
+    bool file = r.file_fd() >= 0;
     if (!bodiless) {
         if (!r.has_field("content-type") && !r.body_buffer().empty())
             out += "Content-Type: text/plain; charset=utf-8\r\n";
-        snprintf(line, sizeof line, "Content-Length: %zu\r\n", r.body_buffer().size());
+        snprintf(line, sizeof line, "Content-Length: %llu\r\n",
+                 (unsigned long long)(file ? r.file_length() : r.body_buffer().size()));
         out += line;
     }
     if (!keep_alive) out += "Connection: close\r\n";
     else if (minor_version == 0) out += "Connection: keep-alive\r\n";
     out += r.fields();
     out += "\r\n";
-    if (!head_only && !bodiless) out += r.body_buffer();
-    (void)sys::write_all(fd, out.data(), out.size());
+    if (!head_only && !bodiless && !file) out += r.body_buffer();
+    if (sys::write_all(fd, out.data(), out.size()) == 0 && file && !head_only && !bodiless)
+        (void)sys::sendfile_all(fd, r.file_fd(), r.file_offset(), r.file_length());
+    r.file(-1, 0, 0);
+}
+
+// Sets a status with a one-line body that names it.
+static void answer_status(HttpResponse &r, int status) {
+    r.status(status);
+    char text[64];
+    snprintf(text, sizeof text, "%d %s\n", status, http_reason(status));
+    r.body(text);
 }
 
 static void send_error(HttpService::Internals &in, const HttpOptions &options, int fd, int status) {
     HttpResponse &r = in.response;
     r.reset();
-    r.status(status);
-    char text[96];
-    snprintf(text, sizeof text, "%d %s\n", status, http_reason(status));
-    r.body(text);
+    answer_status(r, status);
     send_response(in, options, fd, r, false, false, 1);
 }
 
@@ -2248,11 +2328,175 @@ static void dispatch(HttpService::Internals &in, HttpContext &ctx, HttpResponse 
         route.handler(ctx, r);
         return;
     }
-    r.status(allow.empty() ? 404 : 405);
+    answer_status(r, allow.empty() ? 404 : 405);
     if (!allow.empty()) r.header("Allow", allow);
-    char text[64];
-    snprintf(text, sizeof text, "%d %s\n", r.status(), http_reason(r.status()));
-    r.body(text);
+}
+
+/* Static files. The path is checked twice: lexically (no segment may
+   start with "." - which covers ".", ".." and dotfiles - nor hold a
+   backslash), then by the kernel, which opens it beneath the docroot
+   directory and refuses any symlink or ".." that would lead out. */
+static const char *mime_type(std::string_view path) {
+    static const struct { const char *extension, *type; } types[] = {
+        {"html", "text/html; charset=utf-8"}, {"htm", "text/html; charset=utf-8"},
+        {"css", "text/css; charset=utf-8"}, {"js", "text/javascript; charset=utf-8"},
+        {"mjs", "text/javascript; charset=utf-8"}, {"json", "application/json"},
+        {"txt", "text/plain; charset=utf-8"}, {"md", "text/markdown; charset=utf-8"},
+        {"csv", "text/csv; charset=utf-8"}, {"xml", "application/xml"},
+        {"svg", "image/svg+xml"}, {"png", "image/png"}, {"jpg", "image/jpeg"},
+        {"jpeg", "image/jpeg"}, {"gif", "image/gif"}, {"webp", "image/webp"},
+        {"avif", "image/avif"}, {"ico", "image/x-icon"}, {"pdf", "application/pdf"},
+        {"wasm", "application/wasm"}, {"woff", "font/woff"}, {"woff2", "font/woff2"},
+        {"mp4", "video/mp4"}, {"webm", "video/webm"}, {"mp3", "audio/mpeg"},
+        {"ogg", "audio/ogg"}, {"wav", "audio/wav"}, {"zip", "application/zip"},
+        {"gz", "application/gzip"}, {"tar", "application/x-tar"},
+    };
+    size_t dot = path.rfind('.');
+    size_t slash = path.rfind('/');
+    if (dot != std::string_view::npos && (slash == std::string_view::npos || dot > slash)) {
+        std::string_view extension = path.substr(dot + 1);
+        for (const auto &t : types)
+            if (equals_nocase(extension, t.extension)) return t.type;
+    }
+    return "application/octet-stream";
+}
+
+static bool path_is_servable(std::string_view path) {
+    if (path.empty() || path[0] != '/' || path.find('\\') != std::string_view::npos) return false;
+    for (size_t i = 0; i < path.size(); i++)
+        if (path[i] == '/' && i + 1 < path.size() && path[i + 1] == '.') return false;
+    return true;
+}
+
+// Parses an IMF-fixdate ("Sun, 06 Nov 1994 08:49:37 GMT"). -1 if it is not one.
+static time_t parse_http_date(std::string_view text) {
+    if (text.size() != 29) return -1;
+    char copy[30];
+    memcpy(copy, text.data(), 29);
+    copy[29] = '\0';
+    struct tm tm;
+    memset(&tm, 0, sizeof tm);
+    const char *end = strptime(copy, "%a, %d %b %Y %H:%M:%S GMT", &tm);
+    return end && !*end ? timegm(&tm) : -1;
+}
+
+// A single "bytes=" range against size. 1 with *from and *length set, 0 to
+// ignore the field (absent, several ranges, another unit), -1 unsatisfiable.
+static int parse_range(std::string_view value, uint64_t size, uint64_t *from, uint64_t *length) {
+    if (value.compare(0, 6, "bytes=") != 0 || value.find(',') != std::string_view::npos) return 0;
+    value.remove_prefix(6);
+    size_t dash = value.find('-');
+    if (dash == std::string_view::npos) return 0;
+    auto number = [](std::string_view digits, uint64_t *out) {
+        if (digits.empty() || digits.size() > 18) return false;
+        *out = 0;
+        for (char ch : digits) {
+            if (ch < '0' || ch > '9') return false;
+            *out = *out * 10 + uint64_t(ch - '0');
+        }
+        return true;
+    };
+    uint64_t first = 0, last = 0;
+    bool has_first = number(value.substr(0, dash), &first);
+    bool has_last = number(value.substr(dash + 1), &last);
+    if (!has_first && !value.substr(0, dash).empty()) return 0;
+    if (!has_last && !value.substr(dash + 1).empty()) return 0;
+    if (has_first) {
+        if (has_last && last < first) return 0;
+        if (first >= size) return -1;
+        *from = first;
+        *length = (has_last ? std::min(last, size - 1) : size - 1) - first + 1;
+        return 1;
+    }
+    if (!has_last) return 0;
+    if (last == 0 || size == 0) return -1;  // a suffix of nothing
+    *length = std::min(last, size);
+    *from = size - *length;
+    return 1;
+}
+
+static void serve_file(int root, HttpContext &ctx, HttpResponse &r) {
+    if (ctx.method != "GET" && ctx.method != "HEAD") {
+        answer_status(r, 405);
+        r.header("Allow", "GET, HEAD");
+        return;
+    }
+    if (!path_is_servable(ctx.path)) return answer_status(r, 404);
+    std::string relative(ctx.path.substr(1));
+    int fd = sys::open_beneath(root, relative.empty() ? "." : relative.c_str(), O_RDONLY | O_NONBLOCK);
+    if (fd < 0) return answer_status(r, errno == ENOENT || errno == ENOTDIR ? 404 : 403);
+    struct stat st;
+    if (fstat(fd, &st) == 0 && S_ISDIR(st.st_mode)) {
+        if (ctx.path.back() != '/') {
+            sys::close(fd);
+            std::string location(ctx.raw_path);
+            location += '/';
+            if (!ctx.query.empty()) location += "?" + std::string(ctx.query);
+            answer_status(r, 301);
+            r.header("Location", location);
+            return;
+        }
+        int index = openat(fd, "index.html", O_RDONLY | O_NONBLOCK | O_NOFOLLOW | O_CLOEXEC);
+        sys::close(fd);
+        if (index < 0) return answer_status(r, 403);  // no index: no listing either
+        fd = index;
+        if (fstat(fd, &st) != 0) st.st_mode = 0;
+        relative += "index.html";
+    }
+    if (!S_ISREG(st.st_mode)) {
+        sys::close(fd);
+        return answer_status(r, 403);
+    }
+    char etag[64], modified[40];
+    snprintf(etag, sizeof etag, "\"%llx-%llx\"", (unsigned long long)st.st_size,
+             (unsigned long long)st.st_mtime);
+    struct tm tm;
+    gmtime_r(&st.st_mtime, &tm);
+    strftime(modified, sizeof modified, "%a, %d %b %Y %H:%M:%S GMT", &tm);
+    r.header("ETag", etag);
+    r.header("Last-Modified", modified);
+    std::string_view none_match = ctx.header("if-none-match");
+    bool not_modified = false;
+    if (none_match.data()) {
+        for_each_token(none_match, [&](std::string_view tag) {
+            not_modified |= tag == "*" || tag == etag || (tag.size() > 2 && tag.compare(0, 2, "W/") == 0 && tag.substr(2) == etag);
+        });
+    } else if (ctx.header("if-modified-since").data()) {
+        time_t since = parse_http_date(ctx.header("if-modified-since"));
+        not_modified = since >= 0 && st.st_mtime <= since;
+    }
+    if (not_modified) {
+        sys::close(fd);
+        r.status(304);
+        return;
+    }
+    r.header("Content-Type", mime_type(relative));
+    r.header("Accept-Ranges", "bytes");
+    uint64_t size = uint64_t(st.st_size), from = 0, length = size;
+    std::string_view range = ctx.header("range");
+    int ranged = range.data() ? parse_range(range, size, &from, &length) : 0;
+    if (ranged < 0) {
+        sys::close(fd);
+        answer_status(r, 416);
+        r.header("Content-Range", "bytes */" + std::to_string(size));
+        return;
+    }
+    if (ranged > 0) {
+        r.status(206);
+        r.header("Content-Range", "bytes " + std::to_string(from) + "-" + std::to_string(from + length - 1) +
+                                      "/" + std::to_string(size));
+    }
+    r.file(fd, from, length);
+}
+
+int HttpService::serve_directory(const std::string &docroot) {
+    int root = open(docroot.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (root < 0) {
+        error_ = format("cannot serve %s: %s", docroot.c_str(), strerror(errno));
+        return -1;
+    }
+    in_->roots.push_back(root);
+    return route("*", "^/", [root](HttpContext &ctx, HttpResponse &r) { serve_file(root, ctx, r); });
 }
 
 void HttpService::serve(Worker &worker, int fd) {
@@ -2354,7 +2598,7 @@ void HttpService::serve(Worker &worker, int fd) {
         ctx.header_count = request.header_count;
         ctx.body = body;
         ctx.worker = &worker;
-        std::string_view raw_path;
+        std::string_view &raw_path = ctx.raw_path;
         split_target(request.target, &raw_path, &ctx.query);
         HttpResponse &r = in.response;
         r.reset();

@@ -409,6 +409,7 @@ struct HttpOptions {
 // What a route handler sees; views are valid during the call only.
 struct HttpContext {
     std::string_view method, target, path, query;  // path is percent-decoded
+    std::string_view raw_path;                     // path as sent
     int minor_version = 1;
     const HttpHeader *headers = nullptr;
     size_t header_count = 0;
@@ -428,6 +429,9 @@ public:
     // split the response.
     bool header(std::string_view name, std::string_view value);
     void body(std::string_view data) { body_.append(data.data(), data.size()); }
+    // Sends length bytes of the open file fd from offset (sendfile where
+    // available) instead of a body; the response closes fd.
+    void file(int fd, uint64_t offset, uint64_t length);
     void close_connection() { close_ = true; }
 
     // For the responder; a handler does not need these.
@@ -436,8 +440,14 @@ public:
     const std::string &fields() const { return fields_; }
     bool closing() const { return close_; }
     bool has_field(std::string_view name) const;
+    int file_fd() const { return file_fd_; }
+    uint64_t file_offset() const { return file_offset_; }
+    uint64_t file_length() const { return file_length_; }
+    ~HttpResponse() { file(-1, 0, 0); }
 
 private:
+    int file_fd_ = -1;
+    uint64_t file_offset_ = 0, file_length_ = 0;
     int status_ = 200;
     bool close_ = false;
     std::string fields_;  // "Name: value\r\n" lines
@@ -460,6 +470,12 @@ public:
     // method "*" matches any; path_regex is POSIX extended, matched against
     // the percent-decoded path. 0, or -1 with error() for a bad regex.
     int route(const std::string &method, const std::string &path_regex, HttpHandler handler);
+    // Serves the files under docroot for every path not routed before: GET
+    // and HEAD (else 405), index.html for a directory (a path without its
+    // final "/" is redirected), ETag and Last-Modified with 304, one byte
+    // range (206, 416). Dotfiles, "..", backslashes and symlinks leading
+    // out of docroot are never served. 0, or -1 with error().
+    int serve_directory(const std::string &docroot);
     // Serves one connection until it closes, times out, or the worker
     // should stop. Never throws, never exits.
     void serve(Worker &worker, int fd);

@@ -11,6 +11,7 @@
 #include <memory>
 #include <string>
 
+#include <sys/stat.h>
 #include <unistd.h>
 
 using harness::Client;
@@ -344,4 +345,163 @@ TEST(HttpPieces, PercentDecodingRefusesNulAndBadEscapes) {
     EXPECT_FALSE(prefork::percent_decode("/a%2", &out));
     EXPECT_FALSE(prefork::percent_decode("/a%", &out));
     EXPECT_FALSE(prefork::percent_decode("/a%g0", &out));
+}
+
+namespace {
+
+// A docroot with a page, a big file, a dotfile, a directory without an
+// index, and symlinks that stay inside or lead out.
+struct Docroot {
+    std::string path;
+    std::string big;
+    Docroot() {
+        char name[] = "/tmp/prefork-test-www-XXXXXX";
+        path = mkdtemp(name);
+        write("index.html", "<h1>home</h1>\n");
+        write("style.css", "body{}\n");
+        write(".secret", "dotfile\n");
+        mkdir((path + "/sub").c_str(), 0755);
+        mkdir((path + "/empty").c_str(), 0755);
+        write("sub/index.html", "sub index\n");
+        write("sub/.hidden", "hidden\n");
+        for (int i = 0; big.size() < 300000; i++) big += std::to_string(i) + ",";
+        write("big.bin", big);
+        symlink("/etc/passwd", (path + "/out").c_str());
+        symlink("../../../../etc/passwd", (path + "/sub/up").c_str());
+        symlink("style.css", (path + "/in.css").c_str());
+    }
+    ~Docroot() {
+        const char *names[] = {"index.html", "style.css", ".secret", "sub/index.html", "sub/.hidden",
+                               "big.bin", "out", "sub/up", "in.css"};
+        for (const char *n : names) unlink((path + "/" + n).c_str());
+        rmdir((path + "/sub").c_str());
+        rmdir((path + "/empty").c_str());
+        rmdir(path.c_str());
+    }
+    void write(const std::string &name, const std::string &text) {
+        FILE *f = fopen((path + "/" + name).c_str(), "w");
+        if (!f) return;
+        fwrite(text.data(), 1, text.size(), f);
+        fclose(f);
+    }
+};
+
+Response get(HttpServer &s, const std::string &target, const std::string &extra = "",
+             const std::string &method = "GET") {
+    Client c(s.t.address());
+    c.send(method + " " + target + " HTTP/1.1\r\nHost: x\r\n" + extra + "\r\n");
+    return read_response(c, method == "HEAD");
+}
+
+}  // namespace
+
+TEST(HttpFiles, ServesFilesWithTypeValidatorsAndExactBytes) {
+    Docroot root;
+    HttpServer s;
+    ASSERT_EQ(s.http->serve_directory(root.path), 0) << s.http->error();
+    ASSERT_TRUE(s.start());
+    Response css = get(s, "/style.css");
+    EXPECT_EQ(css.status, 200);
+    EXPECT_EQ(css.body, "body{}\n");
+    EXPECT_EQ(css.fields["content-type"], "text/css; charset=utf-8");
+    EXPECT_EQ(css.fields["accept-ranges"], "bytes");
+    EXPECT_EQ(css.fields["etag"].front(), '"');
+    EXPECT_EQ(css.fields["last-modified"].size(), 29u);
+    Response big = get(s, "/big.bin");
+    EXPECT_EQ(big.status, 200);
+    EXPECT_EQ(big.fields["content-type"], "application/octet-stream");
+    EXPECT_TRUE(big.body == root.big) << "sendfile sent " << big.body.size() << " of " << root.big.size();
+    Response head = get(s, "/big.bin", "", "HEAD");
+    EXPECT_EQ(head.fields["content-length"], std::to_string(root.big.size()));
+    EXPECT_EQ(get(s, "/in.css").body, "body{}\n") << "a symlink that stays inside is followed";
+}
+
+TEST(HttpFiles, DirectoriesRedirectThenServeTheirIndex) {
+    Docroot root;
+    HttpServer s;
+    ASSERT_EQ(s.http->serve_directory(root.path), 0);
+    ASSERT_TRUE(s.start());
+    EXPECT_EQ(get(s, "/").body, "<h1>home</h1>\n");
+    Response moved = get(s, "/sub?x=1");
+    EXPECT_EQ(moved.status, 301);
+    EXPECT_EQ(moved.fields["location"], "/sub/?x=1");
+    Response index = get(s, "/sub/");
+    EXPECT_EQ(index.body, "sub index\n");
+    EXPECT_EQ(index.fields["content-type"], "text/html; charset=utf-8");
+    EXPECT_EQ(get(s, "/empty/").status, 403) << "no index, and no listing";
+    EXPECT_EQ(get(s, "/missing.txt").status, 404);
+}
+
+TEST(HttpFiles, NothingOutsideTheDocrootNorADotfileIsServed) {
+    Docroot root;
+    HttpServer s;
+    ASSERT_EQ(s.http->serve_directory(root.path), 0);
+    ASSERT_TRUE(s.start());
+    const char *attempts[] = {
+        "/../../../etc/passwd", "/%2e%2e/%2e%2e/etc/passwd", "/sub/%2e%2e/%2e%2e/etc/passwd",
+        "/sub/..%2f..%2f..%2fetc/passwd", "/%2E%2E%2F%2E%2E%2Fetc%2Fpasswd", "/..%5c..%5cetc%5cpasswd",
+        "/sub%5c..%5c.secret", "/%252e%252e/etc/passwd", "/out", "/sub/up", "/.secret", "/%2esecret",
+        "/sub/.hidden", "/sub/./.hidden", "//etc/passwd", "/./.secret", "/sub//../.secret",
+        "http://x/../../etc/passwd", "/%c0%ae%c0%ae/etc/passwd", "/big.bin%00.txt",
+    };
+    for (const char *target : attempts) {
+        Response r = get(s, target);
+        EXPECT_TRUE(r.status == 400 || r.status == 403 || r.status == 404) << target << " -> " << r.status;
+        EXPECT_EQ(r.body.find("root:"), std::string::npos) << target;
+        EXPECT_EQ(r.body.find("dotfile"), std::string::npos) << target;
+        EXPECT_EQ(r.body.find("hidden"), std::string::npos) << target;
+    }
+    EXPECT_TRUE(s.still_answers());
+}
+
+TEST(HttpFiles, ConditionalRequestsGet304) {
+    Docroot root;
+    HttpServer s;
+    ASSERT_EQ(s.http->serve_directory(root.path), 0);
+    ASSERT_TRUE(s.start());
+    Response first = get(s, "/style.css");
+    std::string etag = first.fields["etag"], modified = first.fields["last-modified"];
+    Response same = get(s, "/style.css", "If-None-Match: \"zzz\", " + etag + "\r\n");
+    EXPECT_EQ(same.status, 304);
+    EXPECT_EQ(same.fields["etag"], etag);
+    EXPECT_EQ(same.fields.count("content-length"), 0u);
+    EXPECT_EQ(get(s, "/style.css", "If-None-Match: \"other\"\r\n").status, 200);
+    EXPECT_EQ(get(s, "/style.css", "If-Modified-Since: " + modified + "\r\n").status, 304);
+    EXPECT_EQ(get(s, "/style.css", "If-Modified-Since: Sat, 01 Jan 2000 00:00:00 GMT\r\n").status, 200);
+    EXPECT_EQ(get(s, "/style.css", "If-Modified-Since: yesterday\r\n").status, 200);
+}
+
+TEST(HttpFiles, OneByteRangeIsServedOthersAreRefusedOrIgnored) {
+    Docroot root;
+    HttpServer s;
+    ASSERT_EQ(s.http->serve_directory(root.path), 0);
+    ASSERT_TRUE(s.start());
+    std::string size = std::to_string(root.big.size());
+    Response part = get(s, "/big.bin", "Range: bytes=10-19\r\n");
+    EXPECT_EQ(part.status, 206);
+    EXPECT_EQ(part.body, root.big.substr(10, 10));
+    EXPECT_EQ(part.fields["content-range"], "bytes 10-19/" + size);
+    Response tail = get(s, "/big.bin", "Range: bytes=-5\r\n");
+    EXPECT_EQ(tail.status, 206);
+    EXPECT_EQ(tail.body, root.big.substr(root.big.size() - 5));
+    Response open_end = get(s, "/big.bin", "Range: bytes=299990-\r\n");
+    EXPECT_EQ(open_end.body, root.big.substr(299990));
+    Response beyond = get(s, "/big.bin", "Range: bytes=" + size + "-\r\n");
+    EXPECT_EQ(beyond.status, 416);
+    EXPECT_EQ(beyond.fields["content-range"], "bytes */" + size);
+    EXPECT_EQ(get(s, "/big.bin", "Range: bytes=0-1,5-6\r\n").status, 200) << "several ranges: ignored";
+    EXPECT_EQ(get(s, "/big.bin", "Range: lines=1-2\r\n").status, 200);
+}
+
+TEST(HttpFiles, OtherMethodsOnAFileGet405) {
+    Docroot root;
+    HttpServer s;
+    ASSERT_EQ(s.http->serve_directory(root.path), 0);
+    ASSERT_TRUE(s.start());
+    Response r = get(s, "/style.css", "Content-Length: 0\r\n", "PUT");
+    EXPECT_EQ(r.status, 405);
+    EXPECT_EQ(r.fields["allow"], "GET, HEAD");
+    prefork::HttpService other;
+    EXPECT_EQ(other.serve_directory("/no/such/dir"), -1);
+    EXPECT_EQ(other.error(), "cannot serve /no/such/dir: No such file or directory");
 }
