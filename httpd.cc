@@ -30,6 +30,7 @@ static void usage(FILE *out) {
             "  --graceful-timeout SEC        bound on a graceful stop or restart (30)\n"
             "  --request-timeout SEC         time a request head may take to arrive (10)\n"
             "  --keepalive-timeout SEC       time an idle keep-alive connection is kept (5)\n"
+            "  --status-path PATH            the status page (/server-status; off to disable)\n"
             "  --single-process              serve in one process, no fork (debugging)\n"
             "  --debug-scoreboard            log the scoreboard every second\n"
             "  --help, --version\n");
@@ -59,6 +60,7 @@ int main(int argc, char **argv) {
     prefork::HttpOptions http_options;
     std::vector<std::string> listens;
     std::string docroot;
+    std::string status_path = "/server-status";
     struct IntOption { const char *name; int *target; };
     const IntOption ints[] = {
         {"--start-servers", &options.start_servers},
@@ -118,6 +120,10 @@ int main(int argc, char **argv) {
         } else if (arg == "--graceful-timeout") {
             known = true;
             ok = parse_seconds(value, &options.graceful_timeout);
+        } else if (arg == "--status-path") {
+            known = true;
+            status_path = value;
+            ok = status_path == "off" || (status_path[0] == '/' && status_path.find_first_of(" ?#") == std::string::npos);
         } else if (arg == "--request-timeout") {
             known = true;
             ok = parse_seconds(value, &http_options.request_timeout) && http_options.request_timeout > 0;
@@ -154,7 +160,8 @@ int main(int argc, char **argv) {
         }
     http_options.server_name = "prefork-httpd/0.1";
     prefork::HttpService http(http_options);
-    if (http.serve_directory(docroot.empty() ? "." : docroot) != 0) {
+    if ((status_path != "off" && http.serve_status(status_path) != 0) ||
+        http.serve_directory(docroot.empty() ? "." : docroot) != 0) {
         fprintf(stderr, "httpd: %s\n", http.error().c_str());
         return 2;
     }

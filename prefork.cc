@@ -1130,7 +1130,11 @@ void Worker::count_request(const char *request_line, uint64_t bytes) {
     store(slot.heartbeat_ms, now_ms());  // a finished request is progress
     __atomic_add_fetch(&slot.requests, 1, __ATOMIC_RELAXED);
     __atomic_add_fetch(&slot.bytes, bytes, __ATOMIC_RELAXED);
-    if (!request_line) return;
+    if (request_line) note_request(request_line);
+}
+
+void Worker::note_request(const char *request_line) {
+    Slot &slot = in_->state->board.slot(in_->slot);
     __atomic_add_fetch(&slot.request_seq, 1, __ATOMIC_RELAXED);  // odd: writing
     __atomic_thread_fence(__ATOMIC_RELEASE);
     size_t n = strnlen(request_line, sizeof slot.request - 1);
@@ -2249,8 +2253,9 @@ static const char *http_date(HttpService::Internals &in) {
     return in.date;
 }
 
-// Sends the response in one write: head and, unless head_only, body.
-static void send_response(HttpService::Internals &in, const HttpOptions &options, int fd,
+// Sends the response in one write: head and, unless head_only, body (or
+// the head, then the file by sendfile). Returns the bytes it meant to send.
+static uint64_t send_response(HttpService::Internals &in, const HttpOptions &options, int fd,
                           HttpResponse &r, bool head_only, bool keep_alive, int minor_version) {
     std::string &out = in.out;
     int status = r.status();
@@ -2274,9 +2279,13 @@ static void send_response(HttpService::Internals &in, const HttpOptions &options
     out += r.fields();
     out += "\r\n";
     if (!head_only && !bodiless && !file) out += r.body_buffer();
-    if (sys::write_all(fd, out.data(), out.size()) == 0 && file && !head_only && !bodiless)
+    uint64_t sent = out.size();
+    if (sys::write_all(fd, out.data(), out.size()) == 0 && file && !head_only && !bodiless) {
         (void)sys::sendfile_all(fd, r.file_fd(), r.file_offset(), r.file_length());
+        sent += r.file_length();
+    }
     r.file(-1, 0, 0);
+    return sent;
 }
 
 // Sets a status with a one-line body that names it.
@@ -2489,6 +2498,126 @@ static void serve_file(int root, HttpContext &ctx, HttpResponse &r) {
     r.file(fd, from, length);
 }
 
+/* The status page, after Apache's mod_status: HTML for people, "?auto" in
+   mod_status's machine-readable format (so collectd's apache plugin and
+   Prometheus' apache_exporter read it unchanged), and "?json". */
+static void append_escaped(std::string &out, std::string_view text, bool json) {
+    for (char ch : text) {
+        unsigned char u = (unsigned char)ch;
+        if (json && (ch == '"' || ch == '\\')) {
+            out += '\\';
+            out += ch;
+        } else if (json && u < 0x20) {
+            char hex[8];
+            snprintf(hex, sizeof hex, "\\u%04x", u);
+            out += hex;
+        } else if (!json && ch == '<') {
+            out += "&lt;";
+        } else if (!json && ch == '>') {
+            out += "&gt;";
+        } else if (!json && ch == '&') {
+            out += "&amp;";
+        } else if (!json && ch == '"') {
+            out += "&quot;";
+        } else {
+            out += ch;
+        }
+    }
+}
+
+// "%g" without the leading zero Apache drops: ".00259347".
+static std::string apache_number(double value) {
+    char text[40];
+    snprintf(text, sizeof text, "%g", value);
+    return text[0] == '0' && text[1] == '.' ? text + 1 : text;
+}
+
+static void status_page(HttpContext &ctx, HttpResponse &r, const std::string &server_name) {
+    Snapshot s = ctx.worker->scoreboard().snapshot();
+    double uptime = std::max<double>(1, double(s.uptime_ms) / 1000);
+    std::string letters;
+    for (const Slot &slot : s.slots) letters += Snapshot::letter(slot);
+    std::string &out = r.body_buffer();
+    char line[256];
+    if (ctx.query == "auto") {
+        r.header("Content-Type", "text/plain; charset=utf-8");
+        out += std::string(ctx.header("host").empty() ? "localhost" : ctx.header("host")) + "\n";
+        snprintf(line, sizeof line,
+                 "ServerVersion: %s\nServerMPM: prefork\nParentServerConfigGeneration: %u\n"
+                 "ServerUptimeSeconds: %lld\nTotal Accesses: %llu\nTotal kBytes: %llu\nUptime: %lld\n",
+                 server_name.c_str(), s.generation, (long long)uptime, (unsigned long long)s.requests,
+                 (unsigned long long)(s.bytes / 1024), (long long)uptime);
+        out += line;
+        out += "ReqPerSec: " + apache_number(double(s.requests) / uptime) + "\n";
+        out += "BytesPerSec: " + apache_number(double(s.bytes) / uptime) + "\n";
+        out += "BytesPerReq: " + apache_number(s.requests ? double(s.bytes) / double(s.requests) : 0) + "\n";
+        snprintf(line, sizeof line, "BusyWorkers: %d\nIdleWorkers: %d\nProcesses: %d\n", s.busy, s.idle,
+                 s.busy + s.idle + s.starting + s.exiting);
+        out += line;
+        out += "Scoreboard: " + letters + "\n";
+        return;
+    }
+    bool json = ctx.query == "json";
+    r.header("Content-Type", json ? "application/json" : "text/html; charset=utf-8");
+    if (json) {
+        snprintf(line, sizeof line,
+                 "{\"uptime_seconds\":%lld,\"generation\":%u,\"total_accesses\":%llu,"
+                 "\"total_kbytes\":%llu,\"busy_workers\":%d,\"idle_workers\":%d,\"scoreboard\":\"",
+                 (long long)uptime, s.generation, (unsigned long long)s.requests,
+                 (unsigned long long)(s.bytes / 1024), s.busy, s.idle);
+        out += line;
+        out += letters + "\",\"workers\":[";
+    } else {
+        out += "<!DOCTYPE html>\n<html><head><title>Server status</title></head><body>\n<h1>";
+        append_escaped(out, server_name, false);
+        snprintf(line, sizeof line,
+                 " status</h1>\n<p>Uptime %lld s, generation %u, %llu requests, %llu kB; %d busy, %d idle "
+                 "workers.</p>\n<pre>",
+                 (long long)uptime, s.generation, (unsigned long long)s.requests,
+                 (unsigned long long)(s.bytes / 1024), s.busy, s.idle);
+        out += line;
+        out += letters + "</pre>\n<table border=\"1\">\n<tr><th>Slot</th><th>PID</th><th>State</th>"
+                         "<th>Generation</th><th>Requests</th><th>Age (s)</th><th>Last request</th></tr>\n";
+    }
+    bool first = true;
+    for (size_t i = 0; i < s.slots.size(); i++) {
+        const Slot &slot = s.slots[i];
+        if (slot.state == SlotState::free) continue;
+        double age = double(s.now_ms - slot.started_ms) / 1000;
+        if (json) {
+            snprintf(line, sizeof line,
+                     "%s{\"slot\":%zu,\"pid\":%d,\"state\":\"%c\",\"generation\":%u,\"requests\":%llu,"
+                     "\"age_seconds\":%.1f,\"last_request\":\"",
+                     first ? "" : ",", i, int(slot.pid), Snapshot::letter(slot), slot.generation,
+                     (unsigned long long)slot.requests, age);
+            out += line;
+            append_escaped(out, slot.request, true);
+            out += "\"}";
+        } else {
+            snprintf(line, sizeof line,
+                     "<tr><td>%zu</td><td>%d</td><td>%c</td><td>%u</td><td>%llu</td><td>%.1f</td><td>", i,
+                     int(slot.pid), Snapshot::letter(slot), slot.generation,
+                     (unsigned long long)slot.requests, age);
+            out += line;
+            append_escaped(out, slot.request, false);
+            out += "</td></tr>\n";
+        }
+        first = false;
+    }
+    out += json ? "]}\n" : "</table>\n</body></html>\n";
+}
+
+int HttpService::serve_status(const std::string &path) {
+    std::string pattern = "^";
+    for (char ch : path) {
+        if (strchr(".[]{}()\\*+?^$|", ch)) pattern += '\\';
+        pattern += ch;
+    }
+    pattern += "$";
+    std::string name = options_.server_name;
+    return route("GET", pattern, [name](HttpContext &ctx, HttpResponse &r) { status_page(ctx, r, name); });
+}
+
 int HttpService::serve_directory(const std::string &docroot) {
     int root = open(docroot.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
     if (root < 0) {
@@ -2505,6 +2634,7 @@ void HttpService::serve(Worker &worker, int fd) {
     timeval send_limit = {time_t(o.send_timeout), suseconds_t((o.send_timeout - double(time_t(o.send_timeout))) * 1e6)};
     setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &send_limit, sizeof send_limit);
     in.in.clear();
+    worker.set_activity('R');
     bool first = true;
     for (;;) {
         // The head: a kept-alive connection may idle for keepalive_timeout
@@ -2518,12 +2648,14 @@ void HttpService::serve(Worker &worker, int fd) {
                                                    http_max_headers, &status)) == http_incomplete) {
             long n;
             if (in.in.empty() && !first) {
+                worker.set_activity('K');
                 int64_t idle_until = now_ms() + int64_t(o.keepalive_timeout * 1000);
                 do {
                     if (worker.stopping() || worker.pool_full()) return;
                     n = read_some(fd, in.in, std::min(idle_until, now_ms() + 200));
                 } while (n < 0 && now_ms() < idle_until);
                 if (n <= 0) return;  // idle too long, or the client left
+                worker.set_activity('R');
             } else {
                 if (!head_deadline) head_deadline = now_ms() + int64_t(o.request_timeout * 1000);
                 n = read_some(fd, in.in, head_deadline);
@@ -2602,6 +2734,7 @@ void HttpService::serve(Worker &worker, int fd) {
         split_target(request.target, &raw_path, &ctx.query);
         HttpResponse &r = in.response;
         r.reset();
+        worker.set_activity('W');
         if (request.target == "*") {
             in.path = "*";
         } else if (raw_path.empty() || raw_path[0] != '/' || !percent_decode(raw_path, &in.path)) {
@@ -2609,14 +2742,15 @@ void HttpService::serve(Worker &worker, int fd) {
             return;
         }
         ctx.path = in.path;
-        dispatch(in, ctx, r);
-        bool keep = info.keep_alive && !r.closing() && !worker.stopping() && !worker.pool_full();
-        send_response(in, o, fd, r, request.method == "HEAD", keep, request.minor_version);
         char line[128];
         snprintf(line, sizeof line, "%.*s %.*s HTTP/1.%d", int(std::min<size_t>(request.method.size(), 16)),
                  request.method.data(), int(std::min<size_t>(request.target.size(), 96)),
                  request.target.data(), request.minor_version);
-        worker.count_request(line, in.out.size());
+        worker.note_request(line);
+        dispatch(in, ctx, r);
+        bool keep = info.keep_alive && !r.closing() && !worker.stopping() && !worker.pool_full();
+        uint64_t sent = send_response(in, o, fd, r, request.method == "HEAD", keep, request.minor_version);
+        worker.count_request(nullptr, sent);
         if (!keep) return;
         in.in.erase(0, next);  // pipelined bytes stay for the next round
         first = false;

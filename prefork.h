@@ -74,7 +74,8 @@
                                died. Check it between requests.
      worker.count_request(line, bytes)
                                Records one request in the scoreboard (and
-                               counts as a heartbeat).
+                               counts as a heartbeat); line may be null.
+     worker.note_request(line) Shows the request being served.
      worker.set_activity(c)    The letter the scoreboard shows while busy
                                ('W' unless set; 'R', 'K'... as in Apache).
      worker.peer(), peer_length(), listener()
@@ -289,6 +290,7 @@ public:
     bool listening() const;
     bool stopping() const;
     void count_request(const char *request_line, uint64_t bytes);
+    void note_request(const char *request_line);  // shown while it is served
     void set_activity(char letter);
     // The peer of the connection being served, and which listener took it.
     const sockaddr_storage &peer() const;
@@ -476,6 +478,9 @@ public:
     // range (206, 416). Dotfiles, "..", backslashes and symlinks leading
     // out of docroot are never served. 0, or -1 with error().
     int serve_directory(const std::string &docroot);
+    // Answers GET path with the scoreboard: an HTML page, "?auto" in Apache
+    // mod_status's machine-readable format, "?json". 0, or -1 with error().
+    int serve_status(const std::string &path);
     // Serves one connection until it closes, times out, or the worker
     // should stop. Never throws, never exits.
     void serve(Worker &worker, int fd);

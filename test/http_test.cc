@@ -9,6 +9,7 @@
 
 #include <map>
 #include <memory>
+#include <sstream>
 #include <string>
 
 #include <sys/stat.h>
@@ -504,4 +505,56 @@ TEST(HttpFiles, OtherMethodsOnAFileGet405) {
     prefork::HttpService other;
     EXPECT_EQ(other.serve_directory("/no/such/dir"), -1);
     EXPECT_EQ(other.error(), "cannot serve /no/such/dir: No such file or directory");
+}
+
+TEST(HttpStatus, AutoIsApacheModStatusFormat) {
+    HttpServer s;
+    s.t.options.start_servers = 2;
+    s.t.options.max_clients = 6;
+    ASSERT_EQ(s.http->serve_status("/server-status"), 0);
+    ASSERT_TRUE(s.start());
+    for (int i = 0; i < 3; i++) ASSERT_EQ(get(s, "/pid").status, 200);
+    Response r = get(s, "/server-status?auto");
+    ASSERT_EQ(r.status, 200);
+    EXPECT_EQ(r.fields["content-type"], "text/plain; charset=utf-8");
+    std::map<std::string, std::string> keys;
+    std::istringstream lines(r.body);
+    std::string line;
+    std::getline(lines, line);
+    EXPECT_EQ(line, "x") << "the first line names the host";
+    while (std::getline(lines, line)) {
+        size_t colon = line.find(": ");
+        ASSERT_NE(colon, std::string::npos) << line;
+        keys[line.substr(0, colon)] = line.substr(colon + 2);
+    }
+    EXPECT_EQ(keys["ServerMPM"], "prefork");
+    EXPECT_EQ(keys["Total Accesses"], "3") << r.body;
+    EXPECT_EQ(keys["BusyWorkers"], "1") << "the worker answering is busy";
+    EXPECT_GE(atoi(keys["IdleWorkers"].c_str()), 1);
+    EXPECT_FALSE(keys["Total kBytes"].empty());
+    EXPECT_FALSE(keys["Uptime"].empty());
+    EXPECT_NE(keys["ReqPerSec"].find_first_of("0123456789"), std::string::npos);
+    EXPECT_EQ(keys["Scoreboard"].size(), 6u) << "one letter per slot";
+    EXPECT_EQ(keys["Scoreboard"].find_first_not_of("_SRWKG."), std::string::npos) << keys["Scoreboard"];
+    EXPECT_NE(keys["Scoreboard"].find('W'), std::string::npos) << keys["Scoreboard"];
+}
+
+TEST(HttpStatus, HtmlAndJsonListTheWorkersAndEscapeWhatClientsSent) {
+    HttpServer s;
+    s.t.options.start_servers = 1;
+    s.t.options.min_spare_servers = 1;
+    s.t.options.max_clients = 1;
+    ASSERT_EQ(s.http->serve_status("/status"), 0);
+    ASSERT_TRUE(s.start());
+    EXPECT_EQ(get(s, "/<b>\"x\"").status, 404);
+    // The page shows the request in hand; this one carries markup.
+    Response html = get(s, "/status?<b>\"x\"");
+    EXPECT_EQ(html.fields["content-type"], "text/html; charset=utf-8");
+    EXPECT_NE(html.body.find("GET /status?&lt;b&gt;&quot;x&quot; HTTP/1.1"), std::string::npos) << html.body;
+    EXPECT_EQ(html.body.find("<b>"), std::string::npos);
+    Response json = get(s, "/status?json");
+    EXPECT_EQ(json.fields["content-type"], "application/json");
+    EXPECT_NE(json.body.find("\"total_accesses\":2"), std::string::npos) << json.body;
+    EXPECT_NE(json.body.find("\"last_request\":\"GET /status?json HTTP/1.1\""), std::string::npos) << json.body;
+    EXPECT_EQ(get(s, "/status.x").status, 404) << "the path is matched exactly";
 }
