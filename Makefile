@@ -11,7 +11,7 @@ GTEST_LIBS ?= -lgtest_main -lgtest -lpthread
 
 BUILD = build
 TEST_SOURCES = test/header_test.cc test/options_test.cc test/scoreboard_test.cc test/http_parser_test.cc \
-               test/listener_test.cc test/pool_test.cc test/http_test.cc test/harness.cc
+               test/listener_test.cc test/pool_test.cc test/http_test.cc test/httpd_test.cc test/harness.cc
 TEST_OBJECTS = $(TEST_SOURCES:test/%.cc=$(BUILD)/test/%.o)
 
 .PHONY: all test asan-test embedded-check bench fuzz install clean

@@ -7,6 +7,10 @@
 #include "prefork.h"
 
 #include <cerrno>
+#include <fcntl.h>
+#include <grp.h>
+#include <pwd.h>
+#include <unistd.h>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -31,9 +35,29 @@ static void usage(FILE *out) {
             "  --request-timeout SEC         time a request head may take to arrive (10)\n"
             "  --keepalive-timeout SEC       time an idle keep-alive connection is kept (5)\n"
             "  --status-path PATH            the status page (/server-status; off to disable)\n"
+            "  --access-log PATH|-           Combined Log Format access log (none by default)\n"
+            "  --error-log PATH|-            where log lines go (- is stderr, the default)\n"
+            "  --pid-file PATH               write the parent's pid there while it runs\n"
+            "  --user NAME                   run as this user once the listeners are bound\n"
             "  --single-process              serve in one process, no fork (debugging)\n"
             "  --debug-scoreboard            log the scoreboard every second\n"
             "  --help, --version\n");
+}
+
+// Writes "PID\n" to path through a temporary file and rename(2), so no
+// reader ever sees a half-written file. 0 / -1 with errno.
+static int write_pid_file(const std::string &path) {
+    std::string temporary = path + ".tmp." + std::to_string(getpid());
+    FILE *f = fopen(temporary.c_str(), "w");
+    if (!f) return -1;
+    bool written = fprintf(f, "%d\n", int(getpid())) > 0;
+    if (fclose(f) != 0 || !written || rename(temporary.c_str(), path.c_str()) != 0) {
+        int saved = errno;
+        unlink(temporary.c_str());
+        errno = saved;
+        return -1;
+    }
+    return 0;
 }
 
 // Parses a whole decimal number or a number of seconds. false if malformed.
@@ -61,6 +85,7 @@ int main(int argc, char **argv) {
     std::vector<std::string> listens;
     std::string docroot;
     std::string status_path = "/server-status";
+    std::string access_log, error_log, pid_file, user;
     struct IntOption { const char *name; int *target; };
     const IntOption ints[] = {
         {"--start-servers", &options.start_servers},
@@ -124,6 +149,10 @@ int main(int argc, char **argv) {
             known = true;
             status_path = value;
             ok = status_path == "off" || (status_path[0] == '/' && status_path.find_first_of(" ?#") == std::string::npos);
+        } else if (arg == "--access-log" || arg == "--error-log" || arg == "--pid-file" || arg == "--user") {
+            known = true;
+            ok = *value != '\0';
+            (arg == "--access-log" ? access_log : arg == "--error-log" ? error_log : arg == "--pid-file" ? pid_file : user) = value;
         } else if (arg == "--request-timeout") {
             known = true;
             ok = parse_seconds(value, &http_options.request_timeout) && http_options.request_timeout > 0;
@@ -148,6 +177,29 @@ int main(int argc, char **argv) {
     }
     if (listens.empty()) listens.push_back("8080");
 
+    // Logs open before privileges go, so they may live where root writes.
+    if (!error_log.empty() && error_log != "-") {
+        int fd = open(error_log.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
+        if (fd < 0 || dup2(fd, 2) < 0) {
+            fprintf(stderr, "httpd: cannot open the error log %s: %s\n", error_log.c_str(), strerror(errno));
+            return 1;
+        }
+        close(fd);
+    }
+    if (!access_log.empty()) {
+        http_options.access_log_fd =
+            access_log == "-" ? 1 : open(access_log.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
+        if (http_options.access_log_fd < 0) {
+            fprintf(stderr, "httpd: cannot open the access log %s: %s\n", access_log.c_str(), strerror(errno));
+            return 1;
+        }
+    }
+    struct passwd *account = nullptr;
+    if (!user.empty() && !(account = getpwnam(user.c_str()))) {
+        fprintf(stderr, "httpd: unknown user '%s' for --user\n", user.c_str());
+        return 2;
+    }
+
     prefork::Server server(options);
     bool verbose = options.debug_scoreboard;
     server.on_log([verbose](prefork::LogLevel level, const char *message) {
@@ -166,9 +218,23 @@ int main(int argc, char **argv) {
         return 2;
     }
     server.on_connection([&http](prefork::Worker &worker, int fd) { http.serve(worker, fd); });
+    // The pid file first, while we may still write where root keeps them
+    // (/run); removing it at exit is then best effort.
+    if (!pid_file.empty() && write_pid_file(pid_file) != 0) {
+        fprintf(stderr, "httpd: cannot write the pid file %s: %s\n", pid_file.c_str(), strerror(errno));
+        return 1;
+    }
+    if (account && (initgroups(account->pw_name, account->pw_gid) != 0 || setgid(account->pw_gid) != 0 ||
+                    setuid(account->pw_uid) != 0)) {
+        fprintf(stderr, "httpd: cannot become user %s: %s\n", user.c_str(), strerror(errno));
+        if (!pid_file.empty()) unlink(pid_file.c_str());
+        return 1;
+    }
     for (size_t i = 0; i < server.listener_count(); i++)
         server.log(prefork::LogLevel::notice, "listening on %s", server.address(i).c_str());
-    if (server.run() != 0) {
+    int rc = server.run();
+    if (!pid_file.empty()) unlink(pid_file.c_str());
+    if (rc != 0) {
         fprintf(stderr, "httpd: %s\n", server.error().c_str());
         return 1;
     }

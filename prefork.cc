@@ -2196,6 +2196,10 @@ struct HttpService::Internals {
     std::vector<int> roots;  // docroot directories, opened once
     time_t date_second = -1;
     char date[40] = "";
+    std::string log;         // access log lines not yet written
+    char peer[64] = "-";     // the client's address, once per connection
+    time_t log_second = -1;
+    char log_time[40] = "";
 };
 
 HttpService::HttpService(const HttpOptions &options) : options_(options), in_(new Internals) {
@@ -2296,11 +2300,18 @@ static void answer_status(HttpResponse &r, int status) {
     r.body(text);
 }
 
+static void log_access(HttpService::Internals &in, const HttpOptions &o, const HttpContext *ctx,
+                       std::string_view request_line, int status, uint64_t body_bytes);
+
+// Answers a request that could not be served, logs it, and leaves the
+// connection to be closed.
 static void send_error(HttpService::Internals &in, const HttpOptions &options, int fd, int status) {
     HttpResponse &r = in.response;
     r.reset();
     answer_status(r, status);
+    uint64_t body = r.body_buffer().size();
     send_response(in, options, fd, r, false, false, 1);
+    log_access(in, options, nullptr, "-", status, body);
 }
 
 // Splits the target into path and query; the path of an absolute-form
@@ -2628,7 +2639,80 @@ int HttpService::serve_directory(const std::string &docroot) {
     return route("*", "^/", [root](HttpContext &ctx, HttpResponse &r) { serve_file(root, ctx, r); });
 }
 
+/* The access log, in Apache's Combined Log Format:
+   host - - [time] "request" status bytes "referer" "user-agent"
+   Quotes, backslashes and control bytes in what the client sent are
+   escaped as Apache does (\", \\, \xhh), so a line cannot be forged. */
+static void append_log_field(std::string &out, std::string_view text) {
+    if (text.empty()) {
+        out += '-';
+        return;
+    }
+    for (char ch : text) {
+        unsigned char u = (unsigned char)ch;
+        if (ch == '"' || ch == '\\') {
+            out += '\\';
+            out += ch;
+        } else if (u < 0x20 || u >= 0x7f) {
+            char hex[8];
+            snprintf(hex, sizeof hex, "\\x%02x", u);
+            out += hex;
+        } else {
+            out += ch;
+        }
+    }
+}
+
+static void log_access(HttpService::Internals &in, const HttpOptions &o, const HttpContext *ctx,
+                       std::string_view request_line, int status, uint64_t body_bytes) {
+    if (o.access_log_fd < 0) return;
+    time_t now = time(nullptr);
+    if (now != in.log_second) {
+        struct tm tm;
+        localtime_r(&now, &tm);
+        strftime(in.log_time, sizeof in.log_time, "%d/%b/%Y:%H:%M:%S %z", &tm);
+        in.log_second = now;
+    }
+    std::string &out = in.log;
+    out += in.peer;
+    out += " - - [";
+    out += in.log_time;
+    out += "] \"";
+    append_log_field(out, request_line);
+    char numbers[48];
+    if (body_bytes) snprintf(numbers, sizeof numbers, "\" %d %llu \"", status, (unsigned long long)body_bytes);
+    else snprintf(numbers, sizeof numbers, "\" %d - \"", status);
+    out += numbers;
+    append_log_field(out, ctx ? ctx->header("referer") : std::string_view());
+    out += "\" \"";
+    append_log_field(out, ctx ? ctx->header("user-agent") : std::string_view());
+    out += "\"\n";
+    if (out.size() >= 8192) {
+        (void)sys::write_all(o.access_log_fd, out.data(), out.size());
+        out.clear();
+    }
+}
+
 void HttpService::serve(Worker &worker, int fd) {
+    Internals &in = *in_;
+    if (options_.access_log_fd >= 0) {
+        int port = 0;
+        std::string address = worker.peer_length() ? describe_address(reinterpret_cast<const sockaddr *>(&worker.peer()),
+                                                                      worker.peer_length(), &port)
+                                                   : std::string("-");
+        if (address.compare(0, 5, "unix:") == 0) address = "unix";
+        else if (port && address.rfind(':') != std::string::npos) address.erase(address.rfind(':'));
+        if (address.size() > 2 && address.front() == '[') address = address.substr(1, address.size() - 2);
+        snprintf(in.peer, sizeof in.peer, "%s", address.c_str());
+    }
+    serve_connection(worker, fd);
+    if (!in.log.empty()) {
+        (void)sys::write_all(options_.access_log_fd, in.log.data(), in.log.size());
+        in.log.clear();
+    }
+}
+
+void HttpService::serve_connection(Worker &worker, int fd) {
     Internals &in = *in_;
     const HttpOptions &o = options_;
     timeval send_limit = {time_t(o.send_timeout), suseconds_t((o.send_timeout - double(time_t(o.send_timeout))) * 1e6)};
@@ -2749,8 +2833,16 @@ void HttpService::serve(Worker &worker, int fd) {
         worker.note_request(line);
         dispatch(in, ctx, r);
         bool keep = info.keep_alive && !r.closing() && !worker.stopping() && !worker.pool_full();
+        bool head_only = request.method == "HEAD" || r.status() == 204 || r.status() == 304;
+        uint64_t body_bytes = head_only ? 0 : r.file_fd() >= 0 ? r.file_length() : r.body_buffer().size();
+        int answered = r.status();
         uint64_t sent = send_response(in, o, fd, r, request.method == "HEAD", keep, request.minor_version);
         worker.count_request(nullptr, sent);
+        // The whole request line, as a view: the parser allowed exactly
+        // "method SP target SP HTTP/1.x" there.
+        std::string_view request_line(request.method.data(),
+                                      size_t(request.target.data() + request.target.size() + 9 - request.method.data()));
+        log_access(in, o, &ctx, request_line, answered, body_bytes);
         if (!keep) return;
         in.in.erase(0, next);  // pipelined bytes stay for the next round
         first = false;

@@ -406,6 +406,8 @@ struct HttpOptions {
     double send_timeout = 30;       // seconds a blocked write may wait
     size_t max_body = 1 << 20;      // bytes; a bigger body is 413
     std::string server_name = "prefork";
+    int access_log_fd = -1;         // Combined Log Format lines go here (-1: none);
+                                    // buffered, written once per connection or 8 KiB
 };
 
 // What a route handler sees; views are valid during the call only.
@@ -490,6 +492,7 @@ public:
     struct Internals;
 
 private:
+    void serve_connection(Worker &worker, int fd);
     HttpOptions options_;
     std::string error_;
     std::unique_ptr<Internals> in_;

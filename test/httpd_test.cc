@@ -1,0 +1,214 @@
+// httpd_test.cc - the httpd program itself: its options and their errors,
+// and what it serves, checked with raw sockets and with curl. It runs the
+// ./httpd that `make` built, listening on a UNIX socket (no port races),
+// in a process group of its own.
+#include "harness.h"
+
+#include <gtest/gtest.h>
+
+#include <csignal>
+#include <cstdio>
+#include <algorithm>
+#include <fstream>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+using harness::Client;
+using harness::eventually;
+
+namespace {
+
+std::string slurp(const std::string &path) {
+    std::ifstream in(path);
+    std::stringstream s;
+    s << in.rdbuf();
+    return s.str();
+}
+
+// One run of ./httpd with the given arguments.
+class Httpd {
+public:
+    explicit Httpd(std::vector<std::string> args) {
+        char dir[] = "/tmp/prefork-httpd-XXXXXX";
+        scratch_ = mkdtemp(dir);
+        chmod(scratch_.c_str(), 0755);
+        socket_ = scratch_ + "/s.sock";
+        stderr_ = scratch_ + "/stderr";
+        for (std::string &a : args) {
+            size_t at;
+            while ((at = a.find("@")) != std::string::npos) a.replace(at, 1, scratch_);
+        }
+        pid_ = fork();
+        if (pid_ == 0) {
+            setpgid(0, 0);
+            int err = open(stderr_.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+            dup2(err, 2);
+            std::vector<char *> argv;
+            argv.push_back(const_cast<char *>("./httpd"));
+            for (std::string &a : args) argv.push_back(&a[0]);
+            argv.push_back(nullptr);
+            execv("./httpd", argv.data());
+            _exit(127);
+        }
+        setpgid(pid_, pid_);
+    }
+    ~Httpd() {
+        if (pid_ > 0 && status_ < 0) {
+            kill(pid_, SIGTERM);
+            if (wait(3000) < 0) kill(-pid_, SIGKILL), wait(3000);
+        }
+        if (pid_ > 0) kill(-pid_, SIGKILL);
+        std::string rm = "rm -rf " + scratch_;
+        if (system(rm.c_str()) != 0) {}
+    }
+    // The wait status once it exits, -1 on timeout.
+    int wait(int timeout_ms) {
+        if (status_ >= 0) return status_;
+        int status;
+        if (harness::eventually([&] { return waitpid(pid_, &status, WNOHANG) == pid_; }, timeout_ms))
+            status_ = status;
+        return status_;
+    }
+    bool ready() { return eventually([&] { return Client("unix:" + socket_).connected(); }); }
+    std::string stderr_text() const { return slurp(stderr_); }
+    const std::string &scratch() const { return scratch_; }
+    std::string address() const { return "unix:" + socket_; }
+    pid_t pid() const { return pid_; }
+
+private:
+    pid_t pid_ = -1;
+    int status_ = -1;
+    std::string scratch_, socket_, stderr_;
+};
+
+bool have_httpd() { return access("./httpd", X_OK) == 0; }
+
+// Runs a shell command, returns its standard output.
+std::string run(const std::string &command) {
+    std::string out;
+    FILE *p = popen(command.c_str(), "r");
+    if (!p) return out;
+    char buffer[4096];
+    size_t n;
+    while ((n = fread(buffer, 1, sizeof buffer, p)) > 0) out.append(buffer, n);
+    pclose(p);
+    return out;
+}
+
+}  // namespace
+
+#define NEED_HTTPD() \
+    if (!have_httpd()) GTEST_SKIP() << "no ./httpd here: run from the repository root after make"
+
+TEST(HttpdProgram, BadOptionsAreRefusedWithOneLineAndExit2) {
+    NEED_HTTPD();
+    struct Case { std::vector<std::string> args; std::string says; };
+    const std::vector<Case> cases = {
+        {{"--start-servers", "many"}, "bad value 'many' for --start-servers"},
+        {{"--max-clients", "0"}, "max_clients must be between 1 and 100000 (got 0)"},
+        {{"--frobnicate", "1"}, "unknown option --frobnicate"},
+        {{"--timeout"}, "option --timeout needs a value"},
+        {{"--status-path", "no-slash"}, "bad value 'no-slash' for --status-path"},
+        {{"--listen", "unix:@/s.sock", "/no/such/docroot"}, "cannot serve /no/such/docroot"},
+        {{"--user", "no-such-user-here"}, "unknown user 'no-such-user-here' for --user"},
+        {{"a", "b"}, "unexpected argument 'b'"},
+    };
+    for (const Case &c : cases) {
+        Httpd h(c.args);
+        int status = h.wait(5000);
+        ASSERT_GE(status, 0) << "still running with " << c.says;
+        EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 2) << c.says;
+        std::string err = h.stderr_text();
+        EXPECT_NE(err.find(c.says), std::string::npos) << err;
+        EXPECT_EQ(std::count(err.begin(), err.end(), '\n'), 1) << err;
+    }
+}
+
+TEST(HttpdProgram, AListenerInUseIsExit1) {
+    NEED_HTTPD();
+    prefork::Server holder;
+    ASSERT_EQ(holder.listen("127.0.0.1:0"), 0);
+    std::string spec = holder.address(0);
+    Httpd h({"--listen", spec});
+    int status = h.wait(5000);
+    ASSERT_GE(status, 0);
+    EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 1);
+    EXPECT_NE(h.stderr_text().find("httpd: cannot listen on " + spec + ": Address already in use"),
+              std::string::npos) << h.stderr_text();
+}
+
+TEST(HttpdProgram, HelpAndVersion) {
+    NEED_HTTPD();
+    EXPECT_NE(run("./httpd --help").find("--max-requests-per-child"), std::string::npos);
+    EXPECT_NE(run("./httpd --version").find("httpd (prefork)"), std::string::npos);
+}
+
+TEST(HttpdProgram, ServesADocrootWithAccessLogAndPidFile) {
+    NEED_HTTPD();
+    char dir[] = "/tmp/prefork-www-XXXXXX";
+    std::string www = mkdtemp(dir);
+    chmod(www.c_str(), 0755);
+    { std::ofstream(www + "/hello.txt") << "hello, world!\n"; }
+    Httpd h({"--listen", "unix:@/s.sock", "--access-log", "@/access.log", "--pid-file", "@/httpd.pid",
+             "--start-servers", "2", www});
+    ASSERT_TRUE(h.ready()) << h.stderr_text();
+    EXPECT_EQ(slurp(h.scratch() + "/httpd.pid"), std::to_string(h.pid()) + "\n");
+    Client c(h.address());
+    ASSERT_TRUE(c.send("GET /hello.txt HTTP/1.1\r\nHost: x\r\nUser-Agent: raw\r\n\r\n"));
+    EXPECT_EQ(c.line(), "HTTP/1.1 200 OK\r");
+    if (system("command -v curl >/dev/null 2>&1") == 0) {
+        std::string curl = "curl -s --unix-socket " + h.scratch() + "/s.sock ";
+        EXPECT_EQ(run(curl + "http://x/hello.txt"), "hello, world!\n");
+        EXPECT_EQ(run(curl + "-o /dev/null -w '%{http_code}' http://x/missing"), "404");
+        EXPECT_EQ(run(curl + "-o /dev/null -w '%{http_code}' -r 0-4 http://x/hello.txt"), "206");
+        EXPECT_EQ(run(curl + "-I -o /dev/null -w '%{http_code} %{size_download}' http://x/hello.txt"), "200 0");
+        EXPECT_EQ(run(curl + "-o /dev/null -w '%{http_code}' -X DELETE http://x/hello.txt"), "405");
+        EXPECT_EQ(run(curl + "-o /dev/null -o /dev/null -w '%{num_connects}' http://x/hello.txt http://x/hello.txt"), "10")
+            << "curl reused its connection: keep-alive";
+        EXPECT_NE(run(curl + "http://x/server-status?auto").find("ServerMPM: prefork"), std::string::npos);
+    }
+    ASSERT_EQ(kill(h.pid(), SIGTERM), 0);
+    int status = h.wait(5000);
+    EXPECT_TRUE(status >= 0 && WIFEXITED(status) && WEXITSTATUS(status) == 0) << h.stderr_text();
+    EXPECT_NE(access((h.scratch() + "/httpd.pid").c_str(), F_OK), 0) << "pid file left behind";
+    std::string log = slurp(h.scratch() + "/access.log");
+    EXPECT_NE(log.find("] \"GET /hello.txt HTTP/1.1\" 200 14 \"-\" \"raw\"\n"), std::string::npos) << log;
+    EXPECT_EQ(log.compare(0, 7, "unix - "), 0) << log;
+    unlink((www + "/hello.txt").c_str());
+    rmdir(www.c_str());
+}
+
+TEST(HttpdProgram, StatusPathCanBeMovedOrTurnedOff) {
+    NEED_HTTPD();
+    Httpd moved({"--listen", "unix:@/s.sock", "--status-path", "/st", "@"});
+    ASSERT_TRUE(moved.ready()) << moved.stderr_text();
+    Client a(moved.address());
+    ASSERT_TRUE(a.send("GET /st?auto HTTP/1.1\r\nHost: x\r\n\r\n"));
+    EXPECT_EQ(a.line(), "HTTP/1.1 200 OK\r");
+    Httpd off({"--listen", "unix:@/s.sock", "--status-path", "off", "@"});
+    ASSERT_TRUE(off.ready()) << off.stderr_text();
+    Client b(off.address());
+    ASSERT_TRUE(b.send("GET /server-status HTTP/1.1\r\nHost: x\r\n\r\n"));
+    EXPECT_EQ(b.line(), "HTTP/1.1 404 Not Found\r");
+}
+
+TEST(HttpdProgram, UserDropsPrivilegesAfterBinding) {
+    NEED_HTTPD();
+    if (geteuid() != 0) GTEST_SKIP() << "needs root";
+    Httpd h({"--listen", "unix:@/s.sock", "--user", "nobody", "--start-servers", "2", "@"});
+    ASSERT_TRUE(h.ready()) << h.stderr_text();
+    std::string children = slurp("/proc/" + std::to_string(h.pid()) + "/task/" + std::to_string(h.pid()) + "/children");
+    std::istringstream pids(children);
+    pid_t worker;
+    ASSERT_TRUE(bool(pids >> worker)) << children;
+    for (pid_t pid : {h.pid(), worker}) {
+        std::string status = slurp("/proc/" + std::to_string(pid) + "/status");
+        EXPECT_NE(status.find("Uid:\t65534\t65534\t65534\t65534"), std::string::npos) << pid << status;
+    }
+}
