@@ -514,7 +514,12 @@ TEST(HttpStatus, AutoIsApacheModStatusFormat) {
     ASSERT_EQ(s.http->serve_status("/server-status"), 0);
     ASSERT_TRUE(s.start());
     for (int i = 0; i < 3; i++) ASSERT_EQ(get(s, "/pid").status, 200);
-    Response r = get(s, "/server-status?auto");
+    // The worker of the last request may still be seeing its client leave.
+    Response r;
+    EXPECT_TRUE(harness::eventually([&] {
+        r = get(s, "/server-status?auto");
+        return r.body.find("IdleWorkers: 0\n") == std::string::npos;
+    })) << r.body;
     ASSERT_EQ(r.status, 200);
     EXPECT_EQ(r.fields["content-type"], "text/plain; charset=utf-8");
     std::map<std::string, std::string> keys;
@@ -528,7 +533,7 @@ TEST(HttpStatus, AutoIsApacheModStatusFormat) {
         keys[line.substr(0, colon)] = line.substr(colon + 2);
     }
     EXPECT_EQ(keys["ServerMPM"], "prefork");
-    EXPECT_EQ(keys["Total Accesses"], "3") << r.body;
+    EXPECT_GE(atoi(keys["Total Accesses"].c_str()), 3) << r.body;
     EXPECT_EQ(keys["BusyWorkers"], "1") << "the worker answering is busy";
     EXPECT_GE(atoi(keys["IdleWorkers"].c_str()), 1);
     EXPECT_FALSE(keys["Total kBytes"].empty());

@@ -203,10 +203,13 @@ TEST(HttpdProgram, UserDropsPrivilegesAfterBinding) {
     if (geteuid() != 0) GTEST_SKIP() << "needs root";
     Httpd h({"--listen", "unix:@/s.sock", "--user", "nobody", "--start-servers", "2", "@"});
     ASSERT_TRUE(h.ready()) << h.stderr_text();
-    std::string children = slurp("/proc/" + std::to_string(h.pid()) + "/task/" + std::to_string(h.pid()) + "/children");
-    std::istringstream pids(children);
-    pid_t worker;
-    ASSERT_TRUE(bool(pids >> worker)) << children;
+    // The socket answers before the workers exist: wait for one.
+    std::string children_file = "/proc/" + std::to_string(h.pid()) + "/task/" + std::to_string(h.pid()) + "/children";
+    pid_t worker = -1;
+    ASSERT_TRUE(eventually([&] {
+        std::istringstream pids(slurp(children_file));
+        return bool(pids >> worker);
+    })) << "no worker";
     for (pid_t pid : {h.pid(), worker}) {
         std::string status = slurp("/proc/" + std::to_string(pid) + "/status");
         EXPECT_NE(status.find("Uid:\t65534\t65534\t65534\t65534"), std::string::npos) << pid << status;
