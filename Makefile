@@ -46,7 +46,7 @@ embedded-check:
 	$(CXX) -std=c++17 $(WARNINGS) -fno-exceptions -fno-rtti -Os -c -o $(BUILD)/prefork-embedded.o prefork.cc
 
 test: all $(BUILD)/prefork_test example-check embedded-check
-	$(BUILD)/prefork_test
+	timeout 300 $(BUILD)/prefork_test
 
 # The same suite under AddressSanitizer and UndefinedBehaviorSanitizer.
 asan-test:

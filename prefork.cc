@@ -2183,6 +2183,25 @@ struct Route {
     HttpHandler handler;
 };
 
+// A clock face redrawn once a second: the Date field and the access log's
+// stamp are formatted per second, not per request.
+struct CachedTime {
+    time_t second = -1;
+    char text[40] = "";
+    const char *at(time_t now, const char *pattern, bool local) {
+        if (now != second) {
+            struct tm tm;
+            if (local) localtime_r(&now, &tm);
+            else gmtime_r(&now, &tm);
+            strftime(text, sizeof text, pattern, &tm);
+            second = now;
+        }
+        return text;
+    }
+};
+
+static const char http_date_pattern[] = "%a, %d %b %Y %H:%M:%S GMT";
+
 struct HttpService::Internals {
     std::vector<Route> routes;
     std::string in;      // bytes read from the connection
@@ -2194,12 +2213,10 @@ struct HttpService::Internals {
     HttpContext context;
     regmatch_t matches[10];
     std::vector<int> roots;  // docroot directories, opened once
-    time_t date_second = -1;
-    char date[40] = "";
+    CachedTime date;         // "Tue, 15 Nov 1994 08:12:31 GMT"
+    CachedTime log_time;     // "22/Nov/2026:18:56:08 +0000"
     std::string log;         // access log lines not yet written
     char peer[64] = "-";     // the client's address, once per connection
-    time_t log_second = -1;
-    char log_time[40] = "";
 };
 
 HttpService::HttpService(const HttpOptions &options) : options_(options), in_(new Internals) {
@@ -2245,17 +2262,6 @@ static long read_some(int fd, std::string &in, int64_t deadline_ms) {
     return n < 0 ? -1 : long(n);
 }
 
-// "Tue, 15 Nov 1994 08:12:31 GMT", reformatted only when the second changes.
-static const char *http_date(HttpService::Internals &in) {
-    time_t now = time(nullptr);
-    if (now != in.date_second) {
-        struct tm tm;
-        gmtime_r(&now, &tm);
-        strftime(in.date, sizeof in.date, "%a, %d %b %Y %H:%M:%S GMT", &tm);
-        in.date_second = now;
-    }
-    return in.date;
-}
 
 // Sends the response in one write: head and, unless head_only, body (or
 // the head, then the file by sendfile). Returns the bytes it meant to send.
@@ -2265,7 +2271,8 @@ static uint64_t send_response(HttpService::Internals &in, const HttpOptions &opt
     int status = r.status();
     bool bodiless = status == 204 || status == 304 || (status >= 100 && status < 200);
     char line[160];
-    snprintf(line, sizeof line, "HTTP/1.1 %d %s\r\nDate: %s\r\n", status, http_reason(status), http_date(in));
+    snprintf(line, sizeof line, "HTTP/1.1 %d %s\r\nDate: %s\r\n", status, http_reason(status),
+             in.date.at(time(nullptr), http_date_pattern, false));
     out.assign(line);
     out += "Server: ";
     out += options.server_name;
@@ -2396,7 +2403,7 @@ static time_t parse_http_date(std::string_view text) {
     copy[29] = '\0';
     struct tm tm;
     memset(&tm, 0, sizeof tm);
-    const char *end = strptime(copy, "%a, %d %b %Y %H:%M:%S GMT", &tm);
+    const char *end = strptime(copy, http_date_pattern, &tm);
     return end && !*end ? timegm(&tm) : -1;
 }
 
@@ -2467,12 +2474,11 @@ static void serve_file(int root, HttpContext &ctx, HttpResponse &r) {
         sys::close(fd);
         return answer_status(r, 403);
     }
-    char etag[64], modified[40];
+    char etag[64];
     snprintf(etag, sizeof etag, "\"%llx-%llx\"", (unsigned long long)st.st_size,
              (unsigned long long)st.st_mtime);
-    struct tm tm;
-    gmtime_r(&st.st_mtime, &tm);
-    strftime(modified, sizeof modified, "%a, %d %b %Y %H:%M:%S GMT", &tm);
+    CachedTime mtime;
+    const char *modified = mtime.at(st.st_mtime, http_date_pattern, false);
     r.header("ETag", etag);
     r.header("Last-Modified", modified);
     std::string_view none_match = ctx.header("if-none-match");
@@ -2666,17 +2672,10 @@ static void append_log_field(std::string &out, std::string_view text) {
 static void log_access(HttpService::Internals &in, const HttpOptions &o, const HttpContext *ctx,
                        std::string_view request_line, int status, uint64_t body_bytes) {
     if (o.access_log_fd < 0) return;
-    time_t now = time(nullptr);
-    if (now != in.log_second) {
-        struct tm tm;
-        localtime_r(&now, &tm);
-        strftime(in.log_time, sizeof in.log_time, "%d/%b/%Y:%H:%M:%S %z", &tm);
-        in.log_second = now;
-    }
     std::string &out = in.log;
     out += in.peer;
     out += " - - [";
-    out += in.log_time;
+    out += in.log_time.at(time(nullptr), "%d/%b/%Y:%H:%M:%S %z", true);
     out += "] \"";
     append_log_field(out, request_line);
     char numbers[48];
