@@ -90,6 +90,19 @@
                                SIGTERM and ignore SIGPIPE, and both would
                                survive exec.
 
+   HTTP (the responder; see the declarations at the end)
+     HttpService http(http_options);
+     http.route("GET", "^/hello/([a-z]+)$", [](HttpContext &c, HttpResponse &r) {
+         r.body("hi " + std::string(c.captures[0]) + "\n");
+     });
+     http.serve_status("/server-status");   // HTML, ?auto (mod_status), ?json
+     http.serve_directory("/var/www");      // static files for the rest
+     server.on_connection([&](Worker &w, int fd) { http.serve(w, fd); });
+   HttpOptions: request_timeout [10 s] for a request head (408), keepalive_
+   timeout [5 s], send_timeout [30 s], max_body [1 MiB] (413), server_name,
+   access_log_fd [-1] (Combined Log Format). parse_request() and
+   check_request() are usable on their own: a pico-shaped parser.
+
    OPTIONS (struct Options; defaults in brackets)
      start_servers [5]          Workers forked at start; clamped to
                                 max_clients (logged).
