@@ -264,6 +264,18 @@ template <class F> static void for_each_semaphore_set(F f) {
 #endif
 }
 
+// True when the parent that forked us is gone. On Linux the kernel says so
+// with the parent-death signal (see below), which shows up as a pending
+// SIGTERM, so no system call is spent here; elsewhere, getppid().
+static bool parent_gone(pid_t parent) {
+#ifdef __linux__
+    (void)parent;
+    return false;
+#else
+    return getppid() != parent;
+#endif
+}
+
 // Asks the kernel to send `signal` when the parent dies (Linux only). The
 // life pipe tells idle workers on every system; a busy worker sees this
 // signal pending, or its new parent pid, through Worker::stopping().
@@ -1137,8 +1149,8 @@ bool Worker::listening() const { return in_->listening.load(); }
 
 // Cheap enough to call between requests: two loads, then a sigpending()
 // (the parent's SIGTERM waits there while the worker serves: a retirement,
-// a drain, the watchdog, or on Linux the parent's death) and a getppid()
-// (the parent's death anywhere).
+// a drain, the watchdog, or on Linux the parent's death) and, off Linux,
+// a getppid() (the parent's death).
 bool Worker::stopping() const {
     Server::State &s = *in_->state;
     if (in_->stop) return true;
@@ -1146,7 +1158,7 @@ bool Worker::stopping() const {
     if (shared && (load(shared->draining) || load(shared->generation) != in_->generation)) return true;
     sigset_t pending;
     if (sigpending(&pending) == 0 && sigismember(&pending, SIGTERM) == 1) return true;
-    return !s.options.single_process && getppid() != s.parent_pid;
+    return !s.options.single_process && sys::parent_gone(s.parent_pid);
 }
 
 void Worker::count_request(const char *request_line, uint64_t bytes) {
@@ -2279,10 +2291,11 @@ static long read_some(int fd, std::string &in, int64_t deadline_ms) {
         if (ready < 0) return -1;
         if (ready > 0) break;  // 0: timed out, or a signal; the top decides
     }
-    size_t old = in.size();
-    in.resize(old + 16384);
-    ssize_t n = sys::read(fd, &in[old], 16384);
-    in.resize(old + size_t(n > 0 ? n : 0));
+    // Into a stack chunk, then only what came is appended: growing the
+    // string by the chunk would zero-fill (and so dirty) pages never used.
+    char chunk[16384];
+    ssize_t n = sys::read(fd, chunk, sizeof chunk);
+    if (n > 0) in.append(chunk, size_t(n));
     return n < 0 ? -1 : long(n);
 }
 
@@ -2758,11 +2771,13 @@ void HttpService::serve_connection(Worker &worker, int fd) {
             long n;
             if (in.in.empty() && !first) {
                 worker.set_activity('K');
+                // Idle: every 200 ms of silence, ask whether the worker
+                // should stop or a new client needs it more.
                 int64_t idle_until = now_ms() + int64_t(o.keepalive_timeout * 1000);
-                do {
+                while ((n = read_some(fd, in.in, std::min(idle_until, now_ms() + 200))) < 0 &&
+                       now_ms() < idle_until) {
                     if (worker.stopping() || worker.pool_full()) return;
-                    n = read_some(fd, in.in, std::min(idle_until, now_ms() + 200));
-                } while (n < 0 && now_ms() < idle_until);
+                }
                 if (n <= 0) return;  // idle too long, or the client left
                 worker.set_activity('R');
             } else {
