@@ -14,7 +14,7 @@ TEST_SOURCES = test/header_test.cc test/options_test.cc test/scoreboard_test.cc 
                test/listener_test.cc test/pool_test.cc test/http_test.cc test/httpd_test.cc test/harness.cc
 TEST_OBJECTS = $(TEST_SOURCES:test/%.cc=$(BUILD)/test/%.o)
 
-.PHONY: all test asan-test embedded-check bench fuzz install clean
+.PHONY: all test asan-test embedded-check bench bench-pool fuzz install clean
 
 all: httpd
 
@@ -64,7 +64,12 @@ fuzz:
 	$(BUILD)/fuzz_parser -max_total_time=$(FUZZ_SECONDS) -max_len=20000 -print_final_stats=1 \
 	    $(BUILD)/fuzz-corpus test/fuzz_corpus
 
+# Throughput and worker memory against Apache prefork and nginx, and the
+# pool's reaction to bursts and kills (they install their peers when root).
 bench: all
+	test/bench.sh
+
+bench-pool: all
 	test/bench_pool.sh
 
 install: httpd

@@ -552,6 +552,7 @@ struct Shared {
     int32_t max_clients;
     uint32_t generation;
     uint32_t draining;
+    uint32_t wake_pending;  // a wake byte is on its way; the parent clears it
     int64_t started_ms;
     uint64_t retired_connections, retired_requests, retired_bytes;
 };
@@ -801,6 +802,7 @@ struct Server::State {
     int ramp_target = 0;          // start this many of the current generation
     int64_t drain_deadline_ms = 0;
     int64_t next_retire_ms = 0;
+    int64_t excess_since_ms = 0;  // since when idle workers exceed max spare
     int64_t spawn_not_before_ms = 0;
     int64_t last_failure_ms = 0;
     int64_t next_dump_ms = 0;
@@ -979,7 +981,10 @@ enum : uint16_t { slot_counted = 1, slot_paused = 2 };
 
 static void set_state(Slot &slot, SlotState to) { store(slot.state, to); }
 
+// One byte per parent pass, however many workers want it: the parent
+// clears wake_pending before it looks at the board again.
 static void wake_parent(Server::State &s) {
+    if (__atomic_exchange_n(&s.board.shared()->wake_pending, 1u, __ATOMIC_ACQ_REL)) return;
     unsigned char byte = 1;
     (void)!sys::write(s.wake_pipe[1], &byte, 1);  // EAGAIN: a wake is already queued
 }
@@ -1295,6 +1300,7 @@ void reset_signals_for_exec() {
    grace period), which becomes the poll timeout. With no deadline the
    parent sleeps until a signal or a worker wakes it. */
 static const int64_t retire_interval_ms = 250;
+static const int64_t excess_grace_ms = 1000;  // idle above max this long before a retirement
 static const int64_t young_death_ms = 1000;
 
 static int64_t backoff_ms(int failures) {
@@ -1567,13 +1573,21 @@ static void size_pool(Server::State &s, int64_t now) {
         }
     }
     if (current >= s.ramp_target) s.ramp_target = 0;
-    if (idle > s.options.max_spare_servers) {
-        if (now >= s.next_retire_ms) {
-            retire_one_idle(s, idle);
-            s.next_retire_ms = now + retire_interval_ms;
-        }
-        want_deadline(s, s.next_retire_ms);
+    // Too many idle workers: retire one, but only once the excess has
+    // lasted a second, so that a load whose idle count swings across the
+    // bounds from one connection to the next does not churn the pool.
+    if (idle <= s.options.max_spare_servers) {
+        s.excess_since_ms = 0;
+        return;
     }
+    if (!s.excess_since_ms) s.excess_since_ms = now;
+    int64_t retire_at = std::max(s.excess_since_ms + excess_grace_ms, s.next_retire_ms);
+    if (now >= retire_at) {
+        retire_one_idle(s, idle);
+        s.next_retire_ms = now + retire_interval_ms;
+        retire_at = s.next_retire_ms;
+    }
+    want_deadline(s, retire_at);
 }
 
 static void maintain_pool(Server::State &s) {
@@ -1655,7 +1669,10 @@ static int run_pool(Server::State &s) {
             timeout = int(std::min<int64_t>(std::max<int64_t>(0, s.next_deadline_ms - now_ms()), 1 << 30));
         pollfd fds[2] = {{s.signal_pipe[0], POLLIN, 0}, {s.wake_pipe[0], POLLIN, 0}};
         if (sys::poll(fds, 2, timeout) < 0) return s.fail(format("poll: %s", strerror(errno)));
-        if (fds[1].revents) drain_pipe(s.wake_pipe[0], [](unsigned char) {});
+        if (fds[1].revents) {
+            store(s.board.shared()->wake_pending, 0u);
+            drain_pipe(s.wake_pipe[0], [](unsigned char) {});
+        }
         if (fds[0].revents) drain_pipe(s.signal_pipe[0], [&](unsigned char sig) { handle_signal(s, sig); });
     }
     s.logf(LogLevel::notice, "all workers are gone; parent exiting");

@@ -108,9 +108,10 @@
                                 max_clients (logged).
      min_spare_servers [5]      Idle workers kept ready. A worker turning busy
      max_spare_servers [10]     wakes the parent at once when idle ones fall
-                                below the minimum. Above the maximum the
-                                oldest idle worker is retired, one every
-                                250 ms. max < min becomes min + 1 (logged).
+                                below the minimum. Above the maximum for a
+                                second, the oldest idle worker is retired,
+                                then one every 250 ms. max < min becomes
+                                min + 1 (logged).
      max_clients [256]          Never more workers; extra connections wait in
                                 the listen backlog (listen_backlog [511]).
      max_requests_per_child [0] Connections a worker serves before it is
