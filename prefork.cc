@@ -288,16 +288,16 @@ static void set_parent_death_signal(int signal) {
 }
 
 // Opens `path` (relative) beneath the directory dir_fd, refusing every way
-// out of it: "..", absolute paths, and symlinks that leave. Linux resolves
-// with openat2(RESOLVE_BENEATH), which follows symlinks that stay inside;
-// elsewhere, or on a kernel without openat2, one component at a time with
-// O_NOFOLLOW, which follows no symlink at all.
+// out of it: "..", absolute paths, and symlinks, none of which is followed
+// (even one that stays inside could name a dotfile). Linux resolves with
+// openat2(RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS); elsewhere, or on a kernel
+// without openat2, one component at a time with O_NOFOLLOW.
 static int open_beneath(int dir_fd, const char *path, int flags) {
 #if defined(__linux__) && defined(SYS_openat2)
     open_how how;
     memset(&how, 0, sizeof how);
     how.flags = uint64_t(flags | O_CLOEXEC);
-    how.resolve = RESOLVE_BENEATH | RESOLVE_NO_MAGICLINKS;
+    how.resolve = RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS;
     int fd;
     do fd = int(syscall(SYS_openat2, dir_fd, path, &how, sizeof how)); while (fd < 0 && errno == EINTR);
     if (fd >= 0 || errno != ENOSYS) return fd;
@@ -2072,17 +2072,15 @@ long ChunkedDecoder::feed(const char *in, size_t len, std::string *out, size_t m
                 state = extension;
             } else if (ch == '\r') {
                 state = size_lf;
-            } else if (ch == '\n') {
-                state = remaining ? data : trailer_start;
             } else {
-                return -1;
+                return -1;  // CRLF only: a bare LF here is how smuggling starts
             }
             i++;
             break;
         }
         case extension:
-            if (ch == '\n') state = remaining ? data : trailer_start;
-            else if (ch == '\r') state = size_lf;
+            if (ch == '\r') state = size_lf;
+            else if (ch == '\n') return -1;
             else if ((unsigned char)ch < 0x20 && ch != '\t') return -1;
             if (++line > max_line) return -1;
             i++;
@@ -2102,7 +2100,6 @@ long ChunkedDecoder::feed(const char *in, size_t len, std::string *out, size_t m
         }
         case data_end:
             if (ch == '\r') state = data_lf;
-            else if (ch == '\n') state = size, line = 0;
             else return -1;
             i++;
             break;
@@ -2115,7 +2112,7 @@ long ChunkedDecoder::feed(const char *in, size_t len, std::string *out, size_t m
         case trailer_start:
             line = 0;
             if (ch == '\r') state = final_lf;
-            else if (ch == '\n') state = finished;
+            else if (ch == '\n') return -1;
             else state = trailer;
             i++;
             break;
@@ -2397,10 +2394,15 @@ static void dispatch(HttpService::Internals &in, HttpContext &ctx, HttpResponse 
         if (regexec(&route.regex, in.path.c_str(), 10, in.matches, 0) != 0) continue;
         bool fits = route.method == "*" || route.method == ctx.method || (head && route.method == "GET");
         if (!fits) {
-            if (allow.find(route.method) == std::string::npos) {
+            auto listed = [&](std::string_view method) {
+                bool found = false;
+                for_each_token(allow, [&](std::string_view m) { found |= m == method; });
+                return found;
+            };
+            if (!listed(route.method)) {
                 if (!allow.empty()) allow += ", ";
                 allow += route.method;
-                if (route.method == "GET" && allow.find("HEAD") == std::string::npos) allow += ", HEAD";
+                if (route.method == "GET" && !listed("HEAD")) allow += ", HEAD";
             }
             continue;
         }
@@ -2446,8 +2448,10 @@ static const char *mime_type(std::string_view path) {
 
 static bool path_is_servable(std::string_view path) {
     if (path.empty() || path[0] != '/' || path.find('\\') != std::string_view::npos) return false;
+    // No segment may start with '.' (".", "..", dotfiles) or be empty ("//"
+    // would make a redirect's Location protocol-relative).
     for (size_t i = 0; i < path.size(); i++)
-        if (path[i] == '/' && i + 1 < path.size() && path[i + 1] == '.') return false;
+        if (path[i] == '/' && i + 1 < path.size() && (path[i + 1] == '.' || path[i + 1] == '/')) return false;
     return true;
 }
 
@@ -2466,7 +2470,9 @@ static time_t parse_http_date(std::string_view text) {
 // A single "bytes=" range against size. 1 with *from and *length set, 0 to
 // ignore the field (absent, several ranges, another unit), -1 unsatisfiable.
 static int parse_range(std::string_view value, uint64_t size, uint64_t *from, uint64_t *length) {
-    if (value.compare(0, 6, "bytes=") != 0 || value.find(',') != std::string_view::npos) return 0;
+    if (value.size() < 6 || !equals_nocase(value.substr(0, 6), "bytes=") ||
+        value.find(',') != std::string_view::npos)
+        return 0;
     value.remove_prefix(6);
     size_t dash = value.find('-');
     if (dash == std::string_view::npos) return 0;
@@ -2556,6 +2562,9 @@ static void serve_file(int root, HttpContext &ctx, HttpResponse &r) {
     r.header("Accept-Ranges", "bytes");
     uint64_t size = uint64_t(st.st_size), from = 0, length = size;
     std::string_view range = ctx.header("range");
+    // If-Range: the range holds only for the representation the client has.
+    std::string_view if_range = ctx.header("if-range");
+    if (if_range.data() && if_range != etag && if_range != modified) range = std::string_view();
     int ranged = range.data() ? parse_range(range, size, &from, &length) : 0;
     if (ranged < 0) {
         sys::close(fd);
@@ -2827,13 +2836,20 @@ void HttpService::serve_connection(Worker &worker, int fd) {
                 send_error(in, o, fd, 413);
                 return;
             }
-            if (info.expect_continue && in.in.size() == head_length)
+            if (info.expect_continue && request.minor_version == 1 && in.in.size() == head_length)
                 (void)sys::write_all(fd, "HTTP/1.1 100 Continue\r\n\r\n", 25);
             int64_t body_deadline = now_ms() + int64_t(o.request_timeout * 1000);
             ChunkedDecoder decoder;
             in.body.clear();
             size_t decoded = head_length;
+            const char *head_at = in.in.data();
             for (;;) {
+                // Chunk sizes, extensions and trailers are not body: bound
+                // the raw bytes too, or a client could feed them forever.
+                if (in.in.size() - head_length > o.max_body + 65536) {
+                    send_error(in, o, fd, 413);
+                    return;
+                }
                 if (info.chunked) {
                     bool too_large = false;
                     long used = decoder.feed(in.in.data() + decoded, in.in.size() - decoded, &in.body,
@@ -2853,6 +2869,11 @@ void HttpService::serve_connection(Worker &worker, int fd) {
                     return;
                 }
             }
+            // Reading may have moved the buffer: the request's views (method,
+            // target, fields) pointed into the old one. Parse the head again,
+            // from the same bytes, for views into the new one.
+            if (in.in.data() != head_at)
+                parse_request(in.in.data(), head_length, &request, in.headers, http_max_headers, &status);
             if (info.chunked) {
                 body = in.body;
                 next = decoded;
