@@ -525,7 +525,8 @@ TEST(HttpStatus, AutoIsApacheModStatusFormat) {
     Response r;
     EXPECT_TRUE(harness::eventually([&] {
         r = get(s, "/server-status?auto");
-        return r.body.find("IdleWorkers: 0\n") == std::string::npos;
+        return r.body.find("IdleWorkers: 0\n") == std::string::npos &&
+               r.body.find("BusyWorkers: 1\n") != std::string::npos;
     })) << r.body;
     ASSERT_EQ(r.status, 200);
     EXPECT_EQ(r.fields["content-type"], "text/plain; charset=utf-8");
