@@ -2417,10 +2417,10 @@ static void dispatch(HttpService::Internals &in, HttpContext &ctx, HttpResponse 
     if (!allow.empty()) r.header("Allow", allow);
 }
 
-/* Static files. The path is checked twice: lexically (no segment may
-   start with "." - which covers ".", ".." and dotfiles - nor hold a
-   backslash), then by the kernel, which opens it beneath the docroot
-   directory and refuses any symlink or ".." that would lead out. */
+/* Static files. The path is checked twice: lexically (no segment may be
+   empty or start with "." - which covers ".", ".." and dotfiles - nor hold
+   a backslash), then by the kernel, which opens it beneath the docroot
+   directory and follows no symlink and no "..". */
 static const char *mime_type(std::string_view path) {
     static const struct { const char *extension, *type; } types[] = {
         {"html", "text/html; charset=utf-8"}, {"htm", "text/html; charset=utf-8"},

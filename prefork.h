@@ -491,8 +491,8 @@ public:
     // Serves the files under docroot for every path not routed before: GET
     // and HEAD (else 405), index.html for a directory (a path without its
     // final "/" is redirected), ETag and Last-Modified with 304, one byte
-    // range (206, 416). Dotfiles, "..", backslashes and symlinks leading
-    // out of docroot are never served. 0, or -1 with error().
+    // range (206, 416). Dotfiles, "..", "//", backslashes and symlinks
+    // (none is followed) are never served. 0, or -1 with error().
     int serve_directory(const std::string &docroot);
     // Answers GET path with the scoreboard: an HTML page, "?auto" in Apache
     // mod_status's machine-readable format, "?json". 0, or -1 with error().
