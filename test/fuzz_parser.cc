@@ -1,4 +1,5 @@
-// fuzz_parser.cc - libFuzzer target for the HTTP request parser.
+// fuzz_parser.cc - libFuzzer target for the HTTP request parser and the
+// chunked body decoder.
 // `make fuzz` builds it with clang (ASan + UBSan) and runs it over
 // test/fuzz_corpus for FUZZ_SECONDS. Besides "no crash", it checks the
 // parser's contract: views stay inside the input, the length returned is
@@ -46,6 +47,20 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t *bytes, size_t size) {
         int prefix = parse(data, size - 1, &shorter, shorter_headers, &shorter_status);
         if (prefix >= 0 && rc != prefix) abort();  // a complete head stays complete
         if (prefix == http_malformed && (rc != http_malformed || shorter_status != status)) abort();
+    }
+    // The chunked decoder: fed at once or in two pieces, it must agree.
+    {
+        ChunkedDecoder whole, parts;
+        std::string once, twice;
+        bool big = false;
+        long all = whole.feed(data, size, &once, 1 << 16, &big);
+        size_t split = size ? bytes[0] % (size + 1) : 0;
+        long first = parts.feed(data, split, &twice, 1 << 16, &big);
+        long second = first < 0 ? -1 : parts.feed(data + first, size - size_t(first), &twice, 1 << 16, &big);
+        if (all >= 0 && (first < 0 || second < 0 || first + second != all || once != twice ||
+                         whole.done() != parts.done()))
+            abort();
+        if (all < 0 && first >= 0 && second >= 0) abort();
     }
     return 0;
 }
