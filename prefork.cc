@@ -1669,9 +1669,13 @@ static int run_pool(Server::State &s) {
             timeout = int(std::min<int64_t>(std::max<int64_t>(0, s.next_deadline_ms - now_ms()), 1 << 30));
         pollfd fds[2] = {{s.signal_pipe[0], POLLIN, 0}, {s.wake_pipe[0], POLLIN, 0}};
         if (sys::poll(fds, 2, timeout) < 0) return s.fail(format("poll: %s", strerror(errno)));
+        // Drain, then clear: a worker that finds the flag set before the
+        // clear has stored its state already, and the pass that follows
+        // sees it. Cleared first, a byte written in between would be
+        // drained with the flag left set, and no worker would wake us again.
         if (fds[1].revents) {
-            store(s.board.shared()->wake_pending, 0u);
             drain_pipe(s.wake_pipe[0], [](unsigned char) {});
+            store(s.board.shared()->wake_pending, 0u);
         }
         if (fds[0].revents) drain_pipe(s.signal_pipe[0], [&](unsigned char sig) { handle_signal(s, sig); });
     }

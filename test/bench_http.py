@@ -88,8 +88,8 @@ class Pinned:
 
 class Httpd(Pinned, bench_pool.Httpd):
     def server_command(self, s):
-        return bench_pool.Httpd.command(self, s) + [
-            "--keepalive-timeout", str(KEEPALIVE_TIMEOUT), os.path.join(self.workdir, "www")]
+        # bench_pool's command already ends with the docroot, workdir/www.
+        return bench_pool.Httpd.command(self, s) + ["--keepalive-timeout", str(KEEPALIVE_TIMEOUT)]
 
 
 class Apache(Pinned, bench_pool.Server):

@@ -253,7 +253,8 @@ class Httpd(Server):
     def command(self, s):
         return [self.binary, "--listen", f"127.0.0.1:{self.port}",
                 "--start-servers", str(s["start"]), "--min-spare-servers", str(s["min_spare"]),
-                "--max-spare-servers", str(s["max_spare"]), "--max-clients", str(s["max_clients"])]
+                "--max-spare-servers", str(s["max_spare"]), "--max-clients", str(s["max_clients"]),
+                os.path.join(self.workdir, "www")]
 
 
 class Apache(Server):

@@ -89,6 +89,30 @@ TEST(Pool, KeepsMinSpareServersIdle) {
     EXPECT_TRUE(t.wait_workers(5));
 }
 
+// A burst of connections that each hold a worker: the pool grows to serve
+// them all, woken by its workers, well before any timeout could help.
+TEST(Pool, GrowsToServeABurstOfHeldConnections) {
+    for (int round = 0; round < 4; round++) {  // a fresh pool of 2 each time
+        TestServer t;
+        t.options.start_servers = 2;
+        t.options.min_spare_servers = 2;
+        t.options.max_spare_servers = 4;
+        t.options.max_clients = 48;
+        ASSERT_TRUE(t.start());
+        ASSERT_TRUE(t.wait_workers(2));
+        std::vector<std::unique_ptr<Client>> clients;
+        for (int i = 0; i < 40; i++) {
+            clients.emplace_back(new Client(t.address()));
+            ASSERT_TRUE(clients.back()->send("hold\n"));
+        }
+        int held = 0;
+        for (auto &c : clients)
+            if (!c->line(5000).empty()) held++;
+        EXPECT_EQ(held, 40) << "round " << round << "\n" << t.log();
+        for (auto &c : clients) c->send("release\n");
+    }
+}
+
 TEST(Pool, RetiresTheOldestIdleWorkersOneAtATime) {
     TestServer t;
     t.options.start_servers = 5;
