@@ -200,6 +200,9 @@ int main(int argc, char **argv) {
         return 2;
     }
 
+    // A connection reaches a worker once its request has begun to arrive:
+    // no worker waits on a client that connects and says nothing.
+    options.defer_accept = http_options.request_timeout;
     prefork::Server server(options);
     bool verbose = options.debug_scoreboard;
     server.on_log([verbose](prefork::LogLevel level, const char *message) {

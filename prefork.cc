@@ -15,6 +15,7 @@
 #include <algorithm>
 #include <atomic>
 #include <cctype>
+#include <charconv>
 #include <cerrno>
 #include <climits>
 #include <cmath>
@@ -38,12 +39,15 @@
 #include <sys/resource.h>
 #include <sys/sem.h>
 #include <sys/shm.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/uio.h>
 #include <sys/un.h>
 #include <sys/wait.h>
 #include <unistd.h>
 #ifdef __linux__
 #include <linux/openat2.h>
+#include <sys/epoll.h>
 #include <sys/prctl.h>
 #include <sys/sendfile.h>
 #include <sys/syscall.h>
@@ -129,6 +133,96 @@ static int poll_with_mask(pollfd *fds, nfds_t count, int timeout_ms, const sigse
         return 0;
     }
     return n;
+}
+
+// What a worker waits on between connections: fds[0, listeners) are the
+// listeners, the rest its pipes. On Linux an epoll set in which the
+// listeners are EPOLLEXCLUSIVE, so a new connection wakes one idle worker
+// instead of every one of them (the thundering herd); elsewhere, or when
+// epoll is refused, poll(). Either way the wait runs under `mask`.
+class Waiter {
+public:
+    Waiter(const std::vector<int> &fds, size_t listeners) : fds_(fds), listeners_(listeners) {
+        polled_.resize(fds.size());
+#ifdef __linux__
+        epoll_ = epoll_create1(EPOLL_CLOEXEC);
+        for (size_t i = listeners_; epoll_ >= 0 && i < fds_.size(); i++)
+            if (control(EPOLL_CTL_ADD, i, 0) < 0) drop_epoll();
+#endif
+        listen(true);
+    }
+    ~Waiter() { drop_epoll(); }
+
+    // Puts the listeners in the set, or takes them out.
+    void listen(bool on) {
+#ifdef __linux__
+        for (size_t i = 0; epoll_ >= 0 && on != listening_ && i < listeners_; i++) {
+            int rc = on ? control(EPOLL_CTL_ADD, i, EPOLLEXCLUSIVE) : control(EPOLL_CTL_DEL, i, 0);
+            if (rc < 0 && on && errno == EINVAL) rc = control(EPOLL_CTL_ADD, i, 0);  // before Linux 4.5
+            if (rc < 0) drop_epoll();
+        }
+#endif
+        listening_ = on;
+    }
+
+    // Waits up to timeout_ms (-1: no limit). Returns the number of ready
+    // fds, 0 on timeout or signal, -1 on error; ready[i] is set for fds[i].
+    int wait(int timeout_ms, const sigset_t *mask, std::vector<char> &ready) {
+        std::fill(ready.begin(), ready.end(), 0);
+#ifdef __linux__
+        if (epoll_ >= 0) {
+            epoll_event events[8];
+            int saved = errno;
+            int n = epoll_pwait(epoll_, events, 8, timeout_ms, mask);
+            if (n < 0 && errno == EINTR) {
+                errno = saved;
+                return 0;
+            }
+            for (int i = 0; i < n; i++) ready[events[i].data.u32] = 1;
+            return n;
+        }
+#endif
+        nfds_t count = 0;
+        for (size_t i = listening_ ? 0 : listeners_; i < fds_.size(); i++)
+            polled_[count++] = pollfd{fds_[i], POLLIN, 0};
+        int n = poll_with_mask(polled_.data(), count, timeout_ms, mask);
+        for (nfds_t i = 0; n > 0 && i < count; i++)
+            if (polled_[i].revents) ready[i + (listening_ ? 0 : listeners_)] = 1;
+        return n;
+    }
+
+private:
+#ifdef __linux__
+    int control(int op, size_t i, uint32_t flags) {
+        epoll_event event{};
+        event.events = EPOLLIN | flags;
+        event.data.u32 = uint32_t(i);
+        return epoll_ctl(epoll_, op, fds_[i], &event);
+    }
+#endif
+    void drop_epoll() {
+        if (epoll_ >= 0) ::close(epoll_);
+        epoll_ = -1;
+    }
+
+    std::vector<int> fds_;
+    size_t listeners_;
+    bool listening_ = false;
+    int epoll_ = -1;
+    std::vector<pollfd> polled_;
+};
+
+// Lets the kernel hold a new connection until its first bytes arrive, for
+// up to `seconds` (rounded up; 0 = off). Linux only; elsewhere nothing.
+static int defer_accept(int fd, double seconds) {
+#if defined(__linux__) && defined(TCP_DEFER_ACCEPT)
+    int whole = !(seconds > 0) ? 0 : seconds >= 1e6 ? 1000000 : int(std::ceil(seconds));
+    return whole > 0 ? setsockopt(fd, IPPROTO_TCP, TCP_DEFER_ACCEPT, &whole, sizeof whole) : 0;
+#else
+    (void)fd;
+    (void)seconds;
+    return 0;
+#endif
 }
 
 static int set_flags(int fd, bool nonblocking) {
@@ -321,24 +415,35 @@ static int open_beneath(int dir_fd, const char *path, int flags) {
     }
 }
 
-// Writes all of buffer to a blocking socket, telling the kernel (Linux:
-// MSG_MORE) that more follows at once, so a response head and the file
-// sent after it leave in the same segments instead of two, the second held
-// back by Nagle until the client's delayed ACK. 0 / -1.
-static int send_more(int fd, const char *buffer, size_t length) {
-#ifdef MSG_MORE
-    while (length > 0) {
-        ssize_t n = ::send(fd, buffer, length, MSG_MORE | MSG_NOSIGNAL);
-        if (n < 0 && errno == EINTR) continue;
-        if (n < 0 && errno == ENOTSOCK) return write_all(fd, buffer, length);
-        if (n <= 0) return -1;
-        buffer += n;
-        length -= size_t(n);
-    }
-    return 0;
-#else
-    return write_all(fd, buffer, length);
+// recv() that returns at once unless `wait`: -1 with EAGAIN when nothing
+// has come (a wait under SO_RCVTIMEO ends that way too). EINTR is passed
+// up, for the caller to look at its clock. Not a socket: a plain read().
+static ssize_t receive(int fd, char *buffer, size_t length, bool wait) {
+    ssize_t n = ::recv(fd, buffer, length, wait ? 0 : MSG_DONTWAIT);
+    if (n < 0 && errno == ENOTSOCK) n = ::read(fd, buffer, length);
+    return n;
+}
+
+// sendmsg() of count pieces, returning at once unless `wait`; `more` tells
+// the kernel (Linux: MSG_MORE) that a sendfile follows at once, so a head
+// and its file leave in the same segments instead of the file being held
+// back by Nagle until the client's delayed ACK. Not a socket: writev().
+static ssize_t send_pieces(int fd, iovec *pieces, int count, bool wait, bool more) {
+    msghdr message{};
+    message.msg_iov = pieces;
+    message.msg_iovlen = size_t(count);
+    int flags = wait ? 0 : MSG_DONTWAIT;
+#ifdef MSG_NOSIGNAL
+    flags |= MSG_NOSIGNAL;
 #endif
+#ifdef MSG_MORE
+    if (more) flags |= MSG_MORE;
+#else
+    (void)more;
+#endif
+    ssize_t n = ::sendmsg(fd, &message, flags);
+    if (n < 0 && errno == ENOTSOCK) n = ::writev(fd, pieces, count);
+    return n;
 }
 
 // Sends length bytes of in_fd from offset to a blocking socket. 0 / -1.
@@ -490,6 +595,7 @@ std::string check_options(Options &o, std::vector<std::string> *notes) {
         {"timeout", o.timeout, 0},
         {"kill_grace", o.kill_grace, 0},
         {"graceful_timeout", o.graceful_timeout, 0},
+        {"defer_accept", o.defer_accept, 0},
         {"ipc_retry_interval", o.ipc_retry_interval, 0.01},
     };
     for (const TimeRule &r : times)
@@ -553,6 +659,7 @@ struct Shared {
     uint32_t generation;
     uint32_t draining;
     uint32_t wake_pending;  // a wake byte is on its way; the parent clears it
+    uint32_t excess_seen;   // the parent already times an idle excess: no wake for more
     int64_t started_ms;
     uint64_t retired_connections, retired_requests, retired_bytes;
 };
@@ -771,6 +878,8 @@ struct Worker::Internals {
     uint32_t generation = 0;
     std::atomic<bool> listening{true};
     bool stop = false;
+    bool told_to_stop = false;         // stopping() saw SIGTERM or the parent's death
+    int64_t signals_checked_ms = -1000;  // when stopping() last asked the kernel
     uint64_t served = 0;
     uint64_t limit = 0;   // connections before recycling, 0 = none
     int signal_read_end = -1;
@@ -955,7 +1064,8 @@ static int bind_inet(Server::State &s, const std::string &spec) {
               (found->ai_family != AF_INET6 ||
                setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof one) == 0) &&
               bind(fd, found->ai_addr, found->ai_addrlen) == 0 &&
-              ::listen(fd, s.options.listen_backlog) == 0 && sys::set_flags(fd, true) == 0;
+              ::listen(fd, s.options.listen_backlog) == 0 && sys::set_flags(fd, true) == 0 &&
+              sys::defer_accept(fd, s.options.defer_accept) == 0;
     int err = errno;
     std::string wanted = describe_address(found->ai_addr, found->ai_addrlen, &rc);
     freeaddrinfo(found);
@@ -1004,7 +1114,8 @@ static void join_idle_count(Server::State &s, Slot &slot) {
     if (s.options.single_process) return;
     if (__atomic_fetch_or(&slot.flags, uint16_t(slot_counted), __ATOMIC_ACQ_REL) & slot_counted) return;
     Shared *shared = s.board.shared();
-    if (__atomic_add_fetch(&shared->idle_hint, 1, __ATOMIC_ACQ_REL) > load(shared->max_spare))
+    if (__atomic_add_fetch(&shared->idle_hint, 1, __ATOMIC_ACQ_REL) > load(shared->max_spare) &&
+        !load(shared->excess_seen))
         wake_parent(s);
 }
 
@@ -1076,7 +1187,12 @@ static void serve_connection(Server::State &s, int listener_index) {
 static void worker_loop(Server::State &s) {
     Worker::Internals &w = s.worker_internals;
     const size_t listeners = s.listeners.size();
-    std::vector<pollfd> fds(listeners + 2);
+    std::vector<int> fds;
+    for (const Listener &l : s.listeners) fds.push_back(l.fd);
+    fds.push_back(w.signal_read_end);
+    if (s.life_pipe[0] >= 0) fds.push_back(s.life_pipe[0]);
+    sys::Waiter waiter(fds, listeners);
+    std::vector<char> ready(fds.size());
     int heartbeat_every = s.options.timeout > 0
                               ? std::max(100, int(s.options.timeout * 1000 / 3)) : -1;
     sigset_t serving, waiting;
@@ -1085,30 +1201,24 @@ static void worker_loop(Server::State &s) {
     sigprocmask(SIG_BLOCK, &serving, &waiting);
     sigdelset(&waiting, SIGTERM);
     while (!w.stop) {
-        nfds_t count = 0;
         bool listening = w.listening.load();
-        if (listening)
-            for (const Listener &l : s.listeners) fds[count++] = pollfd{l.fd, POLLIN, 0};
-        fds[count++] = pollfd{w.signal_read_end, POLLIN, 0};
-        if (s.life_pipe[0] >= 0) fds[count++] = pollfd{s.life_pipe[0], POLLIN, 0};
-        int ready = sys::poll_with_mask(fds.data(), count, heartbeat_every, &waiting);
-        if (ready < 0) {
-            s.logf(LogLevel::error, "worker poll: %s", strerror(errno));
+        waiter.listen(listening);
+        if (waiter.wait(heartbeat_every, &waiting, ready) < 0) {
+            s.logf(LogLevel::error, "worker wait: %s", strerror(errno));
             break;
         }
         store(s.board.slot(w.slot).heartbeat_ms, now_ms());
-        size_t signal_index = listening ? listeners : 0;
-        if (fds[signal_index].revents)
+        if (ready[listeners])
             drain_pipe(w.signal_read_end, [&](unsigned char byte) {
                 if (byte == SIGTERM || byte == SIGINT) w.stop = true;
             });
-        if (s.life_pipe[0] >= 0 && fds[signal_index + 1].revents) {
+        if (s.life_pipe[0] >= 0 && ready[listeners + 1]) {
             s.logf(LogLevel::warning, "the parent is gone; worker exiting");
             w.stop = true;
         }
         if (w.stop || !listening) continue;
         for (size_t i = 0; i < listeners; i++)
-            if (fds[i].revents) {
+            if (ready[i]) {
                 serve_connection(s, int(i));
                 break;  // one connection, then look at the pipes again
             }
@@ -1152,18 +1262,22 @@ void Worker::start_listening() {
 
 bool Worker::listening() const { return in_->listening.load(); }
 
-// Cheap enough to call between requests: two loads, then a sigpending()
-// (the parent's SIGTERM waits there while the worker serves: a retirement,
-// a drain, the watchdog, or on Linux the parent's death) and, off Linux,
-// a getppid() (the parent's death).
+// Cheap enough to call between requests: two loads and, at most every
+// 10 ms, a sigpending() (the parent's SIGTERM waits there while the worker
+// serves: a retirement, a drain, the watchdog, or on Linux the parent's
+// death) and, off Linux, a getppid() (the parent's death).
 bool Worker::stopping() const {
     Server::State &s = *in_->state;
-    if (in_->stop) return true;
+    if (in_->stop || in_->told_to_stop) return true;
     Shared *shared = s.board.shared();
     if (shared && (load(shared->draining) || load(shared->generation) != in_->generation)) return true;
+    int64_t now = now_ms();
+    if (now - in_->signals_checked_ms < 10) return false;
+    in_->signals_checked_ms = now;
     sigset_t pending;
-    if (sigpending(&pending) == 0 && sigismember(&pending, SIGTERM) == 1) return true;
-    return !s.options.single_process && sys::parent_gone(s.parent_pid);
+    in_->told_to_stop = (sigpending(&pending) == 0 && sigismember(&pending, SIGTERM) == 1) ||
+                        (!s.options.single_process && sys::parent_gone(s.parent_pid));
+    return in_->told_to_stop;
 }
 
 void Worker::count_request(const char *request_line, uint64_t bytes) {
@@ -1576,6 +1690,9 @@ static void size_pool(Server::State &s, int64_t now) {
     // Too many idle workers: retire one, but only once the excess has
     // lasted a second, so that a load whose idle count swings across the
     // bounds from one connection to the next does not churn the pool.
+    // While the parent times an excess, workers that turn idle need not
+    // wake it: it looks again at the deadline.
+    store(s.board.shared()->excess_seen, uint32_t(idle > s.options.max_spare_servers));
     if (idle <= s.options.max_spare_servers) {
         s.excess_since_ms = 0;
         return;
@@ -1941,10 +2058,12 @@ int parse_request(const char *buf, size_t len, HttpRequest *request, HttpHeader 
     return int(i);
 }
 
+static char ascii_lower(char c) { return c >= 'A' && c <= 'Z' ? char(c + ('a' - 'A')) : c; }
+
 static bool equals_nocase(std::string_view a, std::string_view b) {
     if (a.size() != b.size()) return false;
     for (size_t i = 0; i < a.size(); i++)
-        if (tolower((unsigned char)a[i]) != tolower((unsigned char)b[i])) return false;
+        if (ascii_lower(a[i]) != ascii_lower(b[i])) return false;
     return true;
 }
 
@@ -2235,7 +2354,40 @@ struct Route {
     std::string method;
     regex_t regex;
     HttpHandler handler;
+    bool literal = false;      // the regex is "^text" or "^text$": compare, no regexec
+    bool exact = false;        // ... and it ends in "$"
+    std::string text;
 };
+
+// Reads "^text" or "^text$" where text is letters, digits, "/-_~%,;:=@!&"
+// and backslash-escaped specials: such a route is matched by comparing
+// strings. Most routes are of that kind, and regexec() was the biggest
+// user-space cost of a small request.
+static bool literal_regex(const std::string &regex, std::string *text, bool *exact) {
+    if (regex.empty() || regex[0] != '^') return false;
+    text->clear();
+    *exact = false;
+    for (size_t i = 1; i < regex.size(); i++) {
+        char c = regex[i];
+        if (isalnum((unsigned char)c) || (c && strchr("/-_~%,;:=@!&", c))) *text += c;
+        else if (c == '\\' && i + 1 < regex.size() && regex[i + 1] && strchr(".[]{}()\\*+?^$|", regex[i + 1]))
+            *text += regex[++i];
+        else if (c == '$' && i + 1 == regex.size()) *exact = true;
+        else return false;
+    }
+    return true;
+}
+
+static bool route_matches(Route &route, const std::string &path, regmatch_t *matches) {
+    if (!route.literal) return regexec(&route.regex, path.c_str(), 10, matches, 0) == 0;
+    matches[1].rm_so = -1;  // no groups
+    return route.exact ? path == route.text : path.compare(0, route.text.size(), route.text) == 0;
+}
+
+static void append_number(std::string &out, uint64_t value, int base = 10) {
+    char digits[24];
+    out.append(digits, size_t(std::to_chars(digits, digits + sizeof digits, value, base).ptr - digits));
+}
 
 // A clock face redrawn once a second: the Date field and the access log's
 // stamp are formatted per second, not per request.
@@ -2294,66 +2446,142 @@ int HttpService::route(const std::string &method, const std::string &path_regex,
     }
     route.method = method;
     route.handler = std::move(handler);
+    route.literal = literal_regex(path_regex, &route.text, &route.exact);
     in_->routes.push_back(std::move(route));
     return 0;
 }
 
-// Reads what is there into in, waiting until deadline_ms. > 0 bytes read,
-// 0 at EOF, -1 on timeout or error.
-static long read_some(int fd, std::string &in, int64_t deadline_ms) {
-    for (;;) {
-        int64_t left = deadline_ms - now_ms();
-        if (left <= 0) return -1;
-        pollfd p = {fd, POLLIN, 0};
-        int ready = sys::poll(&p, 1, int(std::min<int64_t>(left, 1 << 30)));
-        if (ready < 0) return -1;
-        if (ready > 0) break;  // 0: timed out, or a signal; the top decides
-    }
+// A client's socket. Its timeouts are set only when a call first has to
+// wait, so a request that has already arrived and an answer that fits in
+// the socket buffer (most of them) cost no setsockopt() at all.
+struct Link {
+    int fd = -1;
+    int tick_ms = 100;          // a blocked read gives up this often to look at the clock
+    double send_timeout = 30;   // seconds one blocked send may wait
+    bool reads_wait = false;    // SO_RCVTIMEO is set: reads may block
+    bool sends_wait = false;    // SO_SNDTIMEO is set: sends may block
+};
+
+static void set_socket_timeout(int fd, int option, double seconds) {
+    timeval limit = {time_t(seconds), suseconds_t((seconds - double(time_t(seconds))) * 1e6)};
+    setsockopt(fd, SOL_SOCKET, option, &limit, sizeof limit);
+}
+
+// Reads what is there into in, waiting until deadline_ms (give or take a
+// tick). > 0 bytes read, 0 at EOF, -1 on timeout or error.
+static long read_some(Link &link, std::string &in, int64_t deadline_ms) {
     // Into a stack chunk, then only what came is appended: growing the
     // string by the chunk would zero-fill (and so dirty) pages never used.
     char chunk[16384];
-    ssize_t n = sys::read(fd, chunk, sizeof chunk);
-    if (n > 0) in.append(chunk, size_t(n));
-    return n < 0 ? -1 : long(n);
+    for (;;) {
+        ssize_t n = sys::receive(link.fd, chunk, sizeof chunk, link.reads_wait);
+        if (n >= 0) {
+            in.append(chunk, size_t(n));
+            return long(n);
+        }
+        if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR) return -1;
+        if (now_ms() >= deadline_ms) return -1;
+        if (!link.reads_wait) {
+            set_socket_timeout(link.fd, SO_RCVTIMEO, link.tick_ms / 1000.0);
+            link.reads_wait = true;
+        }
+    }
 }
 
+// Sends all of the pieces (consuming the array); a send that has to wait
+// waits at most send_timeout. 0, or -1 when the client is gone or stalled.
+static int send_all(Link &link, iovec *pieces, int count, bool more) {
+    while (count > 0) {
+        ssize_t n = sys::send_pieces(link.fd, pieces, count, link.sends_wait, more);
+        if (n < 0) {
+            if (errno == EINTR) continue;
+            if ((errno != EAGAIN && errno != EWOULDBLOCK) || link.sends_wait) return -1;
+            set_socket_timeout(link.fd, SO_SNDTIMEO, link.send_timeout);
+            link.sends_wait = true;
+            continue;
+        }
+        for (; count > 0 && size_t(n) >= pieces->iov_len; pieces++, count--) n -= ssize_t(pieces->iov_len);
+        if (count > 0) {
+            pieces->iov_base = static_cast<char *>(pieces->iov_base) + n;
+            pieces->iov_len -= size_t(n);
+        }
+    }
+    return 0;
+}
 
-// Sends the response in one write: head and, unless head_only, body (or
-// the head, then the file by sendfile). Returns the bytes it meant to send.
-static uint64_t send_response(HttpService::Internals &in, const HttpOptions &options, int fd,
-                          HttpResponse &r, bool head_only, bool keep_alive, int minor_version) {
+static int send_text(Link &link, const char *text, size_t length) {
+    iovec piece = {const_cast<char *>(text), length};
+    return send_all(link, &piece, 1, false);
+}
+
+// Files up to this size are read into a buffer and leave with their head in
+// one send; bigger ones follow it by sendfile().
+static const size_t inline_file_max = 16384;
+
+// Sends the response: head and, unless head_only, body, in one send (or
+// the head, then the file by sendfile). Adds the bytes it meant to send
+// to *sent. false when the client did not take them all: the connection
+// cannot carry another response.
+static bool send_response(HttpService::Internals &in, const HttpOptions &options, Link &link,
+                          HttpResponse &r, bool head_only, bool keep_alive, int minor_version,
+                          uint64_t *sent) {
     std::string &out = in.out;
     int status = r.status();
     bool bodiless = status == 204 || status == 304 || (status >= 100 && status < 200);
-    char line[160];
-    snprintf(line, sizeof line, "HTTP/1.1 %d %s\r\nDate: %s\r\n", status, http_reason(status),
-             in.date.at(time(nullptr), http_date_pattern, false));
-    out.assign(line);
-    out += "Server: ";
+    out.assign("HTTP/1.1 ");
+    append_number(out, uint64_t(status));
+    out += ' ';
+    out += http_reason(status);
+    out += "\r\nDate: ";
+    out += in.date.at(time(nullptr), http_date_pattern, false);
+    out += "\r\nServer: ";
     out += options.server_name;
     out += "\r\n";
     bool file = r.file_fd() >= 0;
     if (!bodiless) {
         if (!r.has_field("content-type") && !r.body_buffer().empty())
             out += "Content-Type: text/plain; charset=utf-8\r\n";
-        snprintf(line, sizeof line, "Content-Length: %llu\r\n",
-                 (unsigned long long)(file ? r.file_length() : r.body_buffer().size()));
-        out += line;
+        out += "Content-Length: ";
+        append_number(out, file ? r.file_length() : r.body_buffer().size());
+        out += "\r\n";
     }
     if (!keep_alive) out += "Connection: close\r\n";
     else if (minor_version == 0) out += "Connection: keep-alive\r\n";
     out += r.fields();
     out += "\r\n";
-    if (!head_only && !bodiless && !file) out += r.body_buffer();
-    uint64_t sent = out.size();
-    bool file_follows = file && !head_only && !bodiless && r.file_length() > 0;
-    int written = file_follows ? sys::send_more(fd, out.data(), out.size()) : sys::write_all(fd, out.data(), out.size());
-    if (written == 0 && file_follows) {
-        (void)sys::sendfile_all(fd, r.file_fd(), r.file_offset(), r.file_length());
-        sent += r.file_length();
+    bool with_body = !head_only && !bodiless;
+    uint64_t length = !with_body ? 0 : file ? r.file_length() : r.body_buffer().size();
+    *sent += out.size() + length;
+    char small_file[inline_file_max];
+    iovec pieces[2] = {{&out[0], out.size()}, {nullptr, 0}};
+    if (with_body && !file) {
+        pieces[1] = {const_cast<char *>(r.body_buffer().data()), r.body_buffer().size()};
+    } else if (with_body && length <= inline_file_max) {
+        size_t got = 0;
+        while (got < length) {
+            ssize_t n = pread(r.file_fd(), small_file + got, size_t(length) - got, off_t(r.file_offset() + got));
+            if (n < 0 && errno == EINTR) continue;
+            if (n <= 0) break;
+            got += size_t(n);
+        }
+        pieces[1] = {small_file, got};
+        if (got < length) {  // the file shrank under us: send what there is, then close
+            (void)send_all(link, pieces, 2, false);
+            r.file(-1, 0, 0);
+            return false;
+        }
+    }
+    bool file_follows = with_body && file && length > inline_file_max;
+    bool ok = send_all(link, pieces, 2, file_follows) == 0;
+    if (ok && file_follows) {
+        if (!link.sends_wait) {  // sendfile() has no "do not wait" flag
+            set_socket_timeout(link.fd, SO_SNDTIMEO, link.send_timeout);
+            link.sends_wait = true;
+        }
+        ok = sys::sendfile_all(link.fd, r.file_fd(), r.file_offset(), length) == 0;
     }
     r.file(-1, 0, 0);
-    return sent;
+    return ok;
 }
 
 // Sets a status with a one-line body that names it.
@@ -2369,12 +2597,13 @@ static void log_access(HttpService::Internals &in, const HttpOptions &o, const H
 
 // Answers a request that could not be served, logs it, and leaves the
 // connection to be closed.
-static void send_error(HttpService::Internals &in, const HttpOptions &options, int fd, int status) {
+static void send_error(HttpService::Internals &in, const HttpOptions &options, Link &link, int status) {
     HttpResponse &r = in.response;
     r.reset();
     answer_status(r, status);
     uint64_t body = r.body_buffer().size();
-    send_response(in, options, fd, r, false, false, 1);
+    uint64_t sent = 0;
+    (void)send_response(in, options, link, r, false, false, 1, &sent);
     log_access(in, options, nullptr, "-", status, body);
 }
 
@@ -2395,7 +2624,7 @@ static void dispatch(HttpService::Internals &in, HttpContext &ctx, HttpResponse 
     bool head = ctx.method == "HEAD";
     std::string allow;
     for (Route &route : in.routes) {
-        if (regexec(&route.regex, in.path.c_str(), 10, in.matches, 0) != 0) continue;
+        if (!route_matches(route, in.path, in.matches)) continue;
         bool fits = route.method == "*" || route.method == ctx.method || (head && route.method == "GET");
         if (!fits) {
             auto listed = [&](std::string_view method) {
@@ -2508,7 +2737,7 @@ static int parse_range(std::string_view value, uint64_t size, uint64_t *from, ui
     return 1;
 }
 
-static void serve_file(int root, HttpContext &ctx, HttpResponse &r) {
+static void serve_file(int root, CachedTime &mtime, HttpContext &ctx, HttpResponse &r) {
     if (ctx.method != "GET" && ctx.method != "HEAD") {
         answer_status(r, 405);
         r.header("Allow", "GET, HEAD");
@@ -2540,10 +2769,13 @@ static void serve_file(int root, HttpContext &ctx, HttpResponse &r) {
         sys::close(fd);
         return answer_status(r, 403);
     }
-    char etag[64];
-    snprintf(etag, sizeof etag, "\"%llx-%llx\"", (unsigned long long)st.st_size,
-             (unsigned long long)st.st_mtime);
-    CachedTime mtime;
+    char etag[48], *end = etag;
+    *end++ = '"';
+    end = std::to_chars(end, etag + sizeof etag, uint64_t(st.st_size), 16).ptr;
+    *end++ = '-';
+    end = std::to_chars(end, etag + sizeof etag, uint64_t(st.st_mtime), 16).ptr;
+    *end++ = '"';
+    *end = '\0';
     const char *modified = mtime.at(st.st_mtime, http_date_pattern, false);
     r.header("ETag", etag);
     r.header("Last-Modified", modified);
@@ -2711,7 +2943,9 @@ int HttpService::serve_directory(const std::string &docroot) {
         return -1;
     }
     in_->roots.push_back(root);
-    return route("*", "^/", [root](HttpContext &ctx, HttpResponse &r) { serve_file(root, ctx, r); });
+    return route("*", "^/", [root, mtime = CachedTime()](HttpContext &ctx, HttpResponse &r) mutable {
+        serve_file(root, mtime, ctx, r);
+    });
 }
 
 /* The access log, in Apache's Combined Log Format:
@@ -2783,8 +3017,11 @@ void HttpService::serve(Worker &worker, int fd) {
 void HttpService::serve_connection(Worker &worker, int fd) {
     Internals &in = *in_;
     const HttpOptions &o = options_;
-    timeval send_limit = {time_t(o.send_timeout), suseconds_t((o.send_timeout - double(time_t(o.send_timeout))) * 1e6)};
-    setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &send_limit, sizeof send_limit);
+    Link link;
+    link.fd = fd;
+    link.send_timeout = o.send_timeout;
+    // Deadlines are kept to within a tenth of the shorter timeout.
+    link.tick_ms = int(std::max(10.0, std::min(100.0, std::min(o.request_timeout, o.keepalive_timeout) * 100)));
     in.in.clear();
     worker.set_activity('R');
     bool first = true;
@@ -2804,7 +3041,7 @@ void HttpService::serve_connection(Worker &worker, int fd) {
                 // Idle: every 200 ms of silence, ask whether the worker
                 // should stop or a new client needs it more.
                 int64_t idle_until = now_ms() + int64_t(o.keepalive_timeout * 1000);
-                while ((n = read_some(fd, in.in, std::min(idle_until, now_ms() + 200))) < 0 &&
+                while ((n = read_some(link, in.in, std::min(idle_until, now_ms() + 200))) < 0 &&
                        now_ms() < idle_until) {
                     if (worker.stopping() || worker.pool_full()) return;
                 }
@@ -2812,9 +3049,9 @@ void HttpService::serve_connection(Worker &worker, int fd) {
                 worker.set_activity('R');
             } else {
                 if (!head_deadline) head_deadline = now_ms() + int64_t(o.request_timeout * 1000);
-                n = read_some(fd, in.in, head_deadline);
+                n = read_some(link, in.in, head_deadline);
                 if (n < 0 && now_ms() >= head_deadline) {
-                    if (!in.in.empty()) send_error(in, o, fd, 408);
+                    if (!in.in.empty()) send_error(in, o, link, 408);
                     return;
                 }
                 if (n <= 0) return;
@@ -2822,13 +3059,13 @@ void HttpService::serve_connection(Worker &worker, int fd) {
             if (!head_deadline) head_deadline = now_ms() + int64_t(o.request_timeout * 1000);
         }
         if (rc == http_malformed) {
-            send_error(in, o, fd, status);
+            send_error(in, o, link, status);
             return;
         }
         size_t head_length = size_t(rc);
         HttpRequestInfo info;
         if (check_request(request, &info, &status) < 0) {
-            send_error(in, o, fd, status);
+            send_error(in, o, link, status);
             return;
         }
 
@@ -2837,11 +3074,11 @@ void HttpService::serve_connection(Worker &worker, int fd) {
         size_t next = head_length;
         if (info.chunked || info.has_content_length) {
             if (info.has_content_length && info.content_length > o.max_body) {
-                send_error(in, o, fd, 413);
+                send_error(in, o, link, 413);
                 return;
             }
             if (info.expect_continue && request.minor_version == 1 && in.in.size() == head_length)
-                (void)sys::write_all(fd, "HTTP/1.1 100 Continue\r\n\r\n", 25);
+                (void)send_text(link, "HTTP/1.1 100 Continue\r\n\r\n", 25);
             int64_t body_deadline = now_ms() + int64_t(o.request_timeout * 1000);
             ChunkedDecoder decoder;
             in.body.clear();
@@ -2851,7 +3088,7 @@ void HttpService::serve_connection(Worker &worker, int fd) {
                 // Chunk sizes, extensions and trailers are not body: bound
                 // the raw bytes too, or a client could feed them forever.
                 if (in.in.size() - head_length > o.max_body + 65536) {
-                    send_error(in, o, fd, 413);
+                    send_error(in, o, link, 413);
                     return;
                 }
                 if (info.chunked) {
@@ -2859,7 +3096,7 @@ void HttpService::serve_connection(Worker &worker, int fd) {
                     long used = decoder.feed(in.in.data() + decoded, in.in.size() - decoded, &in.body,
                                              o.max_body, &too_large);
                     if (used < 0) {
-                        send_error(in, o, fd, too_large ? 413 : 400);
+                        send_error(in, o, link, too_large ? 413 : 400);
                         return;
                     }
                     decoded += size_t(used);
@@ -2867,9 +3104,9 @@ void HttpService::serve_connection(Worker &worker, int fd) {
                 } else if (in.in.size() - head_length >= info.content_length) {
                     break;
                 }
-                long n = read_some(fd, in.in, body_deadline);
+                long n = read_some(link, in.in, body_deadline);
                 if (n <= 0) {
-                    if (n < 0) send_error(in, o, fd, 408);
+                    if (n < 0) send_error(in, o, link, 408);
                     return;
                 }
             }
@@ -2904,21 +3141,24 @@ void HttpService::serve_connection(Worker &worker, int fd) {
         if (request.target == "*") {
             in.path = "*";
         } else if (raw_path.empty() || raw_path[0] != '/' || !percent_decode(raw_path, &in.path)) {
-            send_error(in, o, fd, 400);
+            send_error(in, o, link, 400);
             return;
         }
         ctx.path = in.path;
-        char line[128];
-        snprintf(line, sizeof line, "%.*s %.*s HTTP/1.%d", int(std::min<size_t>(request.method.size(), 16)),
-                 request.method.data(), int(std::min<size_t>(request.target.size(), 96)),
-                 request.target.data(), request.minor_version);
+        char line[128], *at = line;  // "method target HTTP/1.x", both cut short
+        at = std::copy_n(request.method.data(), std::min<size_t>(request.method.size(), 16), at);
+        *at++ = ' ';
+        at = std::copy_n(request.target.data(), std::min<size_t>(request.target.size(), 96), at);
+        memcpy(at, request.minor_version ? " HTTP/1.1" : " HTTP/1.0", 10);
         worker.note_request(line);
         dispatch(in, ctx, r);
         bool keep = info.keep_alive && !r.closing() && !worker.stopping() && !worker.pool_full();
         bool head_only = request.method == "HEAD" || r.status() == 204 || r.status() == 304;
         uint64_t body_bytes = head_only ? 0 : r.file_fd() >= 0 ? r.file_length() : r.body_buffer().size();
         int answered = r.status();
-        uint64_t sent = send_response(in, o, fd, r, request.method == "HEAD", keep, request.minor_version);
+        uint64_t sent = 0;
+        if (!send_response(in, o, link, r, request.method == "HEAD", keep, request.minor_version, &sent))
+            keep = false;
         worker.count_request(nullptr, sent);
         // The whole request line, as a view: the parser allowed exactly
         // "method SP target SP HTTP/1.x" there.

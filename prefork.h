@@ -70,8 +70,10 @@
      worker.start_listening()  (safe from another thread of the worker). A
                                paused worker is not counted as a spare.
      worker.stopping()         True once the worker should finish up: the
-                               server drains or restarts, or the parent
-                               died. Check it between requests.
+                               server drains or restarts, the worker got
+                               SIGTERM, or the parent died (the last two
+                               are seen within 10 ms). Check it between
+                               requests.
      worker.count_request(line, bytes)
                                Records one request in the scoreboard (and
                                counts as a heartbeat); line may be null.
@@ -129,6 +131,12 @@
                                 retrying with back-off.
      ipc_retry_interval [5]     Seconds between tries when shared memory or
                                 the semaphore cannot be had.
+     defer_accept [0]           Seconds a new TCP connection may wait in the
+                                kernel for its first bytes before a worker
+                                accepts it (Linux TCP_DEFER_ACCEPT; 0 = off).
+                                Only for protocols where the client speaks
+                                first, such as HTTP: a worker then never
+                                waits for a silent client to begin.
      single_process [false]     No fork: the worker loop runs in run()'s own
                                 process (debugging, deterministic tests).
      debug_scoreboard [false]   Log the scoreboard every second.
@@ -200,6 +208,7 @@ struct Options {
     double kill_grace = 2;
     double graceful_timeout = 30;
     double ipc_retry_interval = 5;
+    double defer_accept = 0;
     bool shutdown_on_error = false;
     bool single_process = false;
     bool debug_scoreboard = false;

@@ -69,6 +69,10 @@ std::unique_ptr<prefork::HttpService> make_service(const prefork::HttpOptions &o
                std::string(ctx.query));
     });
     http->route("GET", "^/items/", [](prefork::HttpContext &, prefork::HttpResponse &r) { r.body("second"); });
+    // Plain routes are matched by string comparison, the others by regexec:
+    // both must mean what the regex says.
+    http->route("GET", "^/a\\.b$", [](prefork::HttpContext &, prefork::HttpResponse &r) { r.body("literal dot"); });
+    http->route("GET", "^/a.c$", [](prefork::HttpContext &, prefork::HttpResponse &r) { r.body("any char"); });
     http->route("GET", "^/path/", [](prefork::HttpContext &ctx, prefork::HttpResponse &r) {
         r.body(std::string(ctx.path) + " " + std::string(ctx.header("x-probe")));
     });
@@ -246,10 +250,18 @@ TEST(Http, RoutesMatchInOrderAndUnknownMethodsGet405WithAllow) {
     ASSERT_TRUE(s.start());
     Client c(s.t.address());
     ASSERT_TRUE(c.send("GET /items/x HTTP/1.1\r\nHost: x\r\n\r\n"
+                       "GET /a.b HTTP/1.1\r\nHost: x\r\n\r\n"
+                       "GET /axb HTTP/1.1\r\nHost: x\r\n\r\n"
+                       "GET /axc HTTP/1.1\r\nHost: x\r\n\r\n"
+                       "GET /pid/more HTTP/1.1\r\nHost: x\r\n\r\n"
                        "GET /nowhere HTTP/1.1\r\nHost: x\r\n\r\n"
                        "DELETE /pid HTTP/1.1\r\nHost: x\r\n\r\n"
                        "GET /path/a%20b%2Fc HTTP/1.1\r\nHost: x\r\nX-Probe: seen\r\n\r\n"));
     EXPECT_EQ(read_response(c).body, "second");
+    EXPECT_EQ(read_response(c).body, "literal dot");
+    EXPECT_EQ(read_response(c).status, 404);  // "\\." is a dot, nothing else
+    EXPECT_EQ(read_response(c).body, "any char");
+    EXPECT_EQ(read_response(c).status, 404);  // "$" ends a plain route too
     EXPECT_EQ(read_response(c).status, 404);
     Response no = read_response(c);
     EXPECT_EQ(no.status, 405);

@@ -107,3 +107,23 @@ TEST(Listener, RunRefusesWithoutListenerOrHandler) {
     EXPECT_EQ(refused.run(), -1);
     EXPECT_EQ(refused.error().compare(0, 11, "max_clients"), 0) << refused.error();
 }
+
+// With defer_accept, a client that connects and says nothing stays in the
+// kernel: the only worker is free for one that speaks. (Without it, the
+// silent client would hold that worker for the command reader's 10 s.)
+TEST(Listener, DeferAcceptKeepsASilentClientAwayFromTheWorkers) {
+    harness::TestServer t;
+    t.options.start_servers = 1;
+    t.options.min_spare_servers = 1;
+    t.options.max_spare_servers = 1;
+    t.options.max_clients = 1;
+    t.options.defer_accept = 5;
+    ASSERT_TRUE(t.start());
+    ASSERT_TRUE(t.wait_workers(1));
+    harness::Client silent(t.address());
+    ASSERT_TRUE(silent.connected());
+    std::string pid = harness::ask(t.address(), "pid", 2000);
+    EXPECT_FALSE(pid.empty()) << "the silent connection took the only worker";
+    ASSERT_TRUE(silent.send("pid\n"));
+    EXPECT_EQ(silent.line(3000) + "\n", pid);  // once it speaks, it is served
+}
