@@ -2423,6 +2423,7 @@ struct HttpService::Internals {
     CachedTime log_time;     // "22/Nov/2026:18:56:08 +0000"
     std::string log;         // access log lines not yet written
     char peer[64] = "-";     // the client's address, once per connection
+    bool linger = false;     // a request was refused: drain the client before closing
 };
 
 HttpService::HttpService(const HttpOptions &options) : options_(options), in_(new Internals) {
@@ -2605,6 +2606,7 @@ static void send_error(HttpService::Internals &in, const HttpOptions &options, L
     uint64_t sent = 0;
     (void)send_response(in, options, link, r, false, false, 1, &sent);
     log_access(in, options, nullptr, "-", status, body);
+    in.linger = status != 408;  // a client too slow for the timeout gets no more time
 }
 
 // Splits the target into path and query; the path of an absolute-form
@@ -2689,15 +2691,26 @@ static bool path_is_servable(std::string_view path) {
 }
 
 // Parses an IMF-fixdate ("Sun, 06 Nov 1994 08:49:37 GMT"). -1 if it is not one.
+// An HTTP date in any of the three forms a recipient must accept (RFC 9110
+// section 5.6.7): IMF-fixdate, the obsolete RFC 850 form (two-digit year:
+// 69-99 are 19xx, as POSIX %y has it) and asctime(). -1 when it is none.
 static time_t parse_http_date(std::string_view text) {
-    if (text.size() != 29) return -1;
-    char copy[30];
-    memcpy(copy, text.data(), 29);
-    copy[29] = '\0';
-    struct tm tm;
-    memset(&tm, 0, sizeof tm);
-    const char *end = strptime(copy, http_date_pattern, &tm);
-    return end && !*end ? timegm(&tm) : -1;
+    static const char *const patterns[] = {
+        http_date_pattern,              // Sun, 06 Nov 1994 08:49:37 GMT
+        "%A, %d-%b-%y %H:%M:%S GMT",    // Sunday, 06-Nov-94 08:49:37 GMT
+        "%a %b %e %H:%M:%S %Y",         // Sun Nov  6 08:49:37 1994
+    };
+    if (text.size() < 24 || text.size() > 40) return -1;
+    char copy[41];
+    memcpy(copy, text.data(), text.size());
+    copy[text.size()] = '\0';
+    for (const char *pattern : patterns) {
+        struct tm tm;
+        memset(&tm, 0, sizeof tm);
+        const char *end = strptime(copy, pattern, &tm);
+        if (end && !*end) return timegm(&tm);
+    }
+    return -1;
 }
 
 // A single "bytes=" range against size. 1 with *from and *length set, 0 to
@@ -2995,6 +3008,26 @@ static void log_access(HttpService::Internals &in, const HttpOptions &o, const H
     }
 }
 
+// After an answer that refused a request: no more writes (a FIN follows
+// the answer), then what the client still sends is read and dropped until
+// it closes its side, for at most 2 s and 1 MiB. Closing with unread input
+// would make the kernel reset the connection instead, and a client still
+// sending may then lose the answer before it reads it.
+static void linger_before_close(int fd) {
+    if (shutdown(fd, SHUT_WR) != 0) return;
+    char sink[4096];
+    int64_t deadline = now_ms() + 2000;
+    for (size_t dropped = 0; dropped < (1u << 20);) {
+        int64_t left = deadline - now_ms();
+        if (left <= 0) return;
+        pollfd p = {fd, POLLIN, 0};
+        if (sys::poll(&p, 1, int(left)) < 0) return;
+        ssize_t n = sys::receive(fd, sink, sizeof sink, false);
+        if (n == 0 || (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR)) return;
+        if (n > 0) dropped += size_t(n);
+    }
+}
+
 void HttpService::serve(Worker &worker, int fd) {
     Internals &in = *in_;
     if (options_.access_log_fd >= 0) {
@@ -3008,6 +3041,10 @@ void HttpService::serve(Worker &worker, int fd) {
         snprintf(in.peer, sizeof in.peer, "%s", address.c_str());
     }
     serve_connection(worker, fd);
+    if (in.linger) {
+        in.linger = false;
+        linger_before_close(fd);
+    }
     if (!in.log.empty()) {
         (void)sys::write_all(options_.access_log_fd, in.log.data(), in.log.size());
         in.log.clear();

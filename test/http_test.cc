@@ -12,7 +12,10 @@
 #include <sstream>
 #include <string>
 
+#include <arpa/inet.h>
+#include <netinet/in.h>
 #include <poll.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -219,6 +222,44 @@ TEST(Http, MalformedRequestsGetTheirStatusAndAClose) {
     }
 }
 
+// A refused upload: the client is still sending when the answer goes out.
+// The server drains it before closing, so the client reads the answer and
+// then a clean end (FIN); closing on unread input would reset the
+// connection (ECONNRESET), and a reset can destroy the answer.
+TEST(Http, ARefusedUploadEndsWithTheAnswerAndAFinNotAReset) {
+    HttpServer s;  // max_body 4096
+    ASSERT_TRUE(s.start());
+    std::string address = s.t.address();
+    sockaddr_in to{};
+    to.sin_family = AF_INET;
+    to.sin_port = htons(uint16_t(atoi(address.substr(address.find(':') + 1).c_str())));
+    to.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    ASSERT_EQ(connect(fd, reinterpret_cast<sockaddr *>(&to), sizeof to), 0);
+    std::string upload = "POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 100000\r\n\r\n" +
+                         std::string(60000, 'b');
+    ASSERT_EQ(send(fd, upload.data(), upload.size(), MSG_NOSIGNAL), ssize_t(upload.size()));
+    std::string answer;
+    int end_errno = -1;
+    int64_t deadline = harness::now_ms() + 5000;
+    while (harness::now_ms() < deadline) {
+        pollfd p = {fd, POLLIN, 0};
+        if (poll(&p, 1, 100) <= 0) continue;
+        char buf[4096];
+        ssize_t n = recv(fd, buf, sizeof buf, 0);
+        if (n > 0) {
+            answer.append(buf, size_t(n));
+            continue;
+        }
+        end_errno = n == 0 ? 0 : errno;
+        break;
+    }
+    close(fd);
+    EXPECT_EQ(answer.compare(0, 12, "HTTP/1.1 413"), 0) << answer;
+    EXPECT_EQ(end_errno, 0) << "the connection ended with: " << strerror(end_errno);
+    EXPECT_TRUE(s.still_answers());
+}
+
 TEST(Http, BodiesByLengthAndChunkedAreRead) {
     HttpServer s;
     ASSERT_TRUE(s.start());
@@ -321,6 +362,32 @@ TEST(Http, KeepAliveGivesWayWhenThePoolIsFull) {
     EXPECT_EQ(r.status, 200);
     EXPECT_EQ(r.fields["connection"], "close") << "kept alive with no worker to spare";
     EXPECT_TRUE(s.still_answers());
+}
+
+// A connection already idle in keep-alive is closed once the pool fills,
+// and its worker takes the new client; without that the new client would
+// wait for the keep-alive timeout (10 s) or the slow head's (5 s).
+TEST(Http, AnIdleKeepAliveConnectionGivesWayWhenThePoolFills) {
+    HttpServer s(5, 10);
+    s.t.options.max_clients = 2;
+    s.t.options.start_servers = 2;
+    s.t.options.min_spare_servers = 1;
+    s.t.options.max_spare_servers = 2;
+    ASSERT_TRUE(s.start());
+    ASSERT_TRUE(s.t.wait_workers(2));
+    Client kept(s.t.address());
+    ASSERT_TRUE(kept.send("GET /pid HTTP/1.1\r\nHost: x\r\n\r\n"));
+    Response r = read_response(kept);
+    ASSERT_EQ(r.status, 200);
+    ASSERT_EQ(r.fields.count("connection"), 0u) << "one worker was still free: keep-alive expected";
+    Client slow(s.t.address());  // takes the other worker: the pool is full
+    ASSERT_TRUE(slow.send("GET /pid HTTP/1.1\r\n"));
+    std::string rest;
+    EXPECT_TRUE(kept.until_eof(&rest, 2000)) << "the idle keep-alive connection was kept";
+    Client fresh(s.t.address());
+    ASSERT_TRUE(fresh.send("GET /pid HTTP/1.1\r\nHost: x\r\n\r\n"));
+    Response answer = read_response(fresh, false, 2000);
+    EXPECT_EQ(answer.status, 200) << "the new client was kept waiting";
 }
 
 TEST(HttpPieces, ChunkedDecoderTakesAnySplit) {
@@ -484,6 +551,11 @@ TEST(HttpFiles, ConditionalRequestsGet304) {
     EXPECT_EQ(get(s, "/style.css", "If-Modified-Since: " + modified + "\r\n").status, 304);
     EXPECT_EQ(get(s, "/style.css", "If-Modified-Since: Sat, 01 Jan 2000 00:00:00 GMT\r\n").status, 200);
     EXPECT_EQ(get(s, "/style.css", "If-Modified-Since: yesterday\r\n").status, 200);
+    // The two obsolete forms a recipient must still read (RFC 9110 5.6.7).
+    EXPECT_EQ(get(s, "/style.css", "If-Modified-Since: Thursday, 31-Dec-37 23:59:59 GMT\r\n").status, 304);
+    EXPECT_EQ(get(s, "/style.css", "If-Modified-Since: Saturday, 01-Jan-00 00:00:00 GMT\r\n").status, 200);
+    EXPECT_EQ(get(s, "/style.css", "If-Modified-Since: Thu Dec 31 23:59:59 2037\r\n").status, 304);
+    EXPECT_EQ(get(s, "/style.css", "If-Modified-Since: Sat Jan  1 00:00:00 2000\r\n").status, 200);
 }
 
 TEST(HttpFiles, OneByteRangeIsServedOthersAreRefusedOrIgnored) {
