@@ -16,22 +16,25 @@ a config made here, on a loopback port, serving the same DOCROOT:
   nginx   worker_processes 1; sendfile on; keepalive_requests 1000000;
           keepalive_timeout 5s; access_log off
 
-The server (master and workers) runs on one core (taskset -c A), wrk on
-another (taskset -c B). Per server:
+The servers (masters and workers) run on one core (taskset -c A), wrk on
+another (taskset -c B). All three run at once, each on its own port:
 
-  1. start it; wait until its worker set has been unchanged for 1.5 s;
-     Private_Dirty of each worker from /proc/PID/smaps_rollup ("idle");
-  2. check that both files come back whole with 200;
-  3. warm up: short keep-alive wrk runs on the 14-byte file until the
-     worker count after a run is no higher than after the one before
-     (bounded in count and time);
-  4. measure with wrk: keep-alive on the 14-byte file, "Connection: close"
-     on the 14-byte file, keep-alive on the 100 KiB file, each `repeats`
-     times back to back; the median requests/s counts. Socket errors and
-     non-2xx/3xx answers are reported, and each run's line shows how busy
-     the server's and wrk's cores were (by anything, so other work on the
-     machine shows there too);
-  5. Private_Dirty of each worker again ("after load"), once wrk has gone.
+  1. start each in turn; wait until its worker set has been unchanged for
+     1.5 s; Private_Dirty of each worker from /proc/PID/smaps_rollup
+     ("idle"); check that both files come back whole with 200; warm up:
+     short keep-alive wrk runs on the 14-byte file until the worker count
+     after a run is no higher than after the one before (bounded in count
+     and time);
+  2. measure in rounds: in each, every test (keep-alive on the 14-byte
+     file, "Connection: close" on the 14-byte file, keep-alive on the
+     100 KiB file) on every server, the servers taking turns in an order
+     that rotates each round, so a slow spell of this noisy machine falls
+     on all of them alike. Each measured run follows an unmeasured one on
+     the same test that lets a pool shrunk in the meantime grow back. The
+     median over the rounds counts. Socket errors and non-2xx/3xx answers
+     are reported, and each run's line shows how busy the server's and
+     wrk's cores were (by anything, so other work shows there too);
+  3. Private_Dirty of each worker again ("after load"), once wrk has gone.
 
 Per-worker memory is the median over the master's children (nginx: its one
 worker). Servers bind 127.0.0.1 only and are stopped by pid; wrk runs under a
@@ -62,6 +65,7 @@ KEEPALIVE_TIMEOUT = 5
 WARMUP_RUN_S = 2
 WARMUP_MAX_RUNS = 8
 WARMUP_DEADLINE = 30.0
+REWARM_S = 2                # unmeasured run before each measured one
 WRK_GRACE = 15.0            # s past -d before a wrk run is killed
 TESTS = [
     ("ka_small", "keep-alive, 14 B", SMALL_NAME, False),
@@ -92,80 +96,32 @@ class Httpd(Pinned, bench_pool.Httpd):
         return bench_pool.Httpd.command(self, s) + ["--keepalive-timeout", str(KEEPALIVE_TIMEOUT)]
 
 
-class Apache(Pinned, bench_pool.Server):
-    name = "apache"
+class Apache(Pinned, bench_pool.Apache):
+    modules = bench_pool.Apache.modules + ("mime",)
 
-    def server_command(self, s):
-        d = os.path.join(self.workdir, f"apache-{self.tag}")
-        os.makedirs(d, exist_ok=True)
-        mods = "/usr/lib/apache2/modules"
-        conf = os.path.join(d, "apache.conf")
-        user = "User www-data\nGroup www-data\n" if os.geteuid() == 0 else ""
-        with open(conf, "w") as f:
-            f.write(f"""ServerRoot {d}
-ServerName localhost
-DefaultRuntimeDir {d}
-PidFile {d}/apache.pid
-ErrorLog {self.log_path}
-LogLevel warn
-Mutex file:{d} default
-LoadModule mpm_prefork_module {mods}/mod_mpm_prefork.so
-LoadModule authz_core_module {mods}/mod_authz_core.so
-LoadModule mime_module {mods}/mod_mime.so
-LoadModule dir_module {mods}/mod_dir.so
-{user}Listen 127.0.0.1:{self.port}
-Timeout 30
-KeepAlive On
+    def directives(self):
+        return f"""KeepAlive On
 MaxKeepAliveRequests 0
 KeepAliveTimeout {KEEPALIVE_TIMEOUT}
 EnableSendfile On
-StartServers {s['start']}
-MinSpareServers {s['min_spare']}
-MaxSpareServers {s['max_spare']}
-ServerLimit {s['max_clients']}
-MaxRequestWorkers {s['max_clients']}
-MaxConnectionsPerChild 0
 TypesConfig /etc/mime.types
-DocumentRoot {self.workdir}/www
-DirectoryIndex index.html
-<Directory />
-    Require all granted
-</Directory>
-""")
-        return [self.binary, "-f", conf, "-DFOREGROUND"]
-
-
-class Nginx(Pinned, bench_pool.Server):
-    name = "nginx"
+"""
 
     def server_command(self, s):
-        d = os.path.join(self.workdir, f"nginx-{self.tag}")
-        os.makedirs(d, exist_ok=True)
-        conf = os.path.join(d, "nginx.conf")
-        temps = "\n".join(f"    {k}_temp_path {d}/{k}_temp;"
-                          for k in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi"))
-        with open(conf, "w") as f:
-            f.write(f"""worker_processes 1;
-master_process on;
-pid {d}/nginx.pid;
-error_log {self.log_path} warn;
-events {{ worker_connections 1024; }}
-http {{
-    access_log off;
-    sendfile on;
+        return bench_pool.Apache.command(self, s)
+
+
+class Nginx(Pinned, bench_pool.Nginx):
+    def directives(self):
+        return f"""    sendfile on;
     keepalive_requests 1000000;
     keepalive_timeout {KEEPALIVE_TIMEOUT}s;
     types {{ text/plain txt; application/octet-stream bin; }}
     default_type application/octet-stream;
-{temps}
-    server {{
-        listen 127.0.0.1:{self.port};
-        root {self.workdir}/www;
-        index index.html;
-    }}
-}}
-""")
-        return [self.binary, "-p", d + "/", "-c", conf, "-e", self.log_path, "-g", "daemon off;"]
+"""
+
+    def server_command(self, s):
+        return bench_pool.Nginx.command(self, s)
 
 
 # --------------------------------------------------------------------------
@@ -330,31 +286,40 @@ def describe(r):
     return text
 
 
-def measure(server, wrk, repeats, seconds, budget, log):
+def prepare(server, wrk, log):
+    """Starts the server, lets it settle, reads its idle memory and warms it up."""
     res = {"runs": {k: [] for k, _, _, _ in TESTS}, "problems": []}
     server.start(POOL)
-    try:
-        server.wait_stable()
-        res["idle"] = worker_memory(server)
-        server.check_serves()
-        res["warm_workers"] = warm_up(server, wrk, log)
-        for key, label, path, close in TESTS:
-            for i in range(repeats):
-                if i > 0 and budget.left() < seconds + 20:
-                    log(f"  (time budget reached: {server.name} gets {i} of {repeats} runs of {label})")
-                    break
-                r = wrk.run(server.port, path, close, seconds)
-                res["runs"][key].append(r)
-                log(f"  {server.name:6} {label:24} run {i + 1}: {describe(r)}")
-                if r["errors"] or r["non2xx"]:
-                    res["problems"].append(f"{label} run {i + 1}: {describe(r).split('!! ')[1]}")
-        # wrk has closed its connections; let the workers see it
-        time.sleep(0.3)
-        res["after"] = worker_memory(server)
-        server.check_serves()
-        return res
-    finally:
-        res["exit"] = server.stop()
+    server.wait_stable()
+    res["idle"] = worker_memory(server)
+    server.check_serves()
+    res["warm_workers"] = warm_up(server, wrk, log)
+    return res
+
+
+def measure_round(servers, results, wrk, round_no, seconds, log):
+    """One run of every test on every server, servers taking turns (the
+    order rotates each round), so a slow spell of the machine falls on all
+    of them. Each measured run follows an unmeasured one of REWARM_S on the
+    same test: a pool that shrank while the others were measured grows back
+    first."""
+    order = servers[round_no % len(servers):] + servers[:round_no % len(servers)]
+    for key, label, path, close in TESTS:
+        for server in order:
+            wrk.run(server.port, path, close, REWARM_S)
+            r = wrk.run(server.port, path, close, seconds)
+            res = results[server.name]
+            res["runs"][key].append(r)
+            log(f"  {server.name:6} {label:24} run {round_no + 1}: {describe(r)}")
+            if r["errors"] or r["non2xx"]:
+                res["problems"].append(f"{label} run {round_no + 1}: {describe(r).split('!! ')[1]}")
+
+
+def finish(server, res):
+    """Memory after the load (once wrk's connections are gone), a last check, stop."""
+    time.sleep(0.3)
+    res["after"] = worker_memory(server)
+    server.check_serves()
 
 
 # --------------------------------------------------------------------------
@@ -375,7 +340,7 @@ def main():
     ap.add_argument("--connections", type=int, default=50)
     ap.add_argument("--duration", type=int, default=5, help="seconds per measured wrk run")
     ap.add_argument("--repeats", type=int, default=3)
-    ap.add_argument("--budget", type=float, default=230, help="seconds for the whole run")
+    ap.add_argument("--budget", type=float, default=300, help="seconds for the whole run")
     args = ap.parse_args()
 
     def log(msg):
@@ -425,7 +390,7 @@ def main():
     # warm-up and stop, plus the measured runs.
     repeats = max(1, args.repeats)
     servers = sum(1 for n, _, _ in kinds if n not in notes)
-    per_run = args.duration + 0.5
+    per_run = args.duration + REWARM_S + 1
     while repeats > 1 and servers * (20 + len(TESTS) * repeats * per_run) > args.budget:
         repeats -= 1
     budget = bench_pool.Budget(args.budget)
@@ -446,22 +411,39 @@ def main():
             f"lowers and scatters the figures")
 
     results = {}
+    servers = []  # started, stopped in the end whatever happens
+    rounds = 0
     try:
-        for name, cls, binary in kinds:
-            if name in notes:
-                continue
-            if budget.left() < 20 + len(TESTS) * per_run:
-                notes[name] = "skipped: time budget reached"
-                log(f"  {name}: {notes[name]}")
-                continue
-            server = cls(binary, args.workdir, "http")
-            try:
-                results[name] = measure(server, wrk, repeats, args.duration, budget, log)
-            except Skip as e:
-                notes[name] = str(e)
-                log(f"  {name}: {e}")
-            finally:
-                server.stop()
+        try:
+            for name, cls, binary in kinds:
+                if name in notes:
+                    continue
+                server = cls(binary, args.workdir, "http")
+                servers.append(server)
+                try:
+                    results[name] = prepare(server, wrk, log)
+                except Skip as e:
+                    notes[name] = str(e)
+                    log(f"  {name}: {e}")
+                    results.pop(name, None)
+                    server.stop()
+                    servers.remove(server)
+            for i in range(repeats):
+                if i > 0 and budget.left() < len(servers) * len(TESTS) * per_run + 5:
+                    log(f"  (time budget reached after {i} of {repeats} rounds)")
+                    break
+                measure_round(servers, results, wrk, i, args.duration, log)
+                rounds = i + 1
+            for server in servers:
+                try:
+                    finish(server, results[server.name])
+                except Skip as e:
+                    notes[server.name] = str(e)
+        finally:
+            for server in servers:
+                code = server.stop()
+                if server.name in results:
+                    results[server.name]["exit"] = code
     except KeyboardInterrupt:
         log("interrupted")
         return 130
@@ -481,7 +463,7 @@ def main():
 
     w = 11
     print()
-    title = f"throughput, req/s (median of {repeats})"
+    title = f"throughput, req/s (median of {rounds})"
     print(f"{title:40}" + "".join(f"{n:>{w}}" for n in names)
           + f"{'httpd/apache':>{w + 3}}{'httpd/nginx':>{w + 2}}")
     for key, label, _, _ in TESTS:

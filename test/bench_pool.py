@@ -258,7 +258,13 @@ class Httpd(Server):
 
 
 class Apache(Server):
+    """Apache 2.4, mpm_prefork, from a config made here. Subclasses change
+    the modules and the connection directives (this benchmark: no keep-alive)."""
     name = "apache"
+    modules = ("mpm_prefork", "authz_core", "dir")
+
+    def directives(self):
+        return "KeepAlive Off\n"
 
     def command(self, s):
         d = os.path.join(self.workdir, f"apache-{self.tag}")
@@ -266,6 +272,7 @@ class Apache(Server):
         mods = "/usr/lib/apache2/modules"
         conf = os.path.join(d, "apache.conf")
         user = "User www-data\nGroup www-data\n" if os.geteuid() == 0 else ""
+        modules = "\n".join(f"LoadModule {m}_module {mods}/mod_{m}.so" for m in self.modules)
         with open(conf, "w") as f:
             f.write(f"""ServerRoot {d}
 ServerName localhost
@@ -274,13 +281,10 @@ PidFile {d}/apache.pid
 ErrorLog {self.log_path}
 LogLevel warn
 Mutex file:{d} default
-LoadModule mpm_prefork_module {mods}/mod_mpm_prefork.so
-LoadModule authz_core_module {mods}/mod_authz_core.so
-LoadModule dir_module {mods}/mod_dir.so
+{modules}
 {user}Listen 127.0.0.1:{self.port}
 Timeout 30
-KeepAlive Off
-StartServers {s['start']}
+{self.directives()}StartServers {s['start']}
 MinSpareServers {s['min_spare']}
 MaxSpareServers {s['max_spare']}
 ServerLimit {s['max_clients']}
@@ -298,6 +302,12 @@ DirectoryIndex index.html
 class Nginx(Server):
     name = "nginx"
 
+    def directives(self):
+        return """    default_type text/plain;
+    client_header_timeout 30s;
+    keepalive_timeout 0;
+"""
+
     def command(self, s):
         d = os.path.join(self.workdir, f"nginx-{self.tag}")
         os.makedirs(d, exist_ok=True)
@@ -312,10 +322,7 @@ error_log {self.log_path} warn;
 events {{ worker_connections 1024; }}
 http {{
     access_log off;
-    default_type text/plain;
-    client_header_timeout 30s;
-    keepalive_timeout 0;
-{temps}
+{self.directives()}{temps}
     server {{
         listen 127.0.0.1:{self.port};
         root {self.workdir}/www;
