@@ -156,8 +156,11 @@
 
    PORTABILITY
      POSIX with System V IPC. On Linux it also uses pipe2, accept4,
-     PR_SET_PDEATHSIG and SEM_STAT (to remove a semaphore set left by a
-     parent that was killed with SIGKILL). Compiles with -fno-exceptions
+     PR_SET_PDEATHSIG, SEM_STAT (to remove a semaphore set left by a parent
+     that was killed with SIGKILL), epoll with EPOLLEXCLUSIVE (idle workers
+     wait on the listeners so that a new connection wakes one of them, not
+     all), TCP_DEFER_ACCEPT, openat2 and sendfile; elsewhere poll(), a
+     component-by-component open and pread. Compiles with -fno-exceptions
      -fno-rtti. The parent uses fork(); keep it single-threaded.
 
    LICENSE
