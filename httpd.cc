@@ -35,6 +35,8 @@ static void usage(FILE *out) {
             "  --request-timeout SEC         time a request head may take to arrive (10)\n"
             "  --keepalive-timeout SEC       time an idle keep-alive connection is kept (5)\n"
             "  --status-path PATH            the status page (/server-status; off to disable)\n"
+            "  --status-allow CIDR           who may see it (repeatable; default loopback only;\n"
+            "                                UNIX-socket clients always may)\n"
             "  --access-log PATH|-           Combined Log Format access log (none by default)\n"
             "  --error-log PATH|-            where log lines go (- is stderr, the default)\n"
             "  --pid-file PATH               write the parent's pid there while it runs\n"
@@ -85,6 +87,7 @@ int main(int argc, char **argv) {
     std::vector<std::string> listens;
     std::string docroot;
     std::string status_path = "/server-status";
+    std::vector<prefork::AddressRange> status_allow;
     std::string access_log, error_log, pid_file, user;
     struct IntOption { const char *name; int *target; };
     const IntOption ints[] = {
@@ -149,6 +152,11 @@ int main(int argc, char **argv) {
             known = true;
             status_path = value;
             ok = status_path == "off" || (status_path[0] == '/' && status_path.find_first_of(" ?#") == std::string::npos);
+        } else if (arg == "--status-allow") {
+            known = true;
+            prefork::AddressRange range;
+            ok = prefork::AddressRange::parse(value, &range);
+            if (ok) status_allow.push_back(range);
         } else if (arg == "--access-log" || arg == "--error-log" || arg == "--pid-file" || arg == "--user") {
             known = true;
             ok = *value != '\0';
@@ -215,7 +223,7 @@ int main(int argc, char **argv) {
         }
     http_options.server_name = "prefork-httpd/0.1";
     prefork::HttpService http(http_options);
-    if ((status_path != "off" && http.serve_status(status_path) != 0) ||
+    if ((status_path != "off" && http.serve_status(status_path, status_allow) != 0) ||
         http.serve_directory(docroot.empty() ? "." : docroot) != 0) {
         fprintf(stderr, "httpd: %s\n", http.error().c_str());
         return 2;

@@ -2938,7 +2938,68 @@ static void status_page(HttpContext &ctx, HttpResponse &r, const std::string &se
     out += json ? "]}\n" : "</table>\n</body></html>\n";
 }
 
-int HttpService::serve_status(const std::string &path) {
+bool AddressRange::parse(const std::string &text, AddressRange *range) {
+    AddressRange r;
+    size_t slash = text.find('/');
+    std::string address = text.substr(0, slash);
+    if (inet_pton(AF_INET, address.c_str(), r.bytes) == 1) r.family = AF_INET;
+    else if (inet_pton(AF_INET6, address.c_str(), r.bytes) == 1) r.family = AF_INET6;
+    else return false;
+    int most = r.family == AF_INET ? 32 : 128;
+    r.bits = most;
+    if (slash != std::string::npos) {
+        std::string digits = text.substr(slash + 1);
+        if (digits.empty() || digits.size() > 3 || digits.find_first_not_of("0123456789") != std::string::npos)
+            return false;
+        r.bits = atoi(digits.c_str());
+        if (r.bits > most) return false;
+    }
+    *range = r;
+    return true;
+}
+
+bool AddressRange::contains(const sockaddr *address, socklen_t length) const {
+    const unsigned char *bytes = nullptr;
+    int kind = 0;
+    if (address->sa_family == AF_INET && length >= socklen_t(sizeof(sockaddr_in))) {
+        bytes = reinterpret_cast<const unsigned char *>(&reinterpret_cast<const sockaddr_in *>(address)->sin_addr);
+        kind = AF_INET;
+    } else if (address->sa_family == AF_INET6 && length >= socklen_t(sizeof(sockaddr_in6))) {
+        bytes = reinterpret_cast<const unsigned char *>(&reinterpret_cast<const sockaddr_in6 *>(address)->sin6_addr);
+        kind = AF_INET6;
+        static const unsigned char mapped[12] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff};
+        if (family == AF_INET && memcmp(bytes, mapped, 12) == 0) {
+            bytes += 12;
+            kind = AF_INET;
+        }
+    }
+    if (!bytes || kind != family) return false;
+    int whole = bits / 8, rest = bits % 8;
+    if (memcmp(bytes, this->bytes, size_t(whole)) != 0) return false;
+    unsigned char mask = (unsigned char)(0xff << (8 - rest));
+    return rest == 0 || (bytes[whole] & mask) == (this->bytes[whole] & mask);
+}
+
+// Whether the client may see the status page: over a UNIX socket always,
+// else when its address is in `allow`.
+static bool status_allowed(const HttpContext &ctx, const std::vector<AddressRange> &allow) {
+    if (!ctx.worker || !ctx.worker->peer_length()) return false;
+    const sockaddr *peer = reinterpret_cast<const sockaddr *>(&ctx.worker->peer());
+    if (peer->sa_family == AF_UNIX) return true;
+    for (const AddressRange &range : allow)
+        if (range.contains(peer, ctx.worker->peer_length())) return true;
+    return false;
+}
+
+int HttpService::serve_status(const std::string &path, const std::vector<AddressRange> &allow) {
+    std::vector<AddressRange> who = allow;
+    if (who.empty()) {
+        AddressRange range;
+        AddressRange::parse("127.0.0.0/8", &range);
+        who.push_back(range);
+        AddressRange::parse("::1", &range);
+        who.push_back(range);
+    }
     std::string pattern = "^";
     for (char ch : path) {
         if (strchr(".[]{}()\\*+?^$|", ch)) pattern += '\\';
@@ -2946,7 +3007,10 @@ int HttpService::serve_status(const std::string &path) {
     }
     pattern += "$";
     std::string name = options_.server_name;
-    return route("GET", pattern, [name](HttpContext &ctx, HttpResponse &r) { status_page(ctx, r, name); });
+    return route("GET", pattern, [name, who](HttpContext &ctx, HttpResponse &r) {
+        if (status_allowed(ctx, who)) status_page(ctx, r, name);
+        else answer_status(r, 403);
+    });
 }
 
 int HttpService::serve_directory(const std::string &docroot) {

@@ -97,7 +97,8 @@
      http.route("GET", "^/hello/([a-z]+)$", [](HttpContext &c, HttpResponse &r) {
          r.body("hi " + std::string(c.captures[0]) + "\n");
      });
-     http.serve_status("/server-status");   // HTML, ?auto (mod_status), ?json
+     http.serve_status("/server-status");   // HTML, ?auto (mod_status), ?json;
+                                            // loopback clients only unless told
      http.serve_directory("/var/www");      // static files for the rest
      server.on_connection([&](Worker &w, int fd) { http.serve(w, fd); });
    HttpOptions: request_timeout [10 s] for a request head (408), keepalive_
@@ -490,6 +491,18 @@ using HttpHandler = std::function<void(HttpContext &, HttpResponse &)>;
 // regex, first match wins; no match is 404, a path matched only under
 // other methods is 405 with Allow. Use it as the server's handler:
 //   server.on_connection([&](Worker &w, int fd) { http.serve(w, fd); });
+// An IPv4 or IPv6 network: "ADDRESS" (one host) or "ADDRESS/BITS".
+struct AddressRange {
+    int family = 0;                 // AF_INET or AF_INET6
+    unsigned char bytes[16] = {};   // the address, network order
+    int bits = 0;                   // prefix length
+    // false (range untouched) for anything else: a name, bad bits, "".
+    static bool parse(const std::string &text, AddressRange *range);
+    // Whether address is in the range; an IPv4-mapped IPv6 address
+    // (::ffff:a.b.c.d) is taken as the IPv4 address it carries.
+    bool contains(const sockaddr *address, socklen_t length) const;
+};
+
 class HttpService {
 public:
     explicit HttpService(const HttpOptions &options = HttpOptions());
@@ -507,8 +520,11 @@ public:
     // (none is followed) are never served. 0, or -1 with error().
     int serve_directory(const std::string &docroot);
     // Answers GET path with the scoreboard: an HTML page, "?auto" in Apache
-    // mod_status's machine-readable format, "?json". 0, or -1 with error().
-    int serve_status(const std::string &path);
+    // mod_status's machine-readable format, "?json". Only clients in
+    // `allow` get it, others 403; an empty list means loopback only
+    // (127.0.0.0/8 and ::1). Clients over a UNIX socket always get it.
+    // 0, or -1 with error().
+    int serve_status(const std::string &path, const std::vector<AddressRange> &allow = {});
     // Serves one connection until it closes, times out, or the worker
     // should stop. Never throws, never exits.
     void serve(Worker &worker, int fd);

@@ -222,6 +222,43 @@ TEST(Http, MalformedRequestsGetTheirStatusAndAClose) {
     }
 }
 
+// A raw TCP connection to "127.0.0.1:PORT", from `source` when given
+// (another loopback address); -1 on failure.
+static int raw_connect(const std::string &address, const char *source = nullptr) {
+    sockaddr_in to{};
+    to.sin_family = AF_INET;
+    to.sin_port = htons(uint16_t(atoi(address.substr(address.find(':') + 1).c_str())));
+    to.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    if (fd < 0) return -1;
+    sockaddr_in from{};
+    from.sin_family = AF_INET;
+    if ((source && (inet_pton(AF_INET, source, &from.sin_addr) != 1 ||
+                    bind(fd, reinterpret_cast<sockaddr *>(&from), sizeof from) != 0)) ||
+        connect(fd, reinterpret_cast<sockaddr *>(&to), sizeof to) != 0) {
+        close(fd);
+        return -1;
+    }
+    return fd;
+}
+
+// Sends request on a raw connection and returns all it gets until EOF.
+static std::string raw_exchange(int fd, const std::string &request) {
+    std::string answer;
+    if (fd < 0 || send(fd, request.data(), request.size(), MSG_NOSIGNAL) != ssize_t(request.size())) return answer;
+    int64_t deadline = harness::now_ms() + 5000;
+    while (harness::now_ms() < deadline) {
+        pollfd p = {fd, POLLIN, 0};
+        if (poll(&p, 1, 100) <= 0) continue;
+        char buf[4096];
+        ssize_t n = recv(fd, buf, sizeof buf, 0);
+        if (n <= 0) break;
+        answer.append(buf, size_t(n));
+    }
+    close(fd);
+    return answer;
+}
+
 // A refused upload: the client is still sending when the answer goes out.
 // The server drains it before closing, so the client reads the answer and
 // then a clean end (FIN); closing on unread input would reset the
@@ -229,13 +266,8 @@ TEST(Http, MalformedRequestsGetTheirStatusAndAClose) {
 TEST(Http, ARefusedUploadEndsWithTheAnswerAndAFinNotAReset) {
     HttpServer s;  // max_body 4096
     ASSERT_TRUE(s.start());
-    std::string address = s.t.address();
-    sockaddr_in to{};
-    to.sin_family = AF_INET;
-    to.sin_port = htons(uint16_t(atoi(address.substr(address.find(':') + 1).c_str())));
-    to.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
-    ASSERT_EQ(connect(fd, reinterpret_cast<sockaddr *>(&to), sizeof to), 0);
+    int fd = raw_connect(s.t.address());
+    ASSERT_GE(fd, 0);
     std::string upload = "POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 100000\r\n\r\n" +
                          std::string(60000, 'b');
     ASSERT_EQ(send(fd, upload.data(), upload.size(), MSG_NOSIGNAL), ssize_t(upload.size()));
@@ -596,6 +628,71 @@ TEST(HttpFiles, OtherMethodsOnAFileGet405) {
     prefork::HttpService other;
     EXPECT_EQ(other.serve_directory("/no/such/dir"), -1);
     EXPECT_EQ(other.error(), "cannot serve /no/such/dir: No such file or directory");
+}
+
+TEST(HttpStatus, AddressRangesParseAndMatch) {
+    prefork::AddressRange r;
+    for (const char *bad : {"", "localhost", "10.0.0.0/33", "10.0.0.0/", "10.0.0.0/-1", "10.0.0.0/8x",
+                            "::1/129", "1.2.3", "10.0.0.0/0008"})
+        EXPECT_FALSE(prefork::AddressRange::parse(bad, &r)) << bad;
+    auto v4 = [](const char *text) {
+        sockaddr_in a{};
+        a.sin_family = AF_INET;
+        inet_pton(AF_INET, text, &a.sin_addr);
+        return a;
+    };
+    auto v6 = [](const char *text) {
+        sockaddr_in6 a{};
+        a.sin6_family = AF_INET6;
+        inet_pton(AF_INET6, text, &a.sin6_addr);
+        return a;
+    };
+    auto in = [](const prefork::AddressRange &range, const auto &a) {
+        return range.contains(reinterpret_cast<const sockaddr *>(&a), sizeof a);
+    };
+    ASSERT_TRUE(prefork::AddressRange::parse("127.0.0.0/8", &r));
+    EXPECT_TRUE(in(r, v4("127.0.0.1")));
+    EXPECT_TRUE(in(r, v4("127.255.255.254")));
+    EXPECT_FALSE(in(r, v4("128.0.0.1")));
+    EXPECT_FALSE(in(r, v4("10.0.0.1")));
+    EXPECT_TRUE(in(r, v6("::ffff:127.0.0.9"))) << "an IPv4-mapped client is its IPv4 address";
+    EXPECT_FALSE(in(r, v6("::1"))) << "families differ";
+    ASSERT_TRUE(prefork::AddressRange::parse("192.168.1.128/25", &r));
+    EXPECT_TRUE(in(r, v4("192.168.1.200")));
+    EXPECT_FALSE(in(r, v4("192.168.1.127")));
+    ASSERT_TRUE(prefork::AddressRange::parse("10.1.2.3", &r));
+    EXPECT_TRUE(in(r, v4("10.1.2.3")));
+    EXPECT_FALSE(in(r, v4("10.1.2.4")));
+    ASSERT_TRUE(prefork::AddressRange::parse("0.0.0.0/0", &r));
+    EXPECT_TRUE(in(r, v4("203.0.113.7")));
+    ASSERT_TRUE(prefork::AddressRange::parse("2001:db8::/32", &r));
+    EXPECT_TRUE(in(r, v6("2001:db8:ffff::1")));
+    EXPECT_FALSE(in(r, v6("2001:db9::1")));
+    ASSERT_TRUE(prefork::AddressRange::parse("::1", &r));
+    EXPECT_TRUE(in(r, v6("::1")));
+    EXPECT_FALSE(in(r, v6("::2")));
+}
+
+// By default only loopback clients see the status page; an allow list
+// replaces that. 127.0.0.2 is loopback too, which lets one machine play
+// both an allowed and a refused client.
+TEST(HttpStatus, OnlyAllowedClientsSeeThePage) {
+    HttpServer s;
+    prefork::AddressRange only;
+    ASSERT_TRUE(prefork::AddressRange::parse("127.0.0.2/32", &only));
+    ASSERT_EQ(s.http->serve_status("/default"), 0);
+    ASSERT_EQ(s.http->serve_status("/listed", {only}), 0);
+    ASSERT_TRUE(s.start());
+    const std::string ask = " HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n";
+    EXPECT_EQ(raw_exchange(raw_connect(s.t.address()), "GET /default?auto" + ask).compare(0, 12, "HTTP/1.1 200"), 0);
+    std::string refused = raw_exchange(raw_connect(s.t.address()), "GET /listed?auto" + ask);
+    EXPECT_EQ(refused.compare(0, 12, "HTTP/1.1 403"), 0) << refused;
+    EXPECT_EQ(refused.find("Scoreboard"), std::string::npos);
+    int from_listed = raw_connect(s.t.address(), "127.0.0.2");
+    ASSERT_GE(from_listed, 0) << "cannot connect from 127.0.0.2";
+    std::string allowed = raw_exchange(from_listed, "GET /listed?auto" + ask);
+    EXPECT_EQ(allowed.compare(0, 12, "HTTP/1.1 200"), 0) << allowed;
+    EXPECT_NE(allowed.find("Scoreboard: "), std::string::npos);
 }
 
 TEST(HttpStatus, AutoIsApacheModStatusFormat) {

@@ -115,6 +115,7 @@ TEST(HttpdProgram, BadOptionsAreRefusedWithOneLineAndExit2) {
         {{"--frobnicate", "1"}, "unknown option --frobnicate"},
         {{"--timeout"}, "option --timeout needs a value"},
         {{"--status-path", "no-slash"}, "bad value 'no-slash' for --status-path"},
+        {{"--status-allow", "10.0.0.0/33"}, "bad value '10.0.0.0/33' for --status-allow"},
         {{"--listen", "unix:@/s.sock", "/no/such/docroot"}, "cannot serve /no/such/docroot"},
         {{"--user", "no-such-user-here"}, "unknown user 'no-such-user-here' for --user"},
         {{"a", "b"}, "unexpected argument 'b'"},
