@@ -557,13 +557,56 @@ TEST(HttpFiles, NothingOutsideTheDocrootNorADotfileIsServed) {
         "/sub%5c..%5c.secret", "/%252e%252e/etc/passwd", "/out", "/sub/up", "/.secret", "/%2esecret",
         "/sub/.hidden", "/sub/./.hidden", "//etc/passwd", "/./.secret", "/sub//../.secret",
         "http://x/../../etc/passwd", "/%c0%ae%c0%ae/etc/passwd", "/big.bin%00.txt", "//sub",
+        // More of the same families: raw and encoded dot segments, encoded
+        // slashes and backslashes, double and triple encoding, overlong and
+        // look-alike UTF-8, NUL, symlinks (out, up, and even one that stays
+        // inside), dotfiles by any spelling, absolute-form targets.
+        "/sub/../../etc/passwd", "/%2e%2e%2fetc%2fpasswd", "/.%2e/etc/passwd", "/%2e./etc/passwd",
+        "/sub/%2e%2e%5c%2e%2e%5cetc%5cpasswd", "/%25252e%25252e/etc/passwd", "/%c0%af..%c0%afetc/passwd",
+        "/%e0%80%ae%e0%80%ae/etc/passwd", "/..%c0%af..%c0%afetc/passwd", "/%ef%bc%8e%ef%bc%8e/etc/passwd",
+        "/out/", "/out%2f", "/sub/up/", "/sub/up%2f..%2f..%2fetc%2fpasswd", "/in.css", "/in.css/../out",
+        "/.%73ecret", "/%2Esecret", "/sub/%2ehidden", "/.secret/", "/sub/.hidden%00", "/%00/etc/passwd",
+        "/etc/passwd", "http://x/.secret", "http://x/%2e%2e/etc/passwd", "https://x/../etc/passwd",
+        "/sub/../.secret", "/sub/.", "/sub/..", "/.", "/..", "/%2e", "/%2e%2e", "/sub/.%2e/.secret",
+        "/\\..\\etc\\passwd", "/.git/config",
     };
+    ASSERT_GE(sizeof attempts / sizeof *attempts, 40u);
     for (const char *target : attempts) {
         Response r = get(s, target);
         EXPECT_TRUE(r.status == 400 || r.status == 403 || r.status == 404) << target << " -> " << r.status;
         EXPECT_EQ(r.body.find("root:"), std::string::npos) << target;
         EXPECT_EQ(r.body.find("dotfile"), std::string::npos) << target;
         EXPECT_EQ(r.body.find("hidden"), std::string::npos) << target;
+    }
+    EXPECT_TRUE(s.still_answers());
+}
+
+// No request can put a line of its own into a response head: not through
+// the redirect's Location (built from the path and query as sent), not by
+// encoded or raw CR LF in the target.
+TEST(HttpFiles, NoRequestCanSplitAResponse) {
+    Docroot root;
+    HttpServer s;
+    ASSERT_EQ(s.http->serve_directory(root.path), 0);
+    ASSERT_TRUE(s.start());
+    struct Case { std::string target; int status; };
+    const Case cases[] = {
+        {"/sub?x%0d%0aSet-Cookie:%20evil=1", 301},
+        {"/sub%0d%0aSet-Cookie:%20evil=1", 404},
+        {"/sub%0aSet-Cookie:%20evil=1/", 404},
+        {"/sub\r\nSet-Cookie: evil=1", 400},
+        {"/sub\nSet-Cookie: evil=1", 400},
+    };
+    for (const Case &k : cases) {
+        std::string answer = raw_exchange(raw_connect(s.t.address()),
+                                          "GET " + k.target + " HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+        EXPECT_EQ(answer.compare(0, 12, "HTTP/1.1 " + std::to_string(k.status)), 0) << k.target << ": " << answer;
+        std::string head = answer.substr(0, answer.find("\r\n\r\n") + 2);  // the last field with its CRLF
+        EXPECT_EQ(head.find("\nSet-Cookie"), std::string::npos) << k.target << ": " << head;
+        EXPECT_EQ(head.find("\rSet-Cookie"), std::string::npos) << k.target << ": " << head;
+        if (k.status == 301) {
+            EXPECT_NE(head.find("\r\nLocation: /sub/?x%0d%0aSet-Cookie:%20evil=1\r\n"), std::string::npos) << head;
+        }
     }
     EXPECT_TRUE(s.still_answers());
 }
