@@ -29,6 +29,8 @@ static void usage(FILE *out) {
             "  --min-spare-servers N         idle workers kept ready (5)\n"
             "  --max-spare-servers N         idle workers above this are retired (10)\n"
             "  --max-clients N               most workers at once (256)\n"
+            "  --max-clients-per-ip N        most workers one client address may hold; more\n"
+            "                                get 503 at once (0 = no limit, the default)\n"
             "  --max-requests-per-child N    connections before a worker is replaced (0 = no limit)\n"
             "  --timeout SEC                 kill a worker silent for this long (0 = off)\n"
             "  --graceful-timeout SEC        bound on a graceful stop or restart (30)\n"
@@ -95,6 +97,7 @@ int main(int argc, char **argv) {
         {"--min-spare-servers", &options.min_spare_servers},
         {"--max-spare-servers", &options.max_spare_servers},
         {"--max-clients", &options.max_clients},
+        {"--max-clients-per-ip", &options.max_clients_per_ip},
     };
     for (int i = 1; i < argc; i++) {
         std::string arg = argv[i];
@@ -229,6 +232,7 @@ int main(int argc, char **argv) {
         return 2;
     }
     server.on_connection([&http](prefork::Worker &worker, int fd) { http.serve(worker, fd); });
+    server.on_refusal([&http](prefork::Worker &worker, int fd) { http.refuse(worker, fd); });
     // The pid file first, while we may still write where root keeps them
     // (/run); removing it at exit is then best effort.
     if (!pid_file.empty() && write_pid_file(pid_file) != 0) {

@@ -586,6 +586,7 @@ std::string check_options(Options &o, std::vector<std::string> *notes) {
         {"max_requests_per_child", o.max_requests_per_child, 0, LONG_MAX / 2},
         {"max_requests_jitter", o.max_requests_jitter, 0, LONG_MAX / 2},
         {"max_rss_kib", o.max_rss_kib, 0, LONG_MAX},
+        {"max_clients_per_ip", o.max_clients_per_ip, 0, 100000},
     };
     for (const IntRule &r : ints)
         if (r.value < r.min || r.value > r.max)
@@ -892,6 +893,7 @@ struct Server::State {
     // Config, set before run().
     Options options;
     ConnectionHandler handler;
+    ConnectionHandler refusal;   // max_clients_per_ip; null: close
     std::vector<InitHook> hooks;
     LogFn log;
     std::vector<Listener> listeners;
@@ -1130,6 +1132,7 @@ static void worker_turns_busy(Server::State &s, Slot &slot) {
 
 static void worker_turns_idle(Server::State &s, Slot &slot) {
     store(slot.heartbeat_ms, now_ms());
+    store(slot.client_family, uint8_t(0));
     set_state(slot, SlotState::idle);
     if (s.worker_internals.listening.load()) join_idle_count(s, slot);
 }
@@ -1153,6 +1156,35 @@ static bool worker_should_recycle(Server::State &s, Worker::Internals &w) {
     return false;
 }
 
+// Writes the client's address into the slot, then counts the busy slots
+// that serve the same address, this one included (0 for a client without
+// an IP address). Two workers that take the same client at once each see
+// the other: the count errs on the side of refusing.
+static int busy_for_same_client(Server::State &s, Slot &mine, const sockaddr_storage &peer) {
+    static const unsigned char mapped[12] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff};
+    uint8_t family = 0, address[16] = {};
+    if (peer.ss_family == AF_INET) {
+        family = AF_INET;
+        memcpy(address, &reinterpret_cast<const sockaddr_in &>(peer).sin_addr, 4);
+    } else if (peer.ss_family == AF_INET6) {
+        const unsigned char *bytes = reinterpret_cast<const sockaddr_in6 &>(peer).sin6_addr.s6_addr;
+        bool v4 = memcmp(bytes, mapped, 12) == 0;
+        family = v4 ? AF_INET : AF_INET6;
+        memcpy(address, v4 ? bytes + 12 : bytes, v4 ? 4 : 16);
+    }
+    if (!family) return 0;
+    memcpy(mine.client, address, sizeof address);
+    __atomic_store_n(&mine.client_family, family, __ATOMIC_SEQ_CST);
+    int count = 0;
+    for (int i = 0; i < s.board.slot_count(); i++) {
+        const Slot &other = s.board.slot(i);
+        if (load(other.state) == SlotState::busy && load(other.client_family) == family &&
+            memcmp(other.client, address, sizeof address) == 0)
+            count++;
+    }
+    return count;
+}
+
 static void serve_connection(Server::State &s, int listener_index) {
     Worker::Internals &w = s.worker_internals;
     w.peer_length = sizeof w.peer;
@@ -1168,7 +1200,12 @@ static void serve_connection(Server::State &s, int listener_index) {
     Slot &slot = s.board.slot(w.slot);
     w.listener = listener_index;
     worker_turns_busy(s, slot);
-    s.handler(s.worker, fd);
+    if (s.options.max_clients_per_ip > 0 &&
+        busy_for_same_client(s, slot, w.peer) > s.options.max_clients_per_ip) {
+        if (s.refusal) s.refusal(s.worker, fd);
+    } else {
+        s.handler(s.worker, fd);
+    }
     sys::close(fd);
     __atomic_add_fetch(&slot.connections, 1, __ATOMIC_RELAXED);
     w.served++;
@@ -1883,6 +1920,7 @@ size_t Server::listener_count() const { return state_->listeners.size(); }
 std::string Server::address(size_t i) const { return state_->listeners.at(i).address; }
 int Server::port(size_t i) const { return state_->listeners.at(i).port; }
 void Server::on_connection(ConnectionHandler handler) { state_->handler = std::move(handler); }
+void Server::on_refusal(ConnectionHandler handler) { state_->refusal = std::move(handler); }
 void Server::on_worker_start(InitHook hook) { state_->hooks.push_back(std::move(hook)); }
 void Server::on_log(LogFn log) { state_->log = std::move(log); }
 bool Server::is_child() const { return state_->is_child; }
@@ -3092,27 +3130,56 @@ static void linger_before_close(int fd) {
     }
 }
 
+// The client's address as the access log shows it: no port, no brackets.
+static void note_peer(HttpService::Internals &in, const HttpOptions &o, const Worker &worker) {
+    if (o.access_log_fd < 0) return;
+    int port = 0;
+    std::string address = worker.peer_length() ? describe_address(reinterpret_cast<const sockaddr *>(&worker.peer()),
+                                                                  worker.peer_length(), &port)
+                                               : std::string("-");
+    if (address.compare(0, 5, "unix:") == 0) address = "unix";
+    else if (port && address.rfind(':') != std::string::npos) address.erase(address.rfind(':'));
+    if (address.size() > 2 && address.front() == '[') address = address.substr(1, address.size() - 2);
+    snprintf(in.peer, sizeof in.peer, "%s", address.c_str());
+}
+
+static void flush_log(HttpService::Internals &in, const HttpOptions &o) {
+    if (in.log.empty()) return;
+    (void)sys::write_all(o.access_log_fd, in.log.data(), in.log.size());
+    in.log.clear();
+}
+
 void HttpService::serve(Worker &worker, int fd) {
     Internals &in = *in_;
-    if (options_.access_log_fd >= 0) {
-        int port = 0;
-        std::string address = worker.peer_length() ? describe_address(reinterpret_cast<const sockaddr *>(&worker.peer()),
-                                                                      worker.peer_length(), &port)
-                                                   : std::string("-");
-        if (address.compare(0, 5, "unix:") == 0) address = "unix";
-        else if (port && address.rfind(':') != std::string::npos) address.erase(address.rfind(':'));
-        if (address.size() > 2 && address.front() == '[') address = address.substr(1, address.size() - 2);
-        snprintf(in.peer, sizeof in.peer, "%s", address.c_str());
-    }
+    note_peer(in, options_, worker);
     serve_connection(worker, fd);
     if (in.linger) {
         in.linger = false;
         linger_before_close(fd);
     }
-    if (!in.log.empty()) {
-        (void)sys::write_all(options_.access_log_fd, in.log.data(), in.log.size());
-        in.log.clear();
+    flush_log(in, options_);
+}
+
+void HttpService::refuse(Worker &worker, int fd) {
+    Internals &in = *in_;
+    note_peer(in, options_, worker);
+    Link link;
+    link.fd = fd;
+    link.send_timeout = std::min(options_.send_timeout, 2.0);  // a refusal is not worth a long wait
+    HttpResponse &r = in.response;
+    r.reset();
+    answer_status(r, 503);
+    r.header("Retry-After", "1");
+    uint64_t sent = 0, body = r.body_buffer().size();
+    (void)send_response(in, options_, link, r, false, false, 1, &sent);
+    log_access(in, options_, nullptr, "-", 503, body);
+    // Take what the client has already sent, without waiting for more, so
+    // that the close is a FIN rather than a reset.
+    char sink[4096];
+    for (int i = 0; i < 16 && sys::receive(fd, sink, sizeof sink, false) > 0; i++) {
     }
+    shutdown(fd, SHUT_WR);
+    flush_log(in, options_);
 }
 
 void HttpService::serve_connection(Worker &worker, int fd) {

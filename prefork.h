@@ -132,6 +132,11 @@
                                 retrying with back-off.
      ipc_retry_interval [5]     Seconds between tries when shared memory or
                                 the semaphore cannot be had.
+     max_clients_per_ip [0]     Busy workers one client address may hold at
+                                once (0 = no limit), counted on the
+                                scoreboard. A connection over it goes to the
+                                on_refusal() handler, or is closed, instead
+                                of to on_connection()'s.
      defer_accept [0]           Seconds a new TCP connection may wait in the
                                 kernel for its first bytes before a worker
                                 accepts it (Linux TCP_DEFER_ACCEPT; 0 = off).
@@ -213,6 +218,7 @@ struct Options {
     double graceful_timeout = 30;
     double ipc_retry_interval = 5;
     double defer_accept = 0;
+    int max_clients_per_ip = 0;
     bool shutdown_on_error = false;
     bool single_process = false;
     bool debug_scoreboard = false;
@@ -242,6 +248,8 @@ struct Slot {
     uint64_t requests;
     uint64_t bytes;
     char request[80];       // last request line, NUL-terminated, cut short
+    uint8_t client_family;  // AF_INET or AF_INET6 while busy with such a client, else 0
+    uint8_t client[16];     // that client's address (IPv4-mapped ones as IPv4)
 };
 
 struct Snapshot {
@@ -348,6 +356,9 @@ public:
     int port(size_t index) const;              // 0 for UNIX sockets
 
     void on_connection(ConnectionHandler handler);
+    // Gets the connections refused by max_clients_per_ip (default: closed
+    // at once); it should answer briefly and return.
+    void on_refusal(ConnectionHandler handler);
     void on_worker_start(InitHook hook);
     void on_log(LogFn log);
 
@@ -528,6 +539,9 @@ public:
     // Serves one connection until it closes, times out, or the worker
     // should stop. Never throws, never exits.
     void serve(Worker &worker, int fd);
+    // Answers 503 (Retry-After: 1) without reading the request, logs it,
+    // and returns: the handler for Server::on_refusal().
+    void refuse(Worker &worker, int fd);
     const std::string &error() const { return error_; }
     const HttpOptions &options() const { return options_; }
 

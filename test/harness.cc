@@ -317,6 +317,7 @@ bool TestServer::start() {
             if (n > 0) (void)!write(log_fd, line, std::min<size_t>(size_t(n), sizeof line - 1));
         });
     server.on_connection(handler ? handler : prefork::ConnectionHandler(handle_command));
+    if (refusal) server.on_refusal(refusal);
     for (const prefork::InitHook &hook : hooks) server.on_worker_start(hook);
     server.on_worker_start([](prefork::Worker &) {
         if (hook_record.empty()) hook_record = "none";

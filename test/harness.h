@@ -53,6 +53,7 @@ public:
     std::vector<std::string> listen_specs{"127.0.0.1:0"};
     std::vector<prefork::InitHook> hooks;
     prefork::ConnectionHandler handler;  // default: the command protocol
+    prefork::ConnectionHandler refusal;  // Server::on_refusal, when set
     std::function<void()> in_child;  // runs in the server child before run()
     bool log_through_stderr = false;  // use prefork::log_to_stderr, stderr to the log
     bool expect_clean_ipc = true;     // after a clean exit, no IPC object may remain

@@ -422,6 +422,34 @@ TEST(Http, AnIdleKeepAliveConnectionGivesWayWhenThePoolFills) {
     EXPECT_EQ(answer.status, 200) << "the new client was kept waiting";
 }
 
+// max_clients_per_ip: a third connection from an address that already
+// holds two workers gets 503 at once; another address is served; once the
+// first address lets a worker go it is served again.
+TEST(Http, OneClientAddressHoldsAtMostItsShareOfWorkers) {
+    HttpServer s(5, 5);
+    s.t.options.max_clients_per_ip = 2;
+    s.t.options.start_servers = 5;
+    s.t.options.max_clients = 10;
+    prefork::HttpService *service = s.http.get();
+    s.t.refusal = [service](prefork::Worker &w, int fd) { service->refuse(w, fd); };
+    ASSERT_TRUE(s.start());
+    const std::string request = "GET /pid HTTP/1.1\r\nHost: x\r\n\r\n";
+    const std::string once = "GET /pid HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n";
+    Client first(s.t.address()), second(s.t.address());  // kept alive: two workers held
+    ASSERT_TRUE(first.send(request) && second.send(request));
+    ASSERT_EQ(read_response(first).status, 200);
+    ASSERT_EQ(read_response(second).status, 200);
+    std::string third = raw_exchange(raw_connect(s.t.address()), once);
+    EXPECT_EQ(third.compare(0, 12, "HTTP/1.1 503"), 0) << third;
+    EXPECT_NE(third.find("\r\nRetry-After: 1\r\n"), std::string::npos) << third;
+    std::string other = raw_exchange(raw_connect(s.t.address(), "127.0.0.2"), once);
+    EXPECT_EQ(other.compare(0, 12, "HTTP/1.1 200"), 0) << "another address was refused: " << other;
+    first.close();
+    EXPECT_TRUE(harness::eventually([&] {
+        return raw_exchange(raw_connect(s.t.address()), once).compare(0, 12, "HTTP/1.1 200") == 0;
+    })) << "still refused after a worker was let go";
+}
+
 TEST(HttpPieces, ChunkedDecoderTakesAnySplit) {
     const std::string coded = "4\r\nWiki\r\n5;name=v\r\npedia\r\nE\r\n in\r\n\r\nchunks.\r\n0\r\nT: v\r\n\r\n";
     for (size_t split = 0; split <= coded.size(); split++) {
