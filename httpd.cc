@@ -187,6 +187,16 @@ int main(int argc, char **argv) {
         return 2;
     }
     if (listens.empty()) listens.push_back("8080");
+    struct passwd *account = nullptr;
+    if (!user.empty() && !(account = getpwnam(user.c_str()))) {
+        fprintf(stderr, "httpd: unknown user '%s' for --user\n", user.c_str());
+        return 2;
+    }
+    if (geteuid() == 0 && user.empty()) {
+        fprintf(stderr, "httpd: refusing to run the workers as root: give --user NAME "
+                        "(or --user root to insist)\n");
+        return 2;
+    }
 
     // Logs open before privileges go, so they may live where root writes.
     if (!error_log.empty() && error_log != "-") {
@@ -204,11 +214,6 @@ int main(int argc, char **argv) {
             fprintf(stderr, "httpd: cannot open the access log %s: %s\n", access_log.c_str(), strerror(errno));
             return 1;
         }
-    }
-    struct passwd *account = nullptr;
-    if (!user.empty() && !(account = getpwnam(user.c_str()))) {
-        fprintf(stderr, "httpd: unknown user '%s' for --user\n", user.c_str());
-        return 2;
     }
 
     // A connection reaches a worker once its request has begun to arrive:
@@ -239,8 +244,13 @@ int main(int argc, char **argv) {
         fprintf(stderr, "httpd: cannot write the pid file %s: %s\n", pid_file.c_str(), strerror(errno));
         return 1;
     }
-    if (account && (initgroups(account->pw_name, account->pw_gid) != 0 || setgid(account->pw_gid) != 0 ||
-                    setuid(account->pw_uid) != 0)) {
+    // The whole process becomes the user, parent included: once the
+    // listeners, the logs and the pid file are open, the parent only forks,
+    // signals its own workers and reads the scoreboard (made by run(), so
+    // owned by the user too). Nothing to do when we are that user already.
+    if (account && account->pw_uid != geteuid() &&
+        (initgroups(account->pw_name, account->pw_gid) != 0 || setgid(account->pw_gid) != 0 ||
+         setuid(account->pw_uid) != 0)) {
         fprintf(stderr, "httpd: cannot become user %s: %s\n", user.c_str(), strerror(errno));
         if (!pid_file.empty()) unlink(pid_file.c_str());
         return 1;

@@ -15,6 +15,8 @@
 #include <vector>
 
 #include <fcntl.h>
+#include <grp.h>
+#include <pwd.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -31,10 +33,17 @@ std::string slurp(const std::string &path) {
     return s.str();
 }
 
-// One run of ./httpd with the given arguments.
+// One run of ./httpd with the given arguments. Started by root, httpd
+// refuses to run its workers as root unless told; as_invoker adds
+// "--user root" then (when no --user is given), so the other tests run it
+// as whoever runs them.
 class Httpd {
 public:
-    explicit Httpd(std::vector<std::string> args) {
+    explicit Httpd(std::vector<std::string> args, bool as_invoker = true) {
+        if (as_invoker && geteuid() == 0 && std::find(args.begin(), args.end(), "--user") == args.end()) {
+            args.insert(args.begin(), "root");
+            args.insert(args.begin(), "--user");
+        }
         char dir[] = "/tmp/prefork-httpd-XXXXXX";
         scratch_ = mkdtemp(dir);
         chmod(scratch_.c_str(), 0755);
@@ -212,8 +221,45 @@ TEST(HttpdProgram, UserDropsPrivilegesAfterBinding) {
         std::istringstream pids(slurp(children_file));
         return bool(pids >> worker);
     })) << "no worker";
+    // Parent and worker: nobody's uid and gid, real, effective, saved and
+    // filesystem, and nobody's supplementary groups only.
+    struct passwd *nobody = getpwnam("nobody");
+    ASSERT_NE(nobody, nullptr);
+    gid_t groups[64];
+    int count = 64;
+    ASSERT_GE(getgrouplist("nobody", nobody->pw_gid, groups, &count), 0);
+    std::vector<gid_t> expected(groups, groups + count);
+    std::sort(expected.begin(), expected.end());
+    expected.erase(std::unique(expected.begin(), expected.end()), expected.end());
     for (pid_t pid : {h.pid(), worker}) {
         std::string status = slurp("/proc/" + std::to_string(pid) + "/status");
-        EXPECT_NE(status.find("Uid:\t65534\t65534\t65534\t65534"), std::string::npos) << pid << status;
+        std::string uid = std::to_string(nobody->pw_uid), gid = std::to_string(nobody->pw_gid);
+        EXPECT_NE(status.find("\nUid:\t" + uid + "\t" + uid + "\t" + uid + "\t" + uid + "\n"), std::string::npos)
+            << pid << status;
+        EXPECT_NE(status.find("\nGid:\t" + gid + "\t" + gid + "\t" + gid + "\t" + gid + "\n"), std::string::npos)
+            << pid << status;
+        size_t at = status.find("\nGroups:");
+        ASSERT_NE(at, std::string::npos);
+        std::istringstream listed(status.substr(at + 8, status.find('\n', at + 1) - at - 8));
+        std::vector<gid_t> seen;
+        for (gid_t g; listed >> g;) seen.push_back(g);
+        std::sort(seen.begin(), seen.end());
+        EXPECT_EQ(seen, expected) << pid << status;
     }
+    Client c(h.address());  // and it still serves, as nobody
+    ASSERT_TRUE(c.send("GET /missing HTTP/1.1\r\nHost: x\r\n\r\n"));
+    EXPECT_EQ(c.line(), "HTTP/1.1 404 Not Found\r");
+}
+
+TEST(HttpdProgram, RootWithoutUserIsRefused) {
+    NEED_HTTPD();
+    if (geteuid() != 0) GTEST_SKIP() << "needs root";
+    Httpd h({"--listen", "unix:@/s.sock", "@"}, false);
+    int status = h.wait(5000);
+    ASSERT_GE(status, 0) << "httpd ran its workers as root";
+    EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 2);
+    EXPECT_EQ(h.stderr_text(),
+              "httpd: refusing to run the workers as root: give --user NAME (or --user root to insist)\n");
+    struct stat st;
+    EXPECT_NE(stat((h.scratch() + "/s.sock").c_str(), &st), 0) << "it bound before refusing";
 }
