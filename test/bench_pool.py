@@ -251,7 +251,10 @@ class Httpd(Server):
     name = "httpd"
 
     def command(self, s):
-        return [self.binary, "--listen", f"127.0.0.1:{self.port}",
+        # As root, workers run as nobody (Apache's run as www-data); httpd
+        # refuses to run them as root unless told.
+        user = ["--user", "nobody"] if os.geteuid() == 0 else []
+        return [self.binary] + user + ["--listen", f"127.0.0.1:{self.port}",
                 "--start-servers", str(s["start"]), "--min-spare-servers", str(s["min_spare"]),
                 "--max-spare-servers", str(s["max_spare"]), "--max-clients", str(s["max_clients"]),
                 os.path.join(self.workdir, "www")]
