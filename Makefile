@@ -14,7 +14,7 @@ TEST_SOURCES = test/header_test.cc test/options_test.cc test/scoreboard_test.cc 
                test/listener_test.cc test/pool_test.cc test/http_test.cc test/httpd_test.cc test/harness.cc
 TEST_OBJECTS = $(TEST_SOURCES:test/%.cc=$(BUILD)/test/%.o)
 
-.PHONY: all test asan-test embedded-check bench bench-pool fuzz install clean
+.PHONY: all test asan-test embedded-check bench bench-pool chaos fuzz install clean
 
 all: httpd
 
@@ -71,6 +71,9 @@ bench: all
 
 bench-pool: all
 	test/bench_pool.sh
+
+chaos: all
+	test/chaos.sh
 
 install: httpd
 	install -d $(DESTDIR)$(BINDIR)

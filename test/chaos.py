@@ -1,0 +1,448 @@
+#!/usr/bin/env python3
+"""chaos.py - httpd under fire: killed workers, restart storms, draining,
+slow clients, leaks. Run through test/chaos.sh (`make chaos`).
+
+Every scenario starts a fresh httpd on a loopback port, drives it, prints
+its figures and a PASS or FAIL line; the run ends with "N passed, M failed".
+Every wait polls with a deadline and every load is bounded in time, so the
+whole run stays well under ten minutes. Servers are stopped by pid.
+
+  massacre  20 s of wrk load while a random worker is SIGKILLed every
+            100 ms: failed requests (socket errors + non-2xx) <= kills;
+            afterwards the pool is back within min/max spare and answers.
+  restarts  20 s of wrk load with a graceful restart (SIGHUP) every 500 ms:
+            no failed request; 2 s after the last one, no worker of an
+            older generation is left.
+  drain     SIGTERM while 20 downloads of a 32 MiB file are in flight: all
+            complete byte-exact, the master exits 0, and the System V IPC
+            objects are as before (ipcs).
+  slowloris 500 connections from 127.0.0.2 that send a header byte a second
+            while a client on 127.0.0.1 keeps requesting: its p99 < 1 s and
+            none of its requests fails (--max-clients-per-ip 32,
+            --request-timeout 5, and httpd's TCP_DEFER_ACCEPT).
+  leaks     one worker serves 100k keep-alive and 20k new-connection
+            requests: its RSS stays within 64 KiB of the value after the
+            warm-up and its open-fd count does not change; then valgrind
+            memcheck on httpd --single-process serving every kind of answer:
+            no definite leak, no invalid access.
+"""
+
+import argparse
+import os
+import random
+import re
+import select
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import threading
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import bench_pool  # noqa: E402  (servers, /proc helpers)
+from bench_http import parse_wrk  # noqa: E402
+from bench_pool import Skip, children_of, now  # noqa: E402
+
+SMALL = b"hello, chaos!\n"
+BIG_SIZE = 32 * 1024 * 1024
+POOL = ["--start-servers", "5", "--min-spare-servers", "5", "--max-spare-servers", "10"]
+
+
+class Httpd(bench_pool.Server):
+    name = "httpd"
+
+    def __init__(self, binary, workdir, tag, args):
+        super().__init__(binary, workdir, tag)
+        self.args = args
+
+    def command(self, settings):
+        user = ["--user", "nobody"] if os.geteuid() == 0 else []
+        return [self.binary] + user + ["--listen", f"127.0.0.1:{self.port}"] + self.args + \
+            [os.path.join(self.workdir, "www")]
+
+
+def request(port, path="/hello.txt", source=None, timeout=5.0, close=True):
+    """One GET on a new connection: (status, body), status 0 on failure."""
+    try:
+        s = socket.socket()
+        s.settimeout(timeout)
+        if source:
+            s.bind((source, 0))
+        s.connect(("127.0.0.1", port))
+        s.sendall(f"GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".encode())
+        data = b""
+        while True:
+            chunk = s.recv(65536)
+            if not chunk:
+                break
+            data += chunk
+        s.close()
+    except OSError:
+        return 0, b""
+    head, _, body = data.partition(b"\r\n\r\n")
+    m = re.match(rb"HTTP/1\.1 (\d{3})", head)
+    return (int(m.group(1)) if m else 0), body
+
+
+def status_auto(port):
+    """The ?auto status page as a dict, or {}."""
+    code, body = request(port, "/server-status?auto")
+    if code != 200:
+        return {}
+    out = {}
+    for line in body.decode("latin-1").splitlines():
+        k, _, v = line.partition(": ")
+        out[k] = v
+    return out
+
+
+def eventually(pred, deadline_s, step=0.05):
+    end = now() + deadline_s
+    while now() < end:
+        if pred():
+            return True
+        time.sleep(step)
+    return pred()
+
+
+class Wrk:
+    def __init__(self, binary):
+        self.binary = binary
+
+    def start(self, port, seconds, connections=16, close=False, path="/hello.txt"):
+        cmd = [self.binary, "-t1", f"-c{connections}", f"-d{seconds}s", "--latency"]
+        if close:
+            cmd += ["-H", "Connection: close"]
+        cmd.append(f"http://127.0.0.1:{port}{path}")
+        return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+    @staticmethod
+    def finish(proc, seconds):
+        try:
+            out, _ = proc.communicate(timeout=seconds + 15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            out, _ = proc.communicate()
+        r = parse_wrk(out)
+        r["requests"] = r["requests"] or 0
+        r["rps"] = r["rps"] or 0.0
+        r["failed"] = sum(r["errors"].values()) + r["non2xx"]
+        return r
+
+
+def describe(r):
+    errs = ", ".join(f"{k} {v}" for k, v in r["errors"].items()) or "none"
+    return f"{r['requests']} requests, {r['rps']:.0f} req/s, socket errors: {errs}, non-2xx: {r['non2xx']}"
+
+
+# --------------------------------------------------------------------------
+# Scenarios: each returns (passed, one line of figures)
+
+def massacre(ctx):
+    srv = ctx.start("massacre", POOL + ["--max-clients", "64"])
+    w = ctx.wrk.start(srv.port, 20)
+    kills, end = 0, now() + 20
+    rng = random.Random(1)
+    while now() < end and w.poll() is None:
+        kids = children_of(srv.proc.pid) or []
+        if kids:
+            try:
+                os.kill(rng.choice(kids), signal.SIGKILL)
+                kills += 1
+            except OSError:
+                pass
+        time.sleep(0.1)
+    r = Wrk.finish(w, 20)
+    idle = {}
+
+    def settled():
+        idle.update(status_auto(srv.port))
+        return idle.get("IdleWorkers", "").isdigit() and 5 <= int(idle["IdleWorkers"]) <= 10
+    back = eventually(settled, 10)
+    answers = request(srv.port)[0] == 200
+    ok = r["requests"] > 0 and r["failed"] <= kills and back and answers
+    return ok, (f"{kills} kills; {describe(r)}; failed {r['failed']} <= kills: {r['failed'] <= kills}; "
+                f"idle workers afterwards {idle.get('IdleWorkers', '?')} (spare 5..10), answers: {answers}")
+
+
+def restarts(ctx):
+    srv = ctx.start("restarts", POOL)
+    w = ctx.wrk.start(srv.port, 20)
+    hups, end = 0, now() + 19.5
+    last = now()
+    while now() < end and w.poll() is None:
+        os.kill(srv.proc.pid, signal.SIGHUP)
+        hups += 1
+        last = now()
+        time.sleep(0.5)
+    r = Wrk.finish(w, 20)
+    time.sleep(max(0.0, last + 2 - now()))
+    code, body = request(srv.port, "/server-status?json")
+    text = body.decode("latin-1")
+    gen = re.search(r'"generation":(\d+)', text)
+    gens = [int(g) for g in re.findall(r'"pid":\d+,"state":"[^"]*","generation":(\d+)', text)]
+    old = [g for g in gens if gen and g != int(gen.group(1))]
+    ok = code == 200 and r["requests"] > 0 and r["failed"] == 0 and not old and gens
+    return ok, (f"{hups} restarts; {describe(r)}; generation {gen.group(1) if gen else '?'}; "
+                f"old-generation workers 2 s after the last restart: {len(old)}")
+
+
+def ipc_ids():
+    out = subprocess.run(["ipcs"], capture_output=True, text=True).stdout
+    return sorted(re.findall(r"^0x[0-9a-f]+\s+(\d+)", out, re.M))
+
+
+def drain(ctx):
+    before = ipc_ids()
+    srv = ctx.start("drain", POOL)
+    outs = [os.path.join(ctx.workdir, f"dl{i}") for i in range(20)]
+    curls = [subprocess.Popen(["curl", "-sS", "--limit-rate", "12M", "-o", o,
+                               f"http://127.0.0.1:{srv.port}/big.bin"],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE) for o in outs]
+    # SIGTERM once every download has begun.
+    eventually(lambda: all(os.path.exists(o) and os.path.getsize(o) > 0 for o in outs), 10)
+    t0 = now()
+    os.kill(srv.proc.pid, signal.SIGTERM)
+    codes = []
+    for c in curls:
+        try:
+            codes.append(c.wait(60))
+        except subprocess.TimeoutExpired:
+            c.kill()
+            codes.append(-1)
+    try:
+        master = srv.proc.wait(40)
+    except subprocess.TimeoutExpired:
+        master = None
+    took = now() - t0
+    srv.stop()
+    with open(os.path.join(ctx.workdir, "www", "big.bin"), "rb") as f:
+        want = f.read()
+    exact = 0
+    for o in outs:
+        try:
+            with open(o, "rb") as f:
+                exact += f.read() == want
+        except OSError:
+            pass
+        try:
+            os.unlink(o)
+        except OSError:
+            pass
+    after = ipc_ids()
+    ok = exact == 20 and all(c == 0 for c in codes) and master == 0 and before == after
+    return ok, (f"{exact}/20 downloads byte-exact (curl exit codes {sorted(set(codes))}); master exit "
+                f"{master} {took:.1f} s after SIGTERM; IPC objects before {len(before)}, after {len(after)}"
+                f"{'' if before == after else ' (differ)'}")
+
+
+def slowloris(ctx):
+    srv = ctx.start("slowloris", POOL + ["--max-clients", "256", "--max-clients-per-ip", "32",
+                                         "--request-timeout", "5"])
+    stop = threading.Event()
+    stats = {"connects": 0, "bytes": 0}
+    head = b"GET /hello.txt HTTP/1.1\r\nHost: x\r\nX-Slow: " + b"a" * 4096
+
+    def loris():
+        socks = {}  # socket -> bytes of the head sent
+
+        def opened():
+            try:
+                s = socket.socket()
+                s.setblocking(False)
+                s.bind(("127.0.0.2", 0))
+                s.connect_ex(("127.0.0.1", srv.port))
+                stats["connects"] += 1
+                return s
+            except OSError:
+                return None
+        while not stop.is_set():
+            while len(socks) < 500:
+                s = opened()
+                if s is None:
+                    break
+                socks[s] = 0
+            for s in list(socks):
+                try:
+                    s.send(head[socks[s]:socks[s] + 1])
+                    socks[s] += 1
+                    stats["bytes"] += 1
+                    # Whatever the server says (408, 503) ends this one; drop it.
+                    r, _, _ = select.select([s], [], [], 0)
+                    if r and not s.recv(4096, socket.MSG_DONTWAIT):
+                        raise OSError
+                except (OSError, BlockingIOError):
+                    s.close()
+                    del socks[s]
+            stop.wait(1.0)
+        for s in socks:
+            s.close()
+
+    t = threading.Thread(target=loris, daemon=True)
+    t.start()
+    time.sleep(2)  # let the slow clients take what they can
+    lat, failed, end = [], 0, now() + 20
+    while now() < end:
+        t0 = now()
+        code, body = request(srv.port, timeout=5)
+        lat.append(now() - t0)
+        failed += code != 200 or body != SMALL
+        time.sleep(0.02)
+    stop.set()
+    t.join(10)
+    lat.sort()
+    p99 = lat[min(len(lat) - 1, int(len(lat) * 0.99))] if lat else None
+    ok = lat and p99 < 1.0 and failed == 0
+    return ok, (f"{len(lat)} requests from 127.0.0.1, failed {failed}, latency median "
+                f"{statistics.median(lat) * 1000:.1f} ms, p99 {p99 * 1000:.1f} ms; slow side "
+                f"{stats['connects']} connects, {stats['bytes']} bytes trickled")
+
+
+def rss_and_fds(pid):
+    with open(f"/proc/{pid}/status") as f:
+        rss = int(re.search(r"VmRSS:\s+(\d+)", f.read()).group(1))
+    return rss, len(os.listdir(f"/proc/{pid}/fd"))
+
+
+def run_until(ctx, port, count, close):
+    """wrk on one connection until about `count` requests are done (bounded)."""
+    done = 0
+    end = now() + 60
+    while done < count and now() < end:
+        r = Wrk.finish(ctx.wrk.start(port, 2, connections=1, close=close), 2)
+        if r["requests"] == 0:
+            break
+        done += r["requests"]
+    return done
+
+
+def leaks(ctx):
+    srv = ctx.start("leaks", ["--start-servers", "1", "--min-spare-servers", "1",
+                              "--max-spare-servers", "1", "--max-clients", "1"])
+    worker = children_of(srv.proc.pid)[0]
+    run_until(ctx, srv.port, 10000, False)          # warm-up
+    run_until(ctx, srv.port, 2000, True)
+    rss0, fds0 = rss_and_fds(worker)
+    ka = run_until(ctx, srv.port, 100000, False)
+    nc = run_until(ctx, srv.port, 20000, True)
+    same = children_of(srv.proc.pid) == [worker]
+    rss1, fds1 = rss_and_fds(worker)
+    srv.stop()
+    flat = abs(rss1 - rss0) <= 64 and fds1 == fds0 and same and ka >= 100000 and nc >= 20000
+
+    # valgrind: one process serving every kind of answer.
+    vg_log = os.path.join(ctx.workdir, "valgrind.log")
+    port = bench_pool.free_port()
+    user = ["--user", "root"] if os.geteuid() == 0 else []
+    vg = subprocess.Popen(["valgrind", "--leak-check=full", "--show-leak-kinds=definite",
+                           f"--log-file={vg_log}", ctx.httpd] + user +
+                          ["--single-process", "--listen", f"127.0.0.1:{port}",
+                           os.path.join(ctx.workdir, "www")],
+                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    served = eventually(lambda: request(port, timeout=1)[0] == 200, 30, 0.2)
+    kinds = ["/hello.txt", "/missing", "/server-status?auto", "/server-status?json", "/server-status",
+             "/%2e%2e/etc/passwd", "/big.bin"]
+    for path in kinds * 5:
+        request(port, path, timeout=10)
+    for raw in (b"BAD\r\n\r\n", b"GET / HTTP/1.1\r\n\r\n", b"POST / HTTP/1.1\r\nHost: x\r\n"
+                b"Transfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n"):
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
+                s.sendall(raw)
+                s.recv(4096)
+        except OSError:
+            pass
+    vg.send_signal(signal.SIGTERM)
+    try:
+        vg.wait(60)
+    except subprocess.TimeoutExpired:
+        vg.kill()
+        vg.wait()
+    text = open(vg_log, errors="replace").read() if os.path.exists(vg_log) else ""
+    m_def = re.search(r"definitely lost: ([\d,]+) bytes", text)
+    definite = int(m_def.group(1).replace(",", "")) if m_def else 0
+    m_err = re.search(r"ERROR SUMMARY: ([\d,]+) errors", text)
+    errors = int(m_err.group(1).replace(",", "")) if m_err else None
+    clean = served and errors == 0 and definite == 0
+    ok = flat and clean
+    return ok, (f"one worker, {ka} keep-alive + {nc} new-connection requests: RSS {rss0} -> {rss1} KiB "
+                f"({rss1 - rss0:+d}), open fds {fds0} -> {fds1}, same worker: {same}; valgrind: "
+                f"served {served}, definitely lost {definite} bytes, error summary {errors}")
+
+
+SCENARIOS = [("massacre", massacre), ("restarts", restarts), ("drain", drain),
+             ("slowloris", slowloris), ("leaks", leaks)]
+
+
+class Context:
+    def __init__(self, args):
+        self.workdir = args.workdir
+        self.httpd = args.httpd
+        self.wrk = Wrk(args.wrk)
+        self.servers = []
+
+    def start(self, tag, extra):
+        srv = Httpd(self.httpd, self.workdir, tag, extra)
+        self.servers.append(srv)
+        srv.start({})
+        if not eventually(lambda: request(srv.port)[0] == 200, 10):
+            raise Skip(f"httpd ({tag}) does not answer: {srv.log_tail()}")
+        return srv
+
+    def stop_all(self):
+        for srv in self.servers:
+            srv.stop()
+        self.servers = []
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--workdir", required=True)
+    ap.add_argument("--httpd", required=True)
+    ap.add_argument("--wrk", default="")
+    ap.add_argument("--only", default="", help="comma-separated scenario names")
+    args = ap.parse_args()
+    if not args.wrk:
+        print("chaos: wrk is needed")
+        return 1
+    signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
+    www = os.path.join(args.workdir, "www")
+    os.makedirs(www, exist_ok=True)
+    with open(os.path.join(www, "hello.txt"), "wb") as f:
+        f.write(SMALL)
+    with open(os.path.join(www, "big.bin"), "wb") as f:
+        f.write(random.Random(7).randbytes(BIG_SIZE))
+    os.chmod(args.workdir, 0o755)  # workers may run as nobody
+    os.chmod(www, 0o755)
+    for name in os.listdir(www):
+        os.chmod(os.path.join(www, name), 0o644)
+    ctx = Context(args)
+    wanted = set(filter(None, args.only.split(",")))
+    passed = failed = 0
+    started = now()
+    try:
+        for name, fn in SCENARIOS:
+            if wanted and name not in wanted:
+                continue
+            t0 = now()
+            try:
+                ok, figures = fn(ctx)
+            except Skip as e:
+                ok, figures = False, f"could not run: {e}"
+            finally:
+                ctx.stop_all()
+            passed += bool(ok)
+            failed += not ok
+            print(f"{name:10} {'PASS' if ok else 'FAIL'} ({now() - t0:.0f} s): {figures}", flush=True)
+    except KeyboardInterrupt:
+        ctx.stop_all()
+        print("interrupted")
+        return 130
+    print(f"{passed} passed, {failed} failed ({now() - started:.0f} s)")
+    return 0 if failed == 0 else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
