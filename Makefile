@@ -35,6 +35,10 @@ $(BUILD)/prefork_test: $(TEST_OBJECTS) $(BUILD)/prefork.o
 $(BUILD)/example: $(BUILD)/test/example.o $(BUILD)/prefork.o
 	$(CXX) $(ALL_CXXFLAGS) $(LDFLAGS) -o $@ $^
 
+# httpd with faults on demand, for make chaos (built by make test too, so it keeps building).
+$(BUILD)/chaos_server: $(BUILD)/test/chaos_server.o $(BUILD)/prefork.o
+	$(CXX) $(ALL_CXXFLAGS) $(LDFLAGS) -o $@ $^
+
 # The example in prefork.h's manual and test/example.cc must stay identical.
 example-check: $(BUILD)/example
 	@sed -n '/^     #include "prefork.h"/,/^     }$$/p' prefork.h | sed 's/^     //' | \
@@ -45,7 +49,7 @@ embedded-check:
 	@mkdir -p $(BUILD)
 	$(CXX) -std=c++17 $(WARNINGS) -fno-exceptions -fno-rtti -Os -c -o $(BUILD)/prefork-embedded.o prefork.cc
 
-test: all $(BUILD)/prefork_test example-check embedded-check
+test: all $(BUILD)/prefork_test $(BUILD)/chaos_server example-check embedded-check
 	timeout 300 $(BUILD)/prefork_test
 
 # The same suite under AddressSanitizer and UndefinedBehaviorSanitizer.
@@ -72,8 +76,8 @@ bench: all
 bench-pool: all
 	test/bench_pool.sh
 
-chaos: all
-	test/chaos.sh
+chaos: all $(BUILD)/chaos_server
+	CHAOS_SERVER=$(BUILD)/chaos_server test/chaos.sh
 
 install: httpd
 	install -d $(DESTDIR)$(BINDIR)

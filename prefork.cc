@@ -2302,6 +2302,7 @@ static int hex_value(char c) {
 bool percent_decode(std::string_view in, std::string *out) {
     out->clear();
     for (size_t i = 0; i < in.size(); i++) {
+        if (in[i] == '\0') return false;  // raw, as encoded: a C string would end there
         if (in[i] != '%') {
             *out += in[i];
             continue;

@@ -433,7 +433,7 @@ struct ChunkedDecoder {
     size_t line = 0;
 };
 
-// Percent-decodes a path into *out. false for a bad escape or %00.
+// Percent-decodes a path into *out. false for a bad escape or a NUL (%00 or raw).
 bool percent_decode(std::string_view in, std::string *out);
 
 const char *http_reason(int status);  // "Not Found"; "" for unknown codes

@@ -20,11 +20,23 @@ whole run stays well under ten minutes. Servers are stopped by pid.
             while a client on 127.0.0.1 keeps requesting: its p99 < 1 s and
             none of its requests fails (--max-clients-per-ip 32,
             --request-timeout 5, and httpd's TCP_DEFER_ACCEPT).
+  hung      a handler that never returns (chaos_server /hang) is killed after
+            --timeout 1 (SIGTERM, then SIGKILL after the 2 s grace); its
+            client sees the connection close, others are served meanwhile.
+  crashloop an init hook that fails in every worker: the back-off grows
+            (fork rate falls), the pool recovers once the hook succeeds;
+            with shutdown_on_error the server stops instead.
+  nproc     (root) the server as nobody under RLIMIT_NPROC 4: 3 workers,
+            it serves, fork failures logged without a tight loop; the pool
+            reaches 5 once the limit is raised.
   leaks     one worker serves 100k keep-alive and 20k new-connection
             requests: its RSS stays within 64 KiB of the value after the
             warm-up and its open-fd count does not change; then valgrind
             memcheck on httpd --single-process serving every kind of answer:
             no definite leak, no invalid access.
+  privilege (root) httpd --user nobody: master and workers have nobody's
+            uid, gid and groups in /proc/PID/status; without --user, as
+            root, httpd refuses to start (exit 2).
 """
 
 import argparse
@@ -300,6 +312,165 @@ def slowloris(ctx):
                 f"{stats['connects']} connects, {stats['bytes']} bytes trickled")
 
 
+class ChaosServer(bench_pool.Server):
+    """build/chaos_server: httpd's service plus /hang and --fail-while FILE.
+    `wrap` goes before the command (prlimit, setpriv)."""
+    name = "chaos_server"
+
+    def __init__(self, binary, workdir, tag, args, wrap=()):
+        super().__init__(binary, workdir, tag)
+        self.args, self.wrap = args, list(wrap)
+
+    def command(self, settings):
+        return self.wrap + [self.binary, "--listen", f"127.0.0.1:{self.port}"] + self.args + \
+            [os.path.join(self.workdir, "www")]
+
+
+def log_lines(srv, needle):
+    try:
+        with open(srv.log_path, errors="replace") as f:
+            return [line for line in f if needle in line]
+    except OSError:
+        return []
+
+
+def hung(ctx):
+    srv = ctx.start_chaos("hung", POOL + ["--timeout", "1"])
+    result = {}
+
+    def hang():
+        t0 = now()
+        result["status"], _ = request(srv.port, "/hang", timeout=15)  # 0: closed without an answer
+        result["after"] = now() - t0
+    t = threading.Thread(target=hang)
+    t.start()
+    others = failed = 0
+    while t.is_alive():  # meanwhile, others are served
+        code, _ = request(srv.port, timeout=5)
+        others += 1
+        failed += code != 200
+        time.sleep(0.05)
+    t.join()
+    killed = log_lines(srv, "SIGTERM") + log_lines(srv, "SIGKILL")
+    back = eventually(lambda: len(children_of(srv.proc.pid) or []) >= 5, 10)
+    closed_after = result.get("after", 99)
+    ok = result.get("status") == 0 and closed_after < 1 + 2 + 2 and others > 10 and failed == 0 and back and killed
+    return ok, (f"/hang closed without an answer after {closed_after:.1f} s (timeout 1 s + kill grace 2 s); "
+                f"{others} other requests meanwhile, failed {failed}; watchdog log lines {len(killed)}; "
+                f"pool back to 5: {back}")
+
+
+def spawn(ctx, tag, args):
+    """chaos_server started directly (its workers may never come up):
+    (process, port, log path). Its own session: stop() ends it by pid."""
+    port = bench_pool.free_port()
+    log = os.path.join(ctx.workdir, f"{tag}.log")
+    with open(log, "wb") as out:
+        p = subprocess.Popen([ctx.chaos_server, "--listen", f"127.0.0.1:{port}"] + args +
+                             [os.path.join(ctx.workdir, "www")], stdout=out, stderr=subprocess.STDOUT,
+                             cwd=ctx.workdir, start_new_session=True)
+    return p, port, log
+
+
+def stop(p):
+    if p.poll() is None:
+        p.send_signal(signal.SIGTERM)
+        try:
+            p.wait(10)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            p.wait()
+    return p.returncode
+
+
+def crash_loop(ctx):
+    flag = os.path.join(ctx.workdir, "fail-now")
+    open(flag, "w").close()
+    p, port, log = spawn(ctx, "crashloop", POOL + ["--fail-while", flag])
+    time.sleep(8)
+    text = open(log, errors="replace").read()
+    delays = [int(d) for d in re.findall(r"next fork in (\d+) ms", text)]
+    os.unlink(flag)
+    t0 = now()
+    recovered = eventually(lambda: request(port, timeout=1)[0] == 200, 15, 0.1)
+    recovery = now() - t0
+    cleared = "back-off cleared" in open(log, errors="replace").read() or \
+        eventually(lambda: "back-off cleared" in open(log, errors="replace").read(), 3)
+    stop(p)
+    # With shutdown_on_error the same failure stops the server instead.
+    open(flag, "w").close()
+    p, port, log = spawn(ctx, "crashloop-stop", POOL + ["--fail-while", flag, "--shutdown-on-error"])
+    try:
+        code = p.wait(10)
+    except subprocess.TimeoutExpired:
+        code = None
+    stop(p)
+    os.unlink(flag)
+    said = "shutdown_on_error" in open(log, errors="replace").read()
+    growing = len(delays) >= 4 and all(b >= a for a, b in zip(delays, delays[1:])) and delays[-1] >= 1600
+    ok = growing and len(delays) < 40 and recovered and cleared and code not in (0, None) and said
+    return ok, (f"{len(delays)} failed workers in 8 s, back-off delays {delays} ms (the fork rate falls); "
+                f"recovered {recovery:.1f} s after the hook succeeded again (back-off cleared: {cleared}); "
+                f"with shutdown_on_error: exit {code}, log names it: {said}")
+
+
+AS_NOBODY = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]
+
+
+def fork_failure(ctx):
+    if os.geteuid() != 0:
+        return None, "skipped: RLIMIT_NPROC binds only a non-root server, and this run is not root"
+    # As nobody, with at most 4 processes (soft limit): the master and 3 of
+    # the 5 workers.
+    srv = ChaosServer(ctx.chaos_server, ctx.workdir, "nproc", POOL,
+                      wrap=["prlimit", "--nproc=4:64"] + AS_NOBODY)
+    ctx.servers.append(srv)
+    srv.start({})
+    serves = eventually(lambda: request(srv.port, timeout=1)[0] == 200, 10)
+    time.sleep(3)
+    workers = len(children_of(srv.proc.pid) or [])
+    t0 = now()
+    before = len(log_lines(srv, "fork: "))
+    time.sleep(3)
+    tries = len(log_lines(srv, "fork: ")) - before
+    rate = tries / (now() - t0)
+    # Raised by nobody itself (soft limit up to the hard one): no capability needed.
+    subprocess.run(AS_NOBODY + ["prlimit", f"--pid={srv.proc.pid}", "--nproc=64:64"], check=False)
+    grew = eventually(lambda: len(children_of(srv.proc.pid) or []) >= 5, 15)
+    said = log_lines(srv, "fork: ")
+    ok = serves and workers == 3 and rate < 5 and grew and said and "Resource temporarily unavailable" in said[0]
+    return ok, (f"limit 4 processes: {workers} workers, serves: {serves}; fork attempts logged at "
+                f"{rate:.1f}/s (no tight loop); first says: {said[0].strip()[-70:] if said else '-'}; "
+                f"after the limit was raised to 64: 5 workers {'reached' if grew else 'NOT reached'}")
+
+
+def privilege(ctx):
+    if os.geteuid() != 0:
+        return None, "skipped: needs root"
+    import pwd
+    nobody = pwd.getpwnam("nobody")
+    groups = sorted(set(os.getgrouplist("nobody", nobody.pw_gid)))
+    srv = ctx.start("privilege", POOL)  # as root, Context.start passes --user nobody
+    procs = [srv.proc.pid] + (children_of(srv.proc.pid) or [])
+    wrong = []
+    for pid in procs:
+        with open(f"/proc/{pid}/status") as f:
+            st = f.read()
+        ids = lambda key: re.search(rf"^{key}:\s+(.*)$", st, re.M).group(1).split()
+        if ids("Uid") != [str(nobody.pw_uid)] * 4 or ids("Gid") != [str(nobody.pw_gid)] * 4 or \
+                sorted(int(g) for g in ids("Groups")) != groups:
+            wrong.append(pid)
+    serves = request(srv.port)[0] == 200
+    srv.stop()
+    refused = subprocess.run([ctx.httpd, "--listen", f"127.0.0.1:{bench_pool.free_port()}",
+                              os.path.join(ctx.workdir, "www")], capture_output=True, text=True, timeout=10)
+    said = refused.stderr.strip()
+    ok = not wrong and len(procs) >= 6 and serves and refused.returncode == 2 and "as root" in said
+    return ok, (f"{len(procs)} processes (master + workers) all uid/gid {nobody.pw_uid}/{nobody.pw_gid} with "
+                f"groups {groups}: {not wrong}; serves: {serves}; without --user: exit {refused.returncode}, "
+                f"\"{said}\"")
+
+
 def rss_and_fds(pid):
     with open(f"/proc/{pid}/status") as f:
         rss = int(re.search(r"VmRSS:\s+(\d+)", f.read()).group(1))
@@ -373,13 +544,15 @@ def leaks(ctx):
 
 
 SCENARIOS = [("massacre", massacre), ("restarts", restarts), ("drain", drain),
-             ("slowloris", slowloris), ("leaks", leaks)]
+             ("slowloris", slowloris), ("hung", hung), ("crashloop", crash_loop),
+             ("nproc", fork_failure), ("leaks", leaks), ("privilege", privilege)]
 
 
 class Context:
     def __init__(self, args):
         self.workdir = args.workdir
         self.httpd = args.httpd
+        self.chaos_server = os.path.abspath(args.chaos_server)
         self.wrk = Wrk(args.wrk)
         self.servers = []
 
@@ -389,6 +562,14 @@ class Context:
         srv.start({})
         if not eventually(lambda: request(srv.port)[0] == 200, 10):
             raise Skip(f"httpd ({tag}) does not answer: {srv.log_tail()}")
+        return srv
+
+    def start_chaos(self, tag, extra):
+        srv = ChaosServer(self.chaos_server, self.workdir, tag, extra)
+        self.servers.append(srv)
+        srv.start({})
+        if not eventually(lambda: request(srv.port)[0] == 200, 10):
+            raise Skip(f"chaos_server ({tag}) does not answer: {srv.log_tail()}")
         return srv
 
     def stop_all(self):
@@ -402,6 +583,7 @@ def main():
     ap.add_argument("--workdir", required=True)
     ap.add_argument("--httpd", required=True)
     ap.add_argument("--wrk", default="")
+    ap.add_argument("--chaos-server", required=True)
     ap.add_argument("--only", default="", help="comma-separated scenario names")
     args = ap.parse_args()
     if not args.wrk:
@@ -420,7 +602,7 @@ def main():
         os.chmod(os.path.join(www, name), 0o644)
     ctx = Context(args)
     wanted = set(filter(None, args.only.split(",")))
-    passed = failed = 0
+    passed = failed = skipped = 0
     started = now()
     try:
         for name, fn in SCENARIOS:
@@ -433,14 +615,19 @@ def main():
                 ok, figures = False, f"could not run: {e}"
             finally:
                 ctx.stop_all()
-            passed += bool(ok)
-            failed += not ok
-            print(f"{name:10} {'PASS' if ok else 'FAIL'} ({now() - t0:.0f} s): {figures}", flush=True)
+            if ok is None:
+                skipped += 1
+            else:
+                passed += bool(ok)
+                failed += not ok
+            verdict = "SKIP" if ok is None else "PASS" if ok else "FAIL"
+            print(f"{name:10} {verdict} ({now() - t0:.0f} s): {figures}", flush=True)
     except KeyboardInterrupt:
         ctx.stop_all()
         print("interrupted")
         return 130
-    print(f"{passed} passed, {failed} failed ({now() - started:.0f} s)")
+    print(f"{passed} passed, {failed} failed" + (f", {skipped} skipped" if skipped else "")
+          + f" ({now() - started:.0f} s)")
     return 0 if failed == 0 else 1
 
 

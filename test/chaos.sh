@@ -21,4 +21,5 @@ need_tools wrk curl valgrind
 WRK=${WRK:-$(find_tool wrk)}
 
 run_python chaos.py \
-    --httpd "$HTTPD" --wrk "$WRK" --only "${CHAOS_ONLY:-}"
+    --httpd "$HTTPD" --wrk "$WRK" --chaos-server "${CHAOS_SERVER:-build/chaos_server}" \
+    --only "${CHAOS_ONLY:-}"

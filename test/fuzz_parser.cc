@@ -1,5 +1,5 @@
-// fuzz_parser.cc - libFuzzer target for the HTTP request parser and the
-// chunked body decoder.
+// fuzz_parser.cc - libFuzzer target for the HTTP request parser, the
+// chunked body decoder, percent-decoding and address ranges.
 // `make fuzz` builds it with clang (ASan + UBSan) and runs it over
 // test/fuzz_corpus for FUZZ_SECONDS. Besides "no crash", it checks the
 // parser's contract: views stay inside the input, the length returned is
@@ -8,6 +8,9 @@
 
 #include <cstdint>
 #include <cstdlib>
+#include <cstring>
+
+#include <netinet/in.h>
 
 using namespace prefork;
 
@@ -61,6 +64,27 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t *bytes, size_t size) {
                          whole.done() != parts.done()))
             abort();
         if (all < 0 && first >= 0 && second >= 0) abort();
+    }
+    // Percent-decoding: a success holds no NUL and is never longer.
+    {
+        std::string decoded;
+        if (percent_decode(std::string_view(data, size), &decoded) &&
+            (decoded.size() > size || decoded.find('\0') != std::string::npos))
+            abort();
+    }
+    // Address ranges: what parses contains its own address.
+    {
+        AddressRange range;
+        if (AddressRange::parse(std::string(data, size), &range)) {
+            if ((range.family != AF_INET && range.family != AF_INET6) ||
+                range.bits > (range.family == AF_INET ? 32 : 128))
+                abort();
+            sockaddr_storage own{};
+            own.ss_family = sa_family_t(range.family);
+            if (range.family == AF_INET) memcpy(&reinterpret_cast<sockaddr_in &>(own).sin_addr, range.bytes, 4);
+            else memcpy(&reinterpret_cast<sockaddr_in6 &>(own).sin6_addr, range.bytes, 16);
+            if (!range.contains(reinterpret_cast<sockaddr *>(&own), sizeof own)) abort();
+        }
     }
     return 0;
 }

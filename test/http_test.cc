@@ -487,6 +487,10 @@ TEST(HttpPieces, PercentDecodingRefusesNulAndBadEscapes) {
     EXPECT_FALSE(prefork::percent_decode("/a%2", &out));
     EXPECT_FALSE(prefork::percent_decode("/a%", &out));
     EXPECT_FALSE(prefork::percent_decode("/a%g0", &out));
+    // Found by the fuzzer (the parser never lets one through, but the
+    // function is public): a raw NUL is refused like an encoded one.
+    EXPECT_FALSE(prefork::percent_decode(std::string_view("\0", 1), &out));
+    EXPECT_FALSE(prefork::percent_decode(std::string_view("/a\0b", 4), &out));
 }
 
 namespace {
