@@ -1537,6 +1537,12 @@ static int spawn_worker(Server::State &s) {
         store(shared_slot.state, SlotState::starting);
     });
 
+    // The counts include the new worker before it exists: a worker that
+    // asks at once whether the pool is full must find itself counted.
+    Shared *shared = s.board.shared();
+    __atomic_add_fetch(&shared->idle_hint, 1, __ATOMIC_ACQ_REL);
+    store(shared->live, int32_t(s.live + 1));
+
     sigset_t all, old_mask;
     sigfillset(&all);
     sigprocmask(SIG_BLOCK, &all, &old_mask);
@@ -1545,6 +1551,8 @@ static int spawn_worker(Server::State &s) {
     int fork_errno = errno;
     sigprocmask(SIG_SETMASK, &old_mask, nullptr);
     if (pid < 0) {
+        __atomic_sub_fetch(&shared->idle_hint, 1, __ATOMIC_ACQ_REL);
+        store(shared->live, int32_t(s.live));
         store(shared_slot.flags, uint16_t(0));
         store(shared_slot.state, SlotState::free);
         note_failure(s, now, 100);
@@ -1557,7 +1565,6 @@ static int spawn_worker(Server::State &s) {
         }
         return -1;
     }
-    __atomic_add_fetch(&s.board.shared()->idle_hint, 1, __ATOMIC_ACQ_REL);
     store(shared_slot.pid, int32_t(pid));
     Child &child = s.children[slot];
     child = Child();

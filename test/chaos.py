@@ -557,19 +557,17 @@ class Context:
         self.servers = []
 
     def start(self, tag, extra):
-        srv = Httpd(self.httpd, self.workdir, tag, extra)
-        self.servers.append(srv)
-        srv.start({})
-        if not eventually(lambda: request(srv.port)[0] == 200, 10):
-            raise Skip(f"httpd ({tag}) does not answer: {srv.log_tail()}")
-        return srv
+        return self.started(Httpd(self.httpd, self.workdir, tag, extra))
 
     def start_chaos(self, tag, extra):
-        srv = ChaosServer(self.chaos_server, self.workdir, tag, extra)
+        return self.started(ChaosServer(self.chaos_server, self.workdir, tag, extra))
+
+    def started(self, srv):
+        """Starts srv (stopped by stop_all whatever happens) and waits for a 200."""
         self.servers.append(srv)
         srv.start({})
         if not eventually(lambda: request(srv.port)[0] == 200, 10):
-            raise Skip(f"chaos_server ({tag}) does not answer: {srv.log_tail()}")
+            raise Skip(f"{srv.name} ({srv.tag}) does not answer: {srv.log_tail()}")
         return srv
 
     def stop_all(self):

@@ -242,20 +242,31 @@ static int raw_connect(const std::string &address, const char *source = nullptr)
     return fd;
 }
 
-// Sends request on a raw connection and returns all it gets until EOF.
-static std::string raw_exchange(int fd, const std::string &request) {
+// Sends request on a raw connection, returns all it gets until the end and
+// closes it; *end_errno (when given) is 0 for a clean end (FIN), else the
+// error that ended it, -1 for a timeout (5 s).
+static std::string raw_exchange(int fd, const std::string &request, int *end_errno = nullptr) {
     std::string answer;
-    if (fd < 0 || send(fd, request.data(), request.size(), MSG_NOSIGNAL) != ssize_t(request.size())) return answer;
-    int64_t deadline = harness::now_ms() + 5000;
-    while (harness::now_ms() < deadline) {
-        pollfd p = {fd, POLLIN, 0};
-        if (poll(&p, 1, 100) <= 0) continue;
-        char buf[4096];
-        ssize_t n = recv(fd, buf, sizeof buf, 0);
-        if (n <= 0) break;
-        answer.append(buf, size_t(n));
+    int ended = -1;
+    if (fd < 0 || send(fd, request.data(), request.size(), MSG_NOSIGNAL) != ssize_t(request.size())) {
+        ended = errno;
+    } else {
+        int64_t deadline = harness::now_ms() + 5000;
+        while (harness::now_ms() < deadline) {
+            pollfd p = {fd, POLLIN, 0};
+            if (poll(&p, 1, 100) <= 0) continue;
+            char buf[4096];
+            ssize_t n = recv(fd, buf, sizeof buf, 0);
+            if (n > 0) {
+                answer.append(buf, size_t(n));
+                continue;
+            }
+            ended = n == 0 ? 0 : errno;
+            break;
+        }
     }
-    close(fd);
+    if (fd >= 0) close(fd);
+    if (end_errno) *end_errno = ended;
     return answer;
 }
 
@@ -270,23 +281,8 @@ TEST(Http, ARefusedUploadEndsWithTheAnswerAndAFinNotAReset) {
     ASSERT_GE(fd, 0);
     std::string upload = "POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 100000\r\n\r\n" +
                          std::string(60000, 'b');
-    ASSERT_EQ(send(fd, upload.data(), upload.size(), MSG_NOSIGNAL), ssize_t(upload.size()));
-    std::string answer;
     int end_errno = -1;
-    int64_t deadline = harness::now_ms() + 5000;
-    while (harness::now_ms() < deadline) {
-        pollfd p = {fd, POLLIN, 0};
-        if (poll(&p, 1, 100) <= 0) continue;
-        char buf[4096];
-        ssize_t n = recv(fd, buf, sizeof buf, 0);
-        if (n > 0) {
-            answer.append(buf, size_t(n));
-            continue;
-        }
-        end_errno = n == 0 ? 0 : errno;
-        break;
-    }
-    close(fd);
+    std::string answer = raw_exchange(fd, upload, &end_errno);
     EXPECT_EQ(answer.compare(0, 12, "HTTP/1.1 413"), 0) << answer;
     EXPECT_EQ(end_errno, 0) << "the connection ended with: " << strerror(end_errno);
     EXPECT_TRUE(s.still_answers());
