@@ -64,7 +64,7 @@ static int write_pid_file(const std::string &path) {
     return 0;
 }
 
-// Parses a whole decimal number or a number of seconds. false if malformed.
+// Parses a whole decimal number. false if malformed.
 static bool parse_long(const char *text, long *out) {
     char *end;
     errno = 0;
@@ -74,6 +74,23 @@ static bool parse_long(const char *text, long *out) {
     return true;
 }
 
+// systemd socket activation: the listening sockets passed as fds 3, 4, ...
+// when LISTEN_PID names this process and LISTEN_FDS counts them (see
+// sd_listen_fds(3)). The variables are removed, so no child takes them for
+// its own. -1 when they are malformed, else how many were passed.
+static int passed_sockets() {
+    const char *pid = getenv("LISTEN_PID"), *fds = getenv("LISTEN_FDS");
+    if (!pid || !fds) return 0;
+    long owner, count;
+    bool ok = parse_long(pid, &owner) && parse_long(fds, &count) && count >= 0 && count < 1000;
+    unsetenv("LISTEN_PID");
+    unsetenv("LISTEN_FDS");
+    unsetenv("LISTEN_FDNAMES");
+    if (!ok) return -1;
+    return owner == long(getpid()) ? int(count) : 0;
+}
+
+// Parses a number of seconds. false if malformed.
 static bool parse_seconds(const char *text, double *out) {
     char *end;
     errno = 0;
@@ -186,7 +203,12 @@ int main(int argc, char **argv) {
         fprintf(stderr, "httpd: %s\n", bad.c_str());
         return 2;
     }
-    if (listens.empty()) listens.push_back("8080");
+    int passed = passed_sockets();
+    if (passed < 0) {
+        fprintf(stderr, "httpd: malformed LISTEN_PID/LISTEN_FDS in the environment\n");
+        return 2;
+    }
+    if (listens.empty() && passed == 0) listens.push_back("8080");
     struct passwd *account = nullptr;
     if (!user.empty() && !(account = getpwnam(user.c_str()))) {
         fprintf(stderr, "httpd: unknown user '%s' for --user\n", user.c_str());
@@ -224,6 +246,11 @@ int main(int argc, char **argv) {
     server.on_log([verbose](prefork::LogLevel level, const char *message) {
         if (verbose || level != prefork::LogLevel::debug) prefork::log_to_stderr(level, message);
     });
+    for (int fd = 3; fd < 3 + passed; fd++)
+        if (server.listen_fd(fd) != 0) {
+            fprintf(stderr, "httpd: socket passed by the service manager: %s\n", server.error().c_str());
+            return 1;
+        }
     for (const std::string &spec : listens)
         if (server.listen(spec) != 0) {
             fprintf(stderr, "httpd: %s\n", server.error().c_str());

@@ -10,11 +10,14 @@
 #include <cstdio>
 #include <algorithm>
 #include <fstream>
+#include <functional>
 #include <sstream>
 #include <string>
 #include <vector>
 
 #include <fcntl.h>
+#include <sys/socket.h>
+#include <sys/un.h>
 #include <grp.h>
 #include <pwd.h>
 #include <sys/stat.h>
@@ -39,7 +42,8 @@ std::string slurp(const std::string &path) {
 // as whoever runs them.
 class Httpd {
 public:
-    explicit Httpd(std::vector<std::string> args, bool as_invoker = true) {
+    explicit Httpd(std::vector<std::string> args, bool as_invoker = true,
+                   const std::function<void()> &in_child = nullptr) {
         if (as_invoker && geteuid() == 0 && std::find(args.begin(), args.end(), "--user") == args.end()) {
             args.insert(args.begin(), "root");
             args.insert(args.begin(), "--user");
@@ -58,6 +62,7 @@ public:
             setpgid(0, 0);
             int err = open(stderr_.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
             dup2(err, 2);
+            if (in_child) in_child();
             std::vector<char *> argv;
             argv.push_back(const_cast<char *>("./httpd"));
             for (std::string &a : args) argv.push_back(&a[0]);
@@ -262,4 +267,71 @@ TEST(HttpdProgram, RootWithoutUserIsRefused) {
               "httpd: refusing to run the workers as root: give --user NAME (or --user root to insist)\n");
     struct stat st;
     EXPECT_NE(stat((h.scratch() + "/s.sock").c_str(), &st), 0) << "it bound before refusing";
+}
+
+// systemd socket activation: a listening socket passed as fd 3 with
+// LISTEN_FDS=1 and LISTEN_PID set to httpd's pid is served, with no
+// --listen (and no default port bound).
+TEST(HttpdProgram, ServesASocketPassedBySystemd) {
+    NEED_HTTPD();
+    char dir[] = "/tmp/prefork-activation-XXXXXX";
+    std::string where = mkdtemp(dir);
+    std::string path = where + "/passed.sock";
+    int listener = socket(AF_UNIX, SOCK_STREAM, 0);
+    ASSERT_GE(listener, 0);
+    sockaddr_un address{};
+    address.sun_family = AF_UNIX;
+    snprintf(address.sun_path, sizeof address.sun_path, "%s", path.c_str());
+    ASSERT_EQ(bind(listener, reinterpret_cast<sockaddr *>(&address), sizeof address), 0);
+    ASSERT_EQ(listen(listener, 16), 0);
+    Httpd h({"--start-servers", "2", "@"}, true, [listener] {
+        dup2(listener, 3);  // the first passed fd, as systemd does it
+        setenv("LISTEN_FDS", "1", 1);
+        setenv("LISTEN_PID", std::to_string(getpid()).c_str(), 1);  // exec keeps the pid
+    });
+    close(listener);
+    Client c("unix:" + path);
+    ASSERT_TRUE(c.connected());
+    ASSERT_TRUE(c.send("GET /nothing-here HTTP/1.1\r\nHost: x\r\n\r\n"));
+    EXPECT_EQ(c.line(), "HTTP/1.1 404 Not Found\r") << h.stderr_text();
+    EXPECT_EQ(h.stderr_text().find("8080"), std::string::npos) << "it bound the default port too";
+    unlink(path.c_str());
+    rmdir(where.c_str());
+}
+
+TEST(HttpdProgram, MalformedActivationVariablesAreExit2) {
+    NEED_HTTPD();
+    Httpd h({"--listen", "unix:@/s.sock", "@"}, true, [] {
+        setenv("LISTEN_FDS", "many", 1);
+        setenv("LISTEN_PID", std::to_string(getpid()).c_str(), 1);
+    });
+    int status = h.wait(5000);
+    ASSERT_GE(status, 0);
+    EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 2);
+    EXPECT_EQ(h.stderr_text(), "httpd: malformed LISTEN_PID/LISTEN_FDS in the environment\n");
+}
+
+// A pid file left by a server that died (its pid is gone) does not stop the
+// next start, which replaces it (written to a temporary name, then renamed).
+TEST(HttpdProgram, AStalePidFileIsReplaced) {
+    NEED_HTTPD();
+    pid_t dead = fork();
+    if (dead == 0) _exit(0);
+    ASSERT_GT(dead, 0);
+    waitpid(dead, nullptr, 0);
+    char dir[] = "/tmp/prefork-pidfile-XXXXXX";
+    std::string where = mkdtemp(dir);
+    std::string pid_file = where + "/httpd.pid";
+    {
+        std::ofstream stale(pid_file);
+        stale << dead << "\n";
+    }
+    Httpd h({"--listen", "unix:@/s.sock", "--pid-file", pid_file, "@"});
+    ASSERT_TRUE(h.ready()) << h.stderr_text();
+    EXPECT_EQ(slurp(pid_file), std::to_string(h.pid()) + "\n");
+    EXPECT_EQ(h.wait(0), -1) << "it exited: " << h.stderr_text();
+    kill(h.pid(), SIGTERM);
+    EXPECT_GE(h.wait(5000), 0);
+    EXPECT_NE(access(pid_file.c_str(), F_OK), 0) << "the pid file outlived the server";
+    rmdir(where.c_str());
 }
