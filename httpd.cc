@@ -241,6 +241,7 @@ int main(int argc, char **argv) {
     // A connection reaches a worker once its request has begun to arrive:
     // no worker waits on a client that connects and says nothing.
     options.defer_accept = http_options.request_timeout;
+    options.notify_systemd = true;  // only when NOTIFY_SOCKET is set
     prefork::Server server(options);
     bool verbose = options.debug_scoreboard;
     server.on_log([verbose](prefork::LogLevel level, const char *message) {

@@ -225,6 +225,30 @@ static int defer_accept(int fd, double seconds) {
 #endif
 }
 
+// A datagram socket for systemd's NOTIFY_SOCKET ("/path" or "@abstract"),
+// with *to and *length set; -1 when unset or unusable.
+static int notify_open(sockaddr_un *to, socklen_t *length) {
+    const char *path = getenv("NOTIFY_SOCKET");
+    size_t size = path ? strlen(path) : 0;
+    if (size < 2 || size >= sizeof to->sun_path || (path[0] != '/' && path[0] != '@')) return -1;
+    memset(to, 0, sizeof *to);
+    to->sun_family = AF_UNIX;
+    memcpy(to->sun_path, path, size);
+    if (path[0] == '@') to->sun_path[0] = '\0';  // the abstract namespace
+    *length = socklen_t(offsetof(sockaddr_un, sun_path) + size);
+    int fd = ::socket(AF_UNIX, SOCK_DGRAM, 0);
+    if (fd >= 0) fcntl(fd, F_SETFD, FD_CLOEXEC);
+    return fd;
+}
+
+static void notify_send(int fd, const sockaddr_un &to, socklen_t length, const std::string &text) {
+    int flags = 0;
+#ifdef MSG_NOSIGNAL
+    flags = MSG_NOSIGNAL;
+#endif
+    (void)sendto(fd, text.data(), text.size(), flags, reinterpret_cast<const sockaddr *>(&to), length);
+}
+
 static int set_flags(int fd, bool nonblocking) {
     int fdflags = fcntl(fd, F_GETFD);
     if (fdflags < 0 || fcntl(fd, F_SETFD, fdflags | FD_CLOEXEC) < 0) return -1;
@@ -918,6 +942,12 @@ struct Server::State {
     int64_t last_failure_ms = 0;
     int64_t next_dump_ms = 0;
     int64_t next_deadline_ms = 0;  // computed by each pass
+    int notify_fd = -1;            // NOTIFY_SOCKET (notify_systemd), else -1
+    sockaddr_un notify_to{};
+    socklen_t notify_length = 0;
+    uint32_t ready_generation = 0; // the generation READY=1 was sent for
+    int64_t status_sent_ms = 0;
+    std::string status_sent;
     int failures = 0;              // workers in a row that died young
     bool drain_kill_sent = false;
     int result = 0;
@@ -1495,6 +1525,11 @@ static int64_t graceful_deadline(const Server::State &s) {
     return now_ms() + int64_t(s.options.graceful_timeout * 1000);
 }
 
+// systemd notifications (Options::notify_systemd), all from the parent.
+static void notify(Server::State &s, const std::string &text) {
+    if (s.notify_fd >= 0) sys::notify_send(s.notify_fd, s.notify_to, s.notify_length, text);
+}
+
 static void begin_stop(Server::State &s, Phase phase, const char *why) {
     if (s.phase == Phase::stopping || s.phase == phase) return;
     s.phase = phase;
@@ -1506,6 +1541,7 @@ static void begin_stop(Server::State &s, Phase phase, const char *why) {
         l.fd = -1;
     }
     s.drain_deadline_ms = graceful_deadline(s);
+    notify(s, "STOPPING=1");
     s.logf(LogLevel::notice, "%s: %s %d workers", why,
            phase == Phase::draining ? "draining" : "killing", s.live);
     for (Child &child : s.children) {
@@ -1777,7 +1813,34 @@ static void maintain_pool(Server::State &s) {
     }
 }
 
+// After each pass: READY=1 once a worker of this generation is ready, and
+// the busy/idle counts when they changed (at most once a second).
+static void notify_progress(Server::State &s, int64_t now) {
+    if (s.notify_fd < 0 || s.phase != Phase::running) return;
+    int busy = 0, idle = 0;
+    bool ready = false;
+    for (size_t i = 0; i < s.children.size(); i++) {
+        if (!s.children[i].pid) continue;
+        SlotState state = load(s.board.slot(int(i)).state);
+        busy += state == SlotState::busy;
+        idle += state == SlotState::idle;
+        ready |= s.children[i].generation == s.generation && (state == SlotState::busy || state == SlotState::idle);
+    }
+    std::string status = format("STATUS=%d busy, %d idle workers", busy, idle);
+    if (ready && s.ready_generation != s.generation) {
+        s.ready_generation = s.generation;
+        notify(s, "READY=1\n" + status);
+    } else if (s.ready_generation && status != s.status_sent && now - s.status_sent_ms >= 1000) {
+        notify(s, status);
+    } else {
+        return;
+    }
+    s.status_sent = status;
+    s.status_sent_ms = now;
+}
+
 static void graceful_restart(Server::State &s) {
+    notify(s, format("RELOADING=1\nMONOTONIC_USEC=%lld", (long long)now_ms() * 1000));
     s.generation++;
     store(s.board.shared()->generation, s.generation);
     s.ramp_target = s.options.start_servers;
@@ -1820,10 +1883,12 @@ static int run_pool(Server::State &s) {
         return s.fail(format("pipe: %s", strerror(errno)));
     s.children.assign(size_t(s.options.max_clients), Child());
     s.ramp_target = s.options.start_servers;
+    if (s.options.notify_systemd) s.notify_fd = sys::notify_open(&s.notify_to, &s.notify_length);
     s.logf(LogLevel::notice, "prefork parent %d: starting %d workers on %zu listeners",
            int(getpid()), s.options.start_servers, s.listeners.size());
     for (;;) {
         maintain_pool(s);
+        notify_progress(s, now_ms());
         if (s.phase != Phase::running && s.live == 0) break;
         int timeout = -1;
         if (s.next_deadline_ms)
@@ -1841,6 +1906,8 @@ static int run_pool(Server::State &s) {
         if (fds[0].revents) drain_pipe(s.signal_pipe[0], [&](unsigned char sig) { handle_signal(s, sig); });
     }
     s.logf(LogLevel::notice, "all workers are gone; parent exiting");
+    sys::close(s.notify_fd);
+    s.notify_fd = -1;
     return s.result;
 }
 

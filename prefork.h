@@ -137,6 +137,14 @@
                                 scoreboard. A connection over it goes to the
                                 on_refusal() handler, or is closed, instead
                                 of to on_connection()'s.
+     notify_systemd [false]     When NOTIFY_SOCKET is set (systemd
+                                Type=notify), send READY=1 once a worker of
+                                the current generation is ready,
+                                RELOADING=1 at a graceful restart (READY=1
+                                again when the new generation is), STOPPING=1
+                                at a stop, and STATUS= with the busy and idle
+                                counts (at most once a second, when the
+                                parent wakes anyway). By hand: no libsystemd.
      defer_accept [0]           Seconds a new TCP connection may wait in the
                                 kernel for its first bytes before a worker
                                 accepts it (Linux TCP_DEFER_ACCEPT; 0 = off).
@@ -219,6 +227,7 @@ struct Options {
     double ipc_retry_interval = 5;
     double defer_accept = 0;
     int max_clients_per_ip = 0;
+    bool notify_systemd = false;
     bool shutdown_on_error = false;
     bool single_process = false;
     bool debug_scoreboard = false;

@@ -16,6 +16,7 @@
 #include <vector>
 
 #include <fcntl.h>
+#include <poll.h>
 #include <sys/socket.h>
 #include <sys/un.h>
 #include <grp.h>
@@ -333,5 +334,52 @@ TEST(HttpdProgram, AStalePidFileIsReplaced) {
     kill(h.pid(), SIGTERM);
     EXPECT_GE(h.wait(5000), 0);
     EXPECT_NE(access(pid_file.c_str(), F_OK), 0) << "the pid file outlived the server";
+    rmdir(where.c_str());
+}
+
+// systemd's NOTIFY_SOCKET: READY=1 once workers serve, RELOADING=1 then
+// READY=1 around a graceful restart, STOPPING=1 at a stop, STATUS= lines
+// with the counts; each a datagram written by hand.
+TEST(HttpdProgram, TellsSystemdWhenReadyReloadingAndStopping) {
+    NEED_HTTPD();
+    char dir[] = "/tmp/prefork-notify-XXXXXX";
+    std::string where = mkdtemp(dir);
+    std::string path = where + "/notify.sock";
+    int listener = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+    ASSERT_GE(listener, 0);
+    sockaddr_un address{};
+    address.sun_family = AF_UNIX;
+    snprintf(address.sun_path, sizeof address.sun_path, "%s", path.c_str());
+    ASSERT_EQ(bind(listener, reinterpret_cast<sockaddr *>(&address), sizeof address), 0);
+    std::vector<std::string> said;
+    // Reads datagrams until one contains `token` (true) or 5 s pass.
+    auto hear = [&](const std::string &token) {
+        int64_t deadline = harness::now_ms() + 5000;
+        while (harness::now_ms() < deadline) {
+            pollfd p = {listener, POLLIN, 0};
+            if (poll(&p, 1, 50) <= 0) continue;
+            char buffer[512];
+            ssize_t n = recv(listener, buffer, sizeof buffer, 0);
+            if (n <= 0) continue;
+            said.emplace_back(buffer, size_t(n));
+            if (said.back().find(token) != std::string::npos) return true;
+        }
+        return false;
+    };
+    Httpd h({"--listen", "unix:@/s.sock", "--start-servers", "2", "@"}, true,
+            [path] { setenv("NOTIFY_SOCKET", path.c_str(), 1); });
+    EXPECT_TRUE(hear("READY=1")) << h.stderr_text();
+    ASSERT_FALSE(said.empty());
+    EXPECT_NE(said.back().find("\nSTATUS="), std::string::npos) << said.back();
+    EXPECT_TRUE(h.ready());
+    kill(h.pid(), SIGHUP);
+    EXPECT_TRUE(hear("RELOADING=1"));
+    EXPECT_NE(said.back().find("MONOTONIC_USEC="), std::string::npos) << said.back();
+    EXPECT_TRUE(hear("READY=1")) << "no READY=1 after the restart";
+    kill(h.pid(), SIGTERM);
+    EXPECT_TRUE(hear("STOPPING=1"));
+    EXPECT_GE(h.wait(5000), 0);
+    close(listener);
+    unlink(path.c_str());
     rmdir(where.c_str());
 }
