@@ -64,6 +64,18 @@ static int write_pid_file(const std::string &path) {
     return 0;
 }
 
+// Opens path for appending onto descriptor fd (the log rotated away keeps
+// its name no more). On failure the old file stays, and the error is logged.
+static void reopen_onto(prefork::Server &server, const std::string &path, int fd, bool cloexec) {
+    int fresh = open(path.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
+    if (fresh < 0 || dup2(fresh, fd) < 0) {
+        server.log(prefork::LogLevel::error, "cannot reopen %s: %s", path.c_str(), strerror(errno));
+    } else if (cloexec) {
+        fcntl(fd, F_SETFD, FD_CLOEXEC);
+    }
+    if (fresh >= 0 && fresh != fd) close(fresh);
+}
+
 // Parses a whole decimal number. false if malformed.
 static bool parse_long(const char *text, long *out) {
     char *end;
@@ -266,6 +278,12 @@ int main(int argc, char **argv) {
     }
     server.on_connection([&http](prefork::Worker &worker, int fd) { http.serve(worker, fd); });
     server.on_refusal([&http](prefork::Worker &worker, int fd) { http.refuse(worker, fd); });
+    // SIGUSR1 (logrotate): the files are opened again by name, as the user
+    // httpd runs as, so the log directory must let that user create them.
+    server.on_reopen([&] {
+        if (!error_log.empty() && error_log != "-") reopen_onto(server, error_log, 2, false);
+        if (!access_log.empty() && access_log != "-") reopen_onto(server, access_log, http_options.access_log_fd, true);
+    });
     // The pid file first, while we may still write where root keeps them
     // (/run); removing it at exit is then best effort.
     if (!pid_file.empty() && write_pid_file(pid_file) != 0) {

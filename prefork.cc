@@ -523,7 +523,7 @@ static void on_signal(int signal) {
     errno = saved;
 }
 
-static const int parent_signals[] = {SIGCHLD, SIGTERM, SIGINT, SIGHUP, SIGTTIN, SIGTTOU, SIGPIPE};
+static const int parent_signals[] = {SIGCHLD, SIGTERM, SIGINT, SIGHUP, SIGTTIN, SIGTTOU, SIGUSR1, SIGPIPE};
 
 static int set_disposition(int signal, void (*handler)(int), struct sigaction *old = nullptr) {
     struct sigaction action;
@@ -918,6 +918,7 @@ struct Server::State {
     Options options;
     ConnectionHandler handler;
     ConnectionHandler refusal;   // max_clients_per_ip; null: close
+    std::function<void()> reopen;  // SIGUSR1
     std::vector<InitHook> hooks;
     LogFn log;
     std::vector<Listener> listeners;
@@ -1439,7 +1440,8 @@ static bool get_worker_ready(Server::State &s) {
         int sig = parent_signals[i];
         void (*handler)(int) = SIG_DFL;
         if (sig == SIGTERM) handler = on_signal;
-        if (sig == SIGHUP || sig == SIGTTIN || sig == SIGTTOU || sig == SIGPIPE) handler = SIG_IGN;
+        if (sig == SIGHUP || sig == SIGTTIN || sig == SIGTTOU || sig == SIGUSR1 || sig == SIGPIPE)
+            handler = SIG_IGN;
         set_disposition(sig, handler);
     }
     sys::close(s.signal_pipe[0]);
@@ -1872,6 +1874,19 @@ static void handle_signal(Server::State &s, int signal) {
     case SIGHUP:
         if (s.phase == Phase::running) graceful_restart(s);
         break;
+    case SIGUSR1:
+        // Reopen the logs: the parent by the hook, the workers by being
+        // replaced (a graceful restart), since each holds the files it
+        // inherited.
+        if (s.phase != Phase::running) break;
+        if (!s.reopen) {
+            s.logf(LogLevel::notice, "SIGUSR1: no reopen hook; nothing to do");
+            break;
+        }
+        s.reopen();
+        s.logf(LogLevel::notice, "SIGUSR1: logs reopened; replacing the workers");
+        graceful_restart(s);
+        break;
     case SIGTTIN: adjust_spares(s, 1); break;
     case SIGTTOU: adjust_spares(s, -1); break;
     default: break;
@@ -1995,6 +2010,7 @@ std::string Server::address(size_t i) const { return state_->listeners.at(i).add
 int Server::port(size_t i) const { return state_->listeners.at(i).port; }
 void Server::on_connection(ConnectionHandler handler) { state_->handler = std::move(handler); }
 void Server::on_refusal(ConnectionHandler handler) { state_->refusal = std::move(handler); }
+void Server::on_reopen(std::function<void()> hook) { state_->reopen = std::move(hook); }
 void Server::on_worker_start(InitHook hook) { state_->hooks.push_back(std::move(hook)); }
 void Server::on_log(LogFn log) { state_->log = std::move(log); }
 bool Server::is_child() const { return state_->is_child; }

@@ -162,6 +162,8 @@
      SIGHUP   graceful restart: keep the listeners, start a new generation,
               old workers finish their connection and exit.
      SIGTTIN  raise min and max spare by one; SIGTTOU lowers them.
+     SIGUSR1  reopen the logs: the on_reopen() hook, then a graceful
+              restart so that new workers inherit the new files.
      SIGCHLD  reap, log, and replace workers.
      Workers are signalled by pid only, never through the process group.
      A worker takes SIGTERM between connections only: it stays blocked while
@@ -368,6 +370,10 @@ public:
     // Gets the connections refused by max_clients_per_ip (default: closed
     // at once); it should answer briefly and return.
     void on_refusal(ConnectionHandler handler);
+    // Runs in the parent on SIGUSR1 (logrotate): reopen the log files onto
+    // the same descriptors (open, then dup2). The workers are then replaced
+    // by a graceful restart, so that they write to the new files too.
+    void on_reopen(std::function<void()> hook);
     void on_worker_start(InitHook hook);
     void on_log(LogFn log);
 

@@ -383,3 +383,32 @@ TEST(HttpdProgram, TellsSystemdWhenReadyReloadingAndStopping) {
     unlink(path.c_str());
     rmdir(where.c_str());
 }
+
+// SIGUSR1 (logrotate): after the logs are renamed away, httpd opens them
+// again by name; requests and log lines go to the new files.
+TEST(HttpdProgram, Sigusr1ReopensTheLogs) {
+    NEED_HTTPD();
+    Httpd h({"--listen", "unix:@/s.sock", "--access-log", "@/access.log", "--error-log", "@/error.log",
+             "--start-servers", "2", "@"});
+    ASSERT_TRUE(h.ready()) << h.stderr_text();
+    auto ask = [&](const std::string &path) {
+        Client c(h.address());
+        c.send("GET " + path + " HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+        std::string all;
+        c.until_eof(&all, 3000);
+    };
+    ask("/before-rotation");
+    std::string dir = h.scratch();
+    ASSERT_TRUE(eventually([&] { return slurp(dir + "/access.log").find("/before-rotation") != std::string::npos; }));
+    ASSERT_EQ(rename((dir + "/access.log").c_str(), (dir + "/access.log.1").c_str()), 0);
+    ASSERT_EQ(rename((dir + "/error.log").c_str(), (dir + "/error.log.1").c_str()), 0);
+    kill(h.pid(), SIGUSR1);
+    ASSERT_TRUE(eventually([&] { return access((dir + "/access.log").c_str(), F_OK) == 0; })) << "not reopened";
+    // Old workers go (graceful restart); soon every answer is logged anew.
+    EXPECT_TRUE(eventually([&] {
+        ask("/after-rotation");
+        return slurp(dir + "/access.log").find("/after-rotation") != std::string::npos;
+    }));
+    EXPECT_NE(slurp(dir + "/access.log.1").find("/before-rotation"), std::string::npos);
+    EXPECT_NE(slurp(dir + "/error.log").find("logs reopened"), std::string::npos) << slurp(dir + "/error.log");
+}
