@@ -10,15 +10,33 @@ ALL_CXXFLAGS = -std=c++17 $(WARNINGS) $(CXXFLAGS)
 GTEST_LIBS ?= -lgtest_main -lgtest -lpthread
 
 BUILD = build
+HTTPD = httpd
+TEST_INCLUDES =
+
+# Cross builds with Debian's cross compilers (g++-aarch64-linux-gnu,
+# g++-arm-linux-gnueabihf): `make CROSS_COMPILE=aarch64-linux-gnu-` builds
+# build/aarch64-linux-gnu/httpd; the native ./httpd is left alone. Tests
+# then use GoogleTest built from its sources with the same compiler.
+CROSS_COMPILE ?=
+GTEST_SRC ?= /usr/src/googletest/googletest
+ifneq ($(CROSS_COMPILE),)
+TRIPLE := $(patsubst %-,%,$(CROSS_COMPILE))
+CXX := $(CROSS_COMPILE)g++
+AR := $(CROSS_COMPILE)ar
+BUILD := build/$(TRIPLE)
+HTTPD := $(BUILD)/httpd
+TEST_INCLUDES := -I$(GTEST_SRC)/include
+GTEST_LIBS := $(BUILD)/gtest/libgtest_main.a $(BUILD)/gtest/libgtest.a -lpthread
+endif
 TEST_SOURCES = test/header_test.cc test/options_test.cc test/scoreboard_test.cc test/http_parser_test.cc \
                test/listener_test.cc test/pool_test.cc test/http_test.cc test/httpd_test.cc test/harness.cc
 TEST_OBJECTS = $(TEST_SOURCES:test/%.cc=$(BUILD)/test/%.o)
 
-.PHONY: all test asan-test embedded-check bench bench-pool chaos fuzz install clean
+.PHONY: all test asan-test embedded-check bench bench-pool chaos fuzz install clean cross-test cross-test-here
 
-all: httpd
+all: $(HTTPD)
 
-httpd: $(BUILD)/httpd.o $(BUILD)/prefork.o
+$(HTTPD): $(BUILD)/httpd.o $(BUILD)/prefork.o
 	$(CXX) $(ALL_CXXFLAGS) $(LDFLAGS) -o $@ $^
 
 $(BUILD)/%.o: %.cc prefork.h
@@ -27,10 +45,18 @@ $(BUILD)/%.o: %.cc prefork.h
 
 $(BUILD)/test/%.o: test/%.cc prefork.h test/harness.h
 	@mkdir -p $(dir $@)
-	$(CXX) $(ALL_CXXFLAGS) -I. -c -o $@ $<
+	$(CXX) $(ALL_CXXFLAGS) $(TEST_INCLUDES) -I. -c -o $@ $<
 
-$(BUILD)/prefork_test: $(TEST_OBJECTS) $(BUILD)/prefork.o
-	$(CXX) $(ALL_CXXFLAGS) $(LDFLAGS) -o $@ $^ $(GTEST_LIBS)
+$(BUILD)/prefork_test: $(TEST_OBJECTS) $(BUILD)/prefork.o $(if $(CROSS_COMPILE),$(BUILD)/gtest/libgtest.a)
+	$(CXX) $(ALL_CXXFLAGS) $(LDFLAGS) -o $@ $(TEST_OBJECTS) $(BUILD)/prefork.o $(GTEST_LIBS)
+
+# GoogleTest for a cross build, from the sources Debian ships.
+$(BUILD)/gtest/libgtest.a:
+	@mkdir -p $(dir $@)
+	$(CXX) -std=c++17 -O1 -I$(GTEST_SRC)/include -I$(GTEST_SRC) -c -o $(BUILD)/gtest/gtest-all.o $(GTEST_SRC)/src/gtest-all.cc
+	$(CXX) -std=c++17 -O1 -I$(GTEST_SRC)/include -c -o $(BUILD)/gtest/gtest_main.o $(GTEST_SRC)/src/gtest_main.cc
+	$(AR) rcs $(BUILD)/gtest/libgtest_main.a $(BUILD)/gtest/gtest_main.o
+	$(AR) rcs $@ $(BUILD)/gtest/gtest-all.o
 
 $(BUILD)/example: $(BUILD)/test/example.o $(BUILD)/prefork.o
 	$(CXX) $(ALL_CXXFLAGS) $(LDFLAGS) -o $@ $^
@@ -79,9 +105,25 @@ bench-pool: all
 chaos: all $(BUILD)/chaos_server
 	CHAOS_SERVER=$(BUILD)/chaos_server test/chaos.sh
 
-install: httpd
+# The whole suite for aarch64 and armhf under qemu-user: static binaries
+# (qemu needs no target libraries then), and the httpd program tests run
+# the cross-built httpd through the same qemu.
+CROSS_TRIPLES ?= aarch64-linux-gnu arm-linux-gnueabihf
+cross-test:
+	@for t in $(CROSS_TRIPLES); do \
+	    $(MAKE) --no-print-directory CROSS_COMPILE=$$t- LDFLAGS=-static cross-test-here || exit 1; \
+	done
+
+QEMU = qemu-$(if $(filter aarch64%,$(TRIPLE)),aarch64,arm)
+cross-test-here:
+	@command -v $(CXX) >/dev/null && command -v $(QEMU) >/dev/null || { \
+	    echo "cross-test: needs $(CXX) and $(QEMU) (Debian: g++-$(TRIPLE) qemu-user)"; exit 1; }
+	$(MAKE) --no-print-directory $(BUILD)/prefork_test $(HTTPD)
+	PREFORK_TEST_HTTPD=$(HTTPD) PREFORK_TEST_LAUNCHER=$(QEMU) timeout 600 $(QEMU) $(BUILD)/prefork_test
+
+install: $(HTTPD)
 	install -d $(DESTDIR)$(BINDIR)
-	install -m 755 httpd $(DESTDIR)$(BINDIR)/httpd
+	install -m 755 $(HTTPD) $(DESTDIR)$(BINDIR)/httpd
 
 clean:
 	rm -rf $(BUILD) httpd

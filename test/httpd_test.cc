@@ -30,6 +30,18 @@ using harness::eventually;
 
 namespace {
 
+// The httpd under test: ./httpd, or PREFORK_TEST_HTTPD; run through
+// PREFORK_TEST_LAUNCHER when set (make cross-test: qemu-user, which keeps
+// the pid, so signals and /proc work as for a native run).
+std::string httpd_path() {
+    const char *path = getenv("PREFORK_TEST_HTTPD");
+    return path && *path ? path : "./httpd";
+}
+std::string test_launcher() {
+    const char *launcher = getenv("PREFORK_TEST_LAUNCHER");
+    return launcher ? launcher : "";
+}
+
 std::string slurp(const std::string &path) {
     std::ifstream in(path);
     std::stringstream s;
@@ -65,10 +77,12 @@ public:
             dup2(err, 2);
             if (in_child) in_child();
             std::vector<char *> argv;
-            argv.push_back(const_cast<char *>("./httpd"));
+            std::string launcher = test_launcher(), program = httpd_path();
+            if (!launcher.empty()) argv.push_back(&launcher[0]);
+            argv.push_back(&program[0]);
             for (std::string &a : args) argv.push_back(&a[0]);
             argv.push_back(nullptr);
-            execv("./httpd", argv.data());
+            execvp(argv[0], argv.data());
             _exit(127);
         }
         setpgid(pid_, pid_);
@@ -102,7 +116,7 @@ private:
     std::string scratch_, socket_, stderr_;
 };
 
-bool have_httpd() { return access("./httpd", X_OK) == 0; }
+bool have_httpd() { return access(httpd_path().c_str(), X_OK) == 0; }
 
 // Runs a shell command, returns its standard output.
 std::string run(const std::string &command) {
@@ -175,7 +189,9 @@ TEST(HttpdProgram, ServesADocrootWithAccessLogAndPidFile) {
     Httpd h({"--listen", "unix:@/s.sock", "--access-log", "@/access.log", "--pid-file", "@/httpd.pid",
              "--start-servers", "2", www});
     ASSERT_TRUE(h.ready()) << h.stderr_text();
-    EXPECT_EQ(slurp(h.scratch() + "/httpd.pid"), std::to_string(h.pid()) + "\n");
+    // The socket is bound before the pid file is written: wait for it.
+    EXPECT_TRUE(eventually([&] { return slurp(h.scratch() + "/httpd.pid") == std::to_string(h.pid()) + "\n"; }))
+        << slurp(h.scratch() + "/httpd.pid");
     Client c(h.address());
     ASSERT_TRUE(c.send("GET /hello.txt HTTP/1.1\r\nHost: x\r\nUser-Agent: raw\r\n\r\n"));
     EXPECT_EQ(c.line(), "HTTP/1.1 200 OK\r");
@@ -329,7 +345,10 @@ TEST(HttpdProgram, AStalePidFileIsReplaced) {
     }
     Httpd h({"--listen", "unix:@/s.sock", "--pid-file", pid_file, "@"});
     ASSERT_TRUE(h.ready()) << h.stderr_text();
-    EXPECT_EQ(slurp(pid_file), std::to_string(h.pid()) + "\n");
+    EXPECT_TRUE(eventually([&] { return slurp(pid_file) == std::to_string(h.pid()) + "\n"; })) << slurp(pid_file);
+    // SIGTERM once the pool runs (its handlers are in place by then).
+    std::string children = "/proc/" + std::to_string(h.pid()) + "/task/" + std::to_string(h.pid()) + "/children";
+    ASSERT_TRUE(eventually([&] { return !slurp(children).empty(); })) << "no worker";
     EXPECT_EQ(h.wait(0), -1) << "it exited: " << h.stderr_text();
     kill(h.pid(), SIGTERM);
     EXPECT_GE(h.wait(5000), 0);
