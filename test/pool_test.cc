@@ -347,9 +347,15 @@ TEST(Pool, IdleWorkerThatStopsReportingIsKilled) {
     t.options.kill_grace = 0.3;
     ASSERT_TRUE(t.start());
     ASSERT_TRUE(t.wait_workers(2));
+    // Both past their start (a slow machine, or qemu, may still be starting
+    // them), so the one frozen is an idle worker.
+    ASSERT_TRUE(eventually([&] {
+        return harness::ask(t.address(), "sb").find(" starting 0 ") != std::string::npos;
+    }));
     pid_t frozen = t.workers()[0];
     ASSERT_EQ(kill(frozen, SIGSTOP), 0);
-    EXPECT_TRUE(t.wait_log("idle worker " + std::to_string(frozen) + " timed out", 1, 8000));
+    EXPECT_TRUE(t.wait_log("idle worker " + std::to_string(frozen) + " timed out", 1, 8000))
+        << t.log();
     EXPECT_TRUE(eventually([&] {
         std::vector<pid_t> now = t.workers();
         return now.size() == 2 && !contains(now, frozen);
