@@ -347,12 +347,20 @@ TEST(Pool, IdleWorkerThatStopsReportingIsKilled) {
     t.options.kill_grace = 0.3;
     ASSERT_TRUE(t.start());
     ASSERT_TRUE(t.wait_workers(2));
-    // Both past their start (a slow machine, or qemu, may still be starting
-    // them), so the one frozen is an idle worker.
+    // Freeze a worker the scoreboard shows idle: not one still starting (a
+    // slow machine, or qemu, may be starting them) and not the one that
+    // answered the question (busy until it closes).
+    pid_t frozen = 0;
     ASSERT_TRUE(eventually([&] {
-        return harness::ask(t.address(), "sb").find(" starting 0 ") != std::string::npos;
+        std::istringstream board(harness::ask(t.address(), "sb"));
+        std::string word;
+        pid_t pid = 0;
+        while (board >> word) {
+            if (word == "pid") board >> pid;
+            if (word == "state" && board >> word && word == "_" && pid > 0) frozen = pid;
+        }
+        return frozen > 0;
     }));
-    pid_t frozen = t.workers()[0];
     ASSERT_EQ(kill(frozen, SIGSTOP), 0);
     EXPECT_TRUE(t.wait_log("idle worker " + std::to_string(frozen) + " timed out", 1, 8000))
         << t.log();
