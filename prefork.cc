@@ -1187,23 +1187,32 @@ static bool worker_should_recycle(Server::State &s, Worker::Internals &w) {
     return false;
 }
 
+// The IP address in a socket address: its family (AF_INET, AF_INET6; 0 for
+// any other) and *bytes pointing at it. With `unmap`, an IPv4-mapped IPv6
+// address (::ffff:a.b.c.d) is taken as the IPv4 address it carries.
+static int ip_address(const sockaddr *address, socklen_t length, bool unmap, const unsigned char **bytes) {
+    static const unsigned char mapped[12] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff};
+    if (address->sa_family == AF_INET && length >= socklen_t(sizeof(sockaddr_in))) {
+        *bytes = reinterpret_cast<const unsigned char *>(&reinterpret_cast<const sockaddr_in *>(address)->sin_addr);
+        return AF_INET;
+    }
+    if (address->sa_family != AF_INET6 || length < socklen_t(sizeof(sockaddr_in6))) return 0;
+    *bytes = reinterpret_cast<const sockaddr_in6 *>(address)->sin6_addr.s6_addr;
+    if (!unmap || memcmp(*bytes, mapped, 12) != 0) return AF_INET6;
+    *bytes += 12;
+    return AF_INET;
+}
+
 // Writes the client's address into the slot, then counts the busy slots
 // that serve the same address, this one included (0 for a client without
 // an IP address). Two workers that take the same client at once each see
 // the other: the count errs on the side of refusing.
 static int busy_for_same_client(Server::State &s, Slot &mine, const sockaddr_storage &peer) {
-    static const unsigned char mapped[12] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff};
-    uint8_t family = 0, address[16] = {};
-    if (peer.ss_family == AF_INET) {
-        family = AF_INET;
-        memcpy(address, &reinterpret_cast<const sockaddr_in &>(peer).sin_addr, 4);
-    } else if (peer.ss_family == AF_INET6) {
-        const unsigned char *bytes = reinterpret_cast<const sockaddr_in6 &>(peer).sin6_addr.s6_addr;
-        bool v4 = memcmp(bytes, mapped, 12) == 0;
-        family = v4 ? AF_INET : AF_INET6;
-        memcpy(address, v4 ? bytes + 12 : bytes, v4 ? 4 : 16);
-    }
-    if (!family) return 0;
+    const unsigned char *bytes;
+    int found = ip_address(reinterpret_cast<const sockaddr *>(&peer), sizeof peer, true, &bytes);
+    if (!found) return 0;
+    uint8_t family = uint8_t(found), address[16] = {};
+    memcpy(address, bytes, family == AF_INET ? 4 : 16);
     memcpy(mine.client, address, sizeof address);
     __atomic_store_n(&mine.client_family, family, __ATOMIC_SEQ_CST);
     int count = 0;
@@ -2492,6 +2501,9 @@ struct Route {
 // and backslash-escaped specials: such a route is matched by comparing
 // strings. Most routes are of that kind, and regexec() was the biggest
 // user-space cost of a small request.
+// The characters POSIX extended regexes give a meaning to.
+static const char regex_specials[] = ".[]{}()\\*+?^$|";
+
 static bool literal_regex(const std::string &regex, std::string *text, bool *exact) {
     if (regex.empty() || regex[0] != '^') return false;
     text->clear();
@@ -2499,7 +2511,7 @@ static bool literal_regex(const std::string &regex, std::string *text, bool *exa
     for (size_t i = 1; i < regex.size(); i++) {
         char c = regex[i];
         if (isalnum((unsigned char)c) || (c && strchr("/-_~%,;:=@!&", c))) *text += c;
-        else if (c == '\\' && i + 1 < regex.size() && regex[i + 1] && strchr(".[]{}()\\*+?^$|", regex[i + 1]))
+        else if (c == '\\' && i + 1 < regex.size() && regex[i + 1] && strchr(regex_specials, regex[i + 1]))
             *text += regex[++i];
         else if (c == '$' && i + 1 == regex.size()) *exact = true;
         else return false;
@@ -3089,20 +3101,7 @@ bool AddressRange::parse(const std::string &text, AddressRange *range) {
 
 bool AddressRange::contains(const sockaddr *address, socklen_t length) const {
     const unsigned char *bytes = nullptr;
-    int kind = 0;
-    if (address->sa_family == AF_INET && length >= socklen_t(sizeof(sockaddr_in))) {
-        bytes = reinterpret_cast<const unsigned char *>(&reinterpret_cast<const sockaddr_in *>(address)->sin_addr);
-        kind = AF_INET;
-    } else if (address->sa_family == AF_INET6 && length >= socklen_t(sizeof(sockaddr_in6))) {
-        bytes = reinterpret_cast<const unsigned char *>(&reinterpret_cast<const sockaddr_in6 *>(address)->sin6_addr);
-        kind = AF_INET6;
-        static const unsigned char mapped[12] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff};
-        if (family == AF_INET && memcmp(bytes, mapped, 12) == 0) {
-            bytes += 12;
-            kind = AF_INET;
-        }
-    }
-    if (!bytes || kind != family) return false;
+    if (!family || ip_address(address, length, family == AF_INET, &bytes) != family) return false;
     int whole = bits / 8, rest = bits % 8;
     if (memcmp(bytes, this->bytes, size_t(whole)) != 0) return false;
     unsigned char mask = (unsigned char)(0xff << (8 - rest));
@@ -3131,7 +3130,7 @@ int HttpService::serve_status(const std::string &path, const std::vector<Address
     }
     std::string pattern = "^";
     for (char ch : path) {
-        if (strchr(".[]{}()\\*+?^$|", ch)) pattern += '\\';
+        if (strchr(regex_specials, ch)) pattern += '\\';
         pattern += ch;
     }
     pattern += "$";

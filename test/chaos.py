@@ -75,7 +75,7 @@ class Httpd(bench_pool.Server):
             [os.path.join(self.workdir, "www")]
 
 
-def request(port, path="/hello.txt", source=None, timeout=5.0, close=True):
+def request(port, path="/hello.txt", source=None, timeout=5.0):
     """One GET on a new connection: (status, body), status 0 on failure."""
     try:
         s = socket.socket()
@@ -372,11 +372,12 @@ def spawn(ctx, tag, args):
     return p, port, log
 
 
-def stop(p):
+def stop(p, wait_s=10):
+    """SIGTERM, then SIGKILL after wait_s; the exit code."""
     if p.poll() is None:
         p.send_signal(signal.SIGTERM)
         try:
-            p.wait(10)
+            p.wait(wait_s)
         except subprocess.TimeoutExpired:
             p.kill()
             p.wait()
@@ -525,12 +526,7 @@ def leaks(ctx):
                 s.recv(4096)
         except OSError:
             pass
-    vg.send_signal(signal.SIGTERM)
-    try:
-        vg.wait(60)
-    except subprocess.TimeoutExpired:
-        vg.kill()
-        vg.wait()
+    stop(vg, 60)  # valgrind's leak check takes a while
     text = open(vg_log, errors="replace").read() if os.path.exists(vg_log) else ""
     m_def = re.search(r"definitely lost: ([\d,]+) bytes", text)
     definite = int(m_def.group(1).replace(",", "")) if m_def else 0
