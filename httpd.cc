@@ -34,6 +34,7 @@ static void usage(FILE *out) {
             "  --max-requests-per-child N    connections before a worker is replaced (0 = no limit)\n"
             "  --timeout SEC                 kill a worker silent for this long (0 = off)\n"
             "  --graceful-timeout SEC        bound on a graceful stop or restart (30)\n"
+            "  --upgrade-timeout SEC         time a new binary has to get ready on SIGUSR2 (60)\n"
             "  --request-timeout SEC         time a request head may take to arrive (10)\n"
             "  --keepalive-timeout SEC       time an idle keep-alive connection is kept (5)\n"
             "  --status-path PATH            the status page (/server-status; off to disable)\n"
@@ -64,6 +65,17 @@ static int write_pid_file(const std::string &path) {
     return 0;
 }
 
+// Removes the pid file if it still names this process: after a binary
+// upgrade it names the new parent, which removes it in its turn.
+static void remove_pid_file(const std::string &path) {
+    FILE *f = fopen(path.c_str(), "r");
+    if (!f) return;
+    int pid = 0;
+    bool ours = fscanf(f, "%d", &pid) == 1 && pid == int(getpid());
+    fclose(f);
+    if (ours) unlink(path.c_str());
+}
+
 // Opens path for appending onto descriptor fd (the log rotated away keeps
 // its name no more). On failure the old file stays, and the error is logged.
 static void reopen_onto(prefork::Server &server, const std::string &path, int fd, bool cloexec) {
@@ -84,22 +96,6 @@ static bool parse_long(const char *text, long *out) {
     if (errno || end == text || *end) return false;
     *out = value;
     return true;
-}
-
-// systemd socket activation: the listening sockets passed as fds 3, 4, ...
-// when LISTEN_PID names this process and LISTEN_FDS counts them (see
-// sd_listen_fds(3)). The variables are removed, so no child takes them for
-// its own. -1 when they are malformed, else how many were passed.
-static int passed_sockets() {
-    const char *pid = getenv("LISTEN_PID"), *fds = getenv("LISTEN_FDS");
-    if (!pid || !fds) return 0;
-    long owner, count;
-    bool ok = parse_long(pid, &owner) && parse_long(fds, &count) && count >= 0 && count < 1000;
-    unsetenv("LISTEN_PID");
-    unsetenv("LISTEN_FDS");
-    unsetenv("LISTEN_FDNAMES");
-    if (!ok) return -1;
-    return owner == long(getpid()) ? int(count) : 0;
 }
 
 // Parses a number of seconds. false if malformed.
@@ -180,6 +176,9 @@ int main(int argc, char **argv) {
         } else if (arg == "--graceful-timeout") {
             known = true;
             ok = parse_seconds(value, &options.graceful_timeout);
+        } else if (arg == "--upgrade-timeout") {
+            known = true;
+            ok = parse_seconds(value, &options.upgrade_timeout);
         } else if (arg == "--status-path") {
             known = true;
             status_path = value;
@@ -215,9 +214,19 @@ int main(int argc, char **argv) {
         fprintf(stderr, "httpd: %s\n", bad.c_str());
         return 2;
     }
-    int passed = passed_sockets();
+    // A connection reaches a worker once its request has begun to arrive:
+    // no worker waits on a client that connects and says nothing.
+    options.defer_accept = http_options.request_timeout;
+    options.notify_systemd = true;  // only when NOTIFY_SOCKET is set
+    prefork::Server server(options);
+    bool verbose = options.debug_scoreboard;
+    server.on_log([verbose](prefork::LogLevel level, const char *message) {
+        if (verbose || level != prefork::LogLevel::debug) prefork::log_to_stderr(level, message);
+    });
+    // Sockets passed by systemd, or by the old parent of a binary upgrade.
+    int passed = server.listen_inherited();
     if (passed < 0) {
-        fprintf(stderr, "httpd: malformed LISTEN_PID/LISTEN_FDS in the environment\n");
+        fprintf(stderr, "httpd: %s\n", server.error().c_str());
         return 2;
     }
     if (listens.empty() && passed == 0) listens.push_back("8080");
@@ -250,20 +259,6 @@ int main(int argc, char **argv) {
         }
     }
 
-    // A connection reaches a worker once its request has begun to arrive:
-    // no worker waits on a client that connects and says nothing.
-    options.defer_accept = http_options.request_timeout;
-    options.notify_systemd = true;  // only when NOTIFY_SOCKET is set
-    prefork::Server server(options);
-    bool verbose = options.debug_scoreboard;
-    server.on_log([verbose](prefork::LogLevel level, const char *message) {
-        if (verbose || level != prefork::LogLevel::debug) prefork::log_to_stderr(level, message);
-    });
-    for (int fd = 3; fd < 3 + passed; fd++)
-        if (server.listen_fd(fd) != 0) {
-            fprintf(stderr, "httpd: socket passed by the service manager: %s\n", server.error().c_str());
-            return 1;
-        }
     for (const std::string &spec : listens)
         if (server.listen(spec) != 0) {
             fprintf(stderr, "httpd: %s\n", server.error().c_str());
@@ -284,12 +279,26 @@ int main(int argc, char **argv) {
         if (!error_log.empty() && error_log != "-") reopen_onto(server, error_log, 2, false);
         if (!access_log.empty() && access_log != "-") reopen_onto(server, access_log, http_options.access_log_fd, true);
     });
+    // SIGUSR2 runs this command again: the binary on disk then.
+    if (server.enable_upgrade(argc, argv) != 0) {
+        fprintf(stderr, "httpd: %s\n", server.error().c_str());
+        return 1;
+    }
     // The pid file first, while we may still write where root keeps them
-    // (/run); removing it at exit is then best effort.
-    if (!pid_file.empty() && write_pid_file(pid_file) != 0) {
+    // (/run); removing it at exit is then best effort. The new parent of an
+    // upgrade writes it only once its pool is ready: until then the old
+    // parent is the one to signal.
+    if (!pid_file.empty() && !server.upgrading() && write_pid_file(pid_file) != 0) {
         fprintf(stderr, "httpd: cannot write the pid file %s: %s\n", pid_file.c_str(), strerror(errno));
         return 1;
     }
+    if (!pid_file.empty() && server.upgrading())
+        server.on_ready([&server, &pid_file] {
+            if (write_pid_file(pid_file) == 0) return true;
+            server.log(prefork::LogLevel::error, "cannot write the pid file %s: %s", pid_file.c_str(),
+                       strerror(errno));
+            return false;
+        });
     // The whole process becomes the user, parent included: once the
     // listeners, the logs and the pid file are open, the parent only forks,
     // signals its own workers and reads the scoreboard (made by run(), so
@@ -298,13 +307,13 @@ int main(int argc, char **argv) {
         (initgroups(account->pw_name, account->pw_gid) != 0 || setgid(account->pw_gid) != 0 ||
          setuid(account->pw_uid) != 0)) {
         fprintf(stderr, "httpd: cannot become user %s: %s\n", user.c_str(), strerror(errno));
-        if (!pid_file.empty()) unlink(pid_file.c_str());
+        if (!pid_file.empty()) remove_pid_file(pid_file);
         return 1;
     }
     for (size_t i = 0; i < server.listener_count(); i++)
         server.log(prefork::LogLevel::notice, "listening on %s", server.address(i).c_str());
     int rc = server.run();
-    if (!pid_file.empty()) unlink(pid_file.c_str());
+    if (!pid_file.empty()) remove_pid_file(pid_file);
     if (rc != 0) {
         fprintf(stderr, "httpd: %s\n", server.error().c_str());
         return 1;

@@ -53,6 +53,10 @@
 #include <sys/syscall.h>
 #endif
 
+// Set-up and rare paths (binding, options, upgrades) are compiled for
+// size, not speed: they run a few times in a process's life.
+#define PREFORK_COLD __attribute__((cold))
+
 namespace prefork {
 
 /* ---------------------------------------------------------------------------
@@ -523,7 +527,12 @@ static void on_signal(int signal) {
     errno = saved;
 }
 
-static const int parent_signals[] = {SIGCHLD, SIGTERM, SIGINT, SIGHUP, SIGTTIN, SIGTTOU, SIGUSR1, SIGPIPE};
+static const int parent_signals[] = {SIGCHLD, SIGTERM, SIGINT, SIGHUP, SIGTTIN,
+                                     SIGTTOU, SIGUSR1, SIGUSR2, SIGPIPE};
+
+// Names the write end of the pipe on which a new parent started by a binary
+// upgrade tells the old one that it is ready.
+static const char upgrade_variable[] = "PREFORK_UPGRADE_FD";
 
 static int set_disposition(int signal, void (*handler)(int), struct sigaction *old = nullptr) {
     struct sigaction action;
@@ -599,7 +608,7 @@ static std::string format(const char *fmt, ...) {
     return s;
 }
 
-std::string check_options(Options &o, std::vector<std::string> *notes) {
+PREFORK_COLD std::string check_options(Options &o, std::vector<std::string> *notes) {
     struct IntRule { const char *name; long long value, min, max; };
     const IntRule ints[] = {
         {"start_servers", o.start_servers, 0, 100000},
@@ -622,6 +631,7 @@ std::string check_options(Options &o, std::vector<std::string> *notes) {
         {"graceful_timeout", o.graceful_timeout, 0},
         {"defer_accept", o.defer_accept, 0},
         {"ipc_retry_interval", o.ipc_retry_interval, 0.01},
+        {"upgrade_timeout", o.upgrade_timeout, 0.01},
     };
     for (const TimeRule &r : times)
         if (!std::isfinite(r.value) || r.value < r.min || r.value > 1e6)
@@ -697,7 +707,7 @@ static const int lock_wait_ms = 50;
 
 static Slot *slots_of(Shared *shared) { return reinterpret_cast<Slot *>(shared + 1); }
 
-static std::string describe_ipc_error(const char *call, int err) {
+PREFORK_COLD static std::string describe_ipc_error(const char *call, int err) {
     const char *why = strerror(err);
     if (!strcmp(call, "semget") && err == ENOSPC)
         return "semget: no semaphore set left: the kernel limit SEMMNI (sets) or SEMMNS "
@@ -715,7 +725,7 @@ static std::string describe_ipc_error(const char *call, int err) {
 
 // Removes semaphore sets that a parent killed with SIGKILL left behind: ours
 // by shape and marker, created by our user, with nobody holding `alive`.
-static void remove_stale_semaphores(const LogFn &log) {
+PREFORK_COLD static void remove_stale_semaphores(const LogFn &log) {
     sys::for_each_semaphore_set([&](int id, const semid_ds &ds) {
         if (ds.sem_nsems != sem_count || ds.sem_perm.cuid != geteuid()) return;
         unsigned short values[sem_count];
@@ -741,7 +751,7 @@ static int semaphore_step(int id, int which, short delta, int timeout_ms) {
 
 Scoreboard::~Scoreboard() { destroy(); }
 
-int Scoreboard::create(int slots, std::string *error, const LogFn &log) {
+PREFORK_COLD int Scoreboard::create(int slots, std::string *error, const LogFn &log) {
     remove_stale_semaphores(log);
     size_t size = sizeof(Shared) + size_t(slots) * sizeof(Slot);
     int shm = shmget(IPC_PRIVATE, size, IPC_CREAT | 0600);
@@ -882,7 +892,17 @@ struct Listener {
     int fd = -1;
     int port = 0;
     std::string address;
-    std::string unix_path;  // set when we created the socket file
+    std::string unix_path;  // set when we own the socket file (remove it at the end)
+    bool unclaimed = false; // inherited, and no listen() has named it yet
+};
+
+// A binary upgrade in flight, seen from the old parent.
+struct Upgrade {
+    pid_t pid = 0;             // the new parent, until reaped
+    int pipe = -1;             // its readiness pipe: 'R' when ready, EOF if it failed
+    int64_t deadline_ms = 0;   // ready by then, or it is stopped
+    int64_t kill_at_ms = 0;    // told to stop: SIGKILL then
+    bool handed_over = false;  // it is ready; we drain and leave
 };
 
 struct Child {
@@ -919,6 +939,8 @@ struct Server::State {
     ConnectionHandler handler;
     ConnectionHandler refusal;   // max_clients_per_ip; null: close
     std::function<void()> reopen;  // SIGUSR1
+    std::function<bool()> ready;   // once the pool is first up
+    std::vector<std::string> upgrade_command;  // SIGUSR2 runs it; empty: off
     std::vector<InitHook> hooks;
     LogFn log;
     std::vector<Listener> listeners;
@@ -951,6 +973,9 @@ struct Server::State {
     std::string status_sent;
     int failures = 0;              // workers in a row that died young
     bool drain_kill_sent = false;
+    bool pool_was_ready = false;   // the ready hook ran
+    int handover_fd = -1;          // started by an upgrade: tell the old parent here
+    Upgrade upgrade;               // an upgrade we started
     int result = 0;
 
     // Identity.
@@ -1028,7 +1053,7 @@ static int split_host_port(const std::string &spec, std::string *host, std::stri
     return atoi(port->c_str()) <= 65535 ? 0 : -1;
 }
 
-static int bind_unix(Server::State &s, const std::string &spec, const std::string &path) {
+PREFORK_COLD static int bind_unix(Server::State &s, const std::string &spec, const std::string &path) {
     sockaddr_un address;
     memset(&address, 0, sizeof address);
     address.sun_family = AF_UNIX;
@@ -1073,11 +1098,15 @@ static int bind_unix(Server::State &s, const std::string &spec, const std::strin
     return 0;
 }
 
-static int bind_inet(Server::State &s, const std::string &spec) {
+// The address "PORT", "HOST:PORT" or "[V6]:PORT" names. 0, or -1 with
+// *why set.
+PREFORK_COLD static int inet_address(const std::string &spec, sockaddr_storage *out, socklen_t *length,
+                        std::string *why) {
     std::string host, port;
-    if (split_host_port(spec, &host, &port) < 0)
-        return s.fail(format("cannot listen on %s: expected PORT, HOST:PORT, [IPV6]:PORT or "
-                             "unix:PATH with a port from 0 to 65535", spec.c_str()));
+    if (split_host_port(spec, &host, &port) < 0) {
+        *why = "expected PORT, HOST:PORT, [IPV6]:PORT or unix:PATH with a port from 0 to 65535";
+        return -1;
+    }
     addrinfo hints;
     memset(&hints, 0, sizeof hints);
     hints.ai_family = AF_UNSPEC;
@@ -1086,30 +1115,99 @@ static int bind_inet(Server::State &s, const std::string &spec) {
     addrinfo *found = nullptr;
     const char *node = (host.empty() || host == "*") ? "0.0.0.0" : host.c_str();
     int rc = getaddrinfo(node, port.c_str(), &hints, &found);
-    if (rc != 0)
-        return s.fail(format("cannot listen on %s: %s", spec.c_str(), gai_strerror(rc)));
-    int fd = sys::socket(found->ai_family, SOCK_STREAM);
+    if (rc != 0) {
+        *why = gai_strerror(rc);
+        return -1;
+    }
+    memset(out, 0, sizeof *out);
+    memcpy(out, found->ai_addr, std::min<size_t>(found->ai_addrlen, sizeof *out));
+    *length = std::min<socklen_t>(found->ai_addrlen, sizeof *out);
+    freeaddrinfo(found);
+    return 0;
+}
+
+PREFORK_COLD static int bind_inet(Server::State &s, const std::string &spec) {
+    sockaddr_storage address;
+    socklen_t length;
+    std::string why;
+    if (inet_address(spec, &address, &length, &why) < 0)
+        return s.fail(format("cannot listen on %s: %s", spec.c_str(), why.c_str()));
+    const sockaddr *bound = reinterpret_cast<const sockaddr *>(&address);
+    int fd = sys::socket(address.ss_family, SOCK_STREAM);
     int one = 1;
     // TCP_NODELAY: responses are written whole, so Nagle can only delay
     // them; Linux copies it to every accepted connection.
     bool ok = fd >= 0 && setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one) == 0 &&
               setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one) == 0 &&
-              (found->ai_family != AF_INET6 ||
+              (address.ss_family != AF_INET6 ||
                setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof one) == 0) &&
-              bind(fd, found->ai_addr, found->ai_addrlen) == 0 &&
-              ::listen(fd, s.options.listen_backlog) == 0 && sys::set_flags(fd, true) == 0 &&
-              sys::defer_accept(fd, s.options.defer_accept) == 0;
+              bind(fd, bound, length) == 0 && ::listen(fd, s.options.listen_backlog) == 0 &&
+              sys::set_flags(fd, true) == 0 && sys::defer_accept(fd, s.options.defer_accept) == 0;
     int err = errno;
-    std::string wanted = describe_address(found->ai_addr, found->ai_addrlen, &rc);
-    freeaddrinfo(found);
     if (!ok) {
         sys::close(fd);
-        return s.fail(format("cannot listen on %s: %s", wanted.c_str(), strerror(err)));
+        int port;
+        return s.fail(format("cannot listen on %s: %s", describe_address(bound, length, &port).c_str(),
+                             strerror(err)));
     }
     Listener listener;
     listener.fd = fd;
     s.listeners.push_back(listener);
     return 0;
+}
+
+// Whether two socket addresses are the same place: family, address and a
+// nonzero port, or the same UNIX path.
+PREFORK_COLD static bool same_address(const sockaddr_storage &a, socklen_t a_length, const sockaddr_storage &b,
+                         socklen_t b_length) {
+    if (a.ss_family != b.ss_family) return false;
+    if (a.ss_family == AF_INET) {
+        const sockaddr_in &x = reinterpret_cast<const sockaddr_in &>(a);
+        const sockaddr_in &y = reinterpret_cast<const sockaddr_in &>(b);
+        return x.sin_port && x.sin_port == y.sin_port && x.sin_addr.s_addr == y.sin_addr.s_addr;
+    }
+    if (a.ss_family == AF_INET6) {
+        const sockaddr_in6 &x = reinterpret_cast<const sockaddr_in6 &>(a);
+        const sockaddr_in6 &y = reinterpret_cast<const sockaddr_in6 &>(b);
+        return x.sin6_port && x.sin6_port == y.sin6_port &&
+               memcmp(&x.sin6_addr, &y.sin6_addr, sizeof x.sin6_addr) == 0;
+    }
+    if (a.ss_family == AF_UNIX) {
+        int unused;
+        std::string x = describe_address(reinterpret_cast<const sockaddr *>(&a), a_length, &unused);
+        return x.size() > 5 && x == describe_address(reinterpret_cast<const sockaddr *>(&b), b_length, &unused);
+    }
+    return false;
+}
+
+// An inherited listener already bound where spec points: listen(spec)
+// takes it instead of binding again (the old parent of an upgrade still
+// holds that address). Null when there is none.
+PREFORK_COLD static Listener *inherited_listener(Server::State &s, const std::string &spec) {
+    sockaddr_storage wanted;
+    socklen_t wanted_length = 0;
+    memset(&wanted, 0, sizeof wanted);
+    if (spec.compare(0, 5, "unix:") == 0) {
+        sockaddr_un &un = reinterpret_cast<sockaddr_un &>(wanted);
+        std::string path = spec.substr(5);
+        if (path.empty() || path.size() >= sizeof un.sun_path) return nullptr;
+        un.sun_family = AF_UNIX;
+        memcpy(un.sun_path, path.c_str(), path.size());
+        wanted_length = socklen_t(offsetof(sockaddr_un, sun_path) + path.size() + 1);
+    } else {
+        std::string why;
+        if (inet_address(spec, &wanted, &wanted_length, &why) < 0) return nullptr;
+    }
+    for (Listener &l : s.listeners) {
+        if (!l.unclaimed) continue;
+        sockaddr_storage bound;
+        socklen_t length = sizeof bound;
+        memset(&bound, 0, sizeof bound);
+        if (getsockname(l.fd, reinterpret_cast<sockaddr *>(&bound), &length) == 0 &&
+            same_address(wanted, wanted_length, bound, length))
+            return &l;
+    }
+    return nullptr;
 }
 
 /* ---------------------------------------------------------------------------
@@ -1449,7 +1547,8 @@ static bool get_worker_ready(Server::State &s) {
         int sig = parent_signals[i];
         void (*handler)(int) = SIG_DFL;
         if (sig == SIGTERM) handler = on_signal;
-        if (sig == SIGHUP || sig == SIGTTIN || sig == SIGTTOU || sig == SIGUSR1 || sig == SIGPIPE)
+        if (sig == SIGHUP || sig == SIGTTIN || sig == SIGTTOU || sig == SIGUSR1 || sig == SIGUSR2 ||
+            sig == SIGPIPE)
             handler = SIG_IGN;
         set_disposition(sig, handler);
     }
@@ -1457,7 +1556,10 @@ static bool get_worker_ready(Server::State &s) {
     sys::close(s.signal_pipe[1]);
     sys::close(s.wake_pipe[0]);
     sys::close(s.life_pipe[1]);
+    sys::close(s.handover_fd);
+    sys::close(s.upgrade.pipe);
     s.signal_pipe[0] = s.signal_pipe[1] = s.wake_pipe[0] = s.life_pipe[1] = -1;
+    s.handover_fd = s.upgrade.pipe = -1;
     int own[2];
     if (sys::pipe(own) < 0) _exit(1);
     signal_pipe_write_end = own[1];
@@ -1541,6 +1643,8 @@ static void notify(Server::State &s, const std::string &text) {
     if (s.notify_fd >= 0) sys::notify_send(s.notify_fd, s.notify_to, s.notify_length, text);
 }
 
+static void stop_upgrade(Server::State &s, int signal, int64_t kill_at_ms);
+
 static void begin_stop(Server::State &s, Phase phase, const char *why) {
     if (s.phase == Phase::stopping || s.phase == phase) return;
     s.phase = phase;
@@ -1553,6 +1657,8 @@ static void begin_stop(Server::State &s, Phase phase, const char *why) {
     }
     s.drain_deadline_ms = graceful_deadline(s);
     notify(s, "STOPPING=1");
+    if (s.upgrade.pid && !s.upgrade.handed_over)
+        stop_upgrade(s, phase == Phase::draining ? SIGTERM : SIGINT, s.drain_deadline_ms);
     s.logf(LogLevel::notice, "%s: %s %d workers", why,
            phase == Phase::draining ? "draining" : "killing", s.live);
     for (Child &child : s.children) {
@@ -1666,11 +1772,17 @@ static void judge_exit(Server::State &s, const Child &child, const Slot &slot, i
     }
 }
 
+static void upgrade_parent_exited(Server::State &s, int status);
+
 // Reaps every exited worker (SIGCHLDs coalesce) and frees its slot.
 static void reap_children(Server::State &s) {
     int status;
     pid_t pid;
     while ((pid = sys::waitpid(-1, &status, WNOHANG)) > 0) {
+        if (pid == s.upgrade.pid) {
+            upgrade_parent_exited(s, status);
+            continue;
+        }
         size_t index = 0;
         while (index < s.children.size() && s.children[index].pid != pid) index++;
         if (index == s.children.size()) continue;  // not a worker of ours
@@ -1798,12 +1910,15 @@ static void size_pool(Server::State &s, int64_t now) {
     want_deadline(s, retire_at);
 }
 
+static void watch_upgrade(Server::State &s, int64_t now);
+
 static void maintain_pool(Server::State &s) {
     int64_t now = now_ms();
     s.next_deadline_ms = 0;
     if (s.phase == Phase::running) size_pool(s, now);
     store(s.board.shared()->live, int32_t(s.live));
     watch_workers(s, now);
+    watch_upgrade(s, now);
     if (s.phase != Phase::running && !s.drain_kill_sent && s.live > 0) {
         if (now >= s.drain_deadline_ms) {
             s.drain_kill_sent = true;
@@ -1827,7 +1942,8 @@ static void maintain_pool(Server::State &s) {
 // After each pass: READY=1 once a worker of this generation is ready, and
 // the busy/idle counts when they changed (at most once a second).
 static void notify_progress(Server::State &s, int64_t now) {
-    if (s.notify_fd < 0 || s.phase != Phase::running) return;
+    // A new parent of an upgrade waits: the old one says READY=1 for it.
+    if (s.notify_fd < 0 || s.phase != Phase::running || s.handover_fd >= 0) return;
     int busy = 0, idle = 0;
     bool ready = false;
     for (size_t i = 0; i < s.children.size(); i++) {
@@ -1859,6 +1975,202 @@ static void graceful_restart(Server::State &s) {
     maintain_pool(s);  // the new generation first, then retire the old one
     for (Child &child : s.children)
         if (child.pid && child.generation != s.generation) tell_to_stop(child, graceful_deadline(s));
+}
+
+/* Binary upgrade (SIGUSR2), as nginx and unicorn do it. The old parent
+   forks a child that puts the listeners on fds 3... as socket activation
+   does (LISTEN_FDS, LISTEN_PID), the write end of a pipe after them
+   (PREFORK_UPGRADE_FD), and executes the upgrade command: the binary on
+   disk now. The new parent adopts the sockets (listen_inherited), starts
+   its pool, and once start_servers workers are ready writes 'R' on the
+   pipe. Only then does the old parent drain and exit: its workers finish
+   what they serve while the new ones accept from the same sockets, so no
+   connection finds nobody. A new parent that exits, closes the pipe, or is
+   not ready within upgrade_timeout is stopped, and the old one serves on. */
+[[noreturn]] PREFORK_COLD static void exec_new_parent(Server::State &s, int ready_pipe) {
+    // Defaults before unblocking: our handler would write into the old
+    // parent's self-pipe.
+    signal_pipe_write_end = -1;
+    for (size_t i = 0; i < sizeof parent_signals / sizeof parent_signals[0]; i++)
+        sigaction(parent_signals[i], &s.saved_actions[i], nullptr);
+    sigset_t none;
+    sigemptyset(&none);
+    sigprocmask(SIG_SETMASK, &none, nullptr);
+    // Every descriptor moves above its target first, so that no dup2()
+    // lands on one still to be moved.
+    int count = int(s.listeners.size()), above = 3 + count + 1;
+    std::vector<int> moved;
+    for (const Listener &l : s.listeners) moved.push_back(fcntl(l.fd, F_DUPFD_CLOEXEC, above));
+    moved.push_back(fcntl(ready_pipe, F_DUPFD_CLOEXEC, above));
+    for (int i = 0; i <= count; i++)
+        if (moved[size_t(i)] < 0 || dup2(moved[size_t(i)], 3 + i) < 0) _exit(127);
+    std::vector<char *> argv;
+    for (std::string &arg : s.upgrade_command) argv.push_back(&arg[0]);
+    argv.push_back(nullptr);
+    if (setenv("LISTEN_FDS", std::to_string(count).c_str(), 1) == 0 &&
+        setenv("LISTEN_PID", std::to_string(getpid()).c_str(), 1) == 0 &&
+        setenv(upgrade_variable, std::to_string(3 + count).c_str(), 1) == 0 &&
+        unsetenv("LISTEN_FDNAMES") == 0) {
+        // execvp() only for a bare name: for a path it would hand a file
+        // that is not a program to the shell.
+        if (strchr(argv[0], '/')) execv(argv[0], argv.data());
+        else execvp(argv[0], argv.data());
+    }
+    unsigned char message[1 + sizeof(int)] = {'E'};
+    int err = errno;
+    memcpy(message + 1, &err, sizeof err);
+    (void)!::write(3 + count, message, sizeof message);
+    _exit(127);
+}
+
+PREFORK_COLD static void start_upgrade(Server::State &s) {
+    if (s.phase != Phase::running) return;
+    if (s.upgrade_command.empty()) {
+        s.logf(LogLevel::notice, "SIGUSR2: binary upgrade is not enabled; nothing to do");
+        return;
+    }
+    if (s.upgrade.pid) {
+        s.logf(LogLevel::notice, "SIGUSR2: an upgrade is already under way (new parent %d)",
+               int(s.upgrade.pid));
+        return;
+    }
+    int ready[2];
+    if (sys::pipe(ready) < 0) {
+        s.logf(LogLevel::error, "SIGUSR2: pipe: %s; no upgrade", strerror(errno));
+        return;
+    }
+    sigset_t all, old_mask;
+    sigfillset(&all);
+    sigprocmask(SIG_BLOCK, &all, &old_mask);
+    pid_t pid = fork();
+    if (pid == 0) exec_new_parent(s, ready[1]);
+    int fork_errno = errno;
+    sigprocmask(SIG_SETMASK, &old_mask, nullptr);
+    sys::close(ready[1]);
+    if (pid < 0) {
+        sys::close(ready[0]);
+        s.logf(LogLevel::error, "SIGUSR2: fork: %s; no upgrade", strerror(fork_errno));
+        return;
+    }
+    s.upgrade = Upgrade();
+    s.upgrade.pid = pid;
+    s.upgrade.pipe = ready[0];
+    s.upgrade.deadline_ms = now_ms() + int64_t(s.options.upgrade_timeout * 1000);
+    notify(s, format("RELOADING=1\nMONOTONIC_USEC=%lld", (long long)now_ms() * 1000));
+    s.logf(LogLevel::notice, "SIGUSR2: upgrading: started %s as pid %d; waiting up to %g s for "
+           "its workers", s.upgrade_command[0].c_str(), int(pid), s.options.upgrade_timeout);
+}
+
+// Stops a new parent that will not take over (SIGKILL at kill_at_ms).
+static void stop_upgrade(Server::State &s, int signal, int64_t kill_at_ms) {
+    sys::close(s.upgrade.pipe);
+    s.upgrade.pipe = -1;
+    s.upgrade.deadline_ms = 0;
+    if (!s.upgrade.pid || s.upgrade.kill_at_ms) return;
+    if (signal) kill(s.upgrade.pid, signal);
+    s.upgrade.kill_at_ms = kill_at_ms;
+}
+
+// Gives up on the new parent; unless it is already on its way out
+// (exiting), it is told to stop.
+PREFORK_COLD static void abandon_upgrade(Server::State &s, const std::string &why, bool exiting = false) {
+    s.logf(LogLevel::error, "upgrade failed: %s; still serving with this binary", why.c_str());
+    stop_upgrade(s, exiting ? 0 : SIGTERM, now_ms() + int64_t(s.options.kill_grace * 1000));
+    notify(s, "READY=1");  // the RELOADING=1 of SIGUSR2 is over
+}
+
+// The new parent is ready: it speaks for the service from now on, owns the
+// socket files, and this parent drains.
+PREFORK_COLD static void hand_over(Server::State &s) {
+    sys::close(s.upgrade.pipe);
+    s.upgrade.pipe = -1;
+    s.upgrade.handed_over = true;
+    notify(s, format("MAINPID=%d\nREADY=1", int(s.upgrade.pid)));
+    sys::close(s.notify_fd);
+    s.notify_fd = -1;
+    for (Listener &l : s.listeners) l.unix_path.clear();
+    s.logf(LogLevel::notice, "upgrade: new parent %d is ready; this one drains and exits",
+           int(s.upgrade.pid));
+    begin_stop(s, Phase::draining, "upgraded");
+}
+
+// Reads the new parent's word: 'R' (ready), 'E' and an errno (it could not
+// be executed), or EOF (it ended or gave up before it was ready).
+PREFORK_COLD static void hear_from_upgrade(Server::State &s) {
+    unsigned char message[1 + sizeof(int)];
+    ssize_t n = sys::read(s.upgrade.pipe, message, sizeof message);
+    if (n < 0) return;
+    if (n >= 1 && message[0] == 'R' && s.upgrade.pid) {
+        hand_over(s);
+        return;
+    }
+    if (n == sizeof message && message[0] == 'E') {
+        int err;
+        memcpy(&err, message + 1, sizeof err);
+        abandon_upgrade(s, format("cannot execute %s: %s", s.upgrade_command[0].c_str(), strerror(err)), true);
+        return;
+    }
+    abandon_upgrade(s, format("new parent %d ended before it was ready", int(s.upgrade.pid)));
+}
+
+PREFORK_COLD static void upgrade_parent_exited(Server::State &s, int status) {
+    std::string how = describe_status(status);
+    s.logf(s.upgrade.handed_over ? LogLevel::warning : LogLevel::notice, "upgrade: new parent %d %s",
+           int(s.upgrade.pid), how.c_str());
+    s.upgrade.pid = 0;
+    if (s.upgrade.pipe >= 0) hear_from_upgrade(s);  // what it said before it went
+}
+
+static void watch_upgrade(Server::State &s, int64_t now) {
+    Upgrade &u = s.upgrade;
+    if (!u.pid || u.handed_over) return;
+    if (u.deadline_ms && now >= u.deadline_ms)
+        abandon_upgrade(s, format("new parent %d was not ready after %g s", int(u.pid),
+                                  s.options.upgrade_timeout));
+    want_deadline(s, u.deadline_ms);
+    if (u.kill_at_ms > 0 && now >= u.kill_at_ms) {
+        s.logf(LogLevel::warning, "upgrade: new parent %d did not exit; sending SIGKILL", int(u.pid));
+        kill(u.pid, SIGKILL);
+        u.kill_at_ms = -1;
+    }
+    want_deadline(s, u.kill_at_ms);
+}
+
+// The new parent's side: once start_servers workers are ready, the ready
+// hook runs, then an old parent waiting on an upgrade is told.
+PREFORK_COLD static void become_ready(Server::State &s) {
+    s.pool_was_ready = true;
+    if (s.ready && !s.ready()) {
+        s.error = "the ready hook failed";
+        s.result = -1;
+        s.logf(LogLevel::error, "the ready hook failed; stopping");
+        sys::close(s.handover_fd);
+        s.handover_fd = -1;
+        begin_stop(s, Phase::draining, "the ready hook failed");
+        return;
+    }
+    if (s.handover_fd < 0) return;
+    unsigned char ready = 'R';
+    bool told = sys::write(s.handover_fd, &ready, 1) == 1;
+    sys::close(s.handover_fd);
+    s.handover_fd = -1;
+    // The old parent says READY=1 with MAINPID=; our STATUS= waits a
+    // second, so that systemd hears it from the main pid.
+    s.ready_generation = s.generation;
+    s.status_sent_ms = now_ms();
+    s.logf(told ? LogLevel::notice : LogLevel::error, "upgrade: %s the old parent %d",
+           told ? "ready; handing over from" : "could not tell", int(getppid()));
+}
+
+static void check_ready(Server::State &s) {
+    if (s.pool_was_ready || s.phase != Phase::running) return;
+    int ready = 0;
+    for (size_t i = 0; i < s.children.size(); i++) {
+        if (!s.children[i].pid || s.children[i].generation != s.generation) continue;
+        SlotState state = load(s.board.slot(int(i)).state);
+        ready += state == SlotState::idle || state == SlotState::busy;
+    }
+    if (ready >= std::max(1, std::min(s.options.start_servers, s.options.max_clients))) become_ready(s);
 }
 
 static void adjust_spares(Server::State &s, int delta) {
@@ -1896,6 +2208,7 @@ static void handle_signal(Server::State &s, int signal) {
         s.logf(LogLevel::notice, "SIGUSR1: logs reopened; replacing the workers");
         graceful_restart(s);
         break;
+    case SIGUSR2: start_upgrade(s); break;
     case SIGTTIN: adjust_spares(s, 1); break;
     case SIGTTOU: adjust_spares(s, -1); break;
     default: break;
@@ -1912,13 +2225,18 @@ static int run_pool(Server::State &s) {
            int(getpid()), s.options.start_servers, s.listeners.size());
     for (;;) {
         maintain_pool(s);
+        check_ready(s);
         notify_progress(s, now_ms());
-        if (s.phase != Phase::running && s.live == 0) break;
+        // An upgrade not yet handed over is waited for like a worker.
+        if (s.phase != Phase::running && s.live == 0 && (!s.upgrade.pid || s.upgrade.handed_over)) break;
         int timeout = -1;
         if (s.next_deadline_ms)
             timeout = int(std::min<int64_t>(std::max<int64_t>(0, s.next_deadline_ms - now_ms()), 1 << 30));
-        pollfd fds[2] = {{s.signal_pipe[0], POLLIN, 0}, {s.wake_pipe[0], POLLIN, 0}};
-        if (sys::poll(fds, 2, timeout) < 0) return s.fail(format("poll: %s", strerror(errno)));
+        pollfd fds[3] = {{s.signal_pipe[0], POLLIN, 0}, {s.wake_pipe[0], POLLIN, 0},
+                         {s.upgrade.pipe, POLLIN, 0}};
+        if (sys::poll(fds, s.upgrade.pipe >= 0 ? 3 : 2, timeout) < 0)
+            return s.fail(format("poll: %s", strerror(errno)));
+        if (s.upgrade.pipe >= 0 && fds[2].revents) hear_from_upgrade(s);
         // Drain, then clear: a worker that finds the flag set before the
         // clear has stored its state already, and the pass that follows
         // sees it. Cleared first, a byte written in between would be
@@ -1943,6 +2261,8 @@ static int run_single(Server::State &s) {
     store(slot.started_ms, now_ms());
     s.logf(LogLevel::notice, "single-process mode: serving in pid %d", int(getpid()));
     if (!get_worker_ready(s)) return s.fail("the init hook failed");
+    become_ready(s);
+    if (s.result != 0) return -1;
     worker_loop(s);
     s.logf(LogLevel::notice, "single-process mode: stopping");
     return 0;
@@ -1993,14 +2313,21 @@ static int describe_listener(Server::State &s, Listener &l) {
     return 0;
 }
 
-int Server::listen(const std::string &spec) {
+PREFORK_COLD int Server::listen(const std::string &spec) {
     State &s = *state_;
+    if (Listener *inherited = inherited_listener(s, spec)) {
+        inherited->unclaimed = false;
+        // Named in our own configuration: the socket file is ours to
+        // remove at the end, as if we had bound it.
+        if (spec.compare(0, 5, "unix:") == 0) inherited->unix_path = spec.substr(5);
+        return 0;
+    }
     if (spec.compare(0, 5, "unix:") == 0) return bind_unix(s, spec, spec.substr(5));
     if (bind_inet(s, spec) < 0) return -1;
     return describe_listener(s, s.listeners.back());
 }
 
-int Server::listen_fd(int fd) {
+PREFORK_COLD int Server::listen_fd(int fd) {
     State &s = *state_;
     int accepting = 0;
     socklen_t size = sizeof accepting;
@@ -2014,12 +2341,66 @@ int Server::listen_fd(int fd) {
     return 0;
 }
 
+// A whole decimal number of at most 9 digits. false if malformed.
+static bool parse_count(const char *text, long *out) {
+    size_t n = strlen(text);
+    if (n == 0 || n > 9 || strspn(text, "0123456789") != n) return false;
+    *out = strtol(text, nullptr, 10);
+    return true;
+}
+
+PREFORK_COLD int Server::listen_inherited() {
+    State &s = *state_;
+    const char *pid = getenv("LISTEN_PID"), *fds = getenv("LISTEN_FDS");
+    const char *handover = getenv(upgrade_variable);
+    long owner = 0, count = 0, handover_fd = -1;
+    bool present = pid && fds;
+    bool ok = !present || (parse_count(pid, &owner) && parse_count(fds, &count) && count < 1000 &&
+                           (!handover || (parse_count(handover, &handover_fd) && handover_fd >= 3 + count)));
+    // Gone from the environment either way: no child of ours takes them
+    // for its own.
+    unsetenv("LISTEN_PID");
+    unsetenv("LISTEN_FDS");
+    unsetenv("LISTEN_FDNAMES");
+    unsetenv(upgrade_variable);
+    if (!ok) return s.fail("malformed LISTEN_PID/LISTEN_FDS in the environment");
+    if (!present || owner != long(getpid())) return 0;
+    for (int fd = 3; fd < 3 + count; fd++) {
+        if (listen_fd(fd) < 0) return s.fail("passed by the service manager: " + s.error);
+        s.listeners.back().unclaimed = true;
+    }
+    if (handover && handover_fd >= 0) {
+        if (fcntl(int(handover_fd), F_SETFD, FD_CLOEXEC) < 0)
+            return s.fail(format("%s=%ld: %s", upgrade_variable, handover_fd, strerror(errno)));
+        s.handover_fd = int(handover_fd);
+    }
+    return int(count);
+}
+
+bool Server::upgrading() const { return state_->handover_fd >= 0; }
+
+PREFORK_COLD int Server::enable_upgrade(int argc, char *const *argv) {
+    State &s = *state_;
+    if (argc < 1 || !argv[0] || !*argv[0]) return s.fail("enable_upgrade: no program name in argv[0]");
+    std::vector<std::string> command(argv, argv + argc);
+    // A path relative to here must still lead to the program if the
+    // directory changes; a bare name is looked up in PATH at the upgrade.
+    if (command[0].find('/') != std::string::npos && command[0][0] != '/') {
+        char here[PATH_MAX];
+        if (!getcwd(here, sizeof here)) return s.fail(format("enable_upgrade: getcwd: %s", strerror(errno)));
+        command[0] = std::string(here) + "/" + command[0].substr(command[0].compare(0, 2, "./") ? 0 : 2);
+    }
+    s.upgrade_command = command;
+    return 0;
+}
+
 size_t Server::listener_count() const { return state_->listeners.size(); }
 std::string Server::address(size_t i) const { return state_->listeners.at(i).address; }
 int Server::port(size_t i) const { return state_->listeners.at(i).port; }
 void Server::on_connection(ConnectionHandler handler) { state_->handler = std::move(handler); }
 void Server::on_refusal(ConnectionHandler handler) { state_->refusal = std::move(handler); }
 void Server::on_reopen(std::function<void()> hook) { state_->reopen = std::move(hook); }
+void Server::on_ready(std::function<bool()> hook) { state_->ready = std::move(hook); }
 void Server::on_worker_start(InitHook hook) { state_->hooks.push_back(std::move(hook)); }
 void Server::on_log(LogFn log) { state_->log = std::move(log); }
 bool Server::is_child() const { return state_->is_child; }
@@ -2063,7 +2444,7 @@ int Server::run() {
         sigaction(parent_signals[i], &s.saved_actions[i], nullptr);
     signal_pipe_write_end = -1;
     int *fds[] = {&s.signal_pipe[0], &s.signal_pipe[1], &s.wake_pipe[0], &s.wake_pipe[1],
-                  &s.life_pipe[0], &s.life_pipe[1]};
+                  &s.life_pipe[0], &s.life_pipe[1], &s.handover_fd, &s.upgrade.pipe};
     for (int *fd : fds) {
         sys::close(*fd);
         *fd = -1;

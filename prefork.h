@@ -45,6 +45,18 @@
                                picks a free port: see server.address(i).
                                Returns 0, or -1 with server.error() set.
      server.listen_fd(fd)      Adopts an already-listening socket. 0 / -1.
+     server.listen_inherited() Adopts the sockets passed in LISTEN_FDS (by
+                               systemd, or by the old parent of an
+                               upgrade); a later listen() of the same
+                               address takes the passed socket instead of
+                               binding. How many, or -1 with error().
+     server.enable_upgrade(argc, argv)
+                               SIGUSR2 then runs argv again (the binary on
+                               disk by then) and hands it the listeners;
+                               see SIGNALS. server.upgrading() is true in
+                               the new program until its pool is ready.
+     server.on_ready(h)        h() runs in the parent once start_servers
+                               workers are first ready; false stops run().
      server.listener_count(), server.address(i), server.port(i)
                                The listeners in the order added, as bound
                                ("127.0.0.1:8080", "unix:/run/x"; port 0 for
@@ -145,6 +157,9 @@
                                 at a stop, and STATUS= with the busy and idle
                                 counts (at most once a second, when the
                                 parent wakes anyway). By hand: no libsystemd.
+     upgrade_timeout [60]       Seconds the new program of a SIGUSR2 upgrade
+                                has to get start_servers workers ready
+                                before it is stopped and the upgrade given up.
      defer_accept [0]           Seconds a new TCP connection may wait in the
                                 kernel for its first bytes before a worker
                                 accepts it (Linux TCP_DEFER_ACCEPT; 0 = off).
@@ -161,6 +176,15 @@
      SIGINT   stop now: workers are killed.
      SIGHUP   graceful restart: keep the listeners, start a new generation,
               old workers finish their connection and exit.
+     SIGUSR2  binary upgrade (with enable_upgrade()): fork and exec the
+              command with the listeners as fds 3... (LISTEN_FDS,
+              LISTEN_PID) and a pipe (PREFORK_UPGRADE_FD). The new parent
+              adopts them with listen_inherited(), starts its pool and,
+              once start_servers workers are ready, says so on the pipe;
+              then this parent drains and run() returns 0. With
+              notify_systemd it sends MAINPID= of the new parent. If the
+              new one exits, cannot be executed or is not ready within
+              upgrade_timeout, it is stopped and this parent serves on.
      SIGTTIN  raise min and max spare by one; SIGTTOU lowers them.
      SIGUSR1  reopen the logs: the on_reopen() hook, then a graceful
               restart so that new workers inherit the new files.
@@ -228,6 +252,7 @@ struct Options {
     double graceful_timeout = 30;
     double ipc_retry_interval = 5;
     double defer_accept = 0;
+    double upgrade_timeout = 60;
     int max_clients_per_ip = 0;
     bool notify_systemd = false;
     bool shutdown_on_error = false;
@@ -362,6 +387,18 @@ public:
 
     int listen(const std::string &spec);
     int listen_fd(int fd);
+    // Adopts the listening sockets passed as fds 3... when LISTEN_PID is
+    // this process and LISTEN_FDS counts them: systemd socket activation,
+    // or the old parent of a binary upgrade. Removes those variables from
+    // the environment. A later listen() naming the address of one of them
+    // takes it instead of binding. Returns how many, or -1 with error().
+    int listen_inherited();
+    // True when listen_inherited() found that a binary upgrade started this
+    // process: an old parent waits for this pool to be ready.
+    bool upgrading() const;
+    // Lets SIGUSR2 upgrade the program: argv (as main() got it) is run
+    // again, the binary on disk then, handed the listeners. 0, or -1.
+    int enable_upgrade(int argc, char *const *argv);
     size_t listener_count() const;
     std::string address(size_t index) const;  // "127.0.0.1:8080", "unix:/p"
     int port(size_t index) const;              // 0 for UNIX sockets
@@ -374,6 +411,10 @@ public:
     // the same descriptors (open, then dup2). The workers are then replaced
     // by a graceful restart, so that they write to the new files too.
     void on_reopen(std::function<void()> hook);
+    // Runs in the parent once, when start_servers workers are first ready,
+    // before an old parent (binary upgrade) or systemd hears so. Returning
+    // false stops the server: run() returns -1.
+    void on_ready(std::function<bool()> hook);
     void on_worker_start(InitHook hook);
     void on_log(LogFn log);
 

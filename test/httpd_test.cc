@@ -12,6 +12,10 @@
 #include <fstream>
 #include <functional>
 #include <sstream>
+#include <thread>
+#include <atomic>
+#include <cstring>
+#include <mutex>
 #include <string>
 #include <vector>
 
@@ -21,6 +25,8 @@
 #include <sys/un.h>
 #include <grp.h>
 #include <pwd.h>
+#include <netinet/in.h>
+#include <sys/prctl.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -56,7 +62,8 @@ std::string slurp(const std::string &path) {
 class Httpd {
 public:
     explicit Httpd(std::vector<std::string> args, bool as_invoker = true,
-                   const std::function<void()> &in_child = nullptr) {
+                   const std::function<void()> &in_child = nullptr, std::string program = "") {
+        if (program.empty()) program = httpd_path();
         if (as_invoker && geteuid() == 0 && std::find(args.begin(), args.end(), "--user") == args.end()) {
             args.insert(args.begin(), "root");
             args.insert(args.begin(), "--user");
@@ -77,7 +84,7 @@ public:
             dup2(err, 2);
             if (in_child) in_child();
             std::vector<char *> argv;
-            std::string launcher = test_launcher(), program = httpd_path();
+            std::string launcher = test_launcher();
             if (!launcher.empty()) argv.push_back(&launcher[0]);
             argv.push_back(&program[0]);
             for (std::string &a : args) argv.push_back(&a[0]);
@@ -430,4 +437,353 @@ TEST(HttpdProgram, Sigusr1ReopensTheLogs) {
     }));
     EXPECT_NE(slurp(dir + "/access.log.1").find("/before-rotation"), std::string::npos);
     EXPECT_NE(slurp(dir + "/error.log").find("logs reopened"), std::string::npos) << slurp(dir + "/error.log");
+}
+
+// ---- binary upgrade (SIGUSR2) ---------------------------------------------
+
+namespace {
+
+// Writes the httpd under test to path as a new file (a new inode, as an
+// install does: the running binary is never written over).
+bool install_httpd(const std::string &path) {
+    std::string bytes = slurp(httpd_path());
+    std::string temporary = path + ".new";
+    {
+        std::ofstream out(temporary, std::ios::binary | std::ios::trunc);
+        out << bytes;
+        if (bytes.empty() || !out) return false;
+    }
+    return chmod(temporary.c_str(), 0755) == 0 && rename(temporary.c_str(), path.c_str()) == 0;
+}
+
+bool install_script(const std::string &path, const std::string &body, mode_t mode = 0755) {
+    std::string temporary = path + ".new";
+    {
+        std::ofstream out(temporary, std::ios::trunc);
+        out << body;
+        if (!out) return false;
+    }
+    return chmod(temporary.c_str(), mode) == 0 && rename(temporary.c_str(), path.c_str()) == 0;
+}
+
+// While it lives, orphans of our children (a new parent once the old one
+// has exited) become ours to reap; at the end it reaps what is left.
+struct Subreaper {
+    Subreaper() { prctl(PR_SET_CHILD_SUBREAPER, 1); }
+    ~Subreaper() {
+        prctl(PR_SET_CHILD_SUBREAPER, 0);
+        eventually([] { return waitpid(-1, nullptr, WNOHANG) <= 0; }, 2000);
+    }
+};
+
+// A listening TCP socket on 127.0.0.1 with a port the kernel picked.
+int tcp_listener(int *port) {
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    sockaddr_in address{};
+    address.sin_family = AF_INET;
+    address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    socklen_t length = sizeof address;
+    if (fd < 0 || bind(fd, reinterpret_cast<sockaddr *>(&address), sizeof address) != 0 ||
+        listen(fd, 128) != 0 || getsockname(fd, reinterpret_cast<sockaddr *>(&address), &length) != 0)
+        return -1;
+    *port = ntohs(address.sin_port);
+    return fd;
+}
+
+// Requests without pause from two threads, until stopped (or 60 s, or a
+// million requests): one opens a connection per request, the other keeps
+// its connection for up to 100 requests. A request that is sent and gets
+// no whole 200 answer is a failure.
+class Load {
+public:
+    Load(const std::string &close_address, const std::string &keepalive_address) {
+        threads_.emplace_back([this, close_address] { run(close_address, false); });
+        threads_.emplace_back([this, keepalive_address] { run(keepalive_address, true); });
+    }
+    ~Load() { stop(); }
+    void stop() {
+        stop_ = true;
+        for (std::thread &t : threads_)
+            if (t.joinable()) t.join();
+    }
+    long ok() const { return ok_; }
+    long failed() const { return failed_; }
+    std::string first_failure() {
+        std::lock_guard<std::mutex> lock(mutex_);
+        return first_failure_;
+    }
+
+private:
+    void fail(const std::string &why) {
+        if (failed_++ == 0) {
+            std::lock_guard<std::mutex> lock(mutex_);
+            first_failure_ = why;
+        }
+    }
+    // One request on c; false when the connection cannot be used again.
+    bool request(Client &c, bool keep) {
+        if (!c.send(std::string("GET /index.html HTTP/1.1\r\nHost: x\r\n") +
+                    (keep ? "" : "Connection: close\r\n") + "\r\n")) {
+            fail("send failed");
+            return false;
+        }
+        std::string status = c.line(5000), header;
+        size_t length = 0;
+        bool closing = !keep;
+        while (!(header = c.line(5000)).empty() && header != "\r") {
+            if (header.compare(0, 16, "Content-Length: ") == 0) length = size_t(atol(header.c_str() + 16));
+            if (header == "Connection: close\r") closing = true;
+        }
+        if (status != "HTTP/1.1 200 OK\r" || header != "\r" || c.bytes(length).size() != length) {
+            fail("answer: '" + status + "'");
+            return false;
+        }
+        ok_++;
+        return !closing;
+    }
+    void run(const std::string &address, bool keep) {
+        int64_t until = harness::now_ms() + 60000;
+        while (!stop_ && harness::now_ms() < until && ok_ + failed_ < 1000000) {
+            Client c(address);
+            if (!c.connected()) {
+                fail("connect failed: " + std::string(strerror(errno)));
+                continue;
+            }
+            for (int i = 0; i < 100 && !stop_ && request(c, keep); i++) {}
+        }
+    }
+    std::atomic<bool> stop_{false};
+    std::atomic<long> ok_{0}, failed_{0};
+    std::mutex mutex_;
+    std::string first_failure_;
+    std::vector<std::thread> threads_;
+};
+
+std::string link_target(const std::string &path) {
+    char buffer[4096];
+    ssize_t n = readlink(path.c_str(), buffer, sizeof buffer);
+    return n > 0 ? std::string(buffer, size_t(n)) : "";
+}
+
+pid_t pid_in(const std::string &pid_file) { return pid_t(atol(slurp(pid_file).c_str())); }
+
+// A NOTIFY_SOCKET that records each datagram with its sender's pid
+// (SO_PASSCRED), as systemd sees them.
+class NotifySocket {
+public:
+    NotifySocket() {
+        char dir[] = "/tmp/prefork-notify-XXXXXX";
+        where_ = mkdtemp(dir);
+        path_ = where_ + "/notify.sock";
+        fd_ = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+        sockaddr_un address{};
+        address.sun_family = AF_UNIX;
+        snprintf(address.sun_path, sizeof address.sun_path, "%s", path_.c_str());
+        int one = 1;
+        if (fd_ < 0 || bind(fd_, reinterpret_cast<sockaddr *>(&address), sizeof address) != 0 ||
+            setsockopt(fd_, SOL_SOCKET, SO_PASSCRED, &one, sizeof one) != 0)
+            fd_ = -1;
+    }
+    ~NotifySocket() {
+        if (fd_ >= 0) close(fd_);
+        unlink(path_.c_str());
+        rmdir(where_.c_str());
+    }
+    bool ok() const { return fd_ >= 0; }
+    const std::string &path() const { return path_; }
+    // Reads what has arrived within timeout_ms; true once a datagram
+    // contains token.
+    bool hear(const std::string &token, int timeout_ms = 5000) {
+        int64_t deadline = harness::now_ms() + timeout_ms;
+        do {
+            pollfd p = {fd_, POLLIN, 0};
+            if (poll(&p, 1, 20) <= 0) continue;
+            char buffer[512], control[CMSG_SPACE(sizeof(ucred))];
+            iovec piece = {buffer, sizeof buffer};
+            msghdr message{};
+            message.msg_iov = &piece;
+            message.msg_iovlen = 1;
+            message.msg_control = control;
+            message.msg_controllen = sizeof control;
+            ssize_t n = recvmsg(fd_, &message, 0);
+            if (n <= 0) continue;
+            pid_t sender = 0;
+            for (cmsghdr *c = CMSG_FIRSTHDR(&message); c; c = CMSG_NXTHDR(&message, c))
+                if (c->cmsg_level == SOL_SOCKET && c->cmsg_type == SCM_CREDENTIALS)
+                    sender = reinterpret_cast<ucred *>(CMSG_DATA(c))->pid;
+            heard.emplace_back(sender, std::string(buffer, size_t(n)));
+            if (heard.back().second.find(token) != std::string::npos) return true;
+        } while (harness::now_ms() < deadline);
+        return false;
+    }
+    std::vector<std::pair<pid_t, std::string>> heard;
+
+private:
+    int fd_ = -1;
+    std::string where_, path_;
+};
+
+}  // namespace
+
+#define NEED_NATIVE_EXEC()                                                                  \
+    if (!test_launcher().empty())                                                           \
+        GTEST_SKIP() << "under " << test_launcher() << ", httpd could not exec a binary of " \
+                        "another architecture itself (that needs binfmt_misc)"
+
+// SIGUSR2 under load from two clients: the parent runs the binary now at its
+// path (a new file), hands it both listeners (a TCP socket passed as
+// systemd would, also named by --listen, and a UNIX socket it bound), and
+// once the new pool is up drains and exits. Not one request fails; the pid
+// file names the new parent; the socket file outlives the old parent and
+// goes with the new one.
+TEST(HttpdUpgrade, Sigusr2RunsTheNewBinaryWithoutLosingARequest) {
+    NEED_HTTPD();
+    NEED_NATIVE_EXEC();
+    Subreaper subreaper;
+    char dir[] = "/tmp/prefork-upgrade-XXXXXX";
+    std::string where = mkdtemp(dir), binary = where + "/httpd";
+    chmod(where.c_str(), 0755);
+    ASSERT_TRUE(install_httpd(binary));
+    int port = 0, tcp = tcp_listener(&port);
+    ASSERT_GE(tcp, 0);
+    std::string tcp_address = "127.0.0.1:" + std::to_string(port);
+    NotifySocket systemd;
+    ASSERT_TRUE(systemd.ok());
+    std::string notify_path = systemd.path();
+    Httpd h({"--listen", tcp_address, "--listen", "unix:@/s.sock", "--pid-file", "@/httpd.pid",
+             "--start-servers", "3", "@"},
+            true,
+            [tcp, notify_path] {
+                dup2(tcp, 3);
+                setenv("LISTEN_FDS", "1", 1);
+                setenv("LISTEN_PID", std::to_string(getpid()).c_str(), 1);
+                setenv("NOTIFY_SOCKET", notify_path.c_str(), 1);
+            },
+            binary);
+    close(tcp);
+    ASSERT_TRUE(h.ready()) << h.stderr_text();
+    ASSERT_TRUE(systemd.hear("READY=1")) << h.stderr_text();
+    std::string pid_file = h.scratch() + "/httpd.pid", socket_file = h.scratch() + "/s.sock";
+    ASSERT_TRUE(eventually([&] { return pid_in(pid_file) == h.pid(); })) << h.stderr_text();
+    {
+        std::ofstream page(h.scratch() + "/index.html");
+        page << "the same page from either binary\n";
+    }
+
+    Load load(tcp_address, h.address());
+    ASSERT_TRUE(eventually([&] { return load.ok() >= 1000; })) << load.first_failure();
+    ASSERT_TRUE(install_httpd(binary));  // the "new release"
+    ASSERT_EQ(kill(h.pid(), SIGUSR2), 0);
+    ASSERT_TRUE(eventually([&] { return pid_in(pid_file) > 0 && pid_in(pid_file) != h.pid(); }, 10000))
+        << h.stderr_text();
+    pid_t fresh = pid_in(pid_file);
+    int status = h.wait(10000);
+    ASSERT_GE(status, 0) << "the old parent did not exit: " << h.stderr_text();
+    EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << status;
+    EXPECT_EQ(pid_in(pid_file), fresh) << "the old parent took the new one's pid file with it";
+    EXPECT_EQ(link_target("/proc/" + std::to_string(fresh) + "/exe"), binary) << "not the new file";
+    // systemd hears from the old parent: RELOADING=1, then MAINPID= the new
+    // one with READY=1, and nothing after that (no STOPPING=1: the service
+    // goes on); from the new parent only once it is the main pid.
+    EXPECT_TRUE(systemd.hear("MAINPID=" + std::to_string(fresh) + "\nREADY=1"));
+    systemd.hear("no more", 300);
+    bool reloading = false, handed_over = false;
+    for (const auto &said : systemd.heard) {
+        SCOPED_TRACE(std::to_string(said.first) + ": " + said.second);
+        reloading |= said.second.find("RELOADING=1") != std::string::npos;
+        if (said.first == h.pid()) {
+            EXPECT_FALSE(handed_over) << "the old parent spoke after the handover";
+        } else if (said.first == fresh) {
+            EXPECT_TRUE(handed_over) << "the new parent spoke before the handover";
+        }
+        handed_over |= said.second.find("MAINPID=") != std::string::npos;
+    }
+    EXPECT_TRUE(reloading);
+    long at_handover = load.ok();
+    EXPECT_TRUE(eventually([&] { return load.ok() >= at_handover + 1000; })) << load.first_failure();
+    load.stop();
+    EXPECT_EQ(load.failed(), 0) << load.first_failure();
+    std::string log = h.stderr_text();
+    EXPECT_NE(log.find("upgrade: new parent " + std::to_string(fresh) + " is ready"), std::string::npos) << log;
+    printf("      %ld requests, %ld failed across the upgrade\n", load.ok(), load.failed());
+    struct stat st;
+    EXPECT_EQ(stat(socket_file.c_str(), &st), 0) << "the old parent removed the new one's socket";
+
+    ASSERT_EQ(kill(fresh, SIGTERM), 0);
+    ASSERT_TRUE(eventually([&] { return waitpid(fresh, &status, WNOHANG) == fresh; }, 10000))
+        << h.stderr_text();
+    EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << status;
+    EXPECT_NE(access(pid_file.c_str(), F_OK), 0) << "the new parent left its pid file";
+    EXPECT_NE(stat(socket_file.c_str(), &st), 0) << "the new parent left its socket file";
+    unlink(binary.c_str());
+    rmdir(where.c_str());
+}
+
+// A new binary that exits at once, one that cannot be executed, and one
+// that never gets ready (--upgrade-timeout 1): each time the old parent
+// logs why, stops what it started, keeps its pid file and goes on serving.
+// Then a good binary still takes over.
+TEST(HttpdUpgrade, AFailedUpgradeLeavesTheOldParentServing) {
+    NEED_HTTPD();
+    NEED_NATIVE_EXEC();
+    Subreaper subreaper;
+    char dir[] = "/tmp/prefork-upgrade-XXXXXX";
+    std::string where = mkdtemp(dir), binary = where + "/httpd";
+    chmod(where.c_str(), 0755);
+    ASSERT_TRUE(install_httpd(binary));
+    Httpd h({"--listen", "unix:@/s.sock", "--pid-file", "@/httpd.pid", "--start-servers", "2",
+             "--upgrade-timeout", "1", "@"},
+            true, nullptr, binary);
+    ASSERT_TRUE(h.ready()) << h.stderr_text();
+    std::string pid_file = h.scratch() + "/httpd.pid";
+    ASSERT_TRUE(eventually([&] { return pid_in(pid_file) == h.pid(); })) << h.stderr_text();
+    auto serves = [&] {
+        Client c(h.address());
+        std::string all;
+        return c.send("GET /nothing HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n") &&
+               c.until_eof(&all, 3000) && all.compare(0, 22, "HTTP/1.1 404 Not Found") == 0;
+    };
+    struct Case { const char *what, *body; mode_t mode; const char *logged; };
+    const Case cases[] = {
+        {"exits at once", "#!/bin/sh\nexit 3\n", 0755, "ended before it was ready"},
+        {"cannot be executed", "not a program\n", 0644, ": Permission denied; still serving"},
+        {"never gets ready", "#!/bin/sh\nexec sleep 30\n", 0755, "was not ready after 1 s"},
+    };
+    int failures = 0;
+    for (const Case &c : cases) {
+        SCOPED_TRACE(c.what);
+        ASSERT_TRUE(install_script(binary, c.body, c.mode));
+        ASSERT_EQ(kill(h.pid(), SIGUSR2), 0);
+        failures++;
+        EXPECT_TRUE(eventually([&] {
+            std::string log = h.stderr_text();
+            size_t n = 0;
+            for (size_t at = 0; (at = log.find("upgrade failed: ", at)) != std::string::npos; at++) n++;
+            return n == size_t(failures);
+        }, 5000)) << h.stderr_text();
+        EXPECT_NE(h.stderr_text().find(c.logged), std::string::npos) << h.stderr_text();
+        // Whatever was started is gone again (reaped: the old parent logs it).
+        EXPECT_TRUE(eventually([&] {
+            std::string log = h.stderr_text();
+            size_t n = 0;
+            for (size_t at = 0; (at = log.find("upgrade: new parent", at)) != std::string::npos; at++) n++;
+            return n == size_t(failures);
+        }, 5000)) << h.stderr_text();
+        EXPECT_EQ(h.wait(0), -1) << "the old parent exited";
+        EXPECT_EQ(pid_in(pid_file), h.pid());
+        EXPECT_TRUE(serves());
+    }
+    ASSERT_TRUE(install_httpd(binary));
+    ASSERT_EQ(kill(h.pid(), SIGUSR2), 0);
+    int status = h.wait(10000);
+    EXPECT_TRUE(status >= 0 && WIFEXITED(status) && WEXITSTATUS(status) == 0) << h.stderr_text();
+    pid_t fresh = pid_in(pid_file);
+    EXPECT_NE(fresh, h.pid());
+    EXPECT_TRUE(serves());
+    if (fresh > 0 && fresh != h.pid()) {
+        kill(fresh, SIGTERM);
+        EXPECT_TRUE(eventually([&] { return waitpid(fresh, nullptr, WNOHANG) == fresh; }, 10000));
+    }
+    unlink(binary.c_str());
+    rmdir(where.c_str());
 }
