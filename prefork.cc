@@ -894,6 +894,7 @@ struct Listener {
     std::string address;
     std::string unix_path;  // set when we own the socket file (remove it at the end)
     bool unclaimed = false; // inherited, and no listen() has named it yet
+    bool file_handed = false;  // inherited with its socket file: ours once we take over
 };
 
 // A binary upgrade in flight, seen from the old parent.
@@ -1579,7 +1580,8 @@ static bool get_worker_ready(Server::State &s) {
 }
 
 // For handlers that fork and exec: a worker blocks SIGTERM and ignores
-// SIGPIPE, SIGHUP, SIGTTIN and SIGTTOU, and both survive exec.
+// SIGPIPE, SIGHUP, SIGTTIN, SIGTTOU, SIGUSR1 and SIGUSR2, and both survive
+// exec.
 void reset_signals_for_exec() {
     sigset_t none;
     sigemptyset(&none);
@@ -1639,8 +1641,11 @@ static int64_t graceful_deadline(const Server::State &s) {
 }
 
 // systemd notifications (Options::notify_systemd), all from the parent.
+// A new parent of an upgrade keeps quiet until it has taken over: the old
+// one speaks for the service until then.
 static void notify(Server::State &s, const std::string &text) {
-    if (s.notify_fd >= 0) sys::notify_send(s.notify_fd, s.notify_to, s.notify_length, text);
+    if (s.notify_fd >= 0 && s.handover_fd < 0)
+        sys::notify_send(s.notify_fd, s.notify_to, s.notify_length, text);
 }
 
 static void stop_upgrade(Server::State &s, int signal, int64_t kill_at_ms);
@@ -1942,7 +1947,6 @@ static void maintain_pool(Server::State &s) {
 // After each pass: READY=1 once a worker of this generation is ready, and
 // the busy/idle counts when they changed (at most once a second).
 static void notify_progress(Server::State &s, int64_t now) {
-    // A new parent of an upgrade waits: the old one says READY=1 for it.
     if (s.notify_fd < 0 || s.phase != Phase::running || s.handover_fd >= 0) return;
     int busy = 0, idle = 0;
     bool ready = false;
@@ -1988,8 +1992,8 @@ static void graceful_restart(Server::State &s) {
    connection finds nobody. A new parent that exits, closes the pipe, or is
    not ready within upgrade_timeout is stopped, and the old one serves on. */
 [[noreturn]] PREFORK_COLD static void exec_new_parent(Server::State &s, int ready_pipe) {
-    // Defaults before unblocking: our handler would write into the old
-    // parent's self-pipe.
+    // The dispositions run() found, restored before unblocking: our handler
+    // would write into the old parent's self-pipe.
     signal_pipe_write_end = -1;
     for (size_t i = 0; i < sizeof parent_signals / sizeof parent_signals[0]; i++)
         sigaction(parent_signals[i], &s.saved_actions[i], nullptr);
@@ -2007,10 +2011,15 @@ static void graceful_restart(Server::State &s) {
     std::vector<char *> argv;
     for (std::string &arg : s.upgrade_command) argv.push_back(&arg[0]);
     argv.push_back(nullptr);
+    // "owned": a socket file we made, which the new parent removes at its
+    // end once it has taken over; "passed": one a service manager made.
+    std::string names;
+    for (const Listener &l : s.listeners) names += l.unix_path.empty() ? "passed:" : "owned:";
+    names.pop_back();
     if (setenv("LISTEN_FDS", std::to_string(count).c_str(), 1) == 0 &&
         setenv("LISTEN_PID", std::to_string(getpid()).c_str(), 1) == 0 &&
         setenv(upgrade_variable, std::to_string(3 + count).c_str(), 1) == 0 &&
-        unsetenv("LISTEN_FDNAMES") == 0) {
+        setenv("LISTEN_FDNAMES", names.c_str(), 1) == 0) {
         // execvp() only for a bare name: for a path it would hand a file
         // that is not a program to the shell.
         if (strchr(argv[0], '/')) execv(argv[0], argv.data());
@@ -2029,9 +2038,10 @@ PREFORK_COLD static void start_upgrade(Server::State &s) {
         s.logf(LogLevel::notice, "SIGUSR2: binary upgrade is not enabled; nothing to do");
         return;
     }
-    if (s.upgrade.pid) {
-        s.logf(LogLevel::notice, "SIGUSR2: an upgrade is already under way (new parent %d)",
-               int(s.upgrade.pid));
+    if (s.upgrade.pid || s.handover_fd >= 0) {
+        s.logf(LogLevel::notice, "SIGUSR2: an upgrade is already under way (%s %d)",
+               s.upgrade.pid ? "new parent" : "old parent",
+               int(s.upgrade.pid ? s.upgrade.pid : getppid()));
         return;
     }
     int ready[2];
@@ -2061,14 +2071,17 @@ PREFORK_COLD static void start_upgrade(Server::State &s) {
            "its workers", s.upgrade_command[0].c_str(), int(pid), s.options.upgrade_timeout);
 }
 
-// Stops a new parent that will not take over (SIGKILL at kill_at_ms).
+// Stops a new parent that will not take over: signal (none if 0) now,
+// SIGKILL at kill_at_ms or at an earlier deadline already set. A SIGINT
+// after a SIGTERM gets through, as it would to us.
 static void stop_upgrade(Server::State &s, int signal, int64_t kill_at_ms) {
-    sys::close(s.upgrade.pipe);
-    s.upgrade.pipe = -1;
-    s.upgrade.deadline_ms = 0;
-    if (!s.upgrade.pid || s.upgrade.kill_at_ms) return;
-    if (signal) kill(s.upgrade.pid, signal);
-    s.upgrade.kill_at_ms = kill_at_ms;
+    Upgrade &u = s.upgrade;
+    sys::close(u.pipe);
+    u.pipe = -1;
+    u.deadline_ms = 0;
+    if (!u.pid || u.kill_at_ms < 0) return;
+    if (signal) kill(u.pid, signal);
+    if (!u.kill_at_ms || kill_at_ms < u.kill_at_ms) u.kill_at_ms = kill_at_ms;
 }
 
 // Gives up on the new parent; unless it is already on its way out
@@ -2095,12 +2108,13 @@ PREFORK_COLD static void hand_over(Server::State &s) {
 }
 
 // Reads the new parent's word: 'R' (ready), 'E' and an errno (it could not
-// be executed), or EOF (it ended or gave up before it was ready).
-PREFORK_COLD static void hear_from_upgrade(Server::State &s) {
+// be executed), or EOF (it ended or gave up before it was ready). Once it
+// has exited (reaped), a word left unread, or none at all, is a failure.
+PREFORK_COLD static void hear_from_upgrade(Server::State &s, bool exited = false) {
     unsigned char message[1 + sizeof(int)];
     ssize_t n = sys::read(s.upgrade.pipe, message, sizeof message);
-    if (n < 0) return;
-    if (n >= 1 && message[0] == 'R' && s.upgrade.pid) {
+    if (n < 0 && !exited) return;
+    if (n >= 1 && message[0] == 'R' && !exited) {
         hand_over(s);
         return;
     }
@@ -2110,23 +2124,27 @@ PREFORK_COLD static void hear_from_upgrade(Server::State &s) {
         abandon_upgrade(s, format("cannot execute %s: %s", s.upgrade_command[0].c_str(), strerror(err)), true);
         return;
     }
-    abandon_upgrade(s, format("new parent %d ended before it was ready", int(s.upgrade.pid)));
+    abandon_upgrade(s, format("new parent %d ended before it was ready", int(s.upgrade.pid)), exited);
 }
 
 PREFORK_COLD static void upgrade_parent_exited(Server::State &s, int status) {
     std::string how = describe_status(status);
     s.logf(s.upgrade.handed_over ? LogLevel::warning : LogLevel::notice, "upgrade: new parent %d %s",
            int(s.upgrade.pid), how.c_str());
+    if (s.upgrade.pipe >= 0) hear_from_upgrade(s, true);  // what it said before it went
     s.upgrade.pid = 0;
-    if (s.upgrade.pipe >= 0) hear_from_upgrade(s);  // what it said before it went
 }
 
 static void watch_upgrade(Server::State &s, int64_t now) {
     Upgrade &u = s.upgrade;
     if (!u.pid || u.handed_over) return;
-    if (u.deadline_ms && now >= u.deadline_ms)
-        abandon_upgrade(s, format("new parent %d was not ready after %g s", int(u.pid),
-                                  s.options.upgrade_timeout));
+    if (u.deadline_ms && now >= u.deadline_ms) {
+        hear_from_upgrade(s);  // a word that came with the deadline still counts
+        if (u.handed_over) return;
+        if (u.pipe >= 0)
+            abandon_upgrade(s, format("new parent %d was not ready after %g s", int(u.pid),
+                                      s.options.upgrade_timeout));
+    }
     want_deadline(s, u.deadline_ms);
     if (u.kill_at_ms > 0 && now >= u.kill_at_ms) {
         s.logf(LogLevel::warning, "upgrade: new parent %d did not exit; sending SIGKILL", int(u.pid));
@@ -2160,6 +2178,8 @@ PREFORK_COLD static void become_ready(Server::State &s) {
     s.status_sent_ms = now_ms();
     s.logf(told ? LogLevel::notice : LogLevel::error, "upgrade: %s the old parent %d",
            told ? "ready; handing over from" : "could not tell", int(getppid()));
+    for (Listener &l : s.listeners)
+        if (told && l.file_handed) l.unix_path = l.address.substr(5);
 }
 
 static void check_ready(Server::State &s) {
@@ -2170,7 +2190,10 @@ static void check_ready(Server::State &s) {
         SlotState state = load(s.board.slot(int(i)).state);
         ready += state == SlotState::idle || state == SlotState::busy;
     }
-    if (ready >= std::max(1, std::min(s.options.start_servers, s.options.max_clients))) become_ready(s);
+    // start_servers, unless the pool would retire some of them as spares.
+    const Options &o = s.options;
+    if (ready >= std::max(1, std::min({o.start_servers, o.max_clients, o.max_spare_servers})))
+        become_ready(s);
 }
 
 static void adjust_spares(Server::State &s, int delta) {
@@ -2236,7 +2259,6 @@ static int run_pool(Server::State &s) {
                          {s.upgrade.pipe, POLLIN, 0}};
         if (sys::poll(fds, s.upgrade.pipe >= 0 ? 3 : 2, timeout) < 0)
             return s.fail(format("poll: %s", strerror(errno)));
-        if (s.upgrade.pipe >= 0 && fds[2].revents) hear_from_upgrade(s);
         // Drain, then clear: a worker that finds the flag set before the
         // clear has stored its state already, and the pass that follows
         // sees it. Cleared first, a byte written in between would be
@@ -2246,6 +2268,9 @@ static int run_pool(Server::State &s) {
             store(s.board.shared()->wake_pending, 0u);
         }
         if (fds[0].revents) drain_pipe(s.signal_pipe[0], [&](unsigned char sig) { handle_signal(s, sig); });
+        // After the signals: a SIGTERM that came with the word 'R' stops
+        // the upgrade instead of being lost in a drain already begun.
+        if (s.upgrade.pipe >= 0 && fds[2].revents) hear_from_upgrade(s);
     }
     s.logf(LogLevel::notice, "all workers are gone; parent exiting");
     sys::close(s.notify_fd);
@@ -2317,9 +2342,6 @@ PREFORK_COLD int Server::listen(const std::string &spec) {
     State &s = *state_;
     if (Listener *inherited = inherited_listener(s, spec)) {
         inherited->unclaimed = false;
-        // Named in our own configuration: the socket file is ours to
-        // remove at the end, as if we had bound it.
-        if (spec.compare(0, 5, "unix:") == 0) inherited->unix_path = spec.substr(5);
         return 0;
     }
     if (spec.compare(0, 5, "unix:") == 0) return bind_unix(s, spec, spec.substr(5));
@@ -2353,6 +2375,7 @@ PREFORK_COLD int Server::listen_inherited() {
     State &s = *state_;
     const char *pid = getenv("LISTEN_PID"), *fds = getenv("LISTEN_FDS");
     const char *handover = getenv(upgrade_variable);
+    std::string names = handover && getenv("LISTEN_FDNAMES") ? getenv("LISTEN_FDNAMES") : "";
     long owner = 0, count = 0, handover_fd = -1;
     bool present = pid && fds;
     bool ok = !present || (parse_count(pid, &owner) && parse_count(fds, &count) && count < 1000 &&
@@ -2365,9 +2388,15 @@ PREFORK_COLD int Server::listen_inherited() {
     unsetenv(upgrade_variable);
     if (!ok) return s.fail("malformed LISTEN_PID/LISTEN_FDS in the environment");
     if (!present || owner != long(getpid())) return 0;
+    // An upgrading parent names the sockets whose files it made "owned":
+    // they become ours to remove once we take over.
     for (int fd = 3; fd < 3 + count; fd++) {
         if (listen_fd(fd) < 0) return s.fail("passed by the service manager: " + s.error);
         s.listeners.back().unclaimed = true;
+        size_t end = names.find(':');
+        s.listeners.back().file_handed = names.substr(0, end) == "owned" &&
+                                         s.listeners.back().address.compare(0, 5, "unix:") == 0;
+        names.erase(0, end == std::string::npos ? names.size() : end + 1);
     }
     if (handover && handover_fd >= 0) {
         if (fcntl(int(handover_fd), F_SETFD, FD_CLOEXEC) < 0)

@@ -52,11 +52,13 @@
                                binding. How many, or -1 with error().
      server.enable_upgrade(argc, argv)
                                SIGUSR2 then runs argv again (the binary on
-                               disk by then) and hands it the listeners;
-                               see SIGNALS. server.upgrading() is true in
-                               the new program until its pool is ready.
+                               disk by then) and hands it the listeners,
+                               which it takes with listen_inherited(); see
+                               SIGNALS. server.upgrading() is true in the
+                               new program until its pool is ready.
      server.on_ready(h)        h() runs in the parent once start_servers
-                               workers are first ready; false stops run().
+                               workers (at most max_spare_servers) are
+                               first ready; false stops run().
      server.listener_count(), server.address(i), server.port(i)
                                The listeners in the order added, as bound
                                ("127.0.0.1:8080", "unix:/run/x"; port 0 for
@@ -397,7 +399,9 @@ public:
     // process: an old parent waits for this pool to be ready.
     bool upgrading() const;
     // Lets SIGUSR2 upgrade the program: argv (as main() got it) is run
-    // again, the binary on disk then, handed the listeners. 0, or -1.
+    // again, the binary on disk then, handed the listeners. The program
+    // must call listen_inherited() before run() to take them. Not in
+    // single_process mode. 0, or -1.
     int enable_upgrade(int argc, char *const *argv);
     size_t listener_count() const;
     std::string address(size_t index) const;  // "127.0.0.1:8080", "unix:/p"
@@ -411,9 +415,10 @@ public:
     // the same descriptors (open, then dup2). The workers are then replaced
     // by a graceful restart, so that they write to the new files too.
     void on_reopen(std::function<void()> hook);
-    // Runs in the parent once, when start_servers workers are first ready,
-    // before an old parent (binary upgrade) or systemd hears so. Returning
-    // false stops the server: run() returns -1.
+    // Runs in the parent once, when start_servers workers (at most
+    // max_spare_servers) are first ready; in the new parent of an upgrade,
+    // before the old parent hears so. Returning false stops the server:
+    // run() returns -1.
     void on_ready(std::function<bool()> hook);
     void on_worker_start(InitHook hook);
     void on_log(LogFn log);
