@@ -37,9 +37,15 @@ whole run stays well under ten minutes. Servers are stopped by pid.
   privilege (root) httpd --user nobody: master and workers have nobody's
             uid, gid and groups in /proc/PID/status; without --user, as
             root, httpd refuses to start (exit 2).
+  upgrade   20 s of wrk load (keep-alive, and Connection: close) with a
+            binary upgrade (SIGUSR2) every 2 s, a fresh copy of httpd
+            installed at its path each time: no failed request, every old
+            master exits 0, every new one runs the file now on disk, and one
+            master is left that serves.
 """
 
 import argparse
+import ctypes
 import os
 import random
 import re
@@ -539,9 +545,105 @@ def leaks(ctx):
                 f"served {served}, definitely lost {definite} bytes, error summary {errors}")
 
 
+def install(source, path):
+    """Copies source to path as a new file (a new inode, as a package
+    install does): the running binary is never written over."""
+    with open(source, "rb") as f:
+        data = f.read()
+    with open(path + ".new", "wb") as f:
+        f.write(data)
+    os.chmod(path + ".new", 0o755)
+    os.rename(path + ".new", path)
+
+
+def pid_in(path):
+    try:
+        with open(path) as f:
+            return int(f.read().strip() or 0)
+    except (OSError, ValueError):
+        return 0
+
+
+def wait_pid(pid, seconds):
+    """The exit code of our child pid (a subreaper's adopted one too), or None."""
+    end = now() + seconds
+    while now() < end:
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done == pid:
+            return os.waitstatus_to_exitcode(status)
+        time.sleep(0.02)
+    return None
+
+
+def upgrade(ctx):
+    libc = ctypes.CDLL(None, use_errno=True)
+    # PR_SET_CHILD_SUBREAPER: a new master becomes our child once the old
+    # one has exited, so we can wait for it and stop it by pid.
+    libc.prctl(36, 1)
+    binary = os.path.join(ctx.workdir, "httpd-upgrading")
+    install(ctx.httpd, binary)
+    # The new masters run as the user the first one became: the pid file
+    # lives where that user may write (systemd: RuntimeDirectory=).
+    run_dir = os.path.join(ctx.workdir, "run")
+    os.makedirs(run_dir, exist_ok=True)
+    if os.geteuid() == 0:
+        import pwd
+        nobody = pwd.getpwnam("nobody")
+        os.chown(run_dir, nobody.pw_uid, nobody.pw_gid)
+    pid_file = os.path.join(run_dir, "httpd.pid")
+    srv = ctx.start_binary(binary, "upgrade", POOL + ["--pid-file", pid_file])
+    masters, exits, wrong_exe, stuck, code = [srv.proc.pid], [], [], 0, None
+    try:
+        keep = ctx.wrk.start(srv.port, 20)
+        closing = ctx.wrk.start(srv.port, 20, connections=4, close=True)
+        end = now() + 18
+        time.sleep(1)
+        while now() < end and keep.poll() is None:
+            started = now()
+            install(ctx.httpd, binary)
+            old = masters[-1]
+            os.kill(old, signal.SIGUSR2)
+            if not eventually(lambda: pid_in(pid_file) not in (0, old), 10):
+                stuck += 1
+                break
+            new = pid_in(pid_file)
+            masters.append(new)
+            if os.readlink(f"/proc/{new}/exe") != binary:
+                wrong_exe.append(new)
+            if old == srv.proc.pid:
+                try:
+                    exits.append(srv.proc.wait(10))
+                except subprocess.TimeoutExpired:
+                    exits.append(None)
+            else:
+                exits.append(wait_pid(old, 10))
+            time.sleep(max(0.0, started + 2 - now()))
+        r = [Wrk.finish(keep, 20), Wrk.finish(closing, 20)]
+        answers = request(srv.port)[0] == 200
+        alive = [pid for pid in masters if os.path.exists(f"/proc/{pid}") and pid != masters[-1]]
+    finally:
+        last = masters[-1]
+        if last != srv.proc.pid:
+            os.kill(last, signal.SIGTERM)
+            code = wait_pid(last, 10)
+            if code is None:
+                os.kill(last, signal.SIGKILL)
+                wait_pid(last, 5)
+        libc.prctl(36, 0)
+    upgrades = len(masters) - 1
+    failed = r[0]["failed"] + r[1]["failed"]
+    ok = (upgrades >= 5 and not stuck and failed == 0 and all(e == 0 for e in exits) and
+          not wrong_exe and not alive and answers and code == 0)
+    return ok, (f"{upgrades} upgrades; keep-alive: {describe(r[0])}; close: {describe(r[1])}; "
+                f"old masters' exit codes {sorted(set(exits))}; new masters not on the new file: "
+                f"{len(wrong_exe)}; old masters still alive: {len(alive)}; answers: {answers}; "
+                f"last master stopped with {code}")
+
+
 SCENARIOS = [("massacre", massacre), ("restarts", restarts), ("drain", drain),
              ("slowloris", slowloris), ("hung", hung), ("crashloop", crash_loop),
-             ("nproc", fork_failure), ("leaks", leaks), ("privilege", privilege)]
+             ("nproc", fork_failure), ("leaks", leaks), ("privilege", privilege),
+             ("upgrade", upgrade)]
 
 
 class Context:
@@ -554,6 +656,9 @@ class Context:
 
     def start(self, tag, extra):
         return self.started(Httpd(self.httpd, self.workdir, tag, extra))
+
+    def start_binary(self, binary, tag, extra):
+        return self.started(Httpd(binary, self.workdir, tag, extra))
 
     def start_chaos(self, tag, extra):
         return self.started(ChaosServer(self.chaos_server, self.workdir, tag, extra))
