@@ -49,13 +49,14 @@ static void usage(FILE *out) {
             "  --help, --version\n");
 }
 
-// Writes "PID\n" to path through a temporary file and rename(2), so no
-// reader ever sees a half-written file. 0 / -1 with errno.
-static int write_pid_file(const std::string &path) {
+// Writes "PID\n" (this process's pid unless told) to path through a
+// temporary file and rename(2), so no reader ever sees a half-written file.
+// 0 / -1 with errno.
+static int write_pid_file(const std::string &path, pid_t pid = getpid()) {
     std::string temporary = path + ".tmp." + std::to_string(getpid());
     FILE *f = fopen(temporary.c_str(), "w");
     if (!f) return -1;
-    bool written = fprintf(f, "%d\n", int(getpid())) > 0;
+    bool written = fprintf(f, "%d\n", int(pid)) > 0;
     if (fclose(f) != 0 || !written || rename(temporary.c_str(), path.c_str()) != 0) {
         int saved = errno;
         unlink(temporary.c_str());
@@ -66,14 +67,16 @@ static int write_pid_file(const std::string &path) {
 }
 
 // Removes the pid file if it still names this process: after a binary
-// upgrade it names the new parent, which removes it in its turn.
-static void remove_pid_file(const std::string &path) {
+// upgrade it names the new parent, which removes it in its turn. The new
+// parent of an upgrade that failed after it wrote the file gives it back
+// to the old parent, which serves on.
+static void remove_pid_file(const std::string &path, bool give_back) {
     FILE *f = fopen(path.c_str(), "r");
     if (!f) return;
     int pid = 0;
     bool ours = fscanf(f, "%d", &pid) == 1 && pid == int(getpid());
     fclose(f);
-    if (ours) unlink(path.c_str());
+    if (ours && !(give_back && write_pid_file(path, getppid()) == 0)) unlink(path.c_str());
 }
 
 // Opens path for appending onto descriptor fd (the log rotated away keeps
@@ -307,13 +310,13 @@ int main(int argc, char **argv) {
         (initgroups(account->pw_name, account->pw_gid) != 0 || setgid(account->pw_gid) != 0 ||
          setuid(account->pw_uid) != 0)) {
         fprintf(stderr, "httpd: cannot become user %s: %s\n", user.c_str(), strerror(errno));
-        if (!pid_file.empty()) remove_pid_file(pid_file);
+        if (!pid_file.empty()) remove_pid_file(pid_file, false);
         return 1;
     }
     for (size_t i = 0; i < server.listener_count(); i++)
         server.log(prefork::LogLevel::notice, "listening on %s", server.address(i).c_str());
     int rc = server.run();
-    if (!pid_file.empty()) remove_pid_file(pid_file);
+    if (!pid_file.empty()) remove_pid_file(pid_file, server.upgrading());
     if (rc != 0) {
         fprintf(stderr, "httpd: %s\n", server.error().c_str());
         return 1;

@@ -277,6 +277,17 @@ static int pipe(int fds[2]) {
 #endif
 }
 
+// A connected pair of close-on-exec, nonblocking UNIX stream sockets.
+static int socket_pair(int fds[2]) {
+    if (::socketpair(AF_UNIX, SOCK_STREAM, 0, fds) < 0) return -1;
+    if (set_flags(fds[0], true) < 0 || set_flags(fds[1], true) < 0) {
+        close(fds[0]);
+        close(fds[1]);
+        return -1;
+    }
+    return 0;
+}
+
 static int socket(int domain, int type) {
 #ifdef __linux__
     return ::socket(domain, type | SOCK_CLOEXEC, 0);
@@ -975,7 +986,9 @@ struct Server::State {
     int failures = 0;              // workers in a row that died young
     bool drain_kill_sent = false;
     bool pool_was_ready = false;   // the ready hook ran
-    int handover_fd = -1;          // started by an upgrade: tell the old parent here
+    int handover_fd = -1;          // started by an upgrade: our end of the old parent's socket
+    bool taking_over = false;      // started by an upgrade, and the old parent has not let go
+    bool told_ready = false;       // 'R' sent; waiting for the old parent's 'A'
     Upgrade upgrade;               // an upgrade we started
     int result = 0;
 
@@ -1644,7 +1657,7 @@ static int64_t graceful_deadline(const Server::State &s) {
 // A new parent of an upgrade keeps quiet until it has taken over: the old
 // one speaks for the service until then.
 static void notify(Server::State &s, const std::string &text) {
-    if (s.notify_fd >= 0 && s.handover_fd < 0)
+    if (s.notify_fd >= 0 && !s.taking_over)
         sys::notify_send(s.notify_fd, s.notify_to, s.notify_length, text);
 }
 
@@ -1663,7 +1676,8 @@ static void begin_stop(Server::State &s, Phase phase, const char *why) {
     s.drain_deadline_ms = graceful_deadline(s);
     notify(s, "STOPPING=1");
     if (s.upgrade.pid && !s.upgrade.handed_over)
-        stop_upgrade(s, phase == Phase::draining ? SIGTERM : SIGINT, s.drain_deadline_ms);
+        stop_upgrade(s, phase == Phase::draining ? SIGTERM : SIGINT,
+                     s.drain_deadline_ms + int64_t(s.options.kill_grace * 1000));
     s.logf(LogLevel::notice, "%s: %s %d workers", why,
            phase == Phase::draining ? "draining" : "killing", s.live);
     for (Child &child : s.children) {
@@ -1947,7 +1961,7 @@ static void maintain_pool(Server::State &s) {
 // After each pass: READY=1 once a worker of this generation is ready, and
 // the busy/idle counts when they changed (at most once a second).
 static void notify_progress(Server::State &s, int64_t now) {
-    if (s.notify_fd < 0 || s.phase != Phase::running || s.handover_fd >= 0) return;
+    if (s.notify_fd < 0 || s.phase != Phase::running || s.taking_over) return;
     int busy = 0, idle = 0;
     bool ready = false;
     for (size_t i = 0; i < s.children.size(); i++) {
@@ -1997,6 +2011,9 @@ static void graceful_restart(Server::State &s) {
     signal_pipe_write_end = -1;
     for (size_t i = 0; i < sizeof parent_signals / sizeof parent_signals[0]; i++)
         sigaction(parent_signals[i], &s.saved_actions[i], nullptr);
+    // Until the new run() takes it, a second SIGUSR2 must not end the new
+    // program (an ignored signal stays ignored across exec).
+    set_disposition(SIGUSR2, SIG_IGN);
     sigset_t none;
     sigemptyset(&none);
     sigprocmask(SIG_SETMASK, &none, nullptr);
@@ -2033,20 +2050,23 @@ static void graceful_restart(Server::State &s) {
 }
 
 PREFORK_COLD static void start_upgrade(Server::State &s) {
-    if (s.phase != Phase::running) return;
+    if (s.phase != Phase::running) {
+        s.logf(LogLevel::notice, "SIGUSR2: stopping; no upgrade");
+        return;
+    }
     if (s.upgrade_command.empty()) {
         s.logf(LogLevel::notice, "SIGUSR2: binary upgrade is not enabled; nothing to do");
         return;
     }
-    if (s.upgrade.pid || s.handover_fd >= 0) {
+    if (s.upgrade.pid || s.taking_over) {
         s.logf(LogLevel::notice, "SIGUSR2: an upgrade is already under way (%s %d)",
                s.upgrade.pid ? "new parent" : "old parent",
                int(s.upgrade.pid ? s.upgrade.pid : getppid()));
         return;
     }
     int ready[2];
-    if (sys::pipe(ready) < 0) {
-        s.logf(LogLevel::error, "SIGUSR2: pipe: %s; no upgrade", strerror(errno));
+    if (sys::socket_pair(ready) < 0) {
+        s.logf(LogLevel::error, "SIGUSR2: socketpair: %s; no upgrade", strerror(errno));
         return;
     }
     sigset_t all, old_mask;
@@ -2095,6 +2115,13 @@ PREFORK_COLD static void abandon_upgrade(Server::State &s, const std::string &wh
 // The new parent is ready: it speaks for the service from now on, owns the
 // socket files, and this parent drains.
 PREFORK_COLD static void hand_over(Server::State &s) {
+    // 'A': the new parent may take the socket files and speak to systemd.
+    // Once it has it, the upgrade cannot be undone.
+    unsigned char acknowledged = 'A';
+    if (sys::write(s.upgrade.pipe, &acknowledged, 1) != 1) {
+        abandon_upgrade(s, format("new parent %d went away as it got ready", int(s.upgrade.pid)));
+        return;
+    }
     sys::close(s.upgrade.pipe);
     s.upgrade.pipe = -1;
     s.upgrade.handed_over = true;
@@ -2169,17 +2196,33 @@ PREFORK_COLD static void become_ready(Server::State &s) {
     }
     if (s.handover_fd < 0) return;
     unsigned char ready = 'R';
-    bool told = sys::write(s.handover_fd, &ready, 1) == 1;
+    s.told_ready = sys::write(s.handover_fd, &ready, 1) == 1;
+    s.logf(s.told_ready ? LogLevel::notice : LogLevel::error, "upgrade: %s the old parent %d",
+           s.told_ready ? "ready; telling" : "could not tell", int(getppid()));
+}
+
+// The old parent's answer to 'R': 'A', and we have taken over (the socket
+// files it made are ours, systemd hears from us); EOF, and it gave up on
+// us (its SIGTERM follows).
+PREFORK_COLD static void hear_from_old_parent(Server::State &s) {
+    unsigned char answer = 0;
+    ssize_t n = sys::read(s.handover_fd, &answer, 1);
+    if (n < 0) return;
     sys::close(s.handover_fd);
     s.handover_fd = -1;
+    s.told_ready = false;
+    if (n != 1 || answer != 'A') {
+        s.logf(LogLevel::error, "upgrade: the old parent gave up on this one");
+        return;
+    }
+    s.taking_over = false;
+    for (Listener &l : s.listeners)
+        if (l.file_handed) l.unix_path = l.address.substr(5);
     // The old parent says READY=1 with MAINPID=; our STATUS= waits a
     // second, so that systemd hears it from the main pid.
     s.ready_generation = s.generation;
     s.status_sent_ms = now_ms();
-    s.logf(told ? LogLevel::notice : LogLevel::error, "upgrade: %s the old parent %d",
-           told ? "ready; handing over from" : "could not tell", int(getppid()));
-    for (Listener &l : s.listeners)
-        if (told && l.file_handed) l.unix_path = l.address.substr(5);
+    s.logf(LogLevel::notice, "upgrade: taken over from the old parent %d", int(getppid()));
 }
 
 static void check_ready(Server::State &s) {
@@ -2255,9 +2298,11 @@ static int run_pool(Server::State &s) {
         int timeout = -1;
         if (s.next_deadline_ms)
             timeout = int(std::min<int64_t>(std::max<int64_t>(0, s.next_deadline_ms - now_ms()), 1 << 30));
+        // The third: the socket of an upgrade, as the old parent or the new.
+        int upgrade_fd = s.upgrade.pipe >= 0 ? s.upgrade.pipe : s.told_ready ? s.handover_fd : -1;
         pollfd fds[3] = {{s.signal_pipe[0], POLLIN, 0}, {s.wake_pipe[0], POLLIN, 0},
-                         {s.upgrade.pipe, POLLIN, 0}};
-        if (sys::poll(fds, s.upgrade.pipe >= 0 ? 3 : 2, timeout) < 0)
+                         {upgrade_fd, POLLIN, 0}};
+        if (sys::poll(fds, upgrade_fd >= 0 ? 3 : 2, timeout) < 0)
             return s.fail(format("poll: %s", strerror(errno)));
         // Drain, then clear: a worker that finds the flag set before the
         // clear has stored its state already, and the pass that follows
@@ -2270,7 +2315,10 @@ static int run_pool(Server::State &s) {
         if (fds[0].revents) drain_pipe(s.signal_pipe[0], [&](unsigned char sig) { handle_signal(s, sig); });
         // After the signals: a SIGTERM that came with the word 'R' stops
         // the upgrade instead of being lost in a drain already begun.
-        if (s.upgrade.pipe >= 0 && fds[2].revents) hear_from_upgrade(s);
+        if (upgrade_fd >= 0 && fds[2].revents) {
+            if (upgrade_fd == s.upgrade.pipe) hear_from_upgrade(s);
+            else if (upgrade_fd == s.handover_fd) hear_from_old_parent(s);
+        }
     }
     s.logf(LogLevel::notice, "all workers are gone; parent exiting");
     sys::close(s.notify_fd);
@@ -2402,11 +2450,12 @@ PREFORK_COLD int Server::listen_inherited() {
         if (fcntl(int(handover_fd), F_SETFD, FD_CLOEXEC) < 0)
             return s.fail(format("%s=%ld: %s", upgrade_variable, handover_fd, strerror(errno)));
         s.handover_fd = int(handover_fd);
+        s.taking_over = true;
     }
     return int(count);
 }
 
-bool Server::upgrading() const { return state_->handover_fd >= 0; }
+bool Server::upgrading() const { return state_->taking_over; }
 
 PREFORK_COLD int Server::enable_upgrade(int argc, char *const *argv) {
     State &s = *state_;

@@ -158,9 +158,13 @@
                                 again when the new generation is), STOPPING=1
                                 at a stop, and STATUS= with the busy and idle
                                 counts (at most once a second, when the
-                                parent wakes anyway). By hand: no libsystemd.
+                                parent wakes anyway). In a SIGUSR2 upgrade
+                                the old parent sends RELOADING=1, then
+                                MAINPID= the new one and READY=1 (or READY=1
+                                alone if it failed); the new parent is silent
+                                until then. By hand: no libsystemd.
      upgrade_timeout [60]       Seconds the new program of a SIGUSR2 upgrade
-                                has to get start_servers workers ready
+                                has to get its workers ready (see SIGNALS)
                                 before it is stopped and the upgrade given up.
      defer_accept [0]           Seconds a new TCP connection may wait in the
                                 kernel for its first bytes before a worker
@@ -180,13 +184,18 @@
               old workers finish their connection and exit.
      SIGUSR2  binary upgrade (with enable_upgrade()): fork and exec the
               command with the listeners as fds 3... (LISTEN_FDS,
-              LISTEN_PID) and a pipe (PREFORK_UPGRADE_FD). The new parent
-              adopts them with listen_inherited(), starts its pool and,
-              once start_servers workers are ready, says so on the pipe;
-              then this parent drains and run() returns 0. With
-              notify_systemd it sends MAINPID= of the new parent. If the
-              new one exits, cannot be executed or is not ready within
+              LISTEN_PID; LISTEN_FDNAMES "owned" for a UNIX socket whose
+              file this parent made) and one end of a socket pair after
+              them (PREFORK_UPGRADE_FD). The new parent adopts them with
+              listen_inherited(), starts its pool and, once start_servers
+              workers (at most max_spare_servers) are ready, runs the
+              on_ready() hook and writes 'R'. This parent answers 'A' and
+              drains; run() returns 0 while the new parent, still its
+              child, serves on: just exit. Only after 'A' does the new
+              parent own the socket files and speak to systemd. If it
+              exits, cannot be executed or is not ready within
               upgrade_timeout, it is stopped and this parent serves on.
+              A SIGUSR2 while an upgrade is under way is ignored.
      SIGTTIN  raise min and max spare by one; SIGTTOU lowers them.
      SIGUSR1  reopen the logs: the on_reopen() hook, then a graceful
               restart so that new workers inherit the new files.

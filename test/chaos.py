@@ -568,7 +568,10 @@ def wait_pid(pid, seconds):
     """The exit code of our child pid (a subreaper's adopted one too), or None."""
     end = now() + seconds
     while now() < end:
-        done, status = os.waitpid(pid, os.WNOHANG)
+        try:
+            done, status = os.waitpid(pid, os.WNOHANG)
+        except ChildProcessError:  # not ours (yet): its parent lives
+            done, status = 0, 0
         if done == pid:
             return os.waitstatus_to_exitcode(status)
         time.sleep(0.02)
