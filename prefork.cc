@@ -541,8 +541,9 @@ static void on_signal(int signal) {
 static const int parent_signals[] = {SIGCHLD, SIGTERM, SIGINT, SIGHUP, SIGTTIN,
                                      SIGTTOU, SIGUSR1, SIGUSR2, SIGPIPE};
 
-// Names the write end of the pipe on which a new parent started by a binary
-// upgrade tells the old one that it is ready.
+// Names the new parent's end of the socket pair on which, in a binary
+// upgrade, it tells the old parent that it is ready ('R') and hears back
+// that it has taken over ('A').
 static const char upgrade_variable[] = "PREFORK_UPGRADE_FD";
 
 static int set_disposition(int signal, void (*handler)(int), struct sigaction *old = nullptr) {
@@ -911,7 +912,7 @@ struct Listener {
 // A binary upgrade in flight, seen from the old parent.
 struct Upgrade {
     pid_t pid = 0;             // the new parent, until reaped
-    int pipe = -1;             // its readiness pipe: 'R' when ready, EOF if it failed
+    int channel = -1;          // our end of the socket pair: 'R' when it is ready, EOF if it failed
     int64_t deadline_ms = 0;   // ready by then, or it is stopped
     int64_t kill_at_ms = 0;    // told to stop: SIGKILL then
     bool handed_over = false;  // it is ready; we drain and leave
@@ -1571,9 +1572,9 @@ static bool get_worker_ready(Server::State &s) {
     sys::close(s.wake_pipe[0]);
     sys::close(s.life_pipe[1]);
     sys::close(s.handover_fd);
-    sys::close(s.upgrade.pipe);
+    sys::close(s.upgrade.channel);
     s.signal_pipe[0] = s.signal_pipe[1] = s.wake_pipe[0] = s.life_pipe[1] = -1;
-    s.handover_fd = s.upgrade.pipe = -1;
+    s.handover_fd = s.upgrade.channel = -1;
     int own[2];
     if (sys::pipe(own) < 0) _exit(1);
     signal_pipe_write_end = own[1];
@@ -1997,15 +1998,18 @@ static void graceful_restart(Server::State &s) {
 
 /* Binary upgrade (SIGUSR2), as nginx and unicorn do it. The old parent
    forks a child that puts the listeners on fds 3... as socket activation
-   does (LISTEN_FDS, LISTEN_PID), the write end of a pipe after them
+   does (LISTEN_FDS, LISTEN_PID), one end of a socket pair after them
    (PREFORK_UPGRADE_FD), and executes the upgrade command: the binary on
    disk now. The new parent adopts the sockets (listen_inherited), starts
-   its pool, and once start_servers workers are ready writes 'R' on the
-   pipe. Only then does the old parent drain and exit: its workers finish
-   what they serve while the new ones accept from the same sockets, so no
-   connection finds nobody. A new parent that exits, closes the pipe, or is
-   not ready within upgrade_timeout is stopped, and the old one serves on. */
-[[noreturn]] PREFORK_COLD static void exec_new_parent(Server::State &s, int ready_pipe) {
+   its pool, and once start_servers workers are ready writes 'R'. Only then
+   does the old parent answer 'A', drain and exit: its workers finish what
+   they serve while the new ones accept from the same sockets, so no
+   connection finds nobody. The new parent owns the socket files and
+   speaks to systemd only after the 'A', so an old parent that gave up in
+   the meantime loses nothing. A new parent that exits, closes its end, or
+   is not ready within upgrade_timeout is stopped, and the old one serves
+   on. */
+[[noreturn]] PREFORK_COLD static void exec_new_parent(Server::State &s, int channel) {
     // The dispositions run() found, restored before unblocking: our handler
     // would write into the old parent's self-pipe.
     signal_pipe_write_end = -1;
@@ -2022,7 +2026,7 @@ static void graceful_restart(Server::State &s) {
     int count = int(s.listeners.size()), above = 3 + count + 1;
     std::vector<int> moved;
     for (const Listener &l : s.listeners) moved.push_back(fcntl(l.fd, F_DUPFD_CLOEXEC, above));
-    moved.push_back(fcntl(ready_pipe, F_DUPFD_CLOEXEC, above));
+    moved.push_back(fcntl(channel, F_DUPFD_CLOEXEC, above));
     for (int i = 0; i <= count; i++)
         if (moved[size_t(i)] < 0 || dup2(moved[size_t(i)], 3 + i) < 0) _exit(127);
     std::vector<char *> argv;
@@ -2084,7 +2088,7 @@ PREFORK_COLD static void start_upgrade(Server::State &s) {
     }
     s.upgrade = Upgrade();
     s.upgrade.pid = pid;
-    s.upgrade.pipe = ready[0];
+    s.upgrade.channel = ready[0];
     s.upgrade.deadline_ms = now_ms() + int64_t(s.options.upgrade_timeout * 1000);
     notify(s, format("RELOADING=1\nMONOTONIC_USEC=%lld", (long long)now_ms() * 1000));
     s.logf(LogLevel::notice, "SIGUSR2: upgrading: started %s as pid %d; waiting up to %g s for "
@@ -2096,8 +2100,8 @@ PREFORK_COLD static void start_upgrade(Server::State &s) {
 // after a SIGTERM gets through, as it would to us.
 static void stop_upgrade(Server::State &s, int signal, int64_t kill_at_ms) {
     Upgrade &u = s.upgrade;
-    sys::close(u.pipe);
-    u.pipe = -1;
+    sys::close(u.channel);
+    u.channel = -1;
     u.deadline_ms = 0;
     if (!u.pid || u.kill_at_ms < 0) return;
     if (signal) kill(u.pid, signal);
@@ -2118,12 +2122,12 @@ PREFORK_COLD static void hand_over(Server::State &s) {
     // 'A': the new parent may take the socket files and speak to systemd.
     // Once it has it, the upgrade cannot be undone.
     unsigned char acknowledged = 'A';
-    if (sys::write(s.upgrade.pipe, &acknowledged, 1) != 1) {
+    if (sys::write(s.upgrade.channel, &acknowledged, 1) != 1) {
         abandon_upgrade(s, format("new parent %d went away as it got ready", int(s.upgrade.pid)));
         return;
     }
-    sys::close(s.upgrade.pipe);
-    s.upgrade.pipe = -1;
+    sys::close(s.upgrade.channel);
+    s.upgrade.channel = -1;
     s.upgrade.handed_over = true;
     notify(s, format("MAINPID=%d\nREADY=1", int(s.upgrade.pid)));
     sys::close(s.notify_fd);
@@ -2139,7 +2143,7 @@ PREFORK_COLD static void hand_over(Server::State &s) {
 // has exited (reaped), a word left unread, or none at all, is a failure.
 PREFORK_COLD static void hear_from_upgrade(Server::State &s, bool exited = false) {
     unsigned char message[1 + sizeof(int)];
-    ssize_t n = sys::read(s.upgrade.pipe, message, sizeof message);
+    ssize_t n = sys::read(s.upgrade.channel, message, sizeof message);
     if (n < 0 && !exited) return;
     if (n >= 1 && message[0] == 'R' && !exited) {
         hand_over(s);
@@ -2158,7 +2162,7 @@ PREFORK_COLD static void upgrade_parent_exited(Server::State &s, int status) {
     std::string how = describe_status(status);
     s.logf(s.upgrade.handed_over ? LogLevel::warning : LogLevel::notice, "upgrade: new parent %d %s",
            int(s.upgrade.pid), how.c_str());
-    if (s.upgrade.pipe >= 0) hear_from_upgrade(s, true);  // what it said before it went
+    if (s.upgrade.channel >= 0) hear_from_upgrade(s, true);  // what it said before it went
     s.upgrade.pid = 0;
 }
 
@@ -2168,7 +2172,7 @@ static void watch_upgrade(Server::State &s, int64_t now) {
     if (u.deadline_ms && now >= u.deadline_ms) {
         hear_from_upgrade(s);  // a word that came with the deadline still counts
         if (u.handed_over) return;
-        if (u.pipe >= 0)
+        if (u.channel >= 0)
             abandon_upgrade(s, format("new parent %d was not ready after %g s", int(u.pid),
                                       s.options.upgrade_timeout));
     }
@@ -2299,7 +2303,7 @@ static int run_pool(Server::State &s) {
         if (s.next_deadline_ms)
             timeout = int(std::min<int64_t>(std::max<int64_t>(0, s.next_deadline_ms - now_ms()), 1 << 30));
         // The third: the socket of an upgrade, as the old parent or the new.
-        int upgrade_fd = s.upgrade.pipe >= 0 ? s.upgrade.pipe : s.told_ready ? s.handover_fd : -1;
+        int upgrade_fd = s.upgrade.channel >= 0 ? s.upgrade.channel : s.told_ready ? s.handover_fd : -1;
         pollfd fds[3] = {{s.signal_pipe[0], POLLIN, 0}, {s.wake_pipe[0], POLLIN, 0},
                          {upgrade_fd, POLLIN, 0}};
         if (sys::poll(fds, upgrade_fd >= 0 ? 3 : 2, timeout) < 0)
@@ -2316,7 +2320,7 @@ static int run_pool(Server::State &s) {
         // After the signals: a SIGTERM that came with the word 'R' stops
         // the upgrade instead of being lost in a drain already begun.
         if (upgrade_fd >= 0 && fds[2].revents) {
-            if (upgrade_fd == s.upgrade.pipe) hear_from_upgrade(s);
+            if (upgrade_fd == s.upgrade.channel) hear_from_upgrade(s);
             else if (upgrade_fd == s.handover_fd) hear_from_old_parent(s);
         }
     }
@@ -2522,7 +2526,7 @@ int Server::run() {
         sigaction(parent_signals[i], &s.saved_actions[i], nullptr);
     signal_pipe_write_end = -1;
     int *fds[] = {&s.signal_pipe[0], &s.signal_pipe[1], &s.wake_pipe[0], &s.wake_pipe[1],
-                  &s.life_pipe[0], &s.life_pipe[1], &s.handover_fd, &s.upgrade.pipe};
+                  &s.life_pipe[0], &s.life_pipe[1], &s.handover_fd, &s.upgrade.channel};
     for (int *fd : fds) {
         sys::close(*fd);
         *fd = -1;
