@@ -1068,14 +1068,20 @@ static int split_host_port(const std::string &spec, std::string *host, std::stri
     return atoi(port->c_str()) <= 65535 ? 0 : -1;
 }
 
+// The UNIX socket address of path. false when the path is empty or too long.
+static bool unix_address(const std::string &path, sockaddr_un *address) {
+    memset(address, 0, sizeof *address);
+    address->sun_family = AF_UNIX;
+    if (path.empty() || path.size() >= sizeof address->sun_path) return false;
+    memcpy(address->sun_path, path.c_str(), path.size());
+    return true;
+}
+
 PREFORK_COLD static int bind_unix(Server::State &s, const std::string &spec, const std::string &path) {
     sockaddr_un address;
-    memset(&address, 0, sizeof address);
-    address.sun_family = AF_UNIX;
-    if (path.empty() || path.size() >= sizeof address.sun_path)
+    if (!unix_address(path, &address))
         return s.fail(format("cannot listen on %s: the path must be 1 to %zu bytes",
                              spec.c_str(), sizeof address.sun_path - 1));
-    memcpy(address.sun_path, path.c_str(), path.size());
     struct stat st;
     if (lstat(path.c_str(), &st) == 0) {
         if (!S_ISSOCK(st.st_mode))
@@ -1203,11 +1209,8 @@ PREFORK_COLD static Listener *inherited_listener(Server::State &s, const std::st
     socklen_t wanted_length = 0;
     memset(&wanted, 0, sizeof wanted);
     if (spec.compare(0, 5, "unix:") == 0) {
-        sockaddr_un &un = reinterpret_cast<sockaddr_un &>(wanted);
         std::string path = spec.substr(5);
-        if (path.empty() || path.size() >= sizeof un.sun_path) return nullptr;
-        un.sun_family = AF_UNIX;
-        memcpy(un.sun_path, path.c_str(), path.size());
+        if (!unix_address(path, reinterpret_cast<sockaddr_un *>(&wanted))) return nullptr;
         wanted_length = socklen_t(offsetof(sockaddr_un, sun_path) + path.size() + 1);
     } else {
         std::string why;

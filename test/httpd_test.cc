@@ -466,6 +466,27 @@ bool install_httpd(const std::string &path) {
     return chmod(temporary.c_str(), 0755) == 0 && rename(temporary.c_str(), path.c_str()) == 0;
 }
 
+// A directory of its own holding a copy of the httpd under test, for a
+// test to run and install new programs over; removed with everything in it.
+struct BinaryCopy {
+    BinaryCopy() {
+        char dir[] = "/tmp/prefork-upgrade-XXXXXX";
+        if (!mkdtemp(dir)) return;
+        where = dir;
+        binary = where + "/httpd";
+        chmod(where.c_str(), 0755);
+        installed = install_httpd(binary);
+    }
+    ~BinaryCopy() {
+        if (where.empty()) return;
+        std::string rm = "rm -rf " + where;
+        if (system(rm.c_str()) != 0) {}
+    }
+    bool ok() const { return installed; }
+    std::string where, binary;
+    bool installed = false;
+};
+
 bool install_script(const std::string &path, const std::string &body, mode_t mode = 0755) {
     std::string temporary = path + ".new";
     {
@@ -660,10 +681,9 @@ TEST(HttpdUpgrade, Sigusr2RunsTheNewBinaryWithoutLosingARequest) {
     NEED_HTTPD();
     NEED_NATIVE_EXEC();
     Subreaper subreaper;
-    char dir[] = "/tmp/prefork-upgrade-XXXXXX";
-    std::string where = mkdtemp(dir), binary = where + "/httpd";
-    chmod(where.c_str(), 0755);
-    ASSERT_TRUE(install_httpd(binary));
+    BinaryCopy copy;
+    ASSERT_TRUE(copy.ok());
+    const std::string &binary = copy.binary;
     int port = 0, tcp = tcp_listener(&port);
     ASSERT_GE(tcp, 0);
     std::string tcp_address = "127.0.0.1:" + std::to_string(port);
@@ -741,8 +761,6 @@ TEST(HttpdUpgrade, Sigusr2RunsTheNewBinaryWithoutLosingARequest) {
     EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << status;
     EXPECT_NE(access(pid_file.c_str(), F_OK), 0) << "the new parent left its pid file";
     EXPECT_NE(stat(socket_file.c_str(), &st), 0) << "the new parent left its socket file";
-    unlink(binary.c_str());
-    rmdir(where.c_str());
 }
 
 // A new binary that exits at once, one that cannot be executed, and an
@@ -753,10 +771,9 @@ TEST(HttpdUpgrade, AFailedUpgradeLeavesTheOldParentServing) {
     NEED_HTTPD();
     NEED_NATIVE_EXEC();
     Subreaper subreaper;
-    char dir[] = "/tmp/prefork-upgrade-XXXXXX";
-    std::string where = mkdtemp(dir), binary = where + "/httpd";
-    chmod(where.c_str(), 0755);
-    ASSERT_TRUE(install_httpd(binary));
+    BinaryCopy copy;
+    ASSERT_TRUE(copy.ok());
+    const std::string &binary = copy.binary;
     Httpd h({"--listen", "unix:@/s.sock", "--pid-file", "@/httpd.pid", "--start-servers", "2", "@"},
             true, nullptr, binary);
     ASSERT_TRUE(h.ready()) << h.stderr_text();
@@ -813,18 +830,15 @@ TEST(HttpdUpgrade, AFailedUpgradeLeavesTheOldParentServing) {
         kill(fresh, SIGTERM);
         EXPECT_TRUE(eventually([&] { return waitpid(fresh, nullptr, WNOHANG) == fresh; }, 10000));
     }
-    unlink(binary.c_str());
-    rmdir(where.c_str());
 }
 
 // A new program that never gets ready is stopped at --upgrade-timeout.
 TEST(HttpdUpgrade, ANewProgramThatNeverGetsReadyIsStoppedAtTheTimeout) {
     NEED_HTTPD();
     NEED_NATIVE_EXEC();
-    char dir[] = "/tmp/prefork-upgrade-XXXXXX";
-    std::string where = mkdtemp(dir), binary = where + "/httpd";
-    chmod(where.c_str(), 0755);
-    ASSERT_TRUE(install_httpd(binary));
+    BinaryCopy copy;
+    ASSERT_TRUE(copy.ok());
+    const std::string &binary = copy.binary;
     Httpd h({"--listen", "unix:@/s.sock", "--start-servers", "2", "--upgrade-timeout", "1", "@"}, true,
             nullptr, binary);
     ASSERT_TRUE(h.ready()) << h.stderr_text();
@@ -836,8 +850,6 @@ TEST(HttpdUpgrade, ANewProgramThatNeverGetsReadyIsStoppedAtTheTimeout) {
     EXPECT_TRUE(h.wait_log("was killed by signal 15", 1)) << h.stderr_text();
     EXPECT_EQ(h.wait(0), -1) << "the old parent exited";
     EXPECT_TRUE(h.ready());
-    unlink(binary.c_str());
-    rmdir(where.c_str());
 }
 
 // The handover itself, with this test as the old parent: httpd started the
