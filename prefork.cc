@@ -26,6 +26,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <ctime>
+#include <exception>
 #include <type_traits>
 
 #include <arpa/inet.h>
@@ -509,6 +510,27 @@ static int sendfile_all(int out_fd, int in_fd, uint64_t offset, uint64_t length)
 #endif
 }
 
+// Runs f. When the library is built with exceptions, one escaping f is
+// caught: false, with *what set to its what() (or a note that it was not a
+// std::exception). Built with -fno-exceptions this is a plain call.
+template <class F> static bool run_guarded(F &&f, std::string *what) {
+#if defined(__cpp_exceptions) || defined(__EXCEPTIONS)
+    try {
+        f();
+        return true;
+    } catch (const std::exception &e) {
+        *what = e.what();
+    } catch (...) {
+        *what = "an exception that is not a std::exception";
+    }
+    return false;
+#else
+    (void)what;
+    f();
+    return true;
+#endif
+}
+
 }  // namespace sys
 
 static int64_t now_ms() { return sys::monotonic_ms(); }
@@ -930,6 +952,13 @@ struct Child {
 
 enum class Phase { running, draining, stopping };
 
+// Deaths while serving, logged a few a second (see log_death_while_serving).
+struct CrashLog {
+    int64_t window_start_ms = 0;
+    int logged = 0;    // lines in this window
+    int unlogged = 0;  // deaths counted but not logged one by one
+};
+
 struct Worker::Internals {
     Server::State *state = nullptr;
     int slot = -1;
@@ -985,6 +1014,7 @@ struct Server::State {
     int64_t status_sent_ms = 0;
     std::string status_sent;
     int failures = 0;              // workers in a row that died young
+    CrashLog crash_log;
     bool drain_kill_sent = false;
     bool pool_was_ready = false;   // the ready hook ran
     int handover_fd = -1;          // started by an upgrade: our end of the old parent's socket
@@ -1356,11 +1386,15 @@ static void serve_connection(Server::State &s, int listener_index) {
     Slot &slot = s.board.slot(w.slot);
     w.listener = listener_index;
     worker_turns_busy(s, slot);
-    if (s.options.max_clients_per_ip > 0 &&
-        busy_for_same_client(s, slot, w.peer) > s.options.max_clients_per_ip) {
-        if (s.refusal) s.refusal(s.worker, fd);
-    } else {
-        s.handler(s.worker, fd);
+    bool refused = s.options.max_clients_per_ip > 0 &&
+                   busy_for_same_client(s, slot, w.peer) > s.options.max_clients_per_ip;
+    ConnectionHandler &handler = refused ? s.refusal : s.handler;
+    std::string what;
+    if (handler && !sys::run_guarded([&] { handler(s.worker, fd); }, &what)) {
+        Slot copy;
+        copy_slot(slot, &copy);
+        s.logf(LogLevel::error, "the connection handler threw while serving \"%s\": %s; closing the "
+               "connection", copy.request, what.c_str());
     }
     sys::close(fd);
     __atomic_add_fetch(&slot.connections, 1, __ATOMIC_RELAXED);
@@ -1537,11 +1571,18 @@ static void set_worker_identity(Server::State &s, int slot) {
 // Runs the init hooks, draws this worker's recycling limit, and marks the
 // slot idle. false if a hook failed.
 static bool get_worker_ready(Server::State &s) {
-    for (InitHook &hook : s.hooks)
-        if (!hook(s.worker)) {
+    for (InitHook &hook : s.hooks) {
+        bool ok = false;
+        std::string what;
+        if (!sys::run_guarded([&] { ok = hook(s.worker); }, &what)) {
+            s.logf(LogLevel::error, "worker init hook threw: %s; worker exiting", what.c_str());
+            return false;
+        }
+        if (!ok) {
             s.logf(LogLevel::error, "worker init hook failed; worker exiting");
             return false;
         }
+    }
     Worker::Internals &w = s.worker_internals;
     if (s.options.max_requests_per_child > 0) {
         w.limit = uint64_t(s.options.max_requests_per_child);
@@ -1768,15 +1809,58 @@ static std::string describe_status(int status) {
     return format("ended with wait status %#x", status);
 }
 
-// Logs how one worker ended and decides whether that was a failure.
+// A worker that died while serving a connection: a bug in a handler (or
+// the OOM killer), not a worker that cannot start, so it is replaced at
+// once and never feeds the back-off: one bad URL must not stop the pool.
+// The first few in a second are logged with what they were serving; the
+// rest of a storm is counted and summed up when the second is over.
+static const int crash_lines_per_second = 5;
+
+static void flush_crash_log(Server::State &s, int64_t now) {
+    CrashLog &c = s.crash_log;
+    if (now - c.window_start_ms < 1000) {
+        if (c.unlogged) want_deadline(s, c.window_start_ms + 1000);
+        return;
+    }
+    if (c.unlogged)
+        s.logf(LogLevel::error, "%d more workers died while serving in the last %.1f s (not logged one by one)",
+               c.unlogged, (now - c.window_start_ms) / 1000.0);
+    c = CrashLog();
+    c.window_start_ms = now;
+}
+
+static void log_death_while_serving(Server::State &s, const Child &child, const Slot &slot,
+                                    const std::string &how, int64_t lived) {
+    int64_t now = now_ms();
+    flush_crash_log(s, now);
+    CrashLog &c = s.crash_log;
+    if (c.logged >= crash_lines_per_second) {
+        c.unlogged++;
+        want_deadline(s, c.window_start_ms + 1000);
+        return;
+    }
+    c.logged++;
+    Slot copy;
+    copy_slot(slot, &copy);
+    s.logf(LogLevel::error, "worker %d %s while serving \"%s\" (busy %lld ms, %lld ms after it started); "
+           "replacing it", int(child.pid), how.c_str(), copy.request,
+           (long long)(now - load(slot.busy_since_ms)), (long long)lived);
+}
+
+// Logs how one worker ended and decides whether that was a failure. Only a
+// worker that died before it was ready (an init hook, fork or exec trouble)
+// or crashed young while idle feeds the back-off.
 static void judge_exit(Server::State &s, const Child &child, const Slot &slot, int status) {
     int64_t now = now_ms();
     int64_t lived = now - child.spawned_ms;
-    bool was_ready = load(slot.state) != SlotState::starting;
+    SlotState state = load(slot.state);
+    bool was_ready = state != SlotState::starting;
     bool clean = WIFEXITED(status) && WEXITSTATUS(status) == 0;
     std::string how = describe_status(status);
     if (child.stopping || child.killed || (clean && was_ready)) {
         s.logf(LogLevel::info, "worker %d %s after %lld ms", int(child.pid), how.c_str(), (long long)lived);
+    } else if (state == SlotState::busy) {
+        log_death_while_serving(s, child, slot, how, lived);
     } else if (!was_ready || (lived < young_death_ms && crashed(status))) {
         note_failure(s, now, 0);
         s.logf(LogLevel::error, "worker %d %s %lld ms after it started%s; failure %d in a row, "
@@ -1941,6 +2025,7 @@ static void maintain_pool(Server::State &s) {
     if (s.phase == Phase::running) size_pool(s, now);
     store(s.board.shared()->live, int32_t(s.live));
     watch_workers(s, now);
+    flush_crash_log(s, now);
     watch_upgrade(s, now);
     if (s.phase != Phase::running && !s.drain_kill_sent && s.live > 0) {
         if (now >= s.drain_deadline_ms) {
@@ -2956,6 +3041,7 @@ void HttpResponse::reset() {
 
 struct Route {
     std::string method;
+    std::string pattern;       // as given, for the log
     regex_t regex;
     HttpHandler handler;
     bool literal = false;      // the regex is "^text" or "^text$": compare, no regexec
@@ -3053,6 +3139,7 @@ int HttpService::route(const std::string &method, const std::string &path_regex,
         return -1;
     }
     route.method = method;
+    route.pattern = path_regex;
     route.handler = std::move(handler);
     route.literal = literal_regex(path_regex, &route.text, &route.exact);
     in_->routes.push_back(std::move(route));
@@ -3252,7 +3339,14 @@ static void dispatch(HttpService::Internals &in, HttpContext &ctx, HttpResponse 
         for (size_t g = 1; g < 10 && in.matches[g].rm_so >= 0; g++)
             ctx.captures.push_back(std::string_view(in.path).substr(size_t(in.matches[g].rm_so),
                                                                      size_t(in.matches[g].rm_eo - in.matches[g].rm_so)));
-        route.handler(ctx, r);
+        std::string what;
+        if (!sys::run_guarded([&] { route.handler(ctx, r); }, &what)) {
+            ctx.worker->log(LogLevel::error, "route %s %s threw: %s; answering 500", route.method.c_str(),
+                            route.pattern.c_str(), what.c_str());
+            r.reset();
+            answer_status(r, 500);
+            r.close_connection();
+        }
         return;
     }
     answer_status(r, allow.empty() ? 404 : 405);

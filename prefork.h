@@ -65,9 +65,12 @@
                                UNIX sockets).
      server.on_connection(h)   h(worker, fd) serves one accepted connection,
                                in a worker. The library closes fd afterwards.
+                               Built with exceptions, one escaping h is
+                               logged and closes fd; the worker goes on.
      server.on_worker_start(h) Adds an init hook, run in every new worker
                                before it accepts, never in the parent (DB
-                               handles...). Returning false fails the worker.
+                               handles...). Returning false (or throwing)
+                               fails the worker.
      server.on_log(f)          Where log lines go. Without it the library is
                                silent. log_to_stderr is a ready-made sink
                                that stamps each line with time and pid.
@@ -592,7 +595,9 @@ public:
     HttpService &operator=(const HttpService &) = delete;
 
     // method "*" matches any; path_regex is POSIX extended, matched against
-    // the percent-decoded path. 0, or -1 with error() for a bad regex.
+    // the percent-decoded path. 0, or -1 with error() for a bad regex. An
+    // exception escaping the handler (built with exceptions) is logged with
+    // the route and what(), answered 500, and the connection closed.
     int route(const std::string &method, const std::string &path_regex, HttpHandler handler);
     // Serves the files under docroot for every path not routed before: GET
     // and HEAD (else 405), index.html for a directory (a path without its

@@ -7,9 +7,11 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <map>
 #include <memory>
 #include <sstream>
+#include <stdexcept>
 #include <string>
 
 #include <arpa/inet.h>
@@ -82,6 +84,10 @@ std::unique_ptr<prefork::HttpService> make_service(const prefork::HttpOptions &o
     http->route("GET", "^/split$", [](prefork::HttpContext &, prefork::HttpResponse &r) {
         bool refused = !r.header("Location", "/x\r\nSet-Cookie: evil=1") && !r.header("Bad Name", "v");
         r.body(refused ? "refused" : "accepted");
+    });
+    http->route("GET", "^/throw$", [](prefork::HttpContext &, prefork::HttpResponse &r) {
+        r.body("half an answer");
+        throw std::runtime_error("thrown on purpose");
     });
     return http;
 }
@@ -347,6 +353,30 @@ TEST(Http, NoHandlerCanSplitAResponse) {
     EXPECT_EQ(r.body, "refused");
     EXPECT_EQ(r.fields.count("set-cookie"), 0u);
     EXPECT_EQ(r.fields.count("location"), 0u);
+}
+
+// An exception escaping a route is the route's 500, logged with the route
+// and what(); the worker is not lost and what the handler had written so
+// far never reaches the client.
+TEST(Http, ARouteThatThrowsGets500AndTheWorkerGoesOn) {
+    HttpServer s;
+    s.t.options.start_servers = 1;
+    s.t.options.min_spare_servers = 1;
+    s.t.options.max_spare_servers = 1;
+    ASSERT_TRUE(s.start());
+    ASSERT_TRUE(s.t.wait_workers(1));
+    std::vector<pid_t> before = s.t.workers();
+    Client c(s.t.address());
+    ASSERT_TRUE(c.send("GET /throw HTTP/1.1\r\nHost: x\r\n\r\n"));
+    Response r = read_response(c);
+    EXPECT_EQ(r.status, 500);
+    EXPECT_EQ(r.body, "500 Internal Server Error\n");
+    EXPECT_EQ(r.fields["connection"], "close");
+    EXPECT_TRUE(s.t.wait_log("route GET ^/throw$ threw: thrown on purpose; answering 500")) << s.t.log();
+    EXPECT_TRUE(s.still_answers());
+    std::vector<pid_t> after = s.t.workers();
+    EXPECT_NE(std::find(after.begin(), after.end(), before.at(0)), after.end()) << s.t.log();
+    EXPECT_TRUE(s.t.log_lines("signal").empty()) << s.t.log();
 }
 
 TEST(Http, ASlowHeadGets408AndTheWorkerIsFreed) {

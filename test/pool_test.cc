@@ -13,6 +13,7 @@
 #include <map>
 #include <set>
 #include <sstream>
+#include <stdexcept>
 #include <thread>
 
 #include <fcntl.h>
@@ -207,20 +208,74 @@ TEST(Pool, ReplacesAWorkerKilledWithSigkill) {
     EXPECT_TRUE(t.log_lines("back-off").empty()) << t.log();
 }
 
-TEST(Pool, AWorkerCrashingYoungCountsTowardsBackOff) {
+// A handler that crashes is a bug in one request, not a worker that cannot
+// start: the worker is replaced at once, the log says what it was serving,
+// and a storm of such deaths is logged a few lines a second, never with
+// the start-up back-off (which would make one bad URL stop the pool).
+TEST(Pool, AWorkerCrashingWhileServingIsReplacedAtOnceWithoutBackOff) {
     TestServer t;
     t.options.start_servers = 2;
     t.options.min_spare_servers = 2;
     ASSERT_TRUE(t.start());
-    Client c(t.address());
-    ASSERT_TRUE(c.send("crash\n"));
-    std::string rest;
-    EXPECT_TRUE(c.until_eof(&rest));
-    EXPECT_TRUE(t.wait_log("was killed by signal 6 (Aborted)")) << t.log();
-    std::vector<std::string> lines = t.log_lines("(back-off)");
-    ASSERT_EQ(lines.size(), 1u) << t.log();
-    EXPECT_NE(lines[0].find("failure 1 in a row, next fork in 0 ms"), std::string::npos) << lines[0];
-    EXPECT_TRUE(t.wait_workers(2));
+    for (int i = 0; i < 30; i++) {
+        Client c(t.address());
+        ASSERT_TRUE(c.send("crash\n"));
+        std::string rest;
+        EXPECT_TRUE(c.until_eof(&rest)) << "crash " << i;
+    }
+    std::string answer = ask(t.address(), "pid", 2000);
+    EXPECT_EQ(answer.compare(0, 4, "pid "), 0) << answer << "\n" << t.log();
+    EXPECT_TRUE(t.wait_log("was killed by signal 6 (Aborted) while serving \"crash\"")) << t.log();
+    EXPECT_TRUE(t.log_lines("back-off").empty()) << t.log();
+    size_t lines = t.log_lines("while serving").size();
+    EXPECT_GE(lines, 1u);
+    EXPECT_LT(lines, 30u) << "every death logged one by one: " << t.log();
+    // The deaths not logged one by one are summed up once their second is over.
+    EXPECT_TRUE(t.wait_log("more workers died while serving in the last")) << t.log();
+    EXPECT_TRUE(eventually([&] { return t.workers().size() >= 2; }));
+}
+
+// Built with exceptions, one escaping on_connection's handler closes that
+// connection, is logged with what the worker was serving, and the same
+// worker goes on.
+TEST(Pool, AConnectionHandlerThatThrowsLeavesTheWorkerServing) {
+    TestServer t;
+    t.options.start_servers = 1;
+    t.options.min_spare_servers = 1;
+    t.options.max_spare_servers = 1;
+    t.handler = [](prefork::Worker &w, int fd) {
+        w.count_request("throw please", 0);
+        char byte;
+        if (read(fd, &byte, 1) == 1 && byte == 't') throw std::runtime_error("thrown on purpose");
+        std::string pid = "pid " + std::to_string(getpid()) + "\n";
+        (void)!write(fd, pid.data(), pid.size());
+    };
+    ASSERT_TRUE(t.start());
+    ASSERT_TRUE(t.wait_workers(1));
+    std::vector<pid_t> before = t.workers();
+    for (int i = 0; i < 3; i++) {
+        Client c(t.address());
+        ASSERT_TRUE(c.send("t"));
+        std::string rest;
+        EXPECT_TRUE(c.until_eof(&rest));
+        EXPECT_EQ(rest, "");
+    }
+    EXPECT_TRUE(t.wait_log("the connection handler threw while serving \"throw please\": thrown on purpose; "
+                           "closing the connection", 3)) << t.log();
+    std::string answer = ask(t.address(), "p");
+    EXPECT_EQ(answer, "pid " + std::to_string(before.at(0)) + "\n") << t.log();
+    EXPECT_TRUE(contains(t.workers(), before.at(0)));
+    EXPECT_TRUE(t.log_lines("signal").empty()) << t.log();
+}
+
+TEST(Pool, AnInitHookThatThrowsFailsItsWorker) {
+    TestServer t;
+    t.options.start_servers = 1;
+    t.options.min_spare_servers = 1;
+    t.hooks.push_back([](prefork::Worker &) -> bool { throw std::runtime_error("no database"); });
+    ASSERT_TRUE(t.start());
+    EXPECT_TRUE(t.wait_log("worker init hook threw: no database; worker exiting", 2)) << t.log();
+    EXPECT_TRUE(t.wait_log("before it was ready; failure 2 in a row")) << t.log();
 }
 
 TEST(Pool, MaxRequestsPerChildRecyclesWithoutLosingARequest) {
