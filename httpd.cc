@@ -37,6 +37,10 @@ static void usage(FILE *out) {
             "  --upgrade-timeout SEC         time a new binary has to get ready on SIGUSR2 (60)\n"
             "  --request-timeout SEC         time a request head may take to arrive (10)\n"
             "  --keepalive-timeout SEC       time an idle keep-alive connection is kept (5)\n"
+            "  --min-rate BYTES              bytes/s a body or a response must average once\n"
+            "                                its first timeout is spent (500)\n"
+            "  --pressure-timeout SEC        the timeouts while no worker is idle and the pool\n"
+            "                                is at --max-clients: slow clients give way (0.5)\n"
             "  --status-path PATH            the status page (/server-status; off to disable)\n"
             "  --status-allow CIDR           who may see it (repeatable; default loopback only;\n"
             "                                UNIX-socket clients always may)\n"
@@ -201,6 +205,12 @@ int main(int argc, char **argv) {
         } else if (arg == "--keepalive-timeout") {
             known = true;
             ok = parse_seconds(value, &http_options.keepalive_timeout) && http_options.keepalive_timeout >= 0;
+        } else if (arg == "--min-rate") {
+            known = true;
+            ok = parse_seconds(value, &http_options.min_rate) && http_options.min_rate >= 0;
+        } else if (arg == "--pressure-timeout") {
+            known = true;
+            ok = parse_seconds(value, &http_options.pressure_timeout) && http_options.pressure_timeout > 0;
         }
         if (!known) {
             fprintf(stderr, "httpd: unknown option %s (see --help)\n", arg.c_str());

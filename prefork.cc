@@ -486,27 +486,26 @@ static ssize_t send_pieces(int fd, iovec *pieces, int count, bool wait, bool mor
     return n;
 }
 
-// Sends length bytes of in_fd from offset to a blocking socket. 0 / -1.
-static int sendfile_all(int out_fd, int in_fd, uint64_t offset, uint64_t length) {
+// Sends up to length bytes of in_fd from offset (sendfile on Linux, else
+// pread then write): the bytes sent, 0 if the file ends first, or -1 with
+// errno (EAGAIN when the socket's send timeout ran out first).
+static ssize_t sendfile_some(int out_fd, int in_fd, uint64_t offset, uint64_t length) {
 #ifdef __linux__
-    off_t at = off_t(offset);
-    while (length > 0) {
+    for (;;) {
+        off_t at = off_t(offset);
         ssize_t n = ::sendfile(out_fd, in_fd, &at, size_t(std::min<uint64_t>(length, 1 << 30)));
-        if (n < 0 && errno == EINTR) continue;
-        if (n <= 0) return -1;
-        length -= uint64_t(n);
+        if (n >= 0 || errno != EINTR) return n;
     }
-    return 0;
 #else
     char buffer[65536];
-    while (length > 0) {
-        ssize_t n = pread(in_fd, buffer, size_t(std::min<uint64_t>(length, sizeof buffer)), off_t(offset));
-        if (n < 0 && errno == EINTR) continue;
-        if (n <= 0 || write_all(out_fd, buffer, size_t(n)) < 0) return -1;
-        offset += uint64_t(n);
-        length -= uint64_t(n);
-    }
-    return 0;
+    ssize_t n;
+    do n = pread(in_fd, buffer, size_t(std::min<uint64_t>(length, sizeof buffer)), off_t(offset));
+    while (n < 0 && errno == EINTR);
+    if (n <= 0) return n;
+    ssize_t sent;
+    do sent = ::write(out_fd, buffer, size_t(n));
+    while (sent < 0 && errno == EINTR);
+    return sent;
 #endif
 }
 
@@ -3146,25 +3145,69 @@ int HttpService::route(const std::string &method, const std::string &path_regex,
     return 0;
 }
 
+/* Pacing: a worker belongs to whoever holds its connection, so every wait
+   on a client is bounded, and bounded harder when other clients need the
+   worker. A phase - a request head, a body, a response - may stall at most
+   `timeout` between two moves and must average `min_rate` bytes a second
+   once its first `timeout` is spent; a head (rate 0) must be whole within
+   `timeout`. While the pool is full (no idle worker, max_clients reached),
+   `timeout` shrinks to pressure_timeout: a client too slow to earn its
+   worker then gives it up to the ones waiting in the listen queue, and a
+   slowloris or a slow body holds a worker for well under a second. A real
+   client on a slow link keeps moving, and keeps its worker either way
+   (mod_reqtimeout's MinRate idea, plus the pressure). */
+struct Pace {
+    int64_t start_ms = 0, last_ms = 0;  // when the phase began; its last move
+    uint64_t bytes = 0;                 // moved so far
+    double timeout = 0, min_rate = 0;
+};
+
 // A client's socket. Its timeouts are set only when a call first has to
 // wait, so a request that has already arrived and an answer that fits in
-// the socket buffer (most of them) cost no setsockopt() at all.
+// the socket buffer (most of them) cost no setsockopt() at all. A blocked
+// call gives up every tick to look at the clock and the pool.
 struct Link {
     int fd = -1;
-    int tick_ms = 100;          // a blocked read gives up this often to look at the clock
-    double send_timeout = 30;   // seconds one blocked send may wait
-    bool reads_wait = false;    // SO_RCVTIMEO is set: reads may block
-    bool sends_wait = false;    // SO_SNDTIMEO is set: sends may block
+    const Worker *worker = nullptr;  // asked whether the pool is full
+    int tick_ms = 100;
+    double send_timeout = 30;        // a response's Pace
+    double min_rate = 500;
+    double pressure_timeout = 0.5;
+    bool reads_wait = false;         // SO_RCVTIMEO is set: reads may block
+    bool sends_wait = false;         // SO_SNDTIMEO is set: sends may block
+    Pace sending;
 };
+
+static void begin_pace(Pace &pace, double timeout, double min_rate) {
+    pace.start_ms = pace.last_ms = now_ms();
+    pace.bytes = 0;
+    pace.timeout = timeout;
+    pace.min_rate = min_rate;
+}
+
+static void paced(Pace &pace, size_t bytes) {
+    pace.bytes += bytes;
+    pace.last_ms = now_ms();
+}
+
+// When the phase has taken too long, as of now (the pool's state counts).
+static int64_t pace_deadline(const Link &link, const Pace &pace) {
+    double timeout = pace.timeout;
+    if (link.worker && link.worker->pool_full()) timeout = std::min(timeout, link.pressure_timeout);
+    int64_t base = int64_t(timeout * 1000);
+    int64_t by_rate = pace.start_ms + base;
+    if (pace.min_rate > 0) by_rate += int64_t(double(pace.bytes) * 1000 / pace.min_rate);
+    return std::min(pace.last_ms + base, by_rate);
+}
 
 static void set_socket_timeout(int fd, int option, double seconds) {
     timeval limit = {time_t(seconds), suseconds_t((seconds - double(time_t(seconds))) * 1e6)};
     setsockopt(fd, SOL_SOCKET, option, &limit, sizeof limit);
 }
 
-// Reads what is there into in, waiting until deadline_ms (give or take a
-// tick). > 0 bytes read, 0 at EOF, -1 on timeout or error.
-static long read_some(Link &link, std::string &in, int64_t deadline_ms) {
+// Reads what is there into in, waiting at most a tick for it. > 0 bytes
+// read, 0 at EOF, -1 with errno EAGAIN when nothing came, else -1.
+static long read_some(Link &link, std::string &in) {
     // Into a stack chunk, then only what came is appended: growing the
     // string by the chunk would zero-fill (and so dirty) pages never used.
     char chunk[16384];
@@ -3174,27 +3217,49 @@ static long read_some(Link &link, std::string &in, int64_t deadline_ms) {
             in.append(chunk, size_t(n));
             return long(n);
         }
-        if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR) return -1;
-        if (now_ms() >= deadline_ms) return -1;
-        if (!link.reads_wait) {
-            set_socket_timeout(link.fd, SO_RCVTIMEO, link.tick_ms / 1000.0);
-            link.reads_wait = true;
+        if (errno == EWOULDBLOCK || errno == EINTR) errno = EAGAIN;
+        if (errno != EAGAIN || link.reads_wait) return -1;
+        set_socket_timeout(link.fd, SO_RCVTIMEO, link.tick_ms / 1000.0);
+        link.reads_wait = true;
+    }
+}
+
+// Reads what comes next of a paced phase. > 0 bytes read, 0 at EOF, -1
+// when the client is too slow (errno ETIMEDOUT) or the read failed.
+static long read_paced(Link &link, std::string &in, Pace &pace) {
+    for (;;) {
+        long n = read_some(link, in);
+        if (n > 0) paced(pace, size_t(n));
+        if (n >= 0 || errno != EAGAIN) return n;
+        if (now_ms() >= pace_deadline(link, pace)) {
+            errno = ETIMEDOUT;
+            return -1;
         }
     }
 }
 
-// Sends all of the pieces (consuming the array); a send that has to wait
-// waits at most send_timeout. 0, or -1 when the client is gone or stalled.
+// After a send that could not go on at once: from now on sends block, a
+// tick at a time. -1 when the response's pace has run out.
+static int wait_to_send(Link &link) {
+    if (!link.sends_wait) {
+        set_socket_timeout(link.fd, SO_SNDTIMEO, link.tick_ms / 1000.0);
+        link.sends_wait = true;
+        return 0;
+    }
+    return now_ms() >= pace_deadline(link, link.sending) ? -1 : 0;
+}
+
+// Sends all of the pieces (consuming the array), paced by link.sending.
+// 0, or -1 when the client is gone or too slow.
 static int send_all(Link &link, iovec *pieces, int count, bool more) {
     while (count > 0) {
         ssize_t n = sys::send_pieces(link.fd, pieces, count, link.sends_wait, more);
         if (n < 0) {
             if (errno == EINTR) continue;
-            if ((errno != EAGAIN && errno != EWOULDBLOCK) || link.sends_wait) return -1;
-            set_socket_timeout(link.fd, SO_SNDTIMEO, link.send_timeout);
-            link.sends_wait = true;
+            if ((errno != EAGAIN && errno != EWOULDBLOCK) || wait_to_send(link) < 0) return -1;
             continue;
         }
+        paced(link.sending, size_t(n));
         for (; count > 0 && size_t(n) >= pieces->iov_len; pieces++, count--) n -= ssize_t(pieces->iov_len);
         if (count > 0) {
             pieces->iov_base = static_cast<char *>(pieces->iov_base) + n;
@@ -3204,7 +3269,25 @@ static int send_all(Link &link, iovec *pieces, int count, bool more) {
     return 0;
 }
 
+// Sends length bytes of the file from offset, paced by link.sending. 0 / -1.
+static int send_file(Link &link, int file_fd, uint64_t offset, uint64_t length) {
+    if (!link.sends_wait) (void)wait_to_send(link);  // sendfile() has no "do not wait" flag
+    while (length > 0) {
+        ssize_t n = sys::sendfile_some(link.fd, file_fd, offset, length);
+        if (n == 0) return -1;  // the file shrank under us
+        if (n < 0) {
+            if ((errno != EAGAIN && errno != EWOULDBLOCK) || wait_to_send(link) < 0) return -1;
+            continue;
+        }
+        paced(link.sending, size_t(n));
+        offset += uint64_t(n);
+        length -= uint64_t(n);
+    }
+    return 0;
+}
+
 static int send_text(Link &link, const char *text, size_t length) {
+    begin_pace(link.sending, link.send_timeout, link.min_rate);
     iovec piece = {const_cast<char *>(text), length};
     return send_all(link, &piece, 1, false);
 }
@@ -3220,6 +3303,7 @@ static const size_t inline_file_max = 16384;
 static bool send_response(HttpService::Internals &in, const HttpOptions &options, Link &link,
                           HttpResponse &r, bool head_only, bool keep_alive, int minor_version,
                           uint64_t *sent) {
+    begin_pace(link.sending, link.send_timeout, link.min_rate);
     std::string &out = in.out;
     int status = r.status();
     bool bodiless = status == 204 || status == 304 || (status >= 100 && status < 200);
@@ -3268,13 +3352,7 @@ static bool send_response(HttpService::Internals &in, const HttpOptions &options
     }
     bool file_follows = with_body && file && length > inline_file_max;
     bool ok = send_all(link, pieces, 2, file_follows) == 0;
-    if (ok && file_follows) {
-        if (!link.sends_wait) {  // sendfile() has no "do not wait" flag
-            set_socket_timeout(link.fd, SO_SNDTIMEO, link.send_timeout);
-            link.sends_wait = true;
-        }
-        ok = sys::sendfile_all(link.fd, r.file_fd(), r.file_offset(), length) == 0;
-    }
+    if (ok && file_follows) ok = send_file(link, r.file_fd(), r.file_offset(), length) == 0;
     r.file(-1, 0, 0);
     return ok;
 }
@@ -3799,6 +3877,22 @@ static void flush_log(HttpService::Internals &in, const HttpOptions &o) {
     in.log.clear();
 }
 
+// Waits for the first bytes of a kept-alive connection's next request, at
+// most keepalive_timeout, and gives up at once when the worker should stop
+// or a new client needs it more (the pool is full). > 0 bytes read, else 0.
+static long wait_for_next_request(Link &link, std::string &in, Worker &worker, double keepalive_timeout) {
+    worker.set_activity('K');
+    int64_t until = now_ms() + int64_t(keepalive_timeout * 1000);
+    for (;;) {
+        long n = read_some(link, in);
+        if (n > 0) {
+            worker.set_activity('R');
+            return n;
+        }
+        if (n == 0 || errno != EAGAIN || now_ms() >= until || worker.stopping() || worker.pool_full()) return 0;
+    }
+}
+
 void HttpService::serve(Worker &worker, int fd) {
     Internals &in = *in_;
     note_peer(in, options_, worker);
@@ -3815,7 +3909,10 @@ void HttpService::refuse(Worker &worker, int fd) {
     note_peer(in, options_, worker);
     Link link;
     link.fd = fd;
+    link.worker = &worker;
     link.send_timeout = std::min(options_.send_timeout, 2.0);  // a refusal is not worth a long wait
+    link.min_rate = options_.min_rate;
+    link.pressure_timeout = options_.pressure_timeout;
     HttpResponse &r = in.response;
     r.reset();
     answer_status(r, 503);
@@ -3837,44 +3934,39 @@ void HttpService::serve_connection(Worker &worker, int fd) {
     const HttpOptions &o = options_;
     Link link;
     link.fd = fd;
+    link.worker = &worker;
     link.send_timeout = o.send_timeout;
-    // Deadlines are kept to within a tenth of the shorter timeout.
-    link.tick_ms = int(std::max(10.0, std::min(100.0, std::min(o.request_timeout, o.keepalive_timeout) * 100)));
+    link.min_rate = o.min_rate;
+    link.pressure_timeout = o.pressure_timeout;
+    // Deadlines are kept to within a tenth of the shortest timeout.
+    double shortest = std::min({o.request_timeout, o.keepalive_timeout, o.pressure_timeout});
+    link.tick_ms = int(std::max(10.0, std::min(100.0, shortest * 100)));
     in.in.clear();
     worker.set_activity('R');
     bool first = true;
     for (;;) {
         // The head: a kept-alive connection may idle for keepalive_timeout
         // (ending sooner if the worker should stop or the pool is full);
-        // from its first byte, a head has request_timeout to arrive.
+        // from its first byte, a head is paced (request_timeout, or
+        // pressure_timeout while the pool is full, for all of it).
         HttpRequest request;
         int status = 0, rc;
-        int64_t head_deadline = 0;
+        Pace head;
+        begin_pace(head, o.request_timeout, 0);
         while ((rc = in.in.empty() ? int(http_incomplete)
                                    : parse_request(in.in.data(), in.in.size(), &request, in.headers,
                                                    http_max_headers, &status)) == http_incomplete) {
-            long n;
             if (in.in.empty() && !first) {
-                worker.set_activity('K');
-                // Idle: every 200 ms of silence, ask whether the worker
-                // should stop or a new client needs it more.
-                int64_t idle_until = now_ms() + int64_t(o.keepalive_timeout * 1000);
-                while ((n = read_some(link, in.in, std::min(idle_until, now_ms() + 200))) < 0 &&
-                       now_ms() < idle_until) {
-                    if (worker.stopping() || worker.pool_full()) return;
-                }
-                if (n <= 0) return;  // idle too long, or the client left
-                worker.set_activity('R');
-            } else {
-                if (!head_deadline) head_deadline = now_ms() + int64_t(o.request_timeout * 1000);
-                n = read_some(link, in.in, head_deadline);
-                if (n < 0 && now_ms() >= head_deadline) {
-                    if (!in.in.empty()) send_error(in, o, link, 408);
-                    return;
-                }
-                if (n <= 0) return;
+                if (wait_for_next_request(link, in.in, worker, o.keepalive_timeout) <= 0) return;
+                begin_pace(head, o.request_timeout, 0);
+                continue;
             }
-            if (!head_deadline) head_deadline = now_ms() + int64_t(o.request_timeout * 1000);
+            long n = read_paced(link, in.in, head);
+            if (n < 0 && errno == ETIMEDOUT) {
+                if (!in.in.empty()) send_error(in, o, link, 408);
+                return;
+            }
+            if (n <= 0) return;
         }
         if (rc == http_malformed) {
             send_error(in, o, link, status);
@@ -3897,7 +3989,8 @@ void HttpService::serve_connection(Worker &worker, int fd) {
             }
             if (info.expect_continue && request.minor_version == 1 && in.in.size() == head_length)
                 (void)send_text(link, "HTTP/1.1 100 Continue\r\n\r\n", 25);
-            int64_t body_deadline = now_ms() + int64_t(o.request_timeout * 1000);
+            Pace pace;
+            begin_pace(pace, o.request_timeout, o.min_rate);
             ChunkedDecoder decoder;
             in.body.clear();
             size_t decoded = head_length;
@@ -3922,9 +4015,9 @@ void HttpService::serve_connection(Worker &worker, int fd) {
                 } else if (in.in.size() - head_length >= info.content_length) {
                     break;
                 }
-                long n = read_some(link, in.in, body_deadline);
+                long n = read_paced(link, in.in, pace);
                 if (n <= 0) {
-                    if (n < 0) send_error(in, o, link, 408);
+                    if (n < 0 && errno == ETIMEDOUT) send_error(in, o, link, 408);
                     return;
                 }
             }

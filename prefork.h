@@ -119,7 +119,11 @@
      http.serve_directory("/var/www");      // static files for the rest
      server.on_connection([&](Worker &w, int fd) { http.serve(w, fd); });
    HttpOptions: request_timeout [10 s] for a request head (408), keepalive_
-   timeout [5 s], send_timeout [30 s], max_body [1 MiB] (413), server_name,
+   timeout [5 s], send_timeout [30 s] a response may stall, min_rate [500
+   bytes/s] a body or response must average once its first timeout is
+   spent, pressure_timeout [0.5 s] that replaces those timeouts while the
+   pool is full (no idle worker, max_clients reached: a slow client gives
+   its worker up to the ones waiting), max_body [1 MiB] (413), server_name,
    access_log_fd [-1] (Combined Log Format). parse_request() and
    check_request() are usable on their own: a pico-shaped parser.
 
@@ -514,7 +518,12 @@ const char *http_reason(int status);  // "Not Found"; "" for unknown codes
 struct HttpOptions {
     double request_timeout = 10;    // seconds for a whole request head: 408, close
     double keepalive_timeout = 5;   // seconds an idle keep-alive connection waits
-    double send_timeout = 30;       // seconds a blocked write may wait
+    double send_timeout = 30;       // seconds a response may stall
+    double min_rate = 500;          // bytes/s a body or a response must average
+                                    // once its first timeout is spent
+    double pressure_timeout = 0.5;  // seconds that replace the timeouts above
+                                    // while no worker is idle and the pool is
+                                    // at max_clients (see "slow clients")
     size_t max_body = 1 << 20;      // bytes; a bigger body is 413
     std::string server_name = "prefork";
     int access_log_fd = -1;         // Combined Log Format lines go here (-1: none);

@@ -85,6 +85,9 @@ std::unique_ptr<prefork::HttpService> make_service(const prefork::HttpOptions &o
         bool refused = !r.header("Location", "/x\r\nSet-Cookie: evil=1") && !r.header("Bad Name", "v");
         r.body(refused ? "refused" : "accepted");
     });
+    http->route("GET", "^/big$", [](prefork::HttpContext &, prefork::HttpResponse &r) {
+        r.body(std::string(8 << 20, 'b'));
+    });
     http->route("GET", "^/throw$", [](prefork::HttpContext &, prefork::HttpResponse &r) {
         r.body("half an answer");
         throw std::runtime_error("thrown on purpose");
@@ -102,6 +105,10 @@ struct HttpServer {
         options.keepalive_timeout = keepalive_timeout;
         options.max_body = max_body;
         options.server_name = "test-httpd";
+        rebuild();
+    }
+    // Makes the service again from options (after a test changed them).
+    void rebuild() {
         http = make_service(options);
         prefork::HttpService *service = http.get();
         t.handler = [service](prefork::Worker &w, int fd) { service->serve(w, fd); };
@@ -393,6 +400,81 @@ TEST(Http, ASlowHeadGets408AndTheWorkerIsFreed) {
     std::string rest;
     EXPECT_TRUE(slow.until_eof(&rest, 2000));
     EXPECT_TRUE(s.still_answers()) << "the only worker stayed with the slow client";
+}
+
+// The pool is full (its one worker holds a client): a slow head, a slow
+// body or a client that does not read its answer loses the worker after
+// pressure_timeout, long before its own timeouts (10 s, 30 s), and the
+// client waiting in the listen queue is served.
+struct FullPool {
+    HttpServer s{10, 10, 1 << 20};
+    FullPool() {
+        s.options.pressure_timeout = 0.3;
+        s.rebuild();
+        s.t.options.max_clients = 1;
+        s.t.options.start_servers = 1;
+        s.t.options.min_spare_servers = 1;
+        s.t.options.max_spare_servers = 1;
+    }
+    // A second client is answered within 3 s while the first holds on.
+    bool waiting_client_is_served() {
+        int64_t start = harness::now_ms();
+        bool served = s.still_answers();
+        return served && harness::now_ms() - start < 3000;
+    }
+};
+
+TEST(HttpPace, ASlowHeadGivesWayWhenThePoolIsFull) {
+    FullPool f;
+    ASSERT_TRUE(f.s.start());
+    Client slow(f.s.t.address());
+    ASSERT_TRUE(slow.send("GET /pid HTTP/1.1\r\nX-a: b\r\n"));
+    EXPECT_TRUE(f.waiting_client_is_served()) << f.s.t.log();
+    EXPECT_EQ(read_response(slow, false, 1000).status, 408);
+}
+
+TEST(HttpPace, ASlowBodyGivesWayWhenThePoolIsFull) {
+    FullPool f;
+    ASSERT_TRUE(f.s.start());
+    Client slow(f.s.t.address());
+    ASSERT_TRUE(slow.send("POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\nabc"));
+    EXPECT_TRUE(f.waiting_client_is_served()) << f.s.t.log();
+    EXPECT_EQ(read_response(slow, false, 1000).status, 408);
+}
+
+TEST(HttpPace, AClientThatDoesNotReadGivesWayWhenThePoolIsFull) {
+    FullPool f;
+    ASSERT_TRUE(f.s.start());
+    Client reader(f.s.t.address());
+    ASSERT_TRUE(reader.send("GET /big HTTP/1.1\r\nHost: x\r\n\r\n"));  // 8 MiB, never read
+    EXPECT_TRUE(f.waiting_client_is_served()) << f.s.t.log();
+}
+
+// Not under pressure, a body may take longer than request_timeout as long
+// as it keeps min_rate; one that falls below it is cut with 408.
+TEST(HttpPace, ABodyKeepingTheMinimumRateMayTakeLongerThanTheTimeout) {
+    HttpServer s(0.4, 2, 1 << 20);
+    s.options.min_rate = 1000;
+    s.rebuild();
+    ASSERT_TRUE(s.start());
+    auto upload = [&](size_t bytes, size_t piece, int every_ms, Response *r) {
+        Client c(s.t.address());
+        c.send("POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: " + std::to_string(bytes) + "\r\n\r\n");
+        int64_t start = harness::now_ms();
+        for (size_t sent = 0; sent < bytes; sent += piece) {
+            if (!c.send(std::string(std::min(piece, bytes - sent), 'u'))) break;
+            poll(nullptr, 0, every_ms);
+        }
+        *r = read_response(c, false, 3000);
+        return harness::now_ms() - start;
+    };
+    Response steady, trickle;
+    int64_t took = upload(3000, 100, 50, &steady);  // 2000 B/s for about 1.5 s
+    EXPECT_EQ(steady.status, 200) << s.t.log();
+    EXPECT_EQ(steady.body, std::string(3000, 'u'));
+    EXPECT_GT(took, 1000);
+    upload(3000, 10, 50, &trickle);  // 200 B/s
+    EXPECT_EQ(trickle.status, 408);
 }
 
 TEST(Http, AnIdleKeepAliveConnectionIsClosedAfterItsTimeout) {

@@ -162,6 +162,8 @@ TEST(HttpdProgram, BadOptionsAreRefusedWithOneLineAndExit2) {
         {{"--status-path", "no-slash"}, "bad value 'no-slash' for --status-path"},
         {{"--status-allow", "10.0.0.0/33"}, "bad value '10.0.0.0/33' for --status-allow"},
         {{"--max-clients-per-ip", "x"}, "bad value 'x' for --max-clients-per-ip"},
+        {{"--min-rate", "-1"}, "bad value '-1' for --min-rate"},
+        {{"--pressure-timeout", "0"}, "bad value '0' for --pressure-timeout"},
         {{"--upgrade-timeout", "0"}, "upgrade_timeout must be a finite number of seconds from 0.01"},
         {{"--listen", "unix:@/s.sock", "/no/such/docroot"}, "cannot serve /no/such/docroot"},
         {{"--user", "no-such-user-here"}, "unknown user 'no-such-user-here' for --user"},
