@@ -928,6 +928,16 @@ struct Listener {
     std::string unix_path;  // set when we own the socket file (remove it at the end)
     bool unclaimed = false; // inherited, and no listen() has named it yet
     bool file_handed = false;  // inherited with its socket file: ours once we take over
+    bool ours = false;      // bound by us (or by the old parent of our upgrade), not passed by a manager
+};
+
+// A connection the parent took from the listen queue as a graceful stop
+// began, for a drain worker to serve (see close_the_door).
+struct Accepted {
+    int fd = -1;
+    int listener = -1;
+    sockaddr_storage peer{};
+    socklen_t peer_length = 0;
 };
 
 // A binary upgrade in flight, seen from the old parent.
@@ -1020,6 +1030,8 @@ struct Server::State {
     bool taking_over = false;      // started by an upgrade, and the old parent has not let go
     bool told_ready = false;       // 'R' sent; waiting for the old parent's 'A'
     Upgrade upgrade;               // an upgrade we started
+    std::vector<Accepted> backlog; // taken from the queue at a graceful stop, not yet handed out
+    size_t handed = 0;             // in a drain worker: it serves backlog[0, handed)
     int result = 0;
 
     // Identity.
@@ -1144,6 +1156,7 @@ PREFORK_COLD static int bind_unix(Server::State &s, const std::string &spec, con
     listener.fd = fd;
     listener.address = spec;
     listener.unix_path = path;
+    listener.ours = true;
     s.listeners.push_back(listener);
     return 0;
 }
@@ -1202,6 +1215,7 @@ PREFORK_COLD static int bind_inet(Server::State &s, const std::string &spec) {
     }
     Listener listener;
     listener.fd = fd;
+    listener.ours = true;
     s.listeners.push_back(listener);
     return 0;
 }
@@ -1370,7 +1384,11 @@ static int busy_for_same_client(Server::State &s, Slot &mine, const sockaddr_sto
     return count;
 }
 
-static void serve_connection(Server::State &s, int listener_index) {
+static void serve_accepted(Server::State &s, int fd, int listener_index);
+
+// Accepts a connection on the listener and serves it. false if there was
+// none to accept.
+static bool serve_connection(Server::State &s, int listener_index) {
     Worker::Internals &w = s.worker_internals;
     w.peer_length = sizeof w.peer;
     int fd = sys::accept(s.listeners[size_t(listener_index)].fd,
@@ -1380,8 +1398,16 @@ static void serve_connection(Server::State &s, int listener_index) {
             s.logf(LogLevel::error, "accept: %s; pausing for 100 ms", strerror(errno));
             sys::poll(nullptr, 0, 100);  // let descriptors or memory come back
         }
-        return;  // EAGAIN: another worker won the race
+        return false;  // EAGAIN: another worker won the race
     }
+    serve_accepted(s, fd, listener_index);
+    return true;
+}
+
+// Serves one connection whose peer is in the worker's Internals, closes it,
+// and turns the worker idle (or exiting, when it should be recycled).
+static void serve_accepted(Server::State &s, int fd, int listener_index) {
+    Worker::Internals &w = s.worker_internals;
     Slot &slot = s.board.slot(w.slot);
     w.listener = listener_index;
     worker_turns_busy(s, slot);
@@ -1442,12 +1468,15 @@ static void worker_loop(Server::State &s) {
             s.logf(LogLevel::warning, "the parent is gone; worker exiting");
             w.stop = true;
         }
-        if (w.stop || !listening) continue;
-        for (size_t i = 0; i < listeners; i++)
-            if (ready[i]) {
-                serve_connection(s, int(i));
-                break;  // one connection, then look at the pipes again
-            }
+        // EPOLLEXCLUSIVE wakes one worker for a new connection: one that
+        // leaves must take the connection first, or it would wait for the
+        // next one to wake another worker. A drain is reason enough to
+        // leave, since a listener shut down by it polls ready for ever and
+        // the SIGTERM that comes with it may never get its turn.
+        bool served = false;
+        for (size_t i = 0; listening && i < listeners && !served; i++)
+            if (ready[i]) served = serve_connection(s, int(i));  // one, then the pipes again
+        if (!served && load(s.board.shared()->draining)) w.stop = true;
     }
     sigprocmask(SIG_SETMASK, &waiting, nullptr);
 }
@@ -1597,6 +1626,17 @@ static bool get_worker_ready(Server::State &s) {
     return true;
 }
 
+// A drain worker's whole life once ready: its share of the connections
+// taken from the queue at a graceful stop, then exit.
+static void serve_backlog(Server::State &s) {
+    Worker::Internals &w = s.worker_internals;
+    for (size_t i = 0; i < s.handed; i++) {
+        w.peer = s.backlog[i].peer;
+        w.peer_length = s.backlog[i].peer_length;
+        serve_accepted(s, s.backlog[i].fd, s.backlog[i].listener);
+    }
+}
+
 // Everything a fresh child does, in order, and its only way out: _exit().
 // Signals are blocked on entry (see spawn_worker).
 [[noreturn]] static void become_worker(Server::State &s, int slot, const sigset_t &old_mask) {
@@ -1618,6 +1658,7 @@ static bool get_worker_ready(Server::State &s) {
     sys::close(s.upgrade.channel);
     s.signal_pipe[0] = s.signal_pipe[1] = s.wake_pipe[0] = s.life_pipe[1] = -1;
     s.handover_fd = s.upgrade.channel = -1;
+    for (size_t i = s.handed; i < s.backlog.size(); i++) sys::close(s.backlog[i].fd);  // other shares
     int own[2];
     if (sys::pipe(own) < 0) _exit(1);
     signal_pipe_write_end = own[1];
@@ -1629,7 +1670,8 @@ static bool get_worker_ready(Server::State &s) {
     set_worker_identity(s, slot);
     store(s.board.slot(slot).pid, int32_t(getpid()));
     if (!get_worker_ready(s)) _exit(1);
-    worker_loop(s);
+    if (s.handed) serve_backlog(s);
+    else worker_loop(s);
     Slot &own_slot = s.board.slot(slot);
     set_state(own_slot, SlotState::exiting);
     leave_idle_count(s, own_slot);
@@ -1707,10 +1749,70 @@ static void notify(Server::State &s, const std::string &text) {
 
 static void stop_upgrade(Server::State &s, int signal, int64_t kill_at_ms);
 
+// Takes what waits in a listener's queue into s.backlog, without waiting.
+static void take_backlog(Server::State &s, int index) {
+    for (int n = 0; n < 65536; n++) {
+        Accepted a;
+        a.peer_length = sizeof a.peer;
+        a.fd = sys::accept(s.listeners[size_t(index)].fd, reinterpret_cast<sockaddr *>(&a.peer), &a.peer_length);
+        if (a.fd < 0) return;
+        a.listener = index;
+        s.backlog.push_back(a);
+    }
+}
+
+// A graceful stop refuses new connections at once, for every process that
+// holds the listeners: on Linux shutdown(2) stops a listening socket from
+// listening (elsewhere it fails, and the listeners close as workers exit).
+// On TCP it also resets the connections already in the queue, so the
+// parent accepts those first, and drain workers serve them (hand_backlog);
+// a UNIX socket keeps its queue, taken after the shutdown too. Only the
+// sockets this server bound: one a service manager passed must go on
+// queueing for the next start.
+static void close_the_door(Server::State &s) {
+    for (size_t i = 0; i < s.listeners.size(); i++) {
+        if (!s.listeners[i].ours) continue;
+        take_backlog(s, int(i));
+        if (shutdown(s.listeners[i].fd, SHUT_RD) == 0) take_backlog(s, int(i));
+    }
+    if (!s.backlog.empty())
+        s.logf(LogLevel::info, "%zu connections were waiting in the listen queue; serving them", s.backlog.size());
+}
+
+static void close_backlog(Server::State &s) {
+    for (Accepted &a : s.backlog) sys::close(a.fd);
+    s.backlog.clear();
+}
+
+static int spawn_worker(Server::State &s);
+
+// Forks drain workers for the connections taken at a graceful stop, each
+// with a share of them, as far as free slots allow; the rest wait for a
+// slot (or for graceful_timeout).
+static void hand_backlog(Server::State &s) {
+    while (!s.backlog.empty() && s.live < s.options.max_clients) {
+        size_t free_slots = size_t(s.options.max_clients - s.live);
+        size_t share = (s.backlog.size() + free_slots - 1) / free_slots;
+        s.handed = share;
+        int rc = spawn_worker(s);
+        s.handed = 0;
+        if (rc < 0) {
+            want_deadline(s, s.spawn_not_before_ms);
+            return;
+        }
+        for (size_t i = 0; i < share; i++) sys::close(s.backlog[i].fd);
+        s.backlog.erase(s.backlog.begin(), s.backlog.begin() + long(share));
+    }
+}
+
 static void begin_stop(Server::State &s, Phase phase, const char *why) {
     if (s.phase == Phase::stopping || s.phase == phase) return;
     s.phase = phase;
     store(s.board.shared()->draining, uint32_t(1));
+    // A drain that is not an upgrade's refuses new connections at once;
+    // a stop now drops what the queue held.
+    if (phase == Phase::draining && !s.taking_over && !s.upgrade.handed_over) close_the_door(s);
+    if (phase == Phase::stopping) close_backlog(s);
     // Close our copies of the listeners: once the last worker exits the
     // kernel stops queueing connections nobody would accept.
     for (Listener &l : s.listeners) {
@@ -2026,9 +2128,11 @@ static void maintain_pool(Server::State &s) {
     watch_workers(s, now);
     flush_crash_log(s, now);
     watch_upgrade(s, now);
-    if (s.phase != Phase::running && !s.drain_kill_sent && s.live > 0) {
+    if (s.phase == Phase::draining && now >= s.spawn_not_before_ms) hand_backlog(s);
+    if (s.phase != Phase::running && !s.drain_kill_sent && (s.live > 0 || !s.backlog.empty())) {
         if (now >= s.drain_deadline_ms) {
             s.drain_kill_sent = true;
+            close_backlog(s);
             s.logf(LogLevel::warning, "graceful_timeout of %g s ran out; killing %d workers",
                    s.options.graceful_timeout, s.live);
             for (Child &child : s.children)
@@ -2120,9 +2224,12 @@ static void graceful_restart(Server::State &s) {
     for (std::string &arg : s.upgrade_command) argv.push_back(&arg[0]);
     argv.push_back(nullptr);
     // "owned": a socket file we made, which the new parent removes at its
-    // end once it has taken over; "passed": one a service manager made.
+    // end once it has taken over; "bound": a socket we bound, without a
+    // file of ours; "passed": one a service manager made. The new parent
+    // shuts the first two at a graceful stop, never the third.
     std::string names;
-    for (const Listener &l : s.listeners) names += l.unix_path.empty() ? "passed:" : "owned:";
+    for (const Listener &l : s.listeners)
+        names += !l.unix_path.empty() ? "owned:" : l.ours ? "bound:" : "passed:";
     names.pop_back();
     if (setenv("LISTEN_FDS", std::to_string(count).c_str(), 1) == 0 &&
         setenv("LISTEN_PID", std::to_string(getpid()).c_str(), 1) == 0 &&
@@ -2385,7 +2492,9 @@ static int run_pool(Server::State &s) {
         check_ready(s);
         notify_progress(s, now_ms());
         // An upgrade not yet handed over is waited for like a worker.
-        if (s.phase != Phase::running && s.live == 0 && (!s.upgrade.pid || s.upgrade.handed_over)) break;
+        if (s.phase != Phase::running && s.live == 0 && s.backlog.empty() &&
+            (!s.upgrade.pid || s.upgrade.handed_over))
+            break;
         int timeout = -1;
         if (s.next_deadline_ms)
             timeout = int(std::min<int64_t>(std::max<int64_t>(0, s.next_deadline_ms - now_ms()), 1 << 30));
@@ -2533,8 +2642,9 @@ PREFORK_COLD int Server::listen_inherited() {
         if (listen_fd(fd) < 0) return s.fail("passed by the service manager: " + s.error);
         s.listeners.back().unclaimed = true;
         size_t end = names.find(':');
-        s.listeners.back().file_handed = names.substr(0, end) == "owned" &&
-                                         s.listeners.back().address.compare(0, 5, "unix:") == 0;
+        std::string name = names.substr(0, end);
+        s.listeners.back().file_handed = name == "owned" && s.listeners.back().address.compare(0, 5, "unix:") == 0;
+        s.listeners.back().ours = name == "owned" || name == "bound";
         names.erase(0, end == std::string::npos ? names.size() : end + 1);
     }
     if (handover && handover_fd >= 0) {

@@ -184,8 +184,12 @@
      debug_scoreboard [false]   Log the scoreboard every second.
 
    SIGNALS (to the parent)
-     SIGTERM  graceful stop: stop accepting, finish in-flight connections
-              (bounded by graceful_timeout); run() returns 0.
+     SIGTERM  graceful stop: refuse new connections at once (on Linux,
+              shutdown(2) of the listeners this server bound, which stops
+              them for every process; the connections already queued are
+              accepted first and served by drain workers), finish in-flight
+              connections (bounded by graceful_timeout); run() returns 0.
+              Sockets from listen_fd() or a service manager stay listening.
      SIGINT   stop now: workers are killed.
      SIGHUP   graceful restart: keep the listeners, start a new generation,
               old workers finish their connection and exit.

@@ -744,7 +744,7 @@ TEST(HttpdUpgrade, Sigusr2RunsTheNewBinaryWithoutLosingARequest) {
     }
     EXPECT_TRUE(reloading);
     long at_handover = load.ok();
-    EXPECT_TRUE(eventually([&] { return load.ok() >= at_handover + 1000; })) << load.first_failure();
+    EXPECT_TRUE(eventually([&] { return load.ok() >= at_handover + 1000; })) << load.first_failure() << h.stderr_text();
     load.stop();
     EXPECT_EQ(load.failed(), 0) << load.first_failure();
     // A retry needs an old worker that closed its kept connection while

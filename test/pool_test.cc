@@ -11,6 +11,7 @@
 #include <cstdio>
 #include <fstream>
 #include <map>
+#include <memory>
 #include <set>
 #include <sstream>
 #include <stdexcept>
@@ -532,6 +533,50 @@ TEST(Pool, SigtermDrainsInFlightWorkThenExitsCleanly) {
     EXPECT_TRUE(exited_zero(t.wait_exit()));
     EXPECT_FALSE(Client(t.address()).connected()) << "still accepting after the drain";
     EXPECT_EQ(harness::ipc_objects_of(t.pid()), 0);
+}
+
+// A graceful stop refuses new connections at once, while the busy worker
+// finishes; connections already waiting in the listen queue are served
+// (by a drain worker, once a slot is free), not reset. Once for TCP, where
+// shutdown() would reset the queue, and once for a UNIX socket.
+static void refuses_at_once_and_serves_the_queue(const std::string &spec) {
+    TestServer t;
+    t.listen_specs = {spec};
+    t.options.max_clients = 1;
+    t.options.start_servers = 1;
+    t.options.min_spare_servers = 1;
+    t.options.max_spare_servers = 1;
+    ASSERT_TRUE(t.start());
+    Client held(t.address());
+    ASSERT_TRUE(held.send("hold\n"));
+    ASSERT_EQ(held.line().compare(0, 5, "held "), 0);
+    std::vector<std::unique_ptr<Client>> queued;
+    for (int i = 0; i < 3; i++) {
+        queued.emplace_back(new Client(t.address()));
+        ASSERT_TRUE(queued.back()->connected());
+        ASSERT_TRUE(queued.back()->send("pid\n"));
+    }
+    ASSERT_TRUE(t.signal(SIGTERM));
+    EXPECT_TRUE(eventually([&] { return !Client(t.address()).connected(); }, 2000))
+        << "still accepting new connections after SIGTERM";
+    EXPECT_TRUE(t.wait_log("connections were waiting in the listen queue")) << t.log();
+    ASSERT_TRUE(held.send("release\n"));
+    EXPECT_EQ(held.line(), "bye");
+    for (auto &c : queued) EXPECT_EQ(c->line().compare(0, 4, "pid "), 0) << t.log();
+    EXPECT_TRUE(exited_zero(t.wait_exit())) << t.log();
+}
+
+TEST(Pool, GracefulStopRefusesNewConnectionsAndServesTheQueue) {
+    refuses_at_once_and_serves_the_queue("127.0.0.1:0");
+}
+
+TEST(Pool, GracefulStopOnAUnixSocketServesItsQueueToo) {
+    char dir[] = "/tmp/prefork-door-XXXXXX";
+    ASSERT_NE(mkdtemp(dir), nullptr);
+    std::string path = std::string(dir) + "/s.sock";
+    refuses_at_once_and_serves_the_queue("unix:" + path);
+    unlink(path.c_str());
+    rmdir(dir);
 }
 
 TEST(Pool, StoppingTellsACooperativeHandlerToFinish) {
