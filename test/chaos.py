@@ -1,6 +1,8 @@
 #!/usr/bin/env python3
 """chaos.py - httpd under fire: killed workers, restart storms, draining,
-slow clients, leaks. Run through test/chaos.sh (`make chaos`).
+slow clients, leaks, crashing handlers, stops and upgrades behind a load
+balancer. Run through test/chaos.sh (`make chaos`); --only a,b (CHAOS_ONLY)
+runs some of the scenarios.
 
 Every scenario starts a fresh httpd on a loopback port, drives it, prints
 its figures and a PASS or FAIL line; the run ends with "N passed, M failed".
@@ -42,6 +44,40 @@ whole run stays well under ten minutes. Servers are stopped by pid.
             installed at its path each time: no failed request, every old
             master exits 0, every new one runs the file now on disk, and one
             master is left that serves.
+
+The three slowhttptest attacks run for ATTACK_S (30 s) against httpd with
+its defaults, then against nginx (one worker, its default timeouts, the same
+docroot) for comparison; all on 127.0.0.1, and meanwhile a client there
+starts a GET of the small file on a new connection every 50 ms (5 s
+timeout). httpd passes when >= 99 % of those are answered 200 and their p99
+is under 1 s; nginx is only reported, and so is slowhttptest's own view
+(its probe's "service available" each second, how it ended).
+  slowheaders slowhttptest -H: 800 connections (200 a second) that send
+            their request head slowly (a header line every 10 s).
+  slowbody  slowhttptest -B: 600 POSTs announcing 8 KiB that send their
+            body slowly (httpd reads a body before it answers; a POST to a
+            file is then a 405).
+  slowread  slowhttptest -X: 800 connections, 3 pipelined GETs each of a
+            1 MiB file (more than the socket buffers hold), reading 32 bytes
+            every 5 s through a 512..1024-byte window.
+
+  crashstorm chaos_server's /crash (SIGSEGV in a handler) 30 times in a row,
+            then 20 ordinary requests: all 200, the first within 1 s; the log
+            names a crash's request line ("GET /crash HTTP/1.1"), logs a
+            storm at a bounded rate, and says nothing of a back-off.
+  throw     chaos_server's /throw (a handler throws) 10 times: each answered
+            500, no worker died (same pids), the log names the route and
+            the exception's what().
+  stopping  chaos_server with 2 workers (--max-clients 2) both in a 2 s
+            /sleep and 5 requests in the listen queue, then SIGTERM: a new
+            connect() is refused within 100 ms, the 2 sleeps and the 5
+            queued requests are answered 200 (none reset), exit 0.
+  balancer  haproxy (health checks every 200 ms, redispatch, 3 retries) in
+            front of two httpds under wrk load (2 threads, 16 connections):
+            stop and start each in turn, waiting for haproxy to see it UP,
+            then a binary upgrade (SIGUSR2) of each in turn: no failed
+            request (socket errors + non-2xx). Prints haproxy's config and,
+            per step, its error, retry and redispatch counters.
 """
 
 import argparse
@@ -66,6 +102,11 @@ from bench_pool import Skip, children_of, now  # noqa: E402
 SMALL = b"hello, chaos!\n"
 BIG_SIZE = 32 * 1024 * 1024
 POOL = ["--start-servers", "5", "--min-spare-servers", "5", "--max-spare-servers", "10"]
+MIB_NAME = "1m.bin"      # slowread's file: its answers do not fit in the socket buffers
+MIB_SIZE = 1024 * 1024
+# Length of each slowhttptest attack (slowheaders, slowbody, slowread), in
+# seconds; CHAOS_ATTACK_S shortens it while developing.
+ATTACK_S = int(os.environ.get("CHAOS_ATTACK_S", "30"))
 
 
 class Httpd(bench_pool.Server):
@@ -643,10 +684,540 @@ def upgrade(ctx):
                 f"last master stopped with {code}")
 
 
+# --------------------------------------------------------------------------
+# Slow clients from slowhttptest, against httpd's defaults and, for
+# comparison, nginx; a well-behaved client on the same address meanwhile.
+
+class Nginx(bench_pool.Nginx):
+    """nginx, one worker, near its defaults (header, body and send timeouts
+    60 s, keep-alive 75 s), serving the same docroot."""
+
+    def directives(self):
+        return """    sendfile on;
+    types { text/plain txt; application/octet-stream bin; }
+    default_type application/octet-stream;
+"""
+
+
+ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
+
+
+def attack_summary(base):
+    """What slowhttptest made of its run: its last status block and exit
+    line (from base.out) and its per-second CSV (base.csv)."""
+    try:
+        with open(base + ".out", errors="replace") as f:
+            text = ANSI.sub("", f.read())
+    except OSError:
+        text = ""
+    last = lambda key: (re.findall(rf"^{key}:\s+(\S+)", text, re.M) or ["?"])[-1]
+    s = {k: last(k) for k in ("connected", "pending", "closed", "error", "service available")}
+    exit_line = re.findall(r"^Exit status:\s*(.+?)\s*$", text, re.M)
+    ended = re.findall(r"Test ended on (\d+)th second", text)
+    s["exit"] = exit_line[-1] if exit_line else None
+    s["ended"] = int(ended[-1]) if ended else None
+    rows = []
+    try:
+        with open(base + ".csv") as f:
+            next(f)
+            rows = [[int(x) for x in line.split(",")] for line in f if line.strip()]
+    except (OSError, StopIteration, ValueError):
+        pass
+    # Seconds,Closed,Pending,Connected,Service Available (non-zero: yes),
+    # a row a second: its last row is the end (the text has every 5th s).
+    if rows:
+        s["closed"], s["pending"], s["connected"] = rows[-1][1:4]
+    s["max_connected"] = max((r[3] for r in rows), default=0)
+    s["seconds"] = len(rows)
+    s["available"] = sum(1 for r in rows if r[4] > 0)
+    return s
+
+
+def under_attack(ctx, srv, tag, flags, path):
+    """slowhttptest `flags` for ATTACK_S against srv while a client on
+    127.0.0.1 starts a GET /hello.txt on a new connection every 50 ms (5 s
+    timeout) until the attack ends. Open loop: a request does not wait for
+    the one before, so a stall counts every request that arrived during it.
+    (answered 200, requests, sorted latencies, slowhttptest's summary)"""
+    base = os.path.join(ctx.workdir, f"{tag}-{srv.name}")
+    cmd = [ctx.slowhttptest] + flags + ["-l", str(ATTACK_S), "-g", "-o", base,
+                                        "-u", f"http://127.0.0.1:{srv.port}{path}"]
+    results, lock = [], threading.Lock()
+
+    def one():
+        t0 = now()
+        code, body = request(srv.port, timeout=5)
+        took = now() - t0  # request()'s timeout is per call: 5 s is the whole budget here
+        with lock:
+            results.append((took, code == 200 and body == SMALL and took <= 5))
+    with open(base + ".out", "wb") as out:
+        attack = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
+                                  cwd=ctx.workdir, start_new_session=True)
+    clients = []
+    start = now()
+    end = start + ATTACK_S + 20  # it stops itself at -l; this bounds a stuck one
+    try:
+        while attack.poll() is None and now() < end:
+            t = threading.Thread(target=one, daemon=True)
+            t.start()
+            clients.append(t)
+            time.sleep(max(0.0, start + len(clients) * 0.05 - now()))
+    finally:
+        stop(attack, 5)
+        deadline = now() + 12
+        for t in clients:  # each ends within its timeouts
+            t.join(max(0.0, deadline - now()))
+    with lock:
+        done = list(results)
+    lat = sorted([r[0] for r in done] + [float("inf")] * (len(clients) - len(done)))
+    return sum(r[1] for r in done), len(clients), lat, attack_summary(base)
+
+
+def slow_attack(ctx, tag, flags, path):
+    """under_attack() against httpd (defaults), then nginx; httpd must keep
+    >= 99 % of the client's requests answered and its p99 under 1 s."""
+    if not ctx.slowhttptest:
+        return None, "skipped: no slowhttptest"
+    lines, verdict = [], False
+    for name in ("httpd", "nginx"):
+        if name == "nginx" and not ctx.nginx:
+            lines.append("nginx n/a (not installed)")
+            continue
+        try:
+            srv = ctx.start(tag, []) if name == "httpd" else ctx.started(Nginx(ctx.nginx, ctx.workdir, tag))
+        except Skip as e:
+            if name == "httpd":
+                raise
+            lines.append(f"nginx n/a ({e})")
+            continue
+        try:
+            good, n, lat, s = under_attack(ctx, srv, tag, flags, path)
+        finally:
+            srv.stop()
+        rate = good / n if n else 0.0
+        p99 = lat[min(n - 1, int(n * 0.99))] if n else float("inf")
+        ran = s["max_connected"] > 0 and s["exit"] is not None
+        if name == "httpd":
+            verdict = ran and n >= 10 and rate >= 0.99 and p99 < 1.0
+        lines.append(
+            f"{name}: client {good}/{n} answered 200 ({rate * 100:.1f} %), latency median "
+            f"{(statistics.median(lat) if lat else 0) * 1000:.1f} ms, p99 {p99 * 1000:.0f} ms, max "
+            f"{(lat[-1] if lat else 0) * 1000:.0f} ms; slowhttptest: up to {s['max_connected']} connected, "
+            f"at its end {s['connected']} connected / {s['pending']} pending / {s['closed']} closed / "
+            f"{s['error']} error, service available {s['available']} of {s['seconds']} s (last: "
+            f"{s['service available']}), \"{s['exit'] or 'did not finish'}\" on second {s['ended']}")
+    return verdict, "; ".join(lines)
+
+
+def slowheaders(ctx):
+    return slow_attack(ctx, "slowheaders", ["-c", "800", "-H", "-i", "10", "-r", "200", "-t", "GET",
+                                            "-x", "24", "-p", "3"], "/hello.txt")
+
+
+def slowbody(ctx):
+    return slow_attack(ctx, "slowbody", ["-c", "600", "-B", "-i", "10", "-r", "200", "-s", "8192",
+                                         "-t", "POST", "-x", "10", "-p", "3"], "/hello.txt")
+
+
+def slowread(ctx):
+    return slow_attack(ctx, "slowread", ["-c", "800", "-X", "-r", "200", "-w", "512", "-y", "1024",
+                                         "-n", "5", "-z", "32", "-k", "3", "-p", "3"], "/" + MIB_NAME)
+
+
+# --------------------------------------------------------------------------
+# Handlers that crash or throw, and a graceful stop with a full listen queue
+
+NO_CORE = ["prlimit", "--core=0"]  # 30 crashes, no 30 core files
+
+
+def crash_lines(srv):
+    """(crash lines, crashes they account for): one line per crash logged
+    one by one, plus the storm summaries' "N more workers died"."""
+    lines = log_lines(srv, "while serving")
+    more = sum(int(m.group(1)) for m in (re.search(r"(\d+) more workers died", l) for l in lines) if m)
+    return lines, len(lines) - sum(1 for l in lines if "more workers died" in l) + more
+
+
+def crashstorm(ctx):
+    srv = ctx.start_chaos("crashstorm", POOL, wrap=NO_CORE)
+    t0 = now()
+    crashes = [request(srv.port, "/crash", timeout=5)[0] for _ in range(30)]
+    crashing = now() - t0  # a pool in back-off makes each crash wait for a fork
+    lat, codes = [], []
+    for _ in range(20):
+        t0 = now()
+        code, body = request(srv.port, timeout=5)
+        lat.append(now() - t0)
+        codes.append(code if body == SMALL else -code)
+    # A storm's summary is written once its second is over.
+    eventually(lambda: crash_lines(srv)[1] >= 30, 3)
+    lines, accounted = crash_lines(srv)
+    named = [l for l in lines if "GET /crash HTTP/1.1" in l]
+    backoff = log_lines(srv, "back-off")
+    ok = codes.count(200) == 20 and lat[0] <= 1.0 and named and not backoff
+    return ok, (f"30 x /crash in {crashing:.1f} s: {crashes.count(0)} closed without an answer, others "
+                f"{sorted(set(crashes) - {0})}; "
+                f"then 20 x /hello.txt: {codes.count(200)} answered 200, first in {lat[0] * 1000:.1f} ms, "
+                f"median {statistics.median(lat) * 1000:.1f} ms, max {max(lat) * 1000:.1f} ms; "
+                f"{len(lines)} crash lines logged (accounting for {accounted} crashes), naming "
+                f"\"GET /crash HTTP/1.1\": {len(named)}; back-off lines: {len(backoff)}"
+                + (f" (first: {backoff[0].strip()[-90:]})" if backoff else ""))
+
+
+def live_workers(srv):
+    """{pid: start time} of srv's live (not zombie) workers."""
+    return {pid: t for pid, t in ((p, bench_pool.start_time(p)) for p in children_of(srv.proc.pid) or [])
+            if t is not None}
+
+
+def throw(ctx):
+    srv = ctx.start_chaos("throw", POOL)
+    srv.wait_stable(1.0, 10)
+    before = live_workers(srv)
+    codes = [request(srv.port, "/throw", timeout=5)[0] for _ in range(10)]
+    # A worker that died is gone (or a zombie) once its client has seen the
+    # connection close. The pool may have grown meanwhile (a busy worker
+    # leaves fewer spares than min_spare_servers): new pids are no deaths.
+    died = lambda: [pid for pid, t in before.items() if bench_pool.start_time(pid) != t]
+    eventually(died, 0.5)
+    dead, after = died(), live_workers(srv)
+    said = [l for l in log_lines(srv, "chaos: thrown on purpose") if "/throw" in l]
+    ok = codes.count(500) == 10 and not dead and said
+    return ok, (f"10 x /throw answered {', '.join(f'{c} x{codes.count(c)}' for c in sorted(set(codes)))} "
+                f"(0: no answer); workers before {sorted(before)}: {len(dead)} died"
+                + (f" ({sorted(dead)})" if dead else "")
+                + f", {len(set(after) - set(before))} spawned since; log lines naming /throw and the what() "
+                f"text: {len(said)}" + (f" ({said[0].strip()[-110:]})" if said else ""))
+
+
+def refused(port):
+    """True when a fresh connect() to port is refused (not merely slow)."""
+    s = socket.socket()
+    s.settimeout(0.2)
+    try:
+        s.connect(("127.0.0.1", port))
+        return False
+    except ConnectionRefusedError:
+        return True
+    except OSError:
+        return False
+    finally:
+        s.close()
+
+
+def sent(port, path):
+    """A connection that has sent GET path (Connection: close)."""
+    s = socket.create_connection(("127.0.0.1", port), timeout=5)
+    s.sendall(f"GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".encode())
+    return s
+
+
+def answer(s, seconds):
+    """(status, body) of what comes back on s within seconds; status 0 and
+    the error's name when it closed without an answer or was reset."""
+    data, end = b"", now() + seconds
+    try:
+        while now() < end:
+            s.settimeout(max(0.01, end - now()))
+            chunk = s.recv(65536)
+            if not chunk:
+                break
+            data += chunk
+    except OSError as e:
+        if not data:
+            return 0, type(e).__name__
+    finally:
+        s.close()
+    head, _, body = data.partition(b"\r\n\r\n")
+    m = re.match(rb"HTTP/1\.1 (\d{3})", head)
+    return (int(m.group(1)), body) if m else (0, "closed" if not data else "garbage")
+
+
+def stopping(ctx):
+    srv = ctx.start_chaos("stopping", ["--start-servers", "2", "--min-spare-servers", "1",
+                                       "--max-spare-servers", "2", "--max-clients", "2"])
+    port = srv.port
+    def settled():  # two workers, both idle but the one answering this
+        st = status_auto(port)
+        return (st.get("Processes"), st.get("BusyWorkers"), st.get("IdleWorkers")) == ("2", "1", "1")
+    if not eventually(settled, 10):
+        return False, f"the pool did not settle at 2 idle workers: {status_auto(port)}"
+    sleepers = [sent(port, "/sleep") for _ in range(2)]
+    taken = eventually(lambda: listen_queue_len(port) == 0, 1, 0.005)   # each worker took one
+    queued = [sent(port, "/hello.txt") for _ in range(5)]
+    waiting = eventually(lambda: listen_queue_len(port) == 5, 1, 0.005)  # no worker is free
+    t0 = now()
+    os.kill(srv.proc.pid, signal.SIGTERM)
+    refused_after = None
+    while now() < t0 + 2:
+        if refused(port):
+            refused_after = now() - t0
+            break
+        time.sleep(0.005)
+    slept = [answer(s, 10) for s in sleepers]
+    served = [answer(s, 10) for s in queued]
+    try:
+        code = srv.proc.wait(max(0.0, t0 + 35 - now()))  # graceful_timeout is 30 s
+    except subprocess.TimeoutExpired:
+        code = None
+    exited = now() - t0
+    ok = (taken and waiting and refused_after is not None and refused_after <= 0.1 and
+          all(a == (200, b"slept\n") for a in slept) and all(a == (200, SMALL) for a in served) and code == 0)
+    how = lambda answers: ", ".join(str(a[0]) if a[0] else a[1] for a in answers)
+    return ok, (f"2 workers busy with /sleep: {taken}, 5 requests in the listen queue: {waiting}; after "
+                f"SIGTERM a new connect() was refused "
+                + (f"after {refused_after * 1000:.1f} ms" if refused_after is not None else "NOT within 2 s")
+                + f"; the /sleep requests: {how(slept)}; the queued ones: {how(served)}; master exit {code}"
+                + (f" {exited:.1f} s after SIGTERM" if code is not None else " (still running 35 s after SIGTERM)"))
+
+
+def listen_queue_len(port):
+    q = bench_pool.listen_queue(port)
+    return q[0] if q else None
+
+
+# --------------------------------------------------------------------------
+# Two httpds behind haproxy: restarts and upgrades one at a time under load
+
+HAPROXY_CONFIG = """global
+    stats socket {sock} mode 600 level admin
+    maxconn 1024
+
+defaults
+    mode http
+    timeout connect 1s
+    timeout client 10s
+    timeout server 10s
+    retries 3
+    option redispatch
+
+frontend www
+    bind 127.0.0.1:{port}
+    default_backend httpds
+
+backend httpds
+    balance roundrobin
+    option httpchk GET /hello.txt
+    http-check expect status 200
+    default-server inter 200ms fall 2 rise 2
+    server a 127.0.0.1:{a} check
+    server b 127.0.0.1:{b} check
+"""
+
+
+def haproxy_stat(sock_path):
+    """haproxy's `show stat` as a list of dicts, [] when it does not answer."""
+    try:
+        with socket.socket(socket.AF_UNIX) as s:
+            s.settimeout(2)
+            s.connect(sock_path)
+            s.sendall(b"show stat\n")
+            data = b""
+            while True:
+                chunk = s.recv(65536)
+                if not chunk:
+                    break
+                data += chunk
+    except OSError:
+        return []
+    lines = data.decode("latin-1").splitlines()
+    if not lines or not lines[0].startswith("# "):
+        return []
+    keys = lines[0][2:].split(",")
+    return [dict(zip(keys, l.split(","))) for l in lines[1:] if l]
+
+
+def backend_row(sock_path, server):
+    for row in haproxy_stat(sock_path):
+        if row.get("pxname") == "httpds" and row.get("svname") == server:
+            return row
+    return {}
+
+
+# haproxy's per-server counters that tell where a request went wrong:
+# connect errors, response errors (reset or closed before the answer),
+# aborts on the server side, retries, redispatches, 5xx.
+HAPROXY_COUNTERS = ("econ", "eresp", "srv_abrt", "wretr", "wredis", "hrsp_5xx")
+
+
+def haproxy_counters(sock_path):
+    total = dict.fromkeys(HAPROXY_COUNTERS, 0)
+    for row in haproxy_stat(sock_path):
+        if row.get("pxname") == "httpds" and row.get("svname") not in ("FRONTEND", "BACKEND"):
+            for k in HAPROXY_COUNTERS:
+                total[k] += int(row.get(k) or 0)
+    return total
+
+
+def stays(pred, window_s, deadline_s, step=0.02):
+    """True once pred() has held for window_s in a row, within deadline_s."""
+    end, since = now() + deadline_s, None
+    while now() < end:
+        if pred():
+            since = since or now()
+            if now() - since >= window_s:
+                return True
+        else:
+            since = None
+        time.sleep(step)
+    return False
+
+
+class Backend:
+    """One httpd behind haproxy, on a fixed port (haproxy's config names it),
+    with its own directory for the pid file and log; tracked by pid, since a
+    binary upgrade replaces the master."""
+
+    def __init__(self, ctx, binary, name):
+        self.ctx, self.binary, self.name = ctx, binary, name
+        self.port = bench_pool.free_port()
+        self.dir = os.path.join(ctx.workdir, f"balancer-{name}")
+        os.makedirs(self.dir, exist_ok=True)
+        if os.geteuid() == 0:  # the pid file is written by the user it became
+            import pwd
+            nobody = pwd.getpwnam("nobody")
+            os.chown(self.dir, nobody.pw_uid, nobody.pw_gid)
+        self.pid_file = os.path.join(self.dir, "httpd.pid")
+        self.log = os.path.join(self.dir, "httpd.log")
+        self.pid, self.proc = 0, None
+
+    def reap(self, pid, seconds):
+        """The exit code of master pid, or None after seconds. The one we
+        started is waited for through its Popen, so that nothing else reaps it."""
+        if self.proc is not None and self.proc.pid == pid:
+            try:
+                return self.proc.wait(seconds)
+            except subprocess.TimeoutExpired:
+                return None
+        return wait_pid(pid, seconds)
+
+    def start(self):
+        user = ["--user", "nobody"] if os.geteuid() == 0 else []
+        cmd = [self.binary] + user + ["--listen", f"127.0.0.1:{self.port}", "--pid-file", self.pid_file,
+                                      os.path.join(self.ctx.workdir, "www")]
+        with open(self.log, "ab") as log:
+            self.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=log, cwd=self.dir,
+                                         start_new_session=True)
+        self.pid = self.proc.pid
+        return eventually(lambda: request(self.port, timeout=1)[0] == 200, 10)
+
+    def stop(self, sig=signal.SIGTERM, seconds=35):
+        """Signals the master (sig None: it was), waits for it (graceful_timeout
+        is 30 s), SIGKILL past that; its exit code or None."""
+        if not self.pid:
+            return None
+        try:
+            if sig:
+                os.kill(self.pid, sig)
+        except OSError:
+            pass
+        code = self.reap(self.pid, seconds)
+        if code is None:
+            try:
+                os.kill(self.pid, signal.SIGKILL)
+            except OSError:
+                pass
+            self.reap(self.pid, 5)
+        self.pid = 0
+        return code
+
+
+BALANCER_LOAD_S = 150  # wrk's bound; stopped (SIGINT) once the sequence is over
+
+
+def balancer(ctx):
+    if not ctx.haproxy:
+        return None, "skipped: no haproxy"
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(36, 1)  # PR_SET_CHILD_SUBREAPER: upgraded masters become our children
+    binary = os.path.join(ctx.workdir, "httpd-balanced")  # nobody must be able to run it again
+    install(ctx.httpd, binary)
+    backends = [Backend(ctx, binary, "a"), Backend(ctx, binary, "b")]
+    hport = bench_pool.free_port()
+    sock_path = os.path.join(ctx.workdir, "haproxy.sock")
+    config = HAPROXY_CONFIG.format(sock=sock_path, port=hport, a=backends[0].port, b=backends[1].port)
+    conf_path = os.path.join(ctx.workdir, "haproxy.cfg")
+    with open(conf_path, "w") as f:
+        f.write(config)
+    print("balancer: haproxy config\n" + "".join("    " + l + "\n" for l in config.splitlines()), end="")
+    haproxy = wrk = None
+    steps, failures = [], []
+    up = lambda b: lambda: backend_row(sock_path, b.name).get("status") == "UP"
+    # UP through two checks of the new master (inter 200ms): a restart
+    # quicker than fall 2 never shows DOWN, so UP alone could be stale.
+    stays_up = lambda b: stays(up(b), 0.5, 10)
+
+    def counted(what, before):
+        after = haproxy_counters(sock_path)
+        delta = ", ".join(f"{k} +{after[k] - before[k]}" for k in HAPROXY_COUNTERS if after[k] != before[k])
+        steps.append(f"{what} (haproxy: {delta or 'no errors, retries or redispatches'})")
+    try:
+        for b in backends:
+            if not b.start():
+                return False, f"httpd {b.name} did not start: {open(b.log, errors='replace').read()[-300:]}"
+        with open(os.path.join(ctx.workdir, "haproxy.log"), "wb") as log:
+            haproxy = subprocess.Popen([ctx.haproxy, "-db", "-f", conf_path], stdin=subprocess.DEVNULL,
+                                       stdout=log, stderr=log, cwd=ctx.workdir, start_new_session=True)
+        if not all(eventually(up(b), 10) for b in backends):
+            seen = [backend_row(sock_path, b.name).get("status") for b in backends]
+            return False, f"haproxy does not see both httpds UP: {seen}"
+        wrk = subprocess.Popen([ctx.wrk.binary, "-t2", "-c16", f"-d{BALANCER_LOAD_S}s", "--latency",
+                                f"http://127.0.0.1:{hport}/hello.txt"],
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        time.sleep(1)  # load first, then the first stop
+        for b in backends:  # stop and start again, one at a time
+            t0, before = now(), haproxy_counters(sock_path)
+            code = b.stop()
+            t1 = now()
+            started = b.start()
+            back = started and stays_up(b)
+            counted(f"{b.name}: SIGTERM, exit {code} after {t1 - t0:.1f} s, started and UP again "
+                    f"{now() - t1:.1f} s later", before)
+            if code != 0 or not back:
+                failures.append(f"restart of {b.name}: exit {code}, started {started}, UP {back}")
+        for b in backends:  # binary upgrades, one at a time
+            t0, old, before = now(), b.pid, haproxy_counters(sock_path)
+            install(ctx.httpd, binary)
+            os.kill(old, signal.SIGUSR2)
+            new = pid_in(b.pid_file) if eventually(lambda: pid_in(b.pid_file) not in (0, old), 15) else 0
+            code = b.reap(old, 35)
+            if new:
+                b.pid = new
+            back = stays_up(b)
+            counted(f"{b.name}: SIGUSR2, upgraded ({old} -> {new}, old exit {code}) and UP in "
+                    f"{now() - t0:.1f} s", before)
+            if not new or code != 0 or not back:
+                failures.append(f"upgrade of {b.name}: new master {new}, old exit {code}, UP {back}")
+        time.sleep(1)  # and a last second of load
+        if wrk.poll() is not None:
+            failures.append(f"the load ({BALANCER_LOAD_S} s) ended before the sequence did")
+        wrk.send_signal(signal.SIGINT)  # wrk stops and reports
+        r = Wrk.finish(wrk, 0)
+        wrk = None
+        through = request(hport)[0] == 200
+    finally:
+        if wrk is not None:
+            wrk.kill()
+            wrk.wait()
+        if haproxy is not None:
+            stop(haproxy, 5)
+        for b in backends:  # both drain at once
+            if b.pid:
+                os.kill(b.pid, signal.SIGTERM)
+        for b in backends:
+            b.stop(sig=None)
+        libc.prctl(36, 0)
+    ok = r["requests"] > 0 and r["failed"] == 0 and not failures and through
+    return ok, (f"{'; '.join(steps)}; through haproxy (wrk -t2 -c16): {describe(r)}; answers after: {through}"
+                + (f"; FAILED STEPS: {'; '.join(failures)}" if failures else ""))
+
+
 SCENARIOS = [("massacre", massacre), ("restarts", restarts), ("drain", drain),
              ("slowloris", slowloris), ("hung", hung), ("crashloop", crash_loop),
              ("nproc", fork_failure), ("leaks", leaks), ("privilege", privilege),
-             ("upgrade", upgrade)]
+             ("upgrade", upgrade), ("slowheaders", slowheaders), ("slowbody", slowbody),
+             ("slowread", slowread), ("crashstorm", crashstorm), ("throw", throw),
+             ("stopping", stopping), ("balancer", balancer)]
 
 
 class Context:
@@ -655,6 +1226,7 @@ class Context:
         self.httpd = args.httpd
         self.chaos_server = os.path.abspath(args.chaos_server)
         self.wrk = Wrk(args.wrk)
+        self.nginx, self.haproxy, self.slowhttptest = args.nginx, args.haproxy, args.slowhttptest
         self.servers = []
 
     def start(self, tag, extra):
@@ -663,8 +1235,8 @@ class Context:
     def start_binary(self, binary, tag, extra):
         return self.started(Httpd(binary, self.workdir, tag, extra))
 
-    def start_chaos(self, tag, extra):
-        return self.started(ChaosServer(self.chaos_server, self.workdir, tag, extra))
+    def start_chaos(self, tag, extra, wrap=()):
+        return self.started(ChaosServer(self.chaos_server, self.workdir, tag, extra, wrap))
 
     def started(self, srv):
         """Starts srv (stopped by stop_all whatever happens) and waits for a 200."""
@@ -686,11 +1258,20 @@ def main():
     ap.add_argument("--httpd", required=True)
     ap.add_argument("--wrk", default="")
     ap.add_argument("--chaos-server", required=True)
-    ap.add_argument("--only", default="", help="comma-separated scenario names")
+    ap.add_argument("--nginx", default="", help="for comparison in the slow* scenarios")
+    ap.add_argument("--haproxy", default="", help="for balancer")
+    ap.add_argument("--slowhttptest", default="", help="for the slow* scenarios")
+    ap.add_argument("--only", default="", help="comma-separated scenario names (default: all)")
     args = ap.parse_args()
     if not args.wrk:
         print("chaos: wrk is needed")
         return 1
+    wanted = set(filter(None, args.only.split(",")))
+    unknown = wanted - {name for name, _ in SCENARIOS}
+    if unknown:
+        print(f"chaos: no scenario {', '.join(sorted(unknown))}; there are "
+              f"{', '.join(name for name, _ in SCENARIOS)}")
+        return 2
     signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
     www = os.path.join(args.workdir, "www")
     os.makedirs(www, exist_ok=True)
@@ -698,12 +1279,13 @@ def main():
         f.write(SMALL)
     with open(os.path.join(www, "big.bin"), "wb") as f:
         f.write(random.Random(7).randbytes(BIG_SIZE))
+    with open(os.path.join(www, MIB_NAME), "wb") as f:
+        f.write(random.Random(8).randbytes(MIB_SIZE))
     os.chmod(args.workdir, 0o755)  # workers may run as nobody
     os.chmod(www, 0o755)
     for name in os.listdir(www):
         os.chmod(os.path.join(www, name), 0o644)
     ctx = Context(args)
-    wanted = set(filter(None, args.only.split(",")))
     passed = failed = skipped = 0
     started = now()
     try:

@@ -2,19 +2,35 @@
 //
 //   chaos_server [--listen ADDR] [--timeout SEC] [--start-servers N]
 //                [--min-spare-servers N] [--max-spare-servers N]
-//                [--fail-while FILE] [--shutdown-on-error] DOCROOT
+//                [--max-clients N] [--fail-while FILE] [--shutdown-on-error]
+//                DOCROOT
 //
 // Serves DOCROOT and /server-status like httpd, plus:
 //   GET /hang          a handler that never returns (the watchdog's job)
+//   GET /crash         the worker raises SIGSEGV while serving
+//   GET /abort         the worker calls abort() while serving
+//   GET /throw         the handler throws std::runtime_error("chaos: thrown
+//                      on purpose"); this file is built with exceptions on,
+//                      unlike the lean httpd
+//   GET /sleep         answers "slept\n" after 2 s, heartbeating meanwhile
 //   --fail-while FILE  every worker's init hook fails while FILE exists
 #include "prefork.h"
 
 #include <csignal>
 #include <cstdio>
 #include <cstdlib>
+#include <stdexcept>
 #include <string>
 
+#include <poll.h>
+#include <time.h>
 #include <unistd.h>
+
+static int64_t monotonic_ms() {
+    timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return int64_t(ts.tv_sec) * 1000 + ts.tv_nsec / 1000000;
+}
 
 int main(int argc, char **argv) {
     prefork::Options options;
@@ -28,6 +44,7 @@ int main(int argc, char **argv) {
         else if (arg == "--start-servers" && has_value) options.start_servers = atoi(argv[++i]);
         else if (arg == "--min-spare-servers" && has_value) options.min_spare_servers = atoi(argv[++i]);
         else if (arg == "--max-spare-servers" && has_value) options.max_spare_servers = atoi(argv[++i]);
+        else if (arg == "--max-clients" && has_value) options.max_clients = atoi(argv[++i]);
         else if (arg == "--fail-while" && has_value) fail_while = argv[++i];
         else if (arg[0] != '-' && docroot.empty()) docroot = arg;
         else {
@@ -46,6 +63,20 @@ int main(int argc, char **argv) {
     prefork::HttpService http;
     http.route("GET", "^/hang$", [](prefork::HttpContext &, prefork::HttpResponse &) {
         for (;;) pause();
+    });
+    http.route("GET", "^/crash$", [](prefork::HttpContext &, prefork::HttpResponse &) { raise(SIGSEGV); });
+    http.route("GET", "^/abort$", [](prefork::HttpContext &, prefork::HttpResponse &) { abort(); });
+    http.route("GET", "^/throw$", [](prefork::HttpContext &, prefork::HttpResponse &) {
+        throw std::runtime_error("chaos: thrown on purpose");
+    });
+    // A slow request that is alive: a worker it occupies is busy, not hung.
+    http.route("GET", "^/sleep$", [](prefork::HttpContext &context, prefork::HttpResponse &response) {
+        int64_t end = monotonic_ms() + 2000;
+        for (int64_t left; (left = end - monotonic_ms()) > 0;) {
+            poll(nullptr, 0, int(left < 100 ? left : 100));
+            if (context.worker) context.worker->heartbeat();
+        }
+        response.body("slept\n");
     });
     if (http.serve_status("/server-status") != 0 || http.serve_directory(docroot.empty() ? "." : docroot) != 0) {
         fprintf(stderr, "chaos_server: %s\n", http.error().c_str());
