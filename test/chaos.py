@@ -51,7 +51,10 @@ docroot) for comparison; all on 127.0.0.1, and meanwhile a client there
 starts a GET of the small file on a new connection every 50 ms (5 s
 timeout). httpd passes when >= 99 % of those are answered 200 and their p99
 is under 1 s; nginx is only reported, and so is slowhttptest's own view
-(its probe's "service available" each second, how it ended).
+(its probe's "service available" each second, how it ended, of its first
+wave). slowhttptest never reopens a closed connection and gives up when
+none is left, so whenever a wave ends early a fresh one starts: the
+attack lasts the whole ATTACK_S.
   slowheaders slowhttptest -H: 800 connections (200 a second) that send
             their request head slowly (a header line every 10 s).
   slowbody  slowhttptest -B: 600 POSTs announcing 8 KiB that send their
@@ -60,6 +63,9 @@ is under 1 s; nginx is only reported, and so is slowhttptest's own view
   slowread  slowhttptest -X: 800 connections, 3 pipelined GETs each of a
             1 MiB file (more than the socket buffers hold), reading 32 bytes
             every 5 s through a 512..1024-byte window.
+  slowlink  a real client on a slow link, no pressure: curl uploads 100 KiB
+            at 2 KiB/s (about 50 s) to chaos_server's POST /upload, which
+            must get all of it.
 
   crashstorm chaos_server's /crash (SIGSEGV in a handler) 30 times in a row,
             then 20 ordinary requests: all 200, the first within 1 s; the log
@@ -734,14 +740,17 @@ def attack_summary(base):
 
 
 def under_attack(ctx, srv, tag, flags, path):
-    """slowhttptest `flags` for ATTACK_S against srv while a client on
+    """slowhttptest `flags` against srv for ATTACK_S while a client on
     127.0.0.1 starts a GET /hello.txt on a new connection every 50 ms (5 s
     timeout) until the attack ends. Open loop: a request does not wait for
     the one before, so a stall counts every request that arrived during it.
-    (answered 200, requests, sorted latencies, slowhttptest's summary)"""
+    slowhttptest never reopens a connection the server closed, and stops
+    when none is left: a server that sheds its slow clients would see the
+    attack end early, so a fresh wave is started each time, and the attack
+    lasts ATTACK_S whatever the server does.
+    (answered 200, requests, sorted latencies, slowhttptest's summary of
+    its first wave with "waves" added)"""
     base = os.path.join(ctx.workdir, f"{tag}-{srv.name}")
-    cmd = [ctx.slowhttptest] + flags + ["-l", str(ATTACK_S), "-g", "-o", base,
-                                        "-u", f"http://127.0.0.1:{srv.port}{path}"]
     results, lock = [], threading.Lock()
 
     def one():
@@ -750,19 +759,33 @@ def under_attack(ctx, srv, tag, flags, path):
         took = now() - t0  # request()'s timeout is per call: 5 s is the whole budget here
         with lock:
             results.append((took, code == 200 and body == SMALL and took <= 5))
-    with open(base + ".out", "wb") as out:
-        attack = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
-                                  cwd=ctx.workdir, start_new_session=True)
+
+    def wave(n, seconds):
+        out_base = base if n == 1 else f"{base}-wave{n}"
+        cmd = [ctx.slowhttptest] + flags + ["-l", str(max(1, int(seconds))), "-g", "-o", out_base,
+                                            "-u", f"http://127.0.0.1:{srv.port}{path}"]
+        with open(out_base + ".out", "wb") as out:
+            return subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
+                                    cwd=ctx.workdir, start_new_session=True)
     clients = []
     start = now()
-    end = start + ATTACK_S + 20  # it stops itself at -l; this bounds a stuck one
+    until = start + ATTACK_S
+    waves = 1
+    attack = wave(1, ATTACK_S)
+    end = until + 20  # each wave stops itself at -l; this bounds a stuck one
     try:
-        while attack.poll() is None and now() < end:
+        while now() < end:
+            if attack.poll() is not None:  # this wave is over
+                if until - now() < 2:
+                    break
+                waves += 1
+                attack = wave(waves, until - now())
             t = threading.Thread(target=one, daemon=True)
             t.start()
             clients.append(t)
             time.sleep(max(0.0, start + len(clients) * 0.05 - now()))
     finally:
+        lasted = now() - start
         stop(attack, 5)
         deadline = now() + 12
         for t in clients:  # each ends within its timeouts
@@ -770,7 +793,10 @@ def under_attack(ctx, srv, tag, flags, path):
     with lock:
         done = list(results)
     lat = sorted([r[0] for r in done] + [float("inf")] * (len(clients) - len(done)))
-    return sum(r[1] for r in done), len(clients), lat, attack_summary(base)
+    summary = attack_summary(base)
+    summary["waves"] = waves
+    summary["lasted"] = lasted
+    return sum(r[1] for r in done), len(clients), lat, summary
 
 
 def slow_attack(ctx, tag, flags, path):
@@ -805,7 +831,8 @@ def slow_attack(ctx, tag, flags, path):
             f"{(lat[-1] if lat else 0) * 1000:.0f} ms; slowhttptest: up to {s['max_connected']} connected, "
             f"at its end {s['connected']} connected / {s['pending']} pending / {s['closed']} closed / "
             f"{s['error']} error, service available {s['available']} of {s['seconds']} s (last: "
-            f"{s['service available']}), \"{s['exit'] or 'did not finish'}\" on second {s['ended']}")
+            f"{s['service available']}), \"{s['exit'] or 'did not finish'}\" on second {s['ended']}; "
+            f"{s['waves']} wave(s) of {flags[flags.index('-c') + 1]} connections in {s['lasted']:.0f} s")
     return verdict, "; ".join(lines)
 
 
@@ -931,6 +958,26 @@ def answer(s, seconds):
     head, _, body = data.partition(b"\r\n\r\n")
     m = re.match(rb"HTTP/1\.1 (\d{3})", head)
     return (int(m.group(1)), body) if m else (0, "closed" if not data else "garbage")
+
+
+def slowlink(ctx):
+    """A real client on a slow link, the server not under pressure: curl
+    uploads 100 KiB at 2 KiB/s (about 50 s, far past request_timeout) to
+    build/chaos_server's POST /upload, which must get the whole body."""
+    srv = ctx.start_chaos("slowlink", POOL)
+    body = os.path.join(ctx.workdir, "100k.bin")
+    with open(body, "wb") as f:
+        f.write(os.urandom(100 * 1024))
+    t0 = now()
+    r = subprocess.run(["curl", "-sS", "--max-time", "90", "--limit-rate", "2K", "--data-binary", "@" + body,
+                        "-H", "Content-Type: application/octet-stream", "-o", "-", "-w", " %{http_code}",
+                        f"http://127.0.0.1:{srv.port}/upload"],
+                       capture_output=True, text=True, timeout=120)
+    took = now() - t0
+    answer = r.stdout.strip()
+    ok = r.returncode == 0 and answer.replace("\n", " ").split() == ["got", "102400", "bytes", "200"]
+    return ok and took > 30, (f"curl --limit-rate 2K, 100 KiB: answer {answer.replace(chr(10), ' ')!r} after "
+                              f"{took:.1f} s (curl exit {r.returncode}{', ' + r.stderr.strip() if r.stderr else ''})")
 
 
 def stopping(ctx):
@@ -1217,7 +1264,7 @@ SCENARIOS = [("massacre", massacre), ("restarts", restarts), ("drain", drain),
              ("nproc", fork_failure), ("leaks", leaks), ("privilege", privilege),
              ("upgrade", upgrade), ("slowheaders", slowheaders), ("slowbody", slowbody),
              ("slowread", slowread), ("crashstorm", crashstorm), ("throw", throw),
-             ("stopping", stopping), ("balancer", balancer)]
+             ("slowlink", slowlink), ("stopping", stopping), ("balancer", balancer)]
 
 
 class Context:

@@ -13,6 +13,7 @@
 //                      on purpose"); this file is built with exceptions on,
 //                      unlike the lean httpd
 //   GET /sleep         answers "slept\n" after 2 s, heartbeating meanwhile
+//   POST /upload       answers "got N bytes\n" for a body of N bytes
 //   --fail-while FILE  every worker's init hook fails while FILE exists
 #include "prefork.h"
 
@@ -68,6 +69,9 @@ int main(int argc, char **argv) {
     http.route("GET", "^/abort$", [](prefork::HttpContext &, prefork::HttpResponse &) { abort(); });
     http.route("GET", "^/throw$", [](prefork::HttpContext &, prefork::HttpResponse &) {
         throw std::runtime_error("chaos: thrown on purpose");
+    });
+    http.route("POST", "^/upload$", [](prefork::HttpContext &context, prefork::HttpResponse &response) {
+        response.body("got " + std::to_string(context.body.size()) + " bytes\n");
     });
     // A slow request that is alive: a worker it occupies is busy, not hung.
     http.route("GET", "^/sleep$", [](prefork::HttpContext &context, prefork::HttpResponse &response) {
