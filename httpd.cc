@@ -7,6 +7,7 @@
 #include "prefork.h"
 
 #include <cerrno>
+#include <cmath>
 #include <fcntl.h>
 #include <grp.h>
 #include <pwd.h>
@@ -105,12 +106,13 @@ static bool parse_long(const char *text, long *out) {
     return true;
 }
 
-// Parses a number of seconds. false if malformed.
-static bool parse_seconds(const char *text, double *out) {
+// Parses a finite decimal number (seconds, bytes a second). false if
+// malformed, infinite or not a number.
+static bool parse_number(const char *text, double *out) {
     char *end;
     errno = 0;
     double value = strtod(text, &end);
-    if (errno || end == text || *end) return false;
+    if (errno || end == text || *end || !std::isfinite(value)) return false;
     *out = value;
     return true;
 }
@@ -179,13 +181,13 @@ int main(int argc, char **argv) {
             if (ok) options.max_requests_per_child = number;
         } else if (arg == "--timeout") {
             known = true;
-            ok = parse_seconds(value, &options.timeout);
+            ok = parse_number(value, &options.timeout);
         } else if (arg == "--graceful-timeout") {
             known = true;
-            ok = parse_seconds(value, &options.graceful_timeout);
+            ok = parse_number(value, &options.graceful_timeout);
         } else if (arg == "--upgrade-timeout") {
             known = true;
-            ok = parse_seconds(value, &options.upgrade_timeout);
+            ok = parse_number(value, &options.upgrade_timeout);
         } else if (arg == "--status-path") {
             known = true;
             status_path = value;
@@ -201,16 +203,16 @@ int main(int argc, char **argv) {
             (arg == "--access-log" ? access_log : arg == "--error-log" ? error_log : arg == "--pid-file" ? pid_file : user) = value;
         } else if (arg == "--request-timeout") {
             known = true;
-            ok = parse_seconds(value, &http_options.request_timeout) && http_options.request_timeout > 0;
+            ok = parse_number(value, &http_options.request_timeout) && http_options.request_timeout > 0;
         } else if (arg == "--keepalive-timeout") {
             known = true;
-            ok = parse_seconds(value, &http_options.keepalive_timeout) && http_options.keepalive_timeout >= 0;
+            ok = parse_number(value, &http_options.keepalive_timeout) && http_options.keepalive_timeout >= 0;
         } else if (arg == "--min-rate") {
             known = true;
-            ok = parse_seconds(value, &http_options.min_rate) && http_options.min_rate >= 0;
+            ok = parse_number(value, &http_options.min_rate) && http_options.min_rate >= 0;
         } else if (arg == "--pressure-timeout") {
             known = true;
-            ok = parse_seconds(value, &http_options.pressure_timeout) && http_options.pressure_timeout > 0;
+            ok = parse_number(value, &http_options.pressure_timeout) && http_options.pressure_timeout > 0;
         }
         if (!known) {
             fprintf(stderr, "httpd: unknown option %s (see --help)\n", arg.c_str());

@@ -932,12 +932,11 @@ struct Listener {
 };
 
 // A connection the parent took from the listen queue as a graceful stop
-// began, for a drain worker to serve (see close_the_door).
+// began, for a drain worker to serve (see close_the_door); the worker asks
+// the socket for its peer.
 struct Accepted {
-    int fd = -1;
-    int listener = -1;
-    sockaddr_storage peer{};
-    socklen_t peer_length = 0;
+    int fd;
+    int listener;
 };
 
 // A binary upgrade in flight, seen from the old parent.
@@ -1031,7 +1030,6 @@ struct Server::State {
     bool told_ready = false;       // 'R' sent; waiting for the old parent's 'A'
     Upgrade upgrade;               // an upgrade we started
     std::vector<Accepted> backlog; // taken from the queue at a graceful stop, not yet handed out
-    size_t handed = 0;             // in a drain worker: it serves backlog[0, handed)
     int result = 0;
 
     // Identity.
@@ -1627,19 +1625,27 @@ static bool get_worker_ready(Server::State &s) {
 }
 
 // A drain worker's whole life once ready: its share of the connections
-// taken from the queue at a graceful stop, then exit.
-static void serve_backlog(Server::State &s) {
+// taken from the queue at a graceful stop, backlog[0, share), then exit.
+// SIGTERM stays blocked, as in worker_loop: it never interrupts a handler.
+PREFORK_COLD static void serve_backlog(Server::State &s, size_t share) {
     Worker::Internals &w = s.worker_internals;
-    for (size_t i = 0; i < s.handed; i++) {
-        w.peer = s.backlog[i].peer;
-        w.peer_length = s.backlog[i].peer_length;
+    sigset_t serving;
+    sigemptyset(&serving);
+    sigaddset(&serving, SIGTERM);
+    sigprocmask(SIG_BLOCK, &serving, nullptr);
+    for (size_t i = 0; i < share; i++) {
+        w.peer_length = sizeof w.peer;
+        if (getpeername(s.backlog[i].fd, reinterpret_cast<sockaddr *>(&w.peer), &w.peer_length) < 0)
+            w.peer_length = 0;
         serve_accepted(s, s.backlog[i].fd, s.backlog[i].listener);
     }
 }
 
 // Everything a fresh child does, in order, and its only way out: _exit().
 // Signals are blocked on entry (see spawn_worker).
-[[noreturn]] static void become_worker(Server::State &s, int slot, const sigset_t &old_mask) {
+// A drain worker (share > 0) serves its share of s.backlog instead of the
+// listeners.
+[[noreturn]] static void become_worker(Server::State &s, int slot, const sigset_t &old_mask, size_t share) {
     s.is_child = true;
     for (size_t i = 0; i < sizeof parent_signals / sizeof parent_signals[0]; i++) {
         int sig = parent_signals[i];
@@ -1658,7 +1664,7 @@ static void serve_backlog(Server::State &s) {
     sys::close(s.upgrade.channel);
     s.signal_pipe[0] = s.signal_pipe[1] = s.wake_pipe[0] = s.life_pipe[1] = -1;
     s.handover_fd = s.upgrade.channel = -1;
-    for (size_t i = s.handed; i < s.backlog.size(); i++) sys::close(s.backlog[i].fd);  // other shares
+    for (size_t i = share; i < s.backlog.size(); i++) sys::close(s.backlog[i].fd);  // other shares
     int own[2];
     if (sys::pipe(own) < 0) _exit(1);
     signal_pipe_write_end = own[1];
@@ -1670,7 +1676,7 @@ static void serve_backlog(Server::State &s) {
     set_worker_identity(s, slot);
     store(s.board.slot(slot).pid, int32_t(getpid()));
     if (!get_worker_ready(s)) _exit(1);
-    if (s.handed) serve_backlog(s);
+    if (share) serve_backlog(s, share);
     else worker_loop(s);
     Slot &own_slot = s.board.slot(slot);
     set_state(own_slot, SlotState::exiting);
@@ -1750,14 +1756,11 @@ static void notify(Server::State &s, const std::string &text) {
 static void stop_upgrade(Server::State &s, int signal, int64_t kill_at_ms);
 
 // Takes what waits in a listener's queue into s.backlog, without waiting.
-static void take_backlog(Server::State &s, int index) {
+PREFORK_COLD static void take_backlog(Server::State &s, int index) {
     for (int n = 0; n < 65536; n++) {
-        Accepted a;
-        a.peer_length = sizeof a.peer;
-        a.fd = sys::accept(s.listeners[size_t(index)].fd, reinterpret_cast<sockaddr *>(&a.peer), &a.peer_length);
-        if (a.fd < 0) return;
-        a.listener = index;
-        s.backlog.push_back(a);
+        int fd = sys::accept(s.listeners[size_t(index)].fd, nullptr, nullptr);
+        if (fd < 0) return;
+        s.backlog.push_back(Accepted{fd, index});
     }
 }
 
@@ -1769,7 +1772,7 @@ static void take_backlog(Server::State &s, int index) {
 // a UNIX socket keeps its queue, taken after the shutdown too. Only the
 // sockets this server bound: one a service manager passed must go on
 // queueing for the next start.
-static void close_the_door(Server::State &s) {
+PREFORK_COLD static void close_the_door(Server::State &s) {
     for (size_t i = 0; i < s.listeners.size(); i++) {
         if (!s.listeners[i].ours) continue;
         take_backlog(s, int(i));
@@ -1779,24 +1782,21 @@ static void close_the_door(Server::State &s) {
         s.logf(LogLevel::info, "%zu connections were waiting in the listen queue; serving them", s.backlog.size());
 }
 
-static void close_backlog(Server::State &s) {
+PREFORK_COLD static void close_backlog(Server::State &s) {
     for (Accepted &a : s.backlog) sys::close(a.fd);
     s.backlog.clear();
 }
 
-static int spawn_worker(Server::State &s);
+static int spawn_worker(Server::State &s, size_t share = 0);
 
 // Forks drain workers for the connections taken at a graceful stop, each
 // with a share of them, as far as free slots allow; the rest wait for a
 // slot (or for graceful_timeout).
-static void hand_backlog(Server::State &s) {
+PREFORK_COLD static void hand_backlog(Server::State &s) {
     while (!s.backlog.empty() && s.live < s.options.max_clients) {
         size_t free_slots = size_t(s.options.max_clients - s.live);
         size_t share = (s.backlog.size() + free_slots - 1) / free_slots;
-        s.handed = share;
-        int rc = spawn_worker(s);
-        s.handed = 0;
-        if (rc < 0) {
+        if (spawn_worker(s, share) < 0) {
             want_deadline(s, s.spawn_not_before_ms);
             return;
         }
@@ -1809,9 +1809,10 @@ static void begin_stop(Server::State &s, Phase phase, const char *why) {
     if (s.phase == Phase::stopping || s.phase == phase) return;
     s.phase = phase;
     store(s.board.shared()->draining, uint32_t(1));
-    // A drain that is not an upgrade's refuses new connections at once;
-    // a stop now drops what the queue held.
-    if (phase == Phase::draining && !s.taking_over && !s.upgrade.handed_over) close_the_door(s);
+    // A drain refuses new connections at once, unless a new parent of an
+    // upgrade listens on the same sockets (or we are that new parent and
+    // have not taken over); a stop now drops what the queue held.
+    if (phase == Phase::draining && !s.taking_over && !s.upgrade.pid) close_the_door(s);
     if (phase == Phase::stopping) close_backlog(s);
     // Close our copies of the listeners: once the last worker exits the
     // kernel stops queueing connections nobody would accept.
@@ -1839,8 +1840,10 @@ static void note_failure(Server::State &s, int64_t now, int64_t at_least_ms) {
     s.spawn_not_before_ms = now + std::max(backoff_ms(s.failures), at_least_ms);
 }
 
-// Forks one worker into the first free slot. 0, or -1 if none was forked.
-static int spawn_worker(Server::State &s) {
+// Forks one worker into the first free slot (a drain worker for the first
+// `share` connections of the backlog, when share > 0). 0, or -1 if none was
+// forked.
+static int spawn_worker(Server::State &s, size_t share) {
     size_t slot = 0;
     while (slot < s.children.size() && s.children[slot].pid) slot++;
     if (slot == s.children.size()) return -1;
@@ -1865,7 +1868,7 @@ static int spawn_worker(Server::State &s) {
     sigfillset(&all);
     sigprocmask(SIG_BLOCK, &all, &old_mask);
     pid_t pid = fork();
-    if (pid == 0) become_worker(s, int(slot), old_mask);
+    if (pid == 0) become_worker(s, int(slot), old_mask, share);
     int fork_errno = errno;
     sigprocmask(SIG_SETMASK, &old_mask, nullptr);
     if (pid < 0) {
@@ -1917,7 +1920,7 @@ static std::string describe_status(int status) {
 // rest of a storm is counted and summed up when the second is over.
 static const int crash_lines_per_second = 5;
 
-static void flush_crash_log(Server::State &s, int64_t now) {
+PREFORK_COLD static void flush_crash_log(Server::State &s, int64_t now) {
     CrashLog &c = s.crash_log;
     if (now - c.window_start_ms < 1000) {
         if (c.unlogged) want_deadline(s, c.window_start_ms + 1000);
@@ -1930,7 +1933,7 @@ static void flush_crash_log(Server::State &s, int64_t now) {
     c.window_start_ms = now;
 }
 
-static void log_death_while_serving(Server::State &s, const Child &child, const Slot &slot,
+PREFORK_COLD static void log_death_while_serving(Server::State &s, const Child &child, const Slot &slot,
                                     const std::string &how, int64_t lived) {
     int64_t now = now_ms();
     flush_crash_log(s, now);
@@ -1943,9 +1946,9 @@ static void log_death_while_serving(Server::State &s, const Child &child, const 
     c.logged++;
     Slot copy;
     copy_slot(slot, &copy);
-    s.logf(LogLevel::error, "worker %d %s while serving \"%s\" (busy %lld ms, %lld ms after it started); "
-           "replacing it", int(child.pid), how.c_str(), copy.request,
-           (long long)(now - load(slot.busy_since_ms)), (long long)lived);
+    s.logf(LogLevel::error, "worker %d %s while serving \"%s\" (busy %lld ms, %lld ms after it started)%s",
+           int(child.pid), how.c_str(), copy.request, (long long)(now - load(slot.busy_since_ms)),
+           (long long)lived, s.phase == Phase::running ? "; replacing it" : "");
 }
 
 // Logs how one worker ended and decides whether that was a failure. Only a
@@ -2128,7 +2131,10 @@ static void maintain_pool(Server::State &s) {
     watch_workers(s, now);
     flush_crash_log(s, now);
     watch_upgrade(s, now);
-    if (s.phase == Phase::draining && now >= s.spawn_not_before_ms) hand_backlog(s);
+    if (s.phase == Phase::draining && !s.backlog.empty()) {
+        if (now >= s.spawn_not_before_ms) hand_backlog(s);
+        else want_deadline(s, s.spawn_not_before_ms);
+    }
     if (s.phase != Phase::running && !s.drain_kill_sent && (s.live > 0 || !s.backlog.empty())) {
         if (now >= s.drain_deadline_ms) {
             s.drain_kill_sent = true;
@@ -2728,6 +2734,7 @@ int Server::run() {
         sys::close(*fd);
         *fd = -1;
     }
+    close_backlog(s);
     s.board.destroy();
     for (Listener &l : s.listeners) {
         sys::close(l.fd);
@@ -3211,7 +3218,7 @@ struct CachedTime {
 static const char http_date_pattern[] = "%a, %d %b %Y %H:%M:%S GMT";
 
 struct HttpService::Internals {
-    std::vector<Route> routes;
+    std::vector<std::unique_ptr<Route>> routes;  // by pointer: growing the list moves no Route
     std::string in;      // bytes read from the connection
     std::string out;     // the response head being built
     std::string body;    // a decoded chunked body
@@ -3234,23 +3241,23 @@ HttpService::HttpService(const HttpOptions &options) : options_(options), in_(ne
 }
 
 HttpService::~HttpService() {
-    for (Route &route : in_->routes) regfree(&route.regex);
+    for (auto &route : in_->routes) regfree(&route->regex);
     for (int fd : in_->roots) sys::close(fd);
 }
 
 int HttpService::route(const std::string &method, const std::string &path_regex, HttpHandler handler) {
-    Route route;
-    int rc = regcomp(&route.regex, path_regex.c_str(), REG_EXTENDED);
+    std::unique_ptr<Route> route(new Route);
+    int rc = regcomp(&route->regex, path_regex.c_str(), REG_EXTENDED);
     if (rc != 0) {
         char why[256];
-        regerror(rc, &route.regex, why, sizeof why);
+        regerror(rc, &route->regex, why, sizeof why);
         error_ = format("bad route regex '%s': %s", path_regex.c_str(), why);
         return -1;
     }
-    route.method = method;
-    route.pattern = path_regex;
-    route.handler = std::move(handler);
-    route.literal = literal_regex(path_regex, &route.text, &route.exact);
+    route->method = method;
+    route->pattern = path_regex;
+    route->handler = std::move(handler);
+    route->literal = literal_regex(path_regex, &route->text, &route->exact);
     in_->routes.push_back(std::move(route));
     return 0;
 }
@@ -3300,14 +3307,15 @@ static void paced(Pace &pace, size_t bytes) {
     pace.last_ms = now_ms();
 }
 
-// When the phase has taken too long, as of now (the pool's state counts).
-static int64_t pace_deadline(const Link &link, const Pace &pace) {
+// Whether the phase has taken too long, as of now (the pool's state counts).
+// In double, so that no timeout or rate, however odd, overflows.
+static bool pace_spent(const Link &link, const Pace &pace) {
     double timeout = pace.timeout;
     if (link.worker && link.worker->pool_full()) timeout = std::min(timeout, link.pressure_timeout);
-    int64_t base = int64_t(timeout * 1000);
-    int64_t by_rate = pace.start_ms + base;
-    if (pace.min_rate > 0) by_rate += int64_t(double(pace.bytes) * 1000 / pace.min_rate);
-    return std::min(pace.last_ms + base, by_rate);
+    double base = timeout * 1000, now = double(now_ms());
+    double by_rate = double(pace.start_ms) + base;
+    if (pace.min_rate > 0) by_rate += double(pace.bytes) * 1000 / pace.min_rate;
+    return now >= double(pace.last_ms) + base || now >= by_rate;
 }
 
 static void set_socket_timeout(int fd, int option, double seconds) {
@@ -3335,13 +3343,19 @@ static long read_some(Link &link, std::string &in) {
 }
 
 // Reads what comes next of a paced phase. > 0 bytes read, 0 at EOF, -1
-// when the client is too slow (errno ETIMEDOUT) or the read failed.
+// when the client is too slow (errno ETIMEDOUT) or the read failed. The
+// pace is looked at before every read, not only after a tick of silence:
+// a client that sends a byte every few milliseconds is never silent.
 static long read_paced(Link &link, std::string &in, Pace &pace) {
     for (;;) {
+        if (pace.bytes && pace_spent(link, pace)) {
+            errno = ETIMEDOUT;
+            return -1;
+        }
         long n = read_some(link, in);
         if (n > 0) paced(pace, size_t(n));
         if (n >= 0 || errno != EAGAIN) return n;
-        if (now_ms() >= pace_deadline(link, pace)) {
+        if (pace_spent(link, pace)) {
             errno = ETIMEDOUT;
             return -1;
         }
@@ -3356,13 +3370,16 @@ static int wait_to_send(Link &link) {
         link.sends_wait = true;
         return 0;
     }
-    return now_ms() >= pace_deadline(link, link.sending) ? -1 : 0;
+    return pace_spent(link, link.sending) ? -1 : 0;
 }
 
 // Sends all of the pieces (consuming the array), paced by link.sending.
 // 0, or -1 when the client is gone or too slow.
 static int send_all(Link &link, iovec *pieces, int count, bool more) {
     while (count > 0) {
+        // Once sends block, the pace is looked at before each one: a reader
+        // that takes a few bytes at a time never lets a send time out.
+        if (link.sends_wait && pace_spent(link, link.sending)) return -1;
         ssize_t n = sys::send_pieces(link.fd, pieces, count, link.sends_wait, more);
         if (n < 0) {
             if (errno == EINTR) continue;
@@ -3383,6 +3400,7 @@ static int send_all(Link &link, iovec *pieces, int count, bool more) {
 static int send_file(Link &link, int file_fd, uint64_t offset, uint64_t length) {
     if (!link.sends_wait) (void)wait_to_send(link);  // sendfile() has no "do not wait" flag
     while (length > 0) {
+        if (link.sending.bytes && pace_spent(link, link.sending)) return -1;
         ssize_t n = sys::sendfile_some(link.fd, file_fd, offset, length);
         if (n == 0) return -1;  // the file shrank under us
         if (n < 0) {
@@ -3507,7 +3525,8 @@ static void split_target(std::string_view target, std::string_view *path, std::s
 static void dispatch(HttpService::Internals &in, HttpContext &ctx, HttpResponse &r) {
     bool head = ctx.method == "HEAD";
     std::string allow;
-    for (Route &route : in.routes) {
+    for (auto &each : in.routes) {
+        Route &route = *each;
         if (!route_matches(route, in.path, in.matches)) continue;
         bool fits = route.method == "*" || route.method == ctx.method || (head && route.method == "GET");
         if (!fits) {
@@ -4089,6 +4108,15 @@ void HttpService::serve_connection(Worker &worker, int fd) {
             return;
         }
 
+        // The request line goes on the scoreboard as soon as it is known: a
+        // worker that dies reading the body is logged with it.
+        char line[128], *at = line;  // "method target HTTP/1.x", both cut short
+        at = std::copy_n(request.method.data(), std::min<size_t>(request.method.size(), 16), at);
+        *at++ = ' ';
+        at = std::copy_n(request.target.data(), std::min<size_t>(request.target.size(), 96), at);
+        memcpy(at, request.minor_version ? " HTTP/1.1" : " HTTP/1.0", 10);
+        worker.note_request(line);
+
         // The body, read or decoded before the handler runs.
         std::string_view body;
         size_t next = head_length;
@@ -4166,12 +4194,6 @@ void HttpService::serve_connection(Worker &worker, int fd) {
             return;
         }
         ctx.path = in.path;
-        char line[128], *at = line;  // "method target HTTP/1.x", both cut short
-        at = std::copy_n(request.method.data(), std::min<size_t>(request.method.size(), 16), at);
-        *at++ = ' ';
-        at = std::copy_n(request.target.data(), std::min<size_t>(request.target.size(), 96), at);
-        memcpy(at, request.minor_version ? " HTTP/1.1" : " HTTP/1.0", 10);
-        worker.note_request(line);
         dispatch(in, ctx, r);
         bool keep = info.keep_alive && !r.closing() && !worker.stopping() && !worker.pool_full();
         bool head_only = request.method == "HEAD" || r.status() == 204 || r.status() == 304;

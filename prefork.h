@@ -123,7 +123,8 @@
    bytes/s] a body or response must average once its first timeout is
    spent, pressure_timeout [0.5 s] that replaces those timeouts while the
    pool is full (no idle worker, max_clients reached: a slow client gives
-   its worker up to the ones waiting), max_body [1 MiB] (413), server_name,
+   its worker up to the ones waiting, and an idle keep-alive connection is
+   closed at once), max_body [1 MiB] (413), server_name,
    access_log_fd [-1] (Combined Log Format). parse_request() and
    check_request() are usable on their own: a pico-shaped parser.
 
@@ -189,14 +190,17 @@
               them for every process; the connections already queued are
               accepted first and served by drain workers), finish in-flight
               connections (bounded by graceful_timeout); run() returns 0.
-              Sockets from listen_fd() or a service manager stay listening.
+              Sockets from listen_fd() or a service manager stay listening,
+              and so do all while an upgrade's new parent shares them. In
+              single_process mode the queue is not taken: it is reset.
      SIGINT   stop now: workers are killed.
      SIGHUP   graceful restart: keep the listeners, start a new generation,
               old workers finish their connection and exit.
      SIGUSR2  binary upgrade (with enable_upgrade()): fork and exec the
               command with the listeners as fds 3... (LISTEN_FDS,
               LISTEN_PID; LISTEN_FDNAMES "owned" for a UNIX socket whose
-              file this parent made) and one end of a socket pair after
+              file this parent made, "bound" for another socket it bound,
+              "passed" for one a service manager passed) and one end of a socket pair after
               them (PREFORK_UPGRADE_FD). The new parent adopts them with
               listen_inherited(), starts its pool and, once start_servers
               workers (at most max_spare_servers) are ready, runs the

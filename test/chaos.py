@@ -128,6 +128,16 @@ class Httpd(bench_pool.Server):
             [os.path.join(self.workdir, "www")]
 
 
+def recv_all(s):
+    """What the socket s sends until it closes (its timeout applies)."""
+    data = b""
+    while True:
+        chunk = s.recv(65536)
+        if not chunk:
+            return data
+        data += chunk
+
+
 def request(port, path="/hello.txt", source=None, timeout=5.0):
     """One GET on a new connection: (status, body), status 0 on failure."""
     try:
@@ -137,12 +147,7 @@ def request(port, path="/hello.txt", source=None, timeout=5.0):
             s.bind((source, 0))
         s.connect(("127.0.0.1", port))
         s.sendall(f"GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".encode())
-        data = b""
-        while True:
-            chunk = s.recv(65536)
-            if not chunk:
-                break
-            data += chunk
+        data = recv_all(s)
         s.close()
     except OSError:
         return 0, b""
@@ -1059,12 +1064,7 @@ def haproxy_stat(sock_path):
             s.settimeout(2)
             s.connect(sock_path)
             s.sendall(b"show stat\n")
-            data = b""
-            while True:
-                chunk = s.recv(65536)
-                if not chunk:
-                    break
-                data += chunk
+            data = recv_all(s)
     except OSError:
         return []
     lines = data.decode("latin-1").splitlines()

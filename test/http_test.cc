@@ -450,6 +450,31 @@ TEST(HttpPace, AClientThatDoesNotReadGivesWayWhenThePoolIsFull) {
     EXPECT_TRUE(f.waiting_client_is_served()) << f.s.t.log();
 }
 
+// A client that trickles a byte every few milliseconds is never silent for
+// a tick, and is held to its pace all the same: a head to request_timeout,
+// a body to min_rate.
+TEST(HttpPace, ATrickleFasterThanTheTickIsStillPaced) {
+    HttpServer s(0.5, 2, 1 << 20);
+    s.options.min_rate = 1000;
+    s.rebuild();
+    ASSERT_TRUE(s.start());
+    auto trickle = [&](const std::string &start, int64_t *took) {
+        Client c(s.t.address());
+        c.send(start);
+        int64_t begin = harness::now_ms();
+        while (harness::now_ms() - begin < 4000 && c.send("a")) poll(nullptr, 0, 5);
+        Response r = read_response(c, false, 2000);
+        *took = harness::now_ms() - begin;
+        return r.status;
+    };
+    int64_t took;
+    EXPECT_EQ(trickle("GET /pid HTTP/1.1\r\nX-long: ", &took), 408);
+    EXPECT_LT(took, 3000) << "a head trickled for " << took << " ms";
+    EXPECT_EQ(trickle("POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 100000\r\n\r\n", &took), 408);
+    EXPECT_LT(took, 3000) << "a body trickled at about 200 bytes/s for " << took << " ms";
+    EXPECT_TRUE(s.still_answers());
+}
+
 // Not under pressure, a body may take longer than request_timeout as long
 // as it keeps min_rate; one that falls below it is cut with 408.
 TEST(HttpPace, ABodyKeepingTheMinimumRateMayTakeLongerThanTheTimeout) {
