@@ -3274,8 +3274,8 @@ int HttpService::route(const std::string &method, const std::string &path_regex,
    client on a slow link keeps moving, and keeps its worker either way
    (mod_reqtimeout's MinRate idea, plus the pressure). */
 struct Pace {
-    int64_t start_ms = 0, last_ms = 0;  // when the phase began; its last move
-    uint64_t bytes = 0;                 // moved so far
+    int64_t start_ms = 0, last_ms = 0;  // its clock's start (0: not started); its last move
+    uint64_t bytes = 0;                 // moved since the clock started
     double timeout = 0, min_rate = 0;
 };
 
@@ -3295,14 +3295,23 @@ struct Link {
     Pace sending;
 };
 
+// A phase's clock starts when it may first have to wait (start_pace): a
+// request that has arrived and an answer that the socket buffer takes,
+// most of them, never read the clock for their pace.
 static void begin_pace(Pace &pace, double timeout, double min_rate) {
-    pace.start_ms = pace.last_ms = now_ms();
-    pace.bytes = 0;
+    pace.start_ms = 0;
     pace.timeout = timeout;
     pace.min_rate = min_rate;
 }
 
+static void start_pace(Pace &pace) {
+    if (pace.start_ms) return;
+    pace.start_ms = pace.last_ms = now_ms();
+    pace.bytes = 0;
+}
+
 static void paced(Pace &pace, size_t bytes) {
+    if (!pace.start_ms) return;
     pace.bytes += bytes;
     pace.last_ms = now_ms();
 }
@@ -3310,6 +3319,7 @@ static void paced(Pace &pace, size_t bytes) {
 // Whether the phase has taken too long, as of now (the pool's state counts).
 // In double, so that no timeout or rate, however odd, overflows.
 static bool pace_spent(const Link &link, const Pace &pace) {
+    if (!pace.start_ms) return false;
     double timeout = pace.timeout;
     if (link.worker && link.worker->pool_full()) timeout = std::min(timeout, link.pressure_timeout);
     double base = timeout * 1000, now = double(now_ms());
@@ -3347,6 +3357,7 @@ static long read_some(Link &link, std::string &in) {
 // pace is looked at before every read, not only after a tick of silence:
 // a client that sends a byte every few milliseconds is never silent.
 static long read_paced(Link &link, std::string &in, Pace &pace) {
+    start_pace(pace);  // called when the phase is not whole yet: it may wait
     for (;;) {
         if (pace.bytes && pace_spent(link, pace)) {
             errno = ETIMEDOUT;
@@ -3363,8 +3374,10 @@ static long read_paced(Link &link, std::string &in, Pace &pace) {
 }
 
 // After a send that could not go on at once: from now on sends block, a
-// tick at a time. -1 when the response's pace has run out.
+// tick at a time, and the response's clock runs. -1 when its pace has run
+// out.
 static int wait_to_send(Link &link) {
+    start_pace(link.sending);
     if (!link.sends_wait) {
         set_socket_timeout(link.fd, SO_SNDTIMEO, link.tick_ms / 1000.0);
         link.sends_wait = true;
@@ -3379,7 +3392,7 @@ static int send_all(Link &link, iovec *pieces, int count, bool more) {
     while (count > 0) {
         // Once sends block, the pace is looked at before each one: a reader
         // that takes a few bytes at a time never lets a send time out.
-        if (link.sends_wait && pace_spent(link, link.sending)) return -1;
+        if (link.sends_wait && wait_to_send(link) < 0) return -1;
         ssize_t n = sys::send_pieces(link.fd, pieces, count, link.sends_wait, more);
         if (n < 0) {
             if (errno == EINTR) continue;
@@ -3398,15 +3411,12 @@ static int send_all(Link &link, iovec *pieces, int count, bool more) {
 
 // Sends length bytes of the file from offset, paced by link.sending. 0 / -1.
 static int send_file(Link &link, int file_fd, uint64_t offset, uint64_t length) {
-    if (!link.sends_wait) (void)wait_to_send(link);  // sendfile() has no "do not wait" flag
     while (length > 0) {
-        if (link.sending.bytes && pace_spent(link, link.sending)) return -1;
+        if (wait_to_send(link) < 0) return -1;  // blocking from here: sendfile() has no "do not wait" flag
         ssize_t n = sys::sendfile_some(link.fd, file_fd, offset, length);
         if (n == 0) return -1;  // the file shrank under us
-        if (n < 0) {
-            if ((errno != EAGAIN && errno != EWOULDBLOCK) || wait_to_send(link) < 0) return -1;
-            continue;
-        }
+        if (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK) return -1;
+        if (n < 0) continue;
         paced(link.sending, size_t(n));
         offset += uint64_t(n);
         length -= uint64_t(n);
