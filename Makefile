@@ -100,8 +100,9 @@ embedded-check:
 test: all $(BUILD)/prefork_test $(BUILD)/chaos_server example-check embedded-check size-check
 	timeout 300 $(BUILD)/prefork_test
 
-# The same suite under AddressSanitizer and UndefinedBehaviorSanitizer.
-asan-test:
+# The same suite under AddressSanitizer and UndefinedBehaviorSanitizer (the
+# httpd program tests run the ./httpd that `all` builds).
+asan-test: all
 	$(MAKE) BUILD=build/asan CXXFLAGS="-O1 -g -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all" \
 	    build/asan/prefork_test
 	ASAN_OPTIONS=detect_leaks=1 build/asan/prefork_test
