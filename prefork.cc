@@ -2,11 +2,12 @@
 
    Read top to bottom, the way data flows: syscall wrappers (the only place
    with #ifdef), the self-pipe and signal handlers, logging and options, the
-   System V scoreboard, listeners, the worker loop, then the parent loop.
+   System V scoreboard, the server's state, listeners, the worker, the
+   parent's pool, the binary upgrade, the parent loop, then HTTP.
 
-   Two process roles share this file. The parent owns Server::State and
-   never touches a connection; a worker is a forked copy that owns one
-   scoreboard slot and writes only that slot. */
+   Two process roles share this file. The parent owns a ServerState and
+   never touches a connection; a worker is a forked copy that keeps to its
+   WorkerState, owns one scoreboard slot and writes only that slot. */
 #ifndef _GNU_SOURCE
 #define _GNU_SOURCE 1
 #endif
@@ -565,7 +566,6 @@ static const int parent_signals[] = {SIGCHLD, SIGTERM, SIGINT, SIGHUP, SIGTTIN,
 // Names the new parent's end of the socket pair on which, in a binary
 // upgrade, it tells the old parent that it is ready ('R') and hears back
 // that it has taken over ('A').
-static const char upgrade_variable[] = "PREFORK_UPGRADE_FD";
 
 static int set_disposition(int signal, void (*handler)(int), struct sigaction *old = nullptr) {
     struct sigaction action;
@@ -739,6 +739,11 @@ static const unsigned short semaphore_marker = 0x5046;  // "PF"
 static const int lock_wait_ms = 50;
 
 static Slot *slots_of(Shared *shared) { return reinterpret_cast<Slot *>(shared + 1); }
+
+// The board's header, for the pool and its workers; users see slots only.
+struct detail::Access {
+    static Shared *shared(Scoreboard &board) { return board.shared_; }
+};
 
 PREFORK_COLD static std::string describe_ipc_error(const char *call, int err) {
     const char *why = strerror(err);
@@ -918,9 +923,12 @@ std::string Snapshot::render() const {
 }
 
 /* ---------------------------------------------------------------------------
-   Server state. Split by lifetime: what the program configures before run()
-   (Config), what run() creates and tears down (the pipes and the board),
-   and the pool's bookkeeping, which only the parent reads. */
+   Server state, split by lifetime into the structs below: what the program
+   sets up before run() (Config), what run() creates and tears down
+   (Resources, inherited by every worker), the pool's bookkeeping (Pool,
+   parent only), systemd notification (Notifier), the two sides of a binary
+   upgrade (OutgoingUpgrade, IncomingUpgrade), and a worker's own state
+   (WorkerState), which reads the first two and never the parent's pool. */
 struct Listener {
     int fd = -1;
     int port = 0;
@@ -939,23 +947,42 @@ struct Accepted {
     int listener;
 };
 
-// A binary upgrade in flight, seen from the old parent.
-struct Upgrade {
-    pid_t pid = 0;             // the new parent, until reaped
-    int channel = -1;          // our end of the socket pair: 'R' when it is ready, EOF if it failed
-    int64_t deadline_ms = 0;   // ready by then, or it is stopped
-    int64_t kill_at_ms = 0;    // told to stop: SIGKILL then
-    bool handed_over = false;  // it is ready; we drain and leave
+// Set by the program before run(). run() only moves the spare bounds
+// (SIGTTIN, SIGTTOU) and closes the listeners at a stop.
+struct Config {
+    Options options;
+    ConnectionHandler handler;
+    ConnectionHandler refusal;     // max_clients_per_ip; null: close
+    std::function<void()> reopen;  // SIGUSR1
+    std::function<bool()> ready;   // once the pool is first up
+    std::vector<std::string> upgrade_command;  // SIGUSR2 runs it; empty: off
+    std::vector<InitHook> hooks;
+    LogFn log;
+    std::vector<Listener> listeners;
 };
 
+// Created by run() and gone when it returns; a worker inherits them.
+struct Resources {
+    int signal_pipe[2] = {-1, -1};
+    int wake_pipe[2] = {-1, -1};   // workers -> parent: "idle workers ran low"
+    int life_pipe[2] = {-1, -1};   // only the parent holds the write end
+    Scoreboard board;
+    Shared *shared = nullptr;      // the board's header
+    pid_t parent_pid = 0;
+    struct sigaction saved_actions[sizeof parent_signals / sizeof parent_signals[0]];
+};
+
+// A worker as the parent sees it. running -> stopping (SIGTERM sent) ->
+// killed (SIGKILL sent); the slot is freed when it is reaped.
+enum class ChildState : uint8_t { running, stopping, killed };
+
 struct Child {
-    pid_t pid = 0;
+    pid_t pid = 0;  // 0: the slot is free
+    ChildState state = ChildState::running;
+    bool timed_out = false;   // stopped by the watchdog
     uint32_t generation = 0;
     int64_t spawned_ms = 0;
-    int64_t kill_at_ms = 0;  // SIGKILL deadline once told to stop
-    bool stopping = false;   // sent SIGTERM by the parent
-    bool timed_out = false;
-    bool killed = false;     // sent SIGKILL
+    int64_t kill_at_ms = 0;   // SIGKILL deadline once stopping (0: none of its own)
 };
 
 enum class Phase { running, draining, stopping };
@@ -967,8 +994,64 @@ struct CrashLog {
     int unlogged = 0;  // deaths counted but not logged one by one
 };
 
-struct Worker::Internals {
-    Server::State *state = nullptr;
+// The pool's bookkeeping; only the parent reads it.
+struct Pool {
+    std::vector<Child> children;  // indexed by slot
+    int live = 0;
+    Phase phase = Phase::running;
+    uint32_t generation = 1;
+    int ramp_target = 0;          // start this many of the current generation
+    int64_t drain_deadline_ms = 0;
+    bool drain_kill_sent = false;
+    int64_t next_retire_ms = 0;
+    int64_t excess_since_ms = 0;  // since when idle workers exceed max spare
+    int64_t spawn_not_before_ms = 0;
+    int64_t last_failure_ms = 0;
+    int failures = 0;             // workers in a row that died young
+    CrashLog crash_log;
+    int64_t next_dump_ms = 0;
+    int64_t next_deadline_ms = 0; // computed by each pass
+    bool was_ready = false;       // the ready hook ran
+    std::vector<Accepted> backlog;  // taken from the queue at a graceful stop, not yet handed out
+    int result = 0;               // what run() returns
+};
+
+// systemd's NOTIFY_SOCKET (Options::notify_systemd).
+struct Notifier {
+    int fd = -1;
+    sockaddr_un to{};
+    socklen_t length = 0;
+    uint32_t ready_generation = 0;  // the generation READY=1 was sent for
+    int64_t status_sent_ms = 0;
+    std::string status_sent;
+};
+
+// The binary upgrade from each side; see the "Binary upgrade" section for
+// the transitions.
+enum class Outgoing : uint8_t { none, waiting, handed_over, stopping, killed };
+enum class Incoming : uint8_t { none, starting, told_ready, cut_off };
+
+// The old parent's side: the new parent is its child.
+struct OutgoingUpgrade {
+    Outgoing state = Outgoing::none;
+    pid_t pid = 0;             // the new parent, until reaped
+    int channel = -1;          // our end of the socket pair, while waiting
+    int64_t deadline_ms = 0;   // ready by then, while waiting
+    int64_t kill_at_ms = 0;    // SIGKILL then, while stopping
+};
+
+// The new parent's side: started by an old parent that waits for it.
+struct IncomingUpgrade {
+    Incoming state = Incoming::none;
+    int fd = -1;               // our end of the old parent's socket pair
+};
+
+// A worker's own state: its slot, its connection, its way out. Worker is
+// the handle a handler gets.
+struct detail::WorkerState {
+    const Config *config = nullptr;
+    Resources *run = nullptr;
+    bool is_child = false;
     int slot = -1;
     uint32_t generation = 0;
     std::atomic<bool> listening{true};
@@ -981,77 +1064,53 @@ struct Worker::Internals {
     sockaddr_storage peer{};
     socklen_t peer_length = 0;
     int listener = -1;
+    Worker handle{this};
+
+    void logf(LogLevel level, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 };
 
-struct Server::State {
-    // Config, set before run().
-    Options options;
-    ConnectionHandler handler;
-    ConnectionHandler refusal;   // max_clients_per_ip; null: close
-    std::function<void()> reopen;  // SIGUSR1
-    std::function<bool()> ready;   // once the pool is first up
-    std::vector<std::string> upgrade_command;  // SIGUSR2 runs it; empty: off
-    std::vector<InitHook> hooks;
-    LogFn log;
-    std::vector<Listener> listeners;
-
-    // Created by run().
-    int signal_pipe[2] = {-1, -1};
-    int wake_pipe[2] = {-1, -1};   // workers -> parent: "idle workers ran low"
-    int life_pipe[2] = {-1, -1};   // only the parent holds the write end
-    Scoreboard board;
-    struct sigaction saved_actions[sizeof parent_signals / sizeof parent_signals[0]];
-
-    // The pool, parent only.
-    std::vector<Child> children;  // indexed by slot
-    int live = 0;
-    Phase phase = Phase::running;
-    uint32_t generation = 1;
-    int ramp_target = 0;          // start this many of the current generation
-    int64_t drain_deadline_ms = 0;
-    int64_t next_retire_ms = 0;
-    int64_t excess_since_ms = 0;  // since when idle workers exceed max spare
-    int64_t spawn_not_before_ms = 0;
-    int64_t last_failure_ms = 0;
-    int64_t next_dump_ms = 0;
-    int64_t next_deadline_ms = 0;  // computed by each pass
-    int notify_fd = -1;            // NOTIFY_SOCKET (notify_systemd), else -1
-    sockaddr_un notify_to{};
-    socklen_t notify_length = 0;
-    uint32_t ready_generation = 0; // the generation READY=1 was sent for
-    int64_t status_sent_ms = 0;
-    std::string status_sent;
-    int failures = 0;              // workers in a row that died young
-    CrashLog crash_log;
-    bool drain_kill_sent = false;
-    bool pool_was_ready = false;   // the ready hook ran
-    int handover_fd = -1;          // started by an upgrade: our end of the old parent's socket
-    bool taking_over = false;      // started by an upgrade, and the old parent has not let go
-    bool told_ready = false;       // 'R' sent; waiting for the old parent's 'A'
-    Upgrade upgrade;               // an upgrade we started
-    std::vector<Accepted> backlog; // taken from the queue at a graceful stop, not yet handed out
-    int result = 0;
-
-    // Identity.
-    pid_t parent_pid = 0;
-    bool is_child = false;
-    Worker::Internals worker_internals;
-    Worker worker{&worker_internals};
+struct detail::ServerState {
+    Config config;
+    Resources run;
+    Pool pool;
+    Notifier notifier;
+    OutgoingUpgrade upgrade;    // an upgrade this parent started
+    IncomingUpgrade takeover;   // the upgrade that started this parent
+    detail::WorkerState worker;
     std::string error;
 
-    void logf(LogLevel level, const char *fmt, ...) __attribute__((format(printf, 3, 4))) {
-        if (!log) return;
-        va_list args;
-        va_start(args, fmt);
-        std::string line = format(fmt, args);
-        va_end(args);
-        log(level, line.c_str());
-    }
+    void logf(LogLevel level, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
     int fail(const std::string &message) {
         error = message;
         return -1;
     }
 };
+
+static void vlog(const LogFn &log, LogLevel level, const char *fmt, va_list args) {
+    if (!log) return;
+    std::string line = format(fmt, args);
+    log(level, line.c_str());
+}
+
+void detail::WorkerState::logf(LogLevel level, const char *fmt, ...) {
+    va_list args;
+    va_start(args, fmt);
+    vlog(config->log, level, fmt, args);
+    va_end(args);
+}
+
+void detail::ServerState::logf(LogLevel level, const char *fmt, ...) {
+    va_list args;
+    va_start(args, fmt);
+    vlog(config.log, level, fmt, args);
+    va_end(args);
+}
+
+using detail::ServerState;
+using detail::WorkerState;
+
+// True in the new parent of an upgrade until the old parent lets go.
+static bool taking_over(const ServerState &s) { return s.takeover.state != Incoming::none; }
 
 /* ---------------------------------------------------------------------------
    Listeners, bound in the calling process before run(). */
@@ -1116,7 +1175,7 @@ static bool unix_address(const std::string &path, sockaddr_un *address) {
     return true;
 }
 
-PREFORK_COLD static int bind_unix(Server::State &s, const std::string &spec, const std::string &path) {
+PREFORK_COLD static int bind_unix(ServerState &s, const std::string &spec, const std::string &path) {
     sockaddr_un address;
     if (!unix_address(path, &address))
         return s.fail(format("cannot listen on %s: the path must be 1 to %zu bytes",
@@ -1145,7 +1204,7 @@ PREFORK_COLD static int bind_unix(Server::State &s, const std::string &spec, con
     int fd = sys::socket(AF_UNIX, SOCK_STREAM);
     if (fd < 0) return s.fail(format("cannot listen on %s: socket: %s", spec.c_str(), strerror(errno)));
     if (bind(fd, reinterpret_cast<sockaddr *>(&address), sizeof address) < 0 ||
-        ::listen(fd, s.options.listen_backlog) < 0 || sys::set_flags(fd, true) < 0) {
+        ::listen(fd, s.config.options.listen_backlog) < 0 || sys::set_flags(fd, true) < 0) {
         std::string message = format("cannot listen on %s: %s", spec.c_str(), strerror(errno));
         sys::close(fd);
         return s.fail(message);
@@ -1155,7 +1214,7 @@ PREFORK_COLD static int bind_unix(Server::State &s, const std::string &spec, con
     listener.address = spec;
     listener.unix_path = path;
     listener.ours = true;
-    s.listeners.push_back(listener);
+    s.config.listeners.push_back(listener);
     return 0;
 }
 
@@ -1187,7 +1246,7 @@ PREFORK_COLD static int inet_address(const std::string &spec, sockaddr_storage *
     return 0;
 }
 
-PREFORK_COLD static int bind_inet(Server::State &s, const std::string &spec) {
+PREFORK_COLD static int bind_inet(ServerState &s, const std::string &spec) {
     sockaddr_storage address;
     socklen_t length;
     std::string why;
@@ -1202,8 +1261,8 @@ PREFORK_COLD static int bind_inet(Server::State &s, const std::string &spec) {
               setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one) == 0 &&
               (address.ss_family != AF_INET6 ||
                setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof one) == 0) &&
-              bind(fd, bound, length) == 0 && ::listen(fd, s.options.listen_backlog) == 0 &&
-              sys::set_flags(fd, true) == 0 && sys::defer_accept(fd, s.options.defer_accept) == 0;
+              bind(fd, bound, length) == 0 && ::listen(fd, s.config.options.listen_backlog) == 0 &&
+              sys::set_flags(fd, true) == 0 && sys::defer_accept(fd, s.config.options.defer_accept) == 0;
     int err = errno;
     if (!ok) {
         sys::close(fd);
@@ -1214,7 +1273,7 @@ PREFORK_COLD static int bind_inet(Server::State &s, const std::string &spec) {
     Listener listener;
     listener.fd = fd;
     listener.ours = true;
-    s.listeners.push_back(listener);
+    s.config.listeners.push_back(listener);
     return 0;
 }
 
@@ -1245,7 +1304,7 @@ PREFORK_COLD static bool same_address(const sockaddr_storage &a, socklen_t a_len
 // An inherited listener already bound where spec points: listen(spec)
 // takes it instead of binding again (the old parent of an upgrade still
 // holds that address). Null when there is none.
-PREFORK_COLD static Listener *inherited_listener(Server::State &s, const std::string &spec) {
+PREFORK_COLD static Listener *inherited_listener(ServerState &s, const std::string &spec) {
     sockaddr_storage wanted;
     socklen_t wanted_length = 0;
     memset(&wanted, 0, sizeof wanted);
@@ -1257,7 +1316,7 @@ PREFORK_COLD static Listener *inherited_listener(Server::State &s, const std::st
         std::string why;
         if (inet_address(spec, &wanted, &wanted_length, &why) < 0) return nullptr;
     }
-    for (Listener &l : s.listeners) {
+    for (Listener &l : s.config.listeners) {
         if (!l.unclaimed) continue;
         sockaddr_storage bound;
         socklen_t length = sizeof bound;
@@ -1283,61 +1342,61 @@ static void set_state(Slot &slot, SlotState to) { store(slot.state, to); }
 
 // One byte per parent pass, however many workers want it: the parent
 // clears wake_pending before it looks at the board again.
-static void wake_parent(Server::State &s) {
-    if (__atomic_exchange_n(&s.board.shared()->wake_pending, 1u, __ATOMIC_ACQ_REL)) return;
+static void wake_parent(WorkerState &w) {
+    if (__atomic_exchange_n(&w.run->shared->wake_pending, 1u, __ATOMIC_ACQ_REL)) return;
     unsigned char byte = 1;
-    (void)!sys::write(s.wake_pipe[1], &byte, 1);  // EAGAIN: a wake is already queued
+    (void)!sys::write(w.run->wake_pipe[1], &byte, 1);  // EAGAIN: a wake is already queued
 }
 
 // Takes this worker out of / puts it into the idle count (Shared::idle_hint),
 // at most once each way: the slot's `counted` flag is claimed atomically, so
 // a pause from another thread and a busy turn cannot both take it out.
-static void leave_idle_count(Server::State &s, Slot &slot) {
-    if (s.options.single_process) return;
+static void leave_idle_count(WorkerState &w, Slot &slot) {
+    if (w.config->options.single_process) return;
     if (!(__atomic_fetch_and(&slot.flags, uint16_t(~slot_counted), __ATOMIC_ACQ_REL) & slot_counted)) return;
-    Shared *shared = s.board.shared();
+    Shared *shared = w.run->shared;
     int idle = __atomic_sub_fetch(&shared->idle_hint, 1, __ATOMIC_ACQ_REL);
-    if (idle < load(shared->min_spare) && load(shared->live) < shared->max_clients) wake_parent(s);
+    if (idle < load(shared->min_spare) && load(shared->live) < shared->max_clients) wake_parent(w);
 }
 
-static void join_idle_count(Server::State &s, Slot &slot) {
-    if (s.options.single_process) return;
+static void join_idle_count(WorkerState &w, Slot &slot) {
+    if (w.config->options.single_process) return;
     if (__atomic_fetch_or(&slot.flags, uint16_t(slot_counted), __ATOMIC_ACQ_REL) & slot_counted) return;
-    Shared *shared = s.board.shared();
+    Shared *shared = w.run->shared;
     if (__atomic_add_fetch(&shared->idle_hint, 1, __ATOMIC_ACQ_REL) > load(shared->max_spare) &&
         !load(shared->excess_seen))
-        wake_parent(s);
+        wake_parent(w);
 }
 
-static void worker_turns_busy(Server::State &s, Slot &slot) {
+static void worker_turns_busy(WorkerState &w, Slot &slot) {
     int64_t now = now_ms();
     store(slot.busy_since_ms, now);
     store(slot.heartbeat_ms, now);
     store(slot.activity, 'W');
     set_state(slot, SlotState::busy);
-    leave_idle_count(s, slot);
+    leave_idle_count(w, slot);
 }
 
-static void worker_turns_idle(Server::State &s, Slot &slot) {
+static void worker_turns_idle(WorkerState &w, Slot &slot) {
     store(slot.heartbeat_ms, now_ms());
     store(slot.client_family, uint8_t(0));
     set_state(slot, SlotState::idle);
-    if (s.worker_internals.listening.load()) join_idle_count(s, slot);
+    if (w.listening.load()) join_idle_count(w, slot);
 }
 
 // True when this worker should be replaced after the connection it served.
-static bool worker_should_recycle(Server::State &s, Worker::Internals &w) {
-    if (s.options.single_process) return false;
+static bool worker_should_recycle(WorkerState &w) {
+    if (w.config->options.single_process) return false;
     if (w.limit && w.served >= w.limit) {
-        s.logf(LogLevel::info, "worker served %llu connections (max_requests_per_child); exiting",
+        w.logf(LogLevel::info, "worker served %llu connections (max_requests_per_child); exiting",
                (unsigned long long)w.served);
         return true;
     }
-    if (s.options.max_rss_kib > 0) {
+    if (w.config->options.max_rss_kib > 0) {
         rusage usage;
-        if (getrusage(RUSAGE_SELF, &usage) == 0 && usage.ru_maxrss > s.options.max_rss_kib) {
-            s.logf(LogLevel::notice, "worker peak memory %ld KiB is over max_rss_kib %ld; exiting",
-                   long(usage.ru_maxrss), s.options.max_rss_kib);
+        if (getrusage(RUSAGE_SELF, &usage) == 0 && usage.ru_maxrss > w.config->options.max_rss_kib) {
+            w.logf(LogLevel::notice, "worker peak memory %ld KiB is over max_rss_kib %ld; exiting",
+                   long(usage.ru_maxrss), w.config->options.max_rss_kib);
             return true;
         }
     }
@@ -1364,7 +1423,7 @@ static int ip_address(const sockaddr *address, socklen_t length, bool unmap, con
 // that serve the same address, this one included (0 for a client without
 // an IP address). Two workers that take the same client at once each see
 // the other: the count errs on the side of refusing.
-static int busy_for_same_client(Server::State &s, Slot &mine, const sockaddr_storage &peer) {
+static int busy_for_same_client(WorkerState &w, Slot &mine, const sockaddr_storage &peer) {
     const unsigned char *bytes;
     int found = ip_address(reinterpret_cast<const sockaddr *>(&peer), sizeof peer, true, &bytes);
     if (!found) return 0;
@@ -1373,8 +1432,8 @@ static int busy_for_same_client(Server::State &s, Slot &mine, const sockaddr_sto
     memcpy(mine.client, address, sizeof address);
     __atomic_store_n(&mine.client_family, family, __ATOMIC_SEQ_CST);
     int count = 0;
-    for (int i = 0; i < s.board.slot_count(); i++) {
-        const Slot &other = s.board.slot(i);
+    for (int i = 0; i < w.run->board.slot_count(); i++) {
+        const Slot &other = w.run->board.slot(i);
         if (load(other.state) == SlotState::busy && load(other.client_family) == family &&
             memcmp(other.client, address, sizeof address) == 0)
             count++;
@@ -1382,69 +1441,66 @@ static int busy_for_same_client(Server::State &s, Slot &mine, const sockaddr_sto
     return count;
 }
 
-static void serve_accepted(Server::State &s, int fd, int listener_index);
+static void serve_accepted(WorkerState &w, int fd, int listener_index);
 
 // Accepts a connection on the listener and serves it. false if there was
 // none to accept.
-static bool serve_connection(Server::State &s, int listener_index) {
-    Worker::Internals &w = s.worker_internals;
+static bool accept_and_serve(WorkerState &w, int listener_index) {
     w.peer_length = sizeof w.peer;
-    int fd = sys::accept(s.listeners[size_t(listener_index)].fd,
+    int fd = sys::accept(w.config->listeners[size_t(listener_index)].fd,
                          reinterpret_cast<sockaddr *>(&w.peer), &w.peer_length);
     if (fd < 0) {
         if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM) {
-            s.logf(LogLevel::error, "accept: %s; pausing for 100 ms", strerror(errno));
+            w.logf(LogLevel::error, "accept: %s; pausing for 100 ms", strerror(errno));
             sys::poll(nullptr, 0, 100);  // let descriptors or memory come back
         }
         return false;  // EAGAIN: another worker won the race
     }
-    serve_accepted(s, fd, listener_index);
+    serve_accepted(w, fd, listener_index);
     return true;
 }
 
-// Serves one connection whose peer is in the worker's Internals, closes it,
+// Serves one connection whose peer is in w.peer, closes it,
 // and turns the worker idle (or exiting, when it should be recycled).
-static void serve_accepted(Server::State &s, int fd, int listener_index) {
-    Worker::Internals &w = s.worker_internals;
-    Slot &slot = s.board.slot(w.slot);
+static void serve_accepted(WorkerState &w, int fd, int listener_index) {
+    Slot &slot = w.run->board.slot(w.slot);
     w.listener = listener_index;
-    worker_turns_busy(s, slot);
-    bool refused = s.options.max_clients_per_ip > 0 &&
-                   busy_for_same_client(s, slot, w.peer) > s.options.max_clients_per_ip;
-    ConnectionHandler &handler = refused ? s.refusal : s.handler;
+    worker_turns_busy(w, slot);
+    bool refused = w.config->options.max_clients_per_ip > 0 &&
+                   busy_for_same_client(w, slot, w.peer) > w.config->options.max_clients_per_ip;
+    const ConnectionHandler &handler = refused ? w.config->refusal : w.config->handler;
     std::string what;
-    if (handler && !sys::run_guarded([&] { handler(s.worker, fd); }, &what)) {
+    if (handler && !sys::run_guarded([&] { handler(w.handle, fd); }, &what)) {
         Slot copy;
         copy_slot(slot, &copy);
-        s.logf(LogLevel::error, "the connection handler threw while serving \"%s\": %s; closing the "
+        w.logf(LogLevel::error, "the connection handler threw while serving \"%s\": %s; closing the "
                "connection", copy.request, what.c_str());
     }
     sys::close(fd);
     __atomic_add_fetch(&slot.connections, 1, __ATOMIC_RELAXED);
     w.served++;
-    if (worker_should_recycle(s, w)) {
+    if (worker_should_recycle(w)) {
         w.stop = true;
         set_state(slot, SlotState::exiting);
         return;
     }
-    worker_turns_idle(s, slot);
+    worker_turns_idle(w, slot);
 }
 
 // The worker loop; returns when the worker should exit. SIGTERM stays
 // blocked except inside the poll, so it never interrupts a handler's own
 // system calls (poll and nanosleep would fail with EINTR even under
 // SA_RESTART); a handler sees it pending through Worker::stopping().
-static void worker_loop(Server::State &s) {
-    Worker::Internals &w = s.worker_internals;
-    const size_t listeners = s.listeners.size();
+static void worker_loop(WorkerState &w) {
+    const size_t listeners = w.config->listeners.size();
     std::vector<int> fds;
-    for (const Listener &l : s.listeners) fds.push_back(l.fd);
+    for (const Listener &l : w.config->listeners) fds.push_back(l.fd);
     fds.push_back(w.signal_read_end);
-    if (s.life_pipe[0] >= 0) fds.push_back(s.life_pipe[0]);
+    if (w.run->life_pipe[0] >= 0) fds.push_back(w.run->life_pipe[0]);
     sys::Waiter waiter(fds, listeners);
     std::vector<char> ready(fds.size());
-    int heartbeat_every = s.options.timeout > 0
-                              ? std::max(100, int(s.options.timeout * 1000 / 3)) : -1;
+    int heartbeat_every = w.config->options.timeout > 0
+                              ? std::max(100, int(w.config->options.timeout * 1000 / 3)) : -1;
     sigset_t serving, waiting;
     sigemptyset(&serving);
     sigaddset(&serving, SIGTERM);
@@ -1454,16 +1510,16 @@ static void worker_loop(Server::State &s) {
         bool listening = w.listening.load();
         waiter.listen(listening);
         if (waiter.wait(heartbeat_every, &waiting, ready) < 0) {
-            s.logf(LogLevel::error, "worker wait: %s", strerror(errno));
+            w.logf(LogLevel::error, "worker wait: %s", strerror(errno));
             break;
         }
-        store(s.board.slot(w.slot).heartbeat_ms, now_ms());
+        store(w.run->board.slot(w.slot).heartbeat_ms, now_ms());
         if (ready[listeners])
             drain_pipe(w.signal_read_end, [&](unsigned char byte) {
                 if (byte == SIGTERM || byte == SIGINT) w.stop = true;
             });
-        if (s.life_pipe[0] >= 0 && ready[listeners + 1]) {
-            s.logf(LogLevel::warning, "the parent is gone; worker exiting");
+        if (w.run->life_pipe[0] >= 0 && ready[listeners + 1]) {
+            w.logf(LogLevel::warning, "the parent is gone; worker exiting");
             w.stop = true;
         }
         // EPOLLEXCLUSIVE wakes one worker for a new connection: one that
@@ -1473,8 +1529,8 @@ static void worker_loop(Server::State &s) {
         // the SIGTERM that comes with it may never get its turn.
         bool served = false;
         for (size_t i = 0; listening && i < listeners && !served; i++)
-            if (ready[i]) served = serve_connection(s, int(i));  // one, then the pipes again
-        if (!served && load(s.board.shared()->draining)) w.stop = true;
+            if (ready[i]) served = accept_and_serve(w, int(i));  // one, then the pipes again
+        if (!served && load(w.run->shared->draining)) w.stop = true;
     }
     sigprocmask(SIG_SETMASK, &waiting, nullptr);
 }
@@ -1484,10 +1540,10 @@ uint32_t Worker::generation() const { return in_->generation; }
 const sockaddr_storage &Worker::peer() const { return in_->peer; }
 socklen_t Worker::peer_length() const { return in_->peer_length; }
 int Worker::listener() const { return in_->listener; }
-bool Worker::is_child() const { return in_->state->is_child; }
+bool Worker::is_child() const { return in_->is_child; }
 
 void Worker::heartbeat() {
-    store(in_->state->board.slot(in_->slot).heartbeat_ms, now_ms());
+    store(in_->run->board.slot(in_->slot).heartbeat_ms, now_ms());
 }
 
 // Both may run on another thread than the worker loop's: they flip the
@@ -1495,20 +1551,20 @@ void Worker::heartbeat() {
 // listeners is now wrong.
 void Worker::stop_listening() {
     if (!in_->listening.exchange(false)) return;
-    Server::State &s = *in_->state;
-    Slot &slot = s.board.slot(in_->slot);
+    WorkerState &w = *in_;
+    Slot &slot = w.run->board.slot(in_->slot);
     __atomic_fetch_or(&slot.flags, uint16_t(slot_paused), __ATOMIC_ACQ_REL);
-    leave_idle_count(s, slot);
+    leave_idle_count(w, slot);
     unsigned char byte = 0;
     (void)!sys::write(signal_pipe_write_end, &byte, 1);
 }
 
 void Worker::start_listening() {
     if (in_->listening.exchange(true)) return;
-    Server::State &s = *in_->state;
-    Slot &slot = s.board.slot(in_->slot);
+    WorkerState &w = *in_;
+    Slot &slot = w.run->board.slot(in_->slot);
     __atomic_fetch_and(&slot.flags, uint16_t(~slot_paused), __ATOMIC_ACQ_REL);
-    if (load(slot.state) == SlotState::idle) join_idle_count(s, slot);
+    if (load(slot.state) == SlotState::idle) join_idle_count(w, slot);
     unsigned char byte = 0;
     (void)!sys::write(signal_pipe_write_end, &byte, 1);
 }
@@ -1520,21 +1576,21 @@ bool Worker::listening() const { return in_->listening.load(); }
 // serves: a retirement, a drain, the watchdog, or on Linux the parent's
 // death) and, off Linux, a getppid() (the parent's death).
 bool Worker::stopping() const {
-    Server::State &s = *in_->state;
+    WorkerState &w = *in_;
     if (in_->stop || in_->told_to_stop) return true;
-    Shared *shared = s.board.shared();
+    Shared *shared = w.run->shared;
     if (shared && (load(shared->draining) || load(shared->generation) != in_->generation)) return true;
     int64_t now = now_ms();
     if (now - in_->signals_checked_ms < 10) return false;
     in_->signals_checked_ms = now;
     sigset_t pending;
     in_->told_to_stop = (sigpending(&pending) == 0 && sigismember(&pending, SIGTERM) == 1) ||
-                        (!s.options.single_process && sys::parent_gone(s.parent_pid));
+                        (!w.config->options.single_process && sys::parent_gone(w.run->parent_pid));
     return in_->told_to_stop;
 }
 
 void Worker::count_request(const char *request_line, uint64_t bytes) {
-    Slot &slot = in_->state->board.slot(in_->slot);
+    Slot &slot = in_->run->board.slot(in_->slot);
     store(slot.heartbeat_ms, now_ms());  // a finished request is progress
     __atomic_add_fetch(&slot.requests, 1, __ATOMIC_RELAXED);
     __atomic_add_fetch(&slot.bytes, bytes, __ATOMIC_RELAXED);
@@ -1542,7 +1598,7 @@ void Worker::count_request(const char *request_line, uint64_t bytes) {
 }
 
 void Worker::note_request(const char *request_line) {
-    Slot &slot = in_->state->board.slot(in_->slot);
+    Slot &slot = in_->run->board.slot(in_->slot);
     __atomic_add_fetch(&slot.request_seq, 1, __ATOMIC_RELAXED);  // odd: writing
     __atomic_thread_fence(__ATOMIC_RELEASE);
     size_t n = strnlen(request_line, sizeof slot.request - 1);
@@ -1551,25 +1607,22 @@ void Worker::note_request(const char *request_line) {
     __atomic_add_fetch(&slot.request_seq, 1, __ATOMIC_RELEASE);  // even: done
 }
 
-void Worker::set_activity(char letter) { store(in_->state->board.slot(in_->slot).activity, letter); }
+void Worker::set_activity(char letter) { store(in_->run->board.slot(in_->slot).activity, letter); }
 
-Scoreboard &Worker::scoreboard() { return in_->state->board; }
+Scoreboard &Worker::scoreboard() { return in_->run->board; }
 
 bool Worker::pool_full() const {
-    Server::State &s = *in_->state;
-    Shared *shared = s.board.shared();
-    if (!shared || s.options.single_process) return false;
+    WorkerState &w = *in_;
+    Shared *shared = w.run->shared;
+    if (!shared || w.config->options.single_process) return false;
     return load(shared->idle_hint) <= 0 && load(shared->live) >= shared->max_clients;
 }
 
 void Worker::log(LogLevel level, const char *fmt, ...) {
-    Server::State &s = *in_->state;
-    if (!s.log) return;
     va_list args;
     va_start(args, fmt);
-    std::string line = format(fmt, args);
+    vlog(in_->config->log, level, fmt, args);
     va_end(args);
-    s.log(level, line.c_str());
 }
 
 // A number in [0, n) that differs between workers forked in the same
@@ -1587,66 +1640,67 @@ static uint64_t random_below(uint64_t n) {
     return x % n;
 }
 
-// Points the Worker handle at this process's slot and generation.
-static void set_worker_identity(Server::State &s, int slot) {
-    s.worker_internals.state = &s;
-    s.worker_internals.slot = slot;
-    s.worker_internals.generation = s.generation;
+// Points the worker at the run's resources and at its slot.
+static void set_worker_identity(ServerState &s, int slot) {
+    WorkerState &w = s.worker;
+    w.config = &s.config;
+    w.run = &s.run;
+    w.slot = slot;
+    w.generation = s.pool.generation;
 }
 
 // Runs the init hooks, draws this worker's recycling limit, and marks the
 // slot idle. false if a hook failed.
-static bool get_worker_ready(Server::State &s) {
-    for (InitHook &hook : s.hooks) {
+static bool get_worker_ready(WorkerState &w) {
+    for (const InitHook &hook : w.config->hooks) {
         bool ok = false;
         std::string what;
-        if (!sys::run_guarded([&] { ok = hook(s.worker); }, &what)) {
-            s.logf(LogLevel::error, "worker init hook threw: %s; worker exiting", what.c_str());
+        if (!sys::run_guarded([&] { ok = hook(w.handle); }, &what)) {
+            w.logf(LogLevel::error, "worker init hook threw: %s; worker exiting", what.c_str());
             return false;
         }
         if (!ok) {
-            s.logf(LogLevel::error, "worker init hook failed; worker exiting");
+            w.logf(LogLevel::error, "worker init hook failed; worker exiting");
             return false;
         }
     }
-    Worker::Internals &w = s.worker_internals;
-    if (s.options.max_requests_per_child > 0) {
-        w.limit = uint64_t(s.options.max_requests_per_child);
-        if (s.options.max_requests_jitter > 0)
-            w.limit += random_below(uint64_t(s.options.max_requests_jitter) + 1);
+    if (w.config->options.max_requests_per_child > 0) {
+        w.limit = uint64_t(w.config->options.max_requests_per_child);
+        if (w.config->options.max_requests_jitter > 0)
+            w.limit += random_below(uint64_t(w.config->options.max_requests_jitter) + 1);
     }
-    Slot &slot = s.board.slot(w.slot);
+    Slot &slot = w.run->board.slot(w.slot);
     store(slot.heartbeat_ms, now_ms());
     set_state(slot, SlotState::idle);  // already in the idle count since spawn
     // The parent sees a ready worker only when it looks: tell it, since a
     // retirement or the end of a back-off may be waiting for this moment.
-    if (!s.options.single_process) wake_parent(s);
+    if (!w.config->options.single_process) wake_parent(w);
     return true;
 }
 
 // A drain worker's whole life once ready: its share of the connections
 // taken from the queue at a graceful stop, backlog[0, share), then exit.
 // SIGTERM stays blocked, as in worker_loop: it never interrupts a handler.
-PREFORK_COLD static void serve_backlog(Server::State &s, size_t share) {
-    Worker::Internals &w = s.worker_internals;
+PREFORK_COLD static void serve_backlog(WorkerState &w, const std::vector<Accepted> &backlog, size_t share) {
     sigset_t serving;
     sigemptyset(&serving);
     sigaddset(&serving, SIGTERM);
     sigprocmask(SIG_BLOCK, &serving, nullptr);
     for (size_t i = 0; i < share; i++) {
         w.peer_length = sizeof w.peer;
-        if (getpeername(s.backlog[i].fd, reinterpret_cast<sockaddr *>(&w.peer), &w.peer_length) < 0)
+        if (getpeername(backlog[i].fd, reinterpret_cast<sockaddr *>(&w.peer), &w.peer_length) < 0)
             w.peer_length = 0;
-        serve_accepted(s, s.backlog[i].fd, s.backlog[i].listener);
+        serve_accepted(w, backlog[i].fd, backlog[i].listener);
     }
 }
 
 // Everything a fresh child does, in order, and its only way out: _exit().
 // Signals are blocked on entry (see spawn_worker).
-// A drain worker (share > 0) serves its share of s.backlog instead of the
-// listeners.
-[[noreturn]] static void become_worker(Server::State &s, int slot, const sigset_t &old_mask, size_t share) {
-    s.is_child = true;
+// A drain worker (share > 0) serves its share of s.pool.backlog instead of the
+// listeners. From here on the worker reads only its own state.
+[[noreturn]] static void become_worker(ServerState &s, int slot, const sigset_t &old_mask, size_t share) {
+    WorkerState &w = s.worker;
+    w.is_child = true;
     for (size_t i = 0; i < sizeof parent_signals / sizeof parent_signals[0]; i++) {
         int sig = parent_signals[i];
         void (*handler)(int) = SIG_DFL;
@@ -1656,31 +1710,30 @@ PREFORK_COLD static void serve_backlog(Server::State &s, size_t share) {
             handler = SIG_IGN;
         set_disposition(sig, handler);
     }
-    sys::close(s.signal_pipe[0]);
-    sys::close(s.signal_pipe[1]);
-    sys::close(s.wake_pipe[0]);
-    sys::close(s.life_pipe[1]);
-    sys::close(s.handover_fd);
-    sys::close(s.upgrade.channel);
-    s.signal_pipe[0] = s.signal_pipe[1] = s.wake_pipe[0] = s.life_pipe[1] = -1;
-    s.handover_fd = s.upgrade.channel = -1;
-    for (size_t i = share; i < s.backlog.size(); i++) sys::close(s.backlog[i].fd);  // other shares
+    // Parent-only descriptors.
+    int *parent_only[] = {&s.run.signal_pipe[0], &s.run.signal_pipe[1], &s.run.wake_pipe[0],
+                          &s.run.life_pipe[1], &s.takeover.fd, &s.upgrade.channel};
+    for (int *fd : parent_only) {
+        sys::close(*fd);
+        *fd = -1;
+    }
+    for (size_t i = share; i < s.pool.backlog.size(); i++) sys::close(s.pool.backlog[i].fd);  // other shares
     int own[2];
     if (sys::pipe(own) < 0) _exit(1);
     signal_pipe_write_end = own[1];
-    s.worker_internals.signal_read_end = own[0];
+    w.signal_read_end = own[0];
     sys::set_parent_death_signal(SIGTERM);
     sigprocmask(SIG_SETMASK, &old_mask, nullptr);
-    if (getppid() != s.parent_pid) _exit(0);  // the parent died while we forked
+    if (getppid() != s.run.parent_pid) _exit(0);  // the parent died while we forked
 
     set_worker_identity(s, slot);
-    store(s.board.slot(slot).pid, int32_t(getpid()));
-    if (!get_worker_ready(s)) _exit(1);
-    if (share) serve_backlog(s, share);
-    else worker_loop(s);
-    Slot &own_slot = s.board.slot(slot);
+    store(w.run->board.slot(slot).pid, int32_t(getpid()));
+    if (!get_worker_ready(w)) _exit(1);
+    if (share) serve_backlog(w, s.pool.backlog, share);
+    else worker_loop(w);
+    Slot &own_slot = w.run->board.slot(slot);
     set_state(own_slot, SlotState::exiting);
-    leave_idle_count(s, own_slot);
+    leave_idle_count(w, own_slot);
     _exit(0);
 }
 
@@ -1709,58 +1762,70 @@ static int64_t backoff_ms(int failures) {
     return std::min<int64_t>(int64_t(50) << std::min(failures - 1, 10), 10000);
 }
 
-static void want_deadline(Server::State &s, int64_t at) {
-    if (at > 0 && (s.next_deadline_ms == 0 || at < s.next_deadline_ms)) s.next_deadline_ms = at;
+static void want_deadline(ServerState &s, int64_t at) {
+    if (at > 0 && (s.pool.next_deadline_ms == 0 || at < s.pool.next_deadline_ms)) s.pool.next_deadline_ms = at;
 }
 
 // Runs f under the scoreboard lock, or without it when a stuck worker has
 // held the lock past lock_wait_ms: the parent must keep running (its
 // watchdog is what ends a stuck worker), and the price of going on
 // unlocked is at most one snapshot that counts a worker twice.
-template <class F> static void under_lock(Server::State &s, F f) {
-    bool locked = s.board.lock(lock_wait_ms) == 0;
+template <class F> static void under_lock(ServerState &s, F f) {
+    bool locked = s.run.board.lock(lock_wait_ms) == 0;
     if (!locked)
         s.logf(LogLevel::warning, "the scoreboard lock was held over %d ms; going on without it",
                lock_wait_ms);
     f();
-    if (locked) s.board.unlock();
+    if (locked) s.run.board.unlock();
 }
 
-// SIGTERM now, SIGKILL at kill_at_ms unless that is 0 (a drain has one
-// deadline for everyone).
+// A running worker gets SIGTERM now and SIGKILL at kill_at_ms, unless that
+// is 0 (a drain has one deadline for everyone).
 static void tell_to_stop(Child &child, int64_t kill_at_ms) {
-    if (child.stopping) return;
-    child.stopping = true;
+    if (child.state != ChildState::running) return;
+    child.state = ChildState::stopping;
+    child.kill_at_ms = kill_at_ms;
+    kill(child.pid, SIGTERM);
+}
+
+// The watchdog's SIGTERM reaches a worker that is already stopping too (a
+// retiree stuck in its last connection), with a deadline of its own.
+static void time_out(Child &child, int64_t kill_at_ms) {
+    if (child.state == ChildState::killed) return;
+    child.state = ChildState::stopping;
+    child.timed_out = true;
     child.kill_at_ms = kill_at_ms;
     kill(child.pid, SIGTERM);
 }
 
 static void kill_now(Child &child) {
-    if (child.killed) return;
-    child.killed = true;
+    if (child.state == ChildState::killed) return;
+    child.state = ChildState::killed;
     kill(child.pid, SIGKILL);
 }
 
-static int64_t graceful_deadline(const Server::State &s) {
-    return now_ms() + int64_t(s.options.graceful_timeout * 1000);
+static int64_t graceful_deadline(const ServerState &s) {
+    return now_ms() + int64_t(s.config.options.graceful_timeout * 1000);
 }
 
 // systemd notifications (Options::notify_systemd), all from the parent.
 // A new parent of an upgrade keeps quiet until it has taken over: the old
 // one speaks for the service until then.
-static void notify(Server::State &s, const std::string &text) {
-    if (s.notify_fd >= 0 && !s.taking_over)
-        sys::notify_send(s.notify_fd, s.notify_to, s.notify_length, text);
+static void notify(ServerState &s, const std::string &text) {
+    if (s.notifier.fd >= 0 && !taking_over(s))
+        sys::notify_send(s.notifier.fd, s.notifier.to, s.notifier.length, text);
 }
 
-static void stop_upgrade(Server::State &s, int signal, int64_t kill_at_ms);
+static void stop_upgrade(ServerState &s, int signal, int64_t kill_at_ms);
+static void upgrade_reaped(ServerState &s, int status);
+static void watch_upgrade(ServerState &s, int64_t now);
 
-// Takes what waits in a listener's queue into s.backlog, without waiting.
-PREFORK_COLD static void take_backlog(Server::State &s, int index) {
+// Takes what waits in a listener's queue into s.pool.backlog, without waiting.
+PREFORK_COLD static void take_backlog(ServerState &s, int index) {
     for (int n = 0; n < 65536; n++) {
-        int fd = sys::accept(s.listeners[size_t(index)].fd, nullptr, nullptr);
+        int fd = sys::accept(s.config.listeners[size_t(index)].fd, nullptr, nullptr);
         if (fd < 0) return;
-        s.backlog.push_back(Accepted{fd, index});
+        s.pool.backlog.push_back(Accepted{fd, index});
     }
 }
 
@@ -1772,97 +1837,96 @@ PREFORK_COLD static void take_backlog(Server::State &s, int index) {
 // a UNIX socket keeps its queue, taken after the shutdown too. Only the
 // sockets this server bound: one a service manager passed must go on
 // queueing for the next start.
-PREFORK_COLD static void close_the_door(Server::State &s) {
-    for (size_t i = 0; i < s.listeners.size(); i++) {
-        if (!s.listeners[i].ours) continue;
+PREFORK_COLD static void close_the_door(ServerState &s) {
+    for (size_t i = 0; i < s.config.listeners.size(); i++) {
+        if (!s.config.listeners[i].ours) continue;
         take_backlog(s, int(i));
-        if (shutdown(s.listeners[i].fd, SHUT_RD) == 0) take_backlog(s, int(i));
+        if (shutdown(s.config.listeners[i].fd, SHUT_RD) == 0) take_backlog(s, int(i));
     }
-    if (!s.backlog.empty())
-        s.logf(LogLevel::info, "%zu connections were waiting in the listen queue; serving them", s.backlog.size());
+    if (!s.pool.backlog.empty())
+        s.logf(LogLevel::info, "%zu connections were waiting in the listen queue; serving them", s.pool.backlog.size());
 }
 
-PREFORK_COLD static void close_backlog(Server::State &s) {
-    for (Accepted &a : s.backlog) sys::close(a.fd);
-    s.backlog.clear();
+PREFORK_COLD static void close_backlog(ServerState &s) {
+    for (Accepted &a : s.pool.backlog) sys::close(a.fd);
+    s.pool.backlog.clear();
 }
 
-static int spawn_worker(Server::State &s, size_t share = 0);
+static int spawn_worker(ServerState &s, size_t share = 0);
 
 // Forks drain workers for the connections taken at a graceful stop, each
 // with a share of them, as far as free slots allow; the rest wait for a
 // slot (or for graceful_timeout).
-PREFORK_COLD static void hand_backlog(Server::State &s) {
-    while (!s.backlog.empty() && s.live < s.options.max_clients) {
-        size_t free_slots = size_t(s.options.max_clients - s.live);
-        size_t share = (s.backlog.size() + free_slots - 1) / free_slots;
+PREFORK_COLD static void hand_backlog(ServerState &s) {
+    while (!s.pool.backlog.empty() && s.pool.live < s.config.options.max_clients) {
+        size_t free_slots = size_t(s.config.options.max_clients - s.pool.live);
+        size_t share = (s.pool.backlog.size() + free_slots - 1) / free_slots;
         if (spawn_worker(s, share) < 0) {
-            want_deadline(s, s.spawn_not_before_ms);
+            want_deadline(s, s.pool.spawn_not_before_ms);
             return;
         }
-        for (size_t i = 0; i < share; i++) sys::close(s.backlog[i].fd);
-        s.backlog.erase(s.backlog.begin(), s.backlog.begin() + long(share));
+        for (size_t i = 0; i < share; i++) sys::close(s.pool.backlog[i].fd);
+        s.pool.backlog.erase(s.pool.backlog.begin(), s.pool.backlog.begin() + long(share));
     }
 }
 
-static void begin_stop(Server::State &s, Phase phase, const char *why) {
-    if (s.phase == Phase::stopping || s.phase == phase) return;
-    s.phase = phase;
-    store(s.board.shared()->draining, uint32_t(1));
+static void begin_stop(ServerState &s, Phase phase, const char *why) {
+    if (s.pool.phase == Phase::stopping || s.pool.phase == phase) return;
+    s.pool.phase = phase;
+    store(s.run.shared->draining, uint32_t(1));
     // A drain refuses new connections at once, unless a new parent of an
     // upgrade listens on the same sockets (or we are that new parent and
     // have not taken over); a stop now drops what the queue held.
-    if (phase == Phase::draining && !s.taking_over && !s.upgrade.pid) close_the_door(s);
+    if (phase == Phase::draining && !taking_over(s) && s.upgrade.state == Outgoing::none) close_the_door(s);
     if (phase == Phase::stopping) close_backlog(s);
     // Close our copies of the listeners: once the last worker exits the
     // kernel stops queueing connections nobody would accept.
-    for (Listener &l : s.listeners) {
+    for (Listener &l : s.config.listeners) {
         sys::close(l.fd);
         l.fd = -1;
     }
-    s.drain_deadline_ms = graceful_deadline(s);
+    s.pool.drain_deadline_ms = graceful_deadline(s);
     notify(s, "STOPPING=1");
-    if (s.upgrade.pid && !s.upgrade.handed_over)
-        stop_upgrade(s, phase == Phase::draining ? SIGTERM : SIGINT,
-                     s.drain_deadline_ms + int64_t(s.options.kill_grace * 1000));
+    stop_upgrade(s, phase == Phase::draining ? SIGTERM : SIGINT,
+                     s.pool.drain_deadline_ms + int64_t(s.config.options.kill_grace * 1000));
     s.logf(LogLevel::notice, "%s: %s %d workers", why,
-           phase == Phase::draining ? "draining" : "killing", s.live);
-    for (Child &child : s.children) {
+           phase == Phase::draining ? "draining" : "killing", s.pool.live);
+    for (Child &child : s.pool.children) {
         if (!child.pid) continue;
         if (phase == Phase::draining) tell_to_stop(child, 0);
         else kill_now(child);
     }
 }
 
-static void note_failure(Server::State &s, int64_t now, int64_t at_least_ms) {
-    s.failures++;
-    s.last_failure_ms = now;
-    s.spawn_not_before_ms = now + std::max(backoff_ms(s.failures), at_least_ms);
+static void note_failure(ServerState &s, int64_t now, int64_t at_least_ms) {
+    s.pool.failures++;
+    s.pool.last_failure_ms = now;
+    s.pool.spawn_not_before_ms = now + std::max(backoff_ms(s.pool.failures), at_least_ms);
 }
 
 // Forks one worker into the first free slot (a drain worker for the first
 // `share` connections of the backlog, when share > 0). 0, or -1 if none was
 // forked.
-static int spawn_worker(Server::State &s, size_t share) {
+static int spawn_worker(ServerState &s, size_t share) {
     size_t slot = 0;
-    while (slot < s.children.size() && s.children[slot].pid) slot++;
-    if (slot == s.children.size()) return -1;
+    while (slot < s.pool.children.size() && s.pool.children[slot].pid) slot++;
+    if (slot == s.pool.children.size()) return -1;
     int64_t now = now_ms();
-    Slot &shared_slot = s.board.slot(int(slot));
+    Slot &shared_slot = s.run.board.slot(int(slot));
     under_lock(s, [&] {
         memset(&shared_slot, 0, sizeof shared_slot);
-        shared_slot.generation = s.generation;
+        shared_slot.generation = s.pool.generation;
         shared_slot.started_ms = now;
         shared_slot.heartbeat_ms = now;
         shared_slot.flags = slot_counted;  // a starting worker counts as idle
-        store(shared_slot.state, SlotState::starting);
+        set_state(shared_slot, SlotState::starting);
     });
 
     // The counts include the new worker before it exists: a worker that
     // asks at once whether the pool is full must find itself counted.
-    Shared *shared = s.board.shared();
+    Shared *shared = s.run.shared;
     __atomic_add_fetch(&shared->idle_hint, 1, __ATOMIC_ACQ_REL);
-    store(shared->live, int32_t(s.live + 1));
+    store(shared->live, int32_t(s.pool.live + 1));
 
     sigset_t all, old_mask;
     sigfillset(&all);
@@ -1873,27 +1937,27 @@ static int spawn_worker(Server::State &s, size_t share) {
     sigprocmask(SIG_SETMASK, &old_mask, nullptr);
     if (pid < 0) {
         __atomic_sub_fetch(&shared->idle_hint, 1, __ATOMIC_ACQ_REL);
-        store(shared->live, int32_t(s.live));
+        store(shared->live, int32_t(s.pool.live));
         store(shared_slot.flags, uint16_t(0));
-        store(shared_slot.state, SlotState::free);
+        set_state(shared_slot, SlotState::free);
         note_failure(s, now, 100);
         s.logf(LogLevel::error, "fork: %s; next try in %lld ms", strerror(fork_errno),
-               (long long)(s.spawn_not_before_ms - now));
-        if (s.options.shutdown_on_error) {
+               (long long)(s.pool.spawn_not_before_ms - now));
+        if (s.config.options.shutdown_on_error) {
             s.error = format("cannot fork a worker: %s", strerror(fork_errno));
-            s.result = -1;
+            s.pool.result = -1;
             begin_stop(s, Phase::draining, "fork failed and shutdown_on_error is set");
         }
         return -1;
     }
     store(shared_slot.pid, int32_t(pid));
-    Child &child = s.children[slot];
+    Child &child = s.pool.children[slot];
     child = Child();
     child.pid = pid;
-    child.generation = s.generation;
+    child.generation = s.pool.generation;
     child.spawned_ms = now;
-    s.live++;
-    s.logf(LogLevel::debug, "started worker %d (generation %u, slot %zu)", int(pid), s.generation, slot);
+    s.pool.live++;
+    s.logf(LogLevel::debug, "started worker %d (generation %u, slot %zu)", int(pid), s.pool.generation, slot);
     return 0;
 }
 
@@ -1920,8 +1984,8 @@ static std::string describe_status(int status) {
 // rest of a storm is counted and summed up when the second is over.
 static const int crash_lines_per_second = 5;
 
-PREFORK_COLD static void flush_crash_log(Server::State &s, int64_t now) {
-    CrashLog &c = s.crash_log;
+PREFORK_COLD static void flush_crash_log(ServerState &s, int64_t now) {
+    CrashLog &c = s.pool.crash_log;
     if (now - c.window_start_ms < 1000) {
         if (c.unlogged) want_deadline(s, c.window_start_ms + 1000);
         return;
@@ -1933,11 +1997,11 @@ PREFORK_COLD static void flush_crash_log(Server::State &s, int64_t now) {
     c.window_start_ms = now;
 }
 
-PREFORK_COLD static void log_death_while_serving(Server::State &s, const Child &child, const Slot &slot,
+PREFORK_COLD static void log_death_while_serving(ServerState &s, const Child &child, const Slot &slot,
                                     const std::string &how, int64_t lived) {
     int64_t now = now_ms();
     flush_crash_log(s, now);
-    CrashLog &c = s.crash_log;
+    CrashLog &c = s.pool.crash_log;
     if (c.logged >= crash_lines_per_second) {
         c.unlogged++;
         want_deadline(s, c.window_start_ms + 1000);
@@ -1948,20 +2012,20 @@ PREFORK_COLD static void log_death_while_serving(Server::State &s, const Child &
     copy_slot(slot, &copy);
     s.logf(LogLevel::error, "worker %d %s while serving \"%s\" (busy %lld ms, %lld ms after it started)%s",
            int(child.pid), how.c_str(), copy.request, (long long)(now - load(slot.busy_since_ms)),
-           (long long)lived, s.phase == Phase::running ? "; replacing it" : "");
+           (long long)lived, s.pool.phase == Phase::running ? "; replacing it" : "");
 }
 
 // Logs how one worker ended and decides whether that was a failure. Only a
 // worker that died before it was ready (an init hook, fork or exec trouble)
 // or crashed young while idle feeds the back-off.
-static void judge_exit(Server::State &s, const Child &child, const Slot &slot, int status) {
+static void judge_exit(ServerState &s, const Child &child, const Slot &slot, int status) {
     int64_t now = now_ms();
     int64_t lived = now - child.spawned_ms;
     SlotState state = load(slot.state);
     bool was_ready = state != SlotState::starting;
     bool clean = WIFEXITED(status) && WEXITSTATUS(status) == 0;
     std::string how = describe_status(status);
-    if (child.stopping || child.killed || (clean && was_ready)) {
+    if (child.state != ChildState::running || (clean && was_ready)) {
         s.logf(LogLevel::info, "worker %d %s after %lld ms", int(child.pid), how.c_str(), (long long)lived);
     } else if (state == SlotState::busy) {
         log_death_while_serving(s, child, slot, how, lived);
@@ -1969,12 +2033,12 @@ static void judge_exit(Server::State &s, const Child &child, const Slot &slot, i
         note_failure(s, now, 0);
         s.logf(LogLevel::error, "worker %d %s %lld ms after it started%s; failure %d in a row, "
                "next fork in %lld ms (back-off)", int(child.pid), how.c_str(), (long long)lived,
-               was_ready ? "" : ", before it was ready", s.failures,
-               (long long)(s.spawn_not_before_ms - now));
-        if (!was_ready && s.options.shutdown_on_error && s.phase == Phase::running) {
+               was_ready ? "" : ", before it was ready", s.pool.failures,
+               (long long)(s.pool.spawn_not_before_ms - now));
+        if (!was_ready && s.config.options.shutdown_on_error && s.pool.phase == Phase::running) {
             s.error = format("worker %d could not start (%s); stopping because "
                              "shutdown_on_error is set", int(child.pid), how.c_str());
-            s.result = -1;
+            s.pool.result = -1;
             begin_stop(s, Phase::draining, "a worker could not start");
         }
     } else {
@@ -1983,24 +2047,22 @@ static void judge_exit(Server::State &s, const Child &child, const Slot &slot, i
     }
 }
 
-static void upgrade_parent_exited(Server::State &s, int status);
-
 // Reaps every exited worker (SIGCHLDs coalesce) and frees its slot.
-static void reap_children(Server::State &s) {
+static void reap_children(ServerState &s) {
     int status;
     pid_t pid;
     while ((pid = sys::waitpid(-1, &status, WNOHANG)) > 0) {
         if (pid == s.upgrade.pid) {
-            upgrade_parent_exited(s, status);
+            upgrade_reaped(s, status);
             continue;
         }
         size_t index = 0;
-        while (index < s.children.size() && s.children[index].pid != pid) index++;
-        if (index == s.children.size()) continue;  // not a worker of ours
-        Child &child = s.children[index];
-        Slot &slot = s.board.slot(int(index));
+        while (index < s.pool.children.size() && s.pool.children[index].pid != pid) index++;
+        if (index == s.pool.children.size()) continue;  // not a worker of ours
+        Child &child = s.pool.children[index];
+        Slot &slot = s.run.board.slot(int(index));
         judge_exit(s, child, slot, status);
-        Shared *shared = s.board.shared();
+        Shared *shared = s.run.shared;
         if (load(slot.flags) & slot_counted) __atomic_sub_fetch(&shared->idle_hint, 1, __ATOMIC_ACQ_REL);
         under_lock(s, [&] {
             shared->retired_connections += slot.connections;
@@ -2009,17 +2071,17 @@ static void reap_children(Server::State &s) {
             memset(&slot, 0, sizeof slot);
         });
         child = Child();
-        s.live--;
+        s.pool.live--;
     }
 }
 
 // Kills workers that stopped reporting, and those whose stop grace ran out.
-static void watch_workers(Server::State &s, int64_t now) {
-    int64_t timeout_ms = int64_t(s.options.timeout * 1000);
-    for (size_t i = 0; i < s.children.size(); i++) {
-        Child &child = s.children[i];
-        if (!child.pid || child.killed) continue;
-        Slot &slot = s.board.slot(int(i));
+static void watch_workers(ServerState &s, int64_t now) {
+    int64_t timeout_ms = int64_t(s.config.options.timeout * 1000);
+    for (size_t i = 0; i < s.pool.children.size(); i++) {
+        Child &child = s.pool.children[i];
+        if (!child.pid || child.state == ChildState::killed) continue;
+        Slot &slot = s.run.board.slot(int(i));
         if (child.kill_at_ms && now >= child.kill_at_ms) {
             s.logf(LogLevel::warning, "worker %d did not exit %s; sending SIGKILL", int(child.pid),
                    child.timed_out ? "after its timeout" : "within its grace period");
@@ -2044,156 +2106,153 @@ static void watch_workers(Server::State &s, int64_t now) {
             s.logf(LogLevel::error, "%s worker %d timed out: no report for %.1f s; sending SIGTERM",
                    state == SlotState::starting ? "starting" : "idle", int(child.pid),
                    (now - heartbeat) / 1000.0);
-        child.timed_out = true;
-        child.stopping = false;  // so tell_to_stop() sends the signal even to a retiree
-        tell_to_stop(child, now + int64_t(s.options.kill_grace * 1000));
+        time_out(child, now + int64_t(s.config.options.kill_grace * 1000));
         want_deadline(s, child.kill_at_ms);
     }
 }
 
 // Retires the oldest idle worker of the current generation.
-static void retire_one_idle(Server::State &s, int idle) {
+static void retire_one_idle(ServerState &s, int idle) {
     Child *oldest = nullptr;
-    for (size_t i = 0; i < s.children.size(); i++) {
-        Child &child = s.children[i];
-        if (!child.pid || child.stopping || child.generation != s.generation) continue;
-        const Slot &slot = s.board.slot(int(i));
+    for (size_t i = 0; i < s.pool.children.size(); i++) {
+        Child &child = s.pool.children[i];
+        if (!child.pid || child.state != ChildState::running || child.generation != s.pool.generation) continue;
+        const Slot &slot = s.run.board.slot(int(i));
         if (load(slot.state) != SlotState::idle || (load(slot.flags) & slot_paused)) continue;
         if (!oldest || child.spawned_ms < oldest->spawned_ms) oldest = &child;
     }
     if (!oldest) return;
     s.logf(LogLevel::info, "retiring idle worker %d, the oldest of %d idle (max_spare_servers %d)",
-           int(oldest->pid), idle, s.options.max_spare_servers);
+           int(oldest->pid), idle, s.config.options.max_spare_servers);
     tell_to_stop(*oldest, graceful_deadline(s));
 }
 
 // Spawns what the pool lacks and retires one spare too many.
-static void size_pool(Server::State &s, int64_t now) {
+static void size_pool(ServerState &s, int64_t now) {
     int idle = 0, starting = 0, current = 0;
-    for (size_t i = 0; i < s.children.size(); i++) {
-        Child &child = s.children[i];
-        if (!child.pid || child.stopping || child.generation != s.generation) continue;
+    for (size_t i = 0; i < s.pool.children.size(); i++) {
+        Child &child = s.pool.children[i];
+        if (!child.pid || child.state != ChildState::running || child.generation != s.pool.generation) continue;
         current++;
-        const Slot &slot = s.board.slot(int(i));
+        const Slot &slot = s.run.board.slot(int(i));
         SlotState state = load(slot.state);
         if (state == SlotState::idle && !(load(slot.flags) & slot_paused)) idle++;
         if (state == SlotState::starting) starting++;
-        if (s.failures && state != SlotState::starting && child.spawned_ms > s.last_failure_ms) {
+        if (s.pool.failures && state != SlotState::starting && child.spawned_ms > s.pool.last_failure_ms) {
             if (now - child.spawned_ms >= young_death_ms) {
                 s.logf(LogLevel::notice, "workers start normally again; back-off cleared");
-                s.failures = 0;
+                s.pool.failures = 0;
             } else {
                 want_deadline(s, child.spawned_ms + young_death_ms);
             }
         }
     }
-    int need = std::max(s.options.min_spare_servers - idle - starting, s.ramp_target - current);
-    int spawn = std::min(need, s.options.max_clients - s.live);
-    if (spawn > 0 && now < s.spawn_not_before_ms) {
-        want_deadline(s, s.spawn_not_before_ms);
+    int need = std::max(s.config.options.min_spare_servers - idle - starting, s.pool.ramp_target - current);
+    int spawn = std::min(need, s.config.options.max_clients - s.pool.live);
+    if (spawn > 0 && now < s.pool.spawn_not_before_ms) {
+        want_deadline(s, s.pool.spawn_not_before_ms);
     } else {
-        for (int i = 0; i < spawn && s.phase == Phase::running; i++) {
+        for (int i = 0; i < spawn && s.pool.phase == Phase::running; i++) {
             if (spawn_worker(s) < 0) {
-                want_deadline(s, s.spawn_not_before_ms);
+                want_deadline(s, s.pool.spawn_not_before_ms);
                 break;
             }
             current++;
         }
     }
-    if (current >= s.ramp_target) s.ramp_target = 0;
+    if (current >= s.pool.ramp_target) s.pool.ramp_target = 0;
     // Too many idle workers: retire one, but only once the excess has
     // lasted a second, so that a load whose idle count swings across the
     // bounds from one connection to the next does not churn the pool.
     // While the parent times an excess, workers that turn idle need not
     // wake it: it looks again at the deadline.
-    store(s.board.shared()->excess_seen, uint32_t(idle > s.options.max_spare_servers));
-    if (idle <= s.options.max_spare_servers) {
-        s.excess_since_ms = 0;
+    store(s.run.shared->excess_seen, uint32_t(idle > s.config.options.max_spare_servers));
+    if (idle <= s.config.options.max_spare_servers) {
+        s.pool.excess_since_ms = 0;
         return;
     }
-    if (!s.excess_since_ms) s.excess_since_ms = now;
-    int64_t retire_at = std::max(s.excess_since_ms + excess_grace_ms, s.next_retire_ms);
+    if (!s.pool.excess_since_ms) s.pool.excess_since_ms = now;
+    int64_t retire_at = std::max(s.pool.excess_since_ms + excess_grace_ms, s.pool.next_retire_ms);
     if (now >= retire_at) {
         retire_one_idle(s, idle);
-        s.next_retire_ms = now + retire_interval_ms;
-        retire_at = s.next_retire_ms;
+        s.pool.next_retire_ms = now + retire_interval_ms;
+        retire_at = s.pool.next_retire_ms;
     }
     want_deadline(s, retire_at);
 }
 
-static void watch_upgrade(Server::State &s, int64_t now);
-
-static void maintain_pool(Server::State &s) {
+static void maintain_pool(ServerState &s) {
     int64_t now = now_ms();
-    s.next_deadline_ms = 0;
-    if (s.phase == Phase::running) size_pool(s, now);
-    store(s.board.shared()->live, int32_t(s.live));
+    s.pool.next_deadline_ms = 0;
+    if (s.pool.phase == Phase::running) size_pool(s, now);
+    store(s.run.shared->live, int32_t(s.pool.live));
     watch_workers(s, now);
     flush_crash_log(s, now);
     watch_upgrade(s, now);
-    if (s.phase == Phase::draining && !s.backlog.empty()) {
-        if (now >= s.spawn_not_before_ms) hand_backlog(s);
-        else want_deadline(s, s.spawn_not_before_ms);
+    if (s.pool.phase == Phase::draining && !s.pool.backlog.empty()) {
+        if (now >= s.pool.spawn_not_before_ms) hand_backlog(s);
+        else want_deadline(s, s.pool.spawn_not_before_ms);
     }
-    if (s.phase != Phase::running && !s.drain_kill_sent && (s.live > 0 || !s.backlog.empty())) {
-        if (now >= s.drain_deadline_ms) {
-            s.drain_kill_sent = true;
+    if (s.pool.phase != Phase::running && !s.pool.drain_kill_sent && (s.pool.live > 0 || !s.pool.backlog.empty())) {
+        if (now >= s.pool.drain_deadline_ms) {
+            s.pool.drain_kill_sent = true;
             close_backlog(s);
             s.logf(LogLevel::warning, "graceful_timeout of %g s ran out; killing %d workers",
-                   s.options.graceful_timeout, s.live);
-            for (Child &child : s.children)
+                   s.config.options.graceful_timeout, s.pool.live);
+            for (Child &child : s.pool.children)
                 if (child.pid) kill_now(child);
         } else {
-            want_deadline(s, s.drain_deadline_ms);
+            want_deadline(s, s.pool.drain_deadline_ms);
         }
     }
-    if (s.options.debug_scoreboard) {
-        if (now >= s.next_dump_ms) {
-            s.logf(LogLevel::debug, "scoreboard %s", s.board.snapshot().render().c_str());
-            s.next_dump_ms = now + 1000;
+    if (s.config.options.debug_scoreboard) {
+        if (now >= s.pool.next_dump_ms) {
+            s.logf(LogLevel::debug, "scoreboard %s", s.run.board.snapshot().render().c_str());
+            s.pool.next_dump_ms = now + 1000;
         }
-        want_deadline(s, s.next_dump_ms);
+        want_deadline(s, s.pool.next_dump_ms);
     }
 }
 
 // After each pass: READY=1 once a worker of this generation is ready, and
 // the busy/idle counts when they changed (at most once a second).
-static void notify_progress(Server::State &s, int64_t now) {
-    if (s.notify_fd < 0 || s.phase != Phase::running || s.taking_over) return;
+static void notify_progress(ServerState &s, int64_t now) {
+    if (s.notifier.fd < 0 || s.pool.phase != Phase::running || taking_over(s)) return;
     int busy = 0, idle = 0;
     bool ready = false;
-    for (size_t i = 0; i < s.children.size(); i++) {
-        if (!s.children[i].pid) continue;
-        SlotState state = load(s.board.slot(int(i)).state);
+    for (size_t i = 0; i < s.pool.children.size(); i++) {
+        if (!s.pool.children[i].pid) continue;
+        SlotState state = load(s.run.board.slot(int(i)).state);
         busy += state == SlotState::busy;
         idle += state == SlotState::idle;
-        ready |= s.children[i].generation == s.generation && (state == SlotState::busy || state == SlotState::idle);
+        ready |= s.pool.children[i].generation == s.pool.generation && (state == SlotState::busy || state == SlotState::idle);
     }
     std::string status = format("STATUS=%d busy, %d idle workers", busy, idle);
-    if (ready && s.ready_generation != s.generation) {
-        s.ready_generation = s.generation;
+    if (ready && s.notifier.ready_generation != s.pool.generation) {
+        s.notifier.ready_generation = s.pool.generation;
         notify(s, "READY=1\n" + status);
-    } else if (s.ready_generation && status != s.status_sent && now - s.status_sent_ms >= 1000) {
+    } else if (s.notifier.ready_generation && status != s.notifier.status_sent && now - s.notifier.status_sent_ms >= 1000) {
         notify(s, status);
     } else {
         return;
     }
-    s.status_sent = status;
-    s.status_sent_ms = now;
+    s.notifier.status_sent = status;
+    s.notifier.status_sent_ms = now;
 }
 
-static void graceful_restart(Server::State &s) {
+static void graceful_restart(ServerState &s) {
     notify(s, format("RELOADING=1\nMONOTONIC_USEC=%lld", (long long)now_ms() * 1000));
-    s.generation++;
-    store(s.board.shared()->generation, s.generation);
-    s.ramp_target = s.options.start_servers;
-    s.logf(LogLevel::notice, "graceful restart: starting generation %u", s.generation);
+    s.pool.generation++;
+    store(s.run.shared->generation, s.pool.generation);
+    s.pool.ramp_target = s.config.options.start_servers;
+    s.logf(LogLevel::notice, "graceful restart: starting generation %u", s.pool.generation);
     maintain_pool(s);  // the new generation first, then retire the old one
-    for (Child &child : s.children)
-        if (child.pid && child.generation != s.generation) tell_to_stop(child, graceful_deadline(s));
+    for (Child &child : s.pool.children)
+        if (child.pid && child.generation != s.pool.generation) tell_to_stop(child, graceful_deadline(s));
 }
 
-/* Binary upgrade (SIGUSR2), as nginx and unicorn do it. The old parent
+/* ---------------------------------------------------------------------------
+   Binary upgrade (SIGUSR2), as nginx and unicorn do it. The old parent
    forks a child that puts the listeners on fds 3... as socket activation
    does (LISTEN_FDS, LISTEN_PID), one end of a socket pair after them
    (PREFORK_UPGRADE_FD), and executes the upgrade command: the binary on
@@ -2205,13 +2264,39 @@ static void graceful_restart(Server::State &s) {
    speaks to systemd only after the 'A', so an old parent that gave up in
    the meantime loses nothing. A new parent that exits, closes its end, or
    is not ready within upgrade_timeout is stopped, and the old one serves
-   on. */
-[[noreturn]] PREFORK_COLD static void exec_new_parent(Server::State &s, int channel) {
+   on.
+
+   Each side is one state machine; every transition is a function below.
+
+   The old parent (OutgoingUpgrade):
+     state        event                       transition          next
+     none         SIGUSR2                     start_upgrade       waiting
+     waiting      'R' on the channel          hand_over           handed_over
+     waiting      'E', EOF, upgrade_timeout   abandon_upgrade     stopping
+     waiting      SIGTERM or SIGINT to us     stop_upgrade        stopping
+     stopping     SIGINT to us                stop_upgrade        stopping
+     stopping     its kill_at_ms              kill_upgrade        killed
+     any          it is reaped                upgrade_reaped      none
+   In handed_over we drain (begin_stop) and leave the new parent be.
+
+   The new parent (IncomingUpgrade):
+     none         LISTEN_FDS and PREFORK_UPGRADE_FD found
+                                              listen_inherited    starting
+     starting     the pool is first ready     become_ready        told_ready
+     starting     the ready hook fails, or 'R' cannot be written
+                                              cut_off             cut_off
+     told_ready   'A'                         hear_from_old_parent none
+     told_ready   EOF                         hear_from_old_parent cut_off
+   Until it is back to none the new parent keeps quiet towards systemd, does
+   not own the socket files and never shuts the listeners (upgrading()). */
+static const char upgrade_variable[] = "PREFORK_UPGRADE_FD";
+
+[[noreturn]] PREFORK_COLD static void exec_new_parent(ServerState &s, int channel) {
     // The dispositions run() found, restored before unblocking: our handler
     // would write into the old parent's self-pipe.
     signal_pipe_write_end = -1;
     for (size_t i = 0; i < sizeof parent_signals / sizeof parent_signals[0]; i++)
-        sigaction(parent_signals[i], &s.saved_actions[i], nullptr);
+        sigaction(parent_signals[i], &s.run.saved_actions[i], nullptr);
     // Until the new run() takes it, a second SIGUSR2 must not end the new
     // program (an ignored signal stays ignored across exec).
     set_disposition(SIGUSR2, SIG_IGN);
@@ -2220,21 +2305,21 @@ static void graceful_restart(Server::State &s) {
     sigprocmask(SIG_SETMASK, &none, nullptr);
     // Every descriptor moves above its target first, so that no dup2()
     // lands on one still to be moved.
-    int count = int(s.listeners.size()), above = 3 + count + 1;
+    int count = int(s.config.listeners.size()), above = 3 + count + 1;
     std::vector<int> moved;
-    for (const Listener &l : s.listeners) moved.push_back(fcntl(l.fd, F_DUPFD_CLOEXEC, above));
+    for (const Listener &l : s.config.listeners) moved.push_back(fcntl(l.fd, F_DUPFD_CLOEXEC, above));
     moved.push_back(fcntl(channel, F_DUPFD_CLOEXEC, above));
     for (int i = 0; i <= count; i++)
         if (moved[size_t(i)] < 0 || dup2(moved[size_t(i)], 3 + i) < 0) _exit(127);
     std::vector<char *> argv;
-    for (std::string &arg : s.upgrade_command) argv.push_back(&arg[0]);
+    for (std::string &arg : s.config.upgrade_command) argv.push_back(&arg[0]);
     argv.push_back(nullptr);
     // "owned": a socket file we made, which the new parent removes at its
     // end once it has taken over; "bound": a socket we bound, without a
     // file of ours; "passed": one a service manager made. The new parent
     // shuts the first two at a graceful stop, never the third.
     std::string names;
-    for (const Listener &l : s.listeners)
+    for (const Listener &l : s.config.listeners)
         names += !l.unix_path.empty() ? "owned:" : l.ours ? "bound:" : "passed:";
     names.pop_back();
     if (setenv("LISTEN_FDS", std::to_string(count).c_str(), 1) == 0 &&
@@ -2253,16 +2338,17 @@ static void graceful_restart(Server::State &s) {
     _exit(127);
 }
 
-PREFORK_COLD static void start_upgrade(Server::State &s) {
-    if (s.phase != Phase::running) {
+// none -> waiting.
+PREFORK_COLD static void start_upgrade(ServerState &s) {
+    if (s.pool.phase != Phase::running) {
         s.logf(LogLevel::notice, "SIGUSR2: stopping; no upgrade");
         return;
     }
-    if (s.upgrade_command.empty()) {
+    if (s.config.upgrade_command.empty()) {
         s.logf(LogLevel::notice, "SIGUSR2: binary upgrade is not enabled; nothing to do");
         return;
     }
-    if (s.upgrade.pid || s.taking_over) {
+    if (s.upgrade.state != Outgoing::none || taking_over(s)) {
         s.logf(LogLevel::notice, "SIGUSR2: an upgrade is already under way (%s %d)",
                s.upgrade.pid ? "new parent" : "old parent",
                int(s.upgrade.pid ? s.upgrade.pid : getppid()));
@@ -2286,62 +2372,74 @@ PREFORK_COLD static void start_upgrade(Server::State &s) {
         s.logf(LogLevel::error, "SIGUSR2: fork: %s; no upgrade", strerror(fork_errno));
         return;
     }
-    s.upgrade = Upgrade();
-    s.upgrade.pid = pid;
-    s.upgrade.channel = ready[0];
-    s.upgrade.deadline_ms = now_ms() + int64_t(s.options.upgrade_timeout * 1000);
+    OutgoingUpgrade &u = s.upgrade;
+    u = OutgoingUpgrade();
+    u.state = Outgoing::waiting;
+    u.pid = pid;
+    u.channel = ready[0];
+    u.deadline_ms = now_ms() + int64_t(s.config.options.upgrade_timeout * 1000);
     notify(s, format("RELOADING=1\nMONOTONIC_USEC=%lld", (long long)now_ms() * 1000));
     s.logf(LogLevel::notice, "SIGUSR2: upgrading: started %s as pid %d; waiting up to %g s for "
-           "its workers", s.upgrade_command[0].c_str(), int(pid), s.options.upgrade_timeout);
+           "its workers", s.config.upgrade_command[0].c_str(), int(pid), s.config.options.upgrade_timeout);
 }
 
-// Stops a new parent that will not take over: signal (none if 0) now,
-// SIGKILL at kill_at_ms or at an earlier deadline already set. A SIGINT
-// after a SIGTERM gets through, as it would to us.
-static void stop_upgrade(Server::State &s, int signal, int64_t kill_at_ms) {
-    Upgrade &u = s.upgrade;
+// waiting or stopping -> stopping: the new parent will not take over. The
+// signal (none if 0) goes now, SIGKILL at kill_at_ms or at an earlier
+// deadline already set. A SIGINT after a SIGTERM gets through, as it would
+// to us; nothing more reaches a new parent already sent SIGKILL.
+static void stop_upgrade(ServerState &s, int signal, int64_t kill_at_ms) {
+    OutgoingUpgrade &u = s.upgrade;
+    if (u.state != Outgoing::waiting && u.state != Outgoing::stopping) return;
     sys::close(u.channel);
     u.channel = -1;
     u.deadline_ms = 0;
-    if (!u.pid || u.kill_at_ms < 0) return;
+    u.state = Outgoing::stopping;
     if (signal) kill(u.pid, signal);
     if (!u.kill_at_ms || kill_at_ms < u.kill_at_ms) u.kill_at_ms = kill_at_ms;
 }
 
-// Gives up on the new parent; unless it is already on its way out
-// (exiting), it is told to stop.
-PREFORK_COLD static void abandon_upgrade(Server::State &s, const std::string &why, bool exiting = false) {
+// stopping -> killed.
+static void kill_upgrade(ServerState &s) {
+    s.logf(LogLevel::warning, "upgrade: new parent %d did not exit; sending SIGKILL", int(s.upgrade.pid));
+    kill(s.upgrade.pid, SIGKILL);
+    s.upgrade.state = Outgoing::killed;
+}
+
+// waiting -> stopping: gives up on the new parent; unless it is already on
+// its way out (exiting), it is told to stop.
+PREFORK_COLD static void abandon_upgrade(ServerState &s, const std::string &why, bool exiting = false) {
     s.logf(LogLevel::error, "upgrade failed: %s; still serving with this binary", why.c_str());
-    stop_upgrade(s, exiting ? 0 : SIGTERM, now_ms() + int64_t(s.options.kill_grace * 1000));
+    stop_upgrade(s, exiting ? 0 : SIGTERM, now_ms() + int64_t(s.config.options.kill_grace * 1000));
     notify(s, "READY=1");  // the RELOADING=1 of SIGUSR2 is over
 }
 
-// The new parent is ready: it speaks for the service from now on, owns the
-// socket files, and this parent drains.
-PREFORK_COLD static void hand_over(Server::State &s) {
+// waiting -> handed_over: the new parent is ready. It speaks for the
+// service from now on, owns the socket files, and this parent drains.
+PREFORK_COLD static void hand_over(ServerState &s) {
+    OutgoingUpgrade &u = s.upgrade;
     // 'A': the new parent may take the socket files and speak to systemd.
     // Once it has it, the upgrade cannot be undone.
     unsigned char acknowledged = 'A';
-    if (sys::write(s.upgrade.channel, &acknowledged, 1) != 1) {
-        abandon_upgrade(s, format("new parent %d went away as it got ready", int(s.upgrade.pid)));
+    if (sys::write(u.channel, &acknowledged, 1) != 1) {
+        abandon_upgrade(s, format("new parent %d went away as it got ready", int(u.pid)));
         return;
     }
-    sys::close(s.upgrade.channel);
-    s.upgrade.channel = -1;
-    s.upgrade.handed_over = true;
-    notify(s, format("MAINPID=%d\nREADY=1", int(s.upgrade.pid)));
-    sys::close(s.notify_fd);
-    s.notify_fd = -1;
-    for (Listener &l : s.listeners) l.unix_path.clear();
-    s.logf(LogLevel::notice, "upgrade: new parent %d is ready; this one drains and exits",
-           int(s.upgrade.pid));
+    sys::close(u.channel);
+    u.channel = -1;
+    u.state = Outgoing::handed_over;
+    notify(s, format("MAINPID=%d\nREADY=1", int(u.pid)));
+    sys::close(s.notifier.fd);
+    s.notifier.fd = -1;
+    for (Listener &l : s.config.listeners) l.unix_path.clear();
+    s.logf(LogLevel::notice, "upgrade: new parent %d is ready; this one drains and exits", int(u.pid));
     begin_stop(s, Phase::draining, "upgraded");
 }
 
-// Reads the new parent's word: 'R' (ready), 'E' and an errno (it could not
-// be executed), or EOF (it ended or gave up before it was ready). Once it
-// has exited (reaped), a word left unread, or none at all, is a failure.
-PREFORK_COLD static void hear_from_upgrade(Server::State &s, bool exited = false) {
+// While waiting, reads the new parent's word: 'R' (ready), 'E' and an errno
+// (it could not be executed), or EOF (it ended or gave up before it was
+// ready). Once it has exited (reaped), a word left unread, or none at all,
+// is a failure.
+PREFORK_COLD static void hear_from_upgrade(ServerState &s, bool exited = false) {
     unsigned char message[1 + sizeof(int)];
     ssize_t n = sys::read(s.upgrade.channel, message, sizeof message);
     if (n < 0 && !exited) return;
@@ -2352,269 +2450,100 @@ PREFORK_COLD static void hear_from_upgrade(Server::State &s, bool exited = false
     if (n == sizeof message && message[0] == 'E') {
         int err;
         memcpy(&err, message + 1, sizeof err);
-        abandon_upgrade(s, format("cannot execute %s: %s", s.upgrade_command[0].c_str(), strerror(err)), true);
+        abandon_upgrade(s, format("cannot execute %s: %s", s.config.upgrade_command[0].c_str(), strerror(err)),
+                        true);
         return;
     }
     abandon_upgrade(s, format("new parent %d ended before it was ready", int(s.upgrade.pid)), exited);
 }
 
-PREFORK_COLD static void upgrade_parent_exited(Server::State &s, int status) {
+// any -> none.
+PREFORK_COLD static void upgrade_reaped(ServerState &s, int status) {
     std::string how = describe_status(status);
-    s.logf(s.upgrade.handed_over ? LogLevel::warning : LogLevel::notice, "upgrade: new parent %d %s",
-           int(s.upgrade.pid), how.c_str());
-    if (s.upgrade.channel >= 0) hear_from_upgrade(s, true);  // what it said before it went
-    s.upgrade.pid = 0;
+    s.logf(s.upgrade.state == Outgoing::handed_over ? LogLevel::warning : LogLevel::notice,
+           "upgrade: new parent %d %s", int(s.upgrade.pid), how.c_str());
+    if (s.upgrade.state == Outgoing::waiting) hear_from_upgrade(s, true);  // what it said before it went
+    s.upgrade = OutgoingUpgrade();
 }
 
-static void watch_upgrade(Server::State &s, int64_t now) {
-    Upgrade &u = s.upgrade;
-    if (!u.pid || u.handed_over) return;
-    if (u.deadline_ms && now >= u.deadline_ms) {
+// The old parent's deadlines: upgrade_timeout while waiting, SIGKILL while
+// stopping.
+static void watch_upgrade(ServerState &s, int64_t now) {
+    OutgoingUpgrade &u = s.upgrade;
+    if (u.state == Outgoing::waiting && now >= u.deadline_ms) {
         hear_from_upgrade(s);  // a word that came with the deadline still counts
-        if (u.handed_over) return;
-        if (u.channel >= 0)
+        if (u.state == Outgoing::waiting)
             abandon_upgrade(s, format("new parent %d was not ready after %g s", int(u.pid),
-                                      s.options.upgrade_timeout));
+                                      s.config.options.upgrade_timeout));
     }
-    want_deadline(s, u.deadline_ms);
-    if (u.kill_at_ms > 0 && now >= u.kill_at_ms) {
-        s.logf(LogLevel::warning, "upgrade: new parent %d did not exit; sending SIGKILL", int(u.pid));
-        kill(u.pid, SIGKILL);
-        u.kill_at_ms = -1;
-    }
-    want_deadline(s, u.kill_at_ms);
+    if (u.state == Outgoing::waiting) want_deadline(s, u.deadline_ms);
+    if (u.state == Outgoing::stopping && u.kill_at_ms && now >= u.kill_at_ms) kill_upgrade(s);
+    if (u.state == Outgoing::stopping) want_deadline(s, u.kill_at_ms);
 }
 
-// The new parent's side: once start_servers workers are ready, the ready
-// hook runs, then an old parent waiting on an upgrade is told.
-PREFORK_COLD static void become_ready(Server::State &s) {
-    s.pool_was_ready = true;
-    if (s.ready && !s.ready()) {
+// starting -> cut_off: this parent will not take over; the old parent
+// stops it (or has gone).
+PREFORK_COLD static void cut_off(ServerState &s) {
+    sys::close(s.takeover.fd);
+    s.takeover.fd = -1;
+    s.takeover.state = Incoming::cut_off;
+}
+
+// Once start_servers workers are ready the ready hook runs, then, in the
+// new parent of an upgrade, starting -> told_ready: the old parent is told.
+PREFORK_COLD static void become_ready(ServerState &s) {
+    s.pool.was_ready = true;
+    if (s.config.ready && !s.config.ready()) {
         s.error = "the ready hook failed";
-        s.result = -1;
+        s.pool.result = -1;
         s.logf(LogLevel::error, "the ready hook failed; stopping");
-        sys::close(s.handover_fd);
-        s.handover_fd = -1;
+        if (s.takeover.state == Incoming::starting) cut_off(s);
         begin_stop(s, Phase::draining, "the ready hook failed");
         return;
     }
-    if (s.handover_fd < 0) return;
+    if (s.takeover.state != Incoming::starting) return;
     unsigned char ready = 'R';
-    s.told_ready = sys::write(s.handover_fd, &ready, 1) == 1;
-    s.logf(s.told_ready ? LogLevel::notice : LogLevel::error, "upgrade: %s the old parent %d",
-           s.told_ready ? "ready; telling" : "could not tell", int(getppid()));
+    bool told = sys::write(s.takeover.fd, &ready, 1) == 1;
+    s.logf(told ? LogLevel::notice : LogLevel::error, "upgrade: %s the old parent %d",
+           told ? "ready; telling" : "could not tell", int(getppid()));
+    if (told) s.takeover.state = Incoming::told_ready;
+    else cut_off(s);
 }
 
-// The old parent's answer to 'R': 'A', and we have taken over (the socket
-// files it made are ours, systemd hears from us); EOF, and it gave up on
-// us (its SIGTERM follows).
-PREFORK_COLD static void hear_from_old_parent(Server::State &s) {
+// told_ready -> none or cut_off: the old parent's answer to 'R'. 'A', and we
+// have taken over (the socket files it made are ours, systemd hears from
+// us); EOF, and it gave up on us (its SIGTERM follows).
+PREFORK_COLD static void hear_from_old_parent(ServerState &s) {
     unsigned char answer = 0;
-    ssize_t n = sys::read(s.handover_fd, &answer, 1);
+    ssize_t n = sys::read(s.takeover.fd, &answer, 1);
     if (n < 0) return;
-    sys::close(s.handover_fd);
-    s.handover_fd = -1;
-    s.told_ready = false;
     if (n != 1 || answer != 'A') {
         s.logf(LogLevel::error, "upgrade: the old parent gave up on this one");
+        cut_off(s);
         return;
     }
-    s.taking_over = false;
-    for (Listener &l : s.listeners)
+    sys::close(s.takeover.fd);
+    s.takeover = IncomingUpgrade();
+    for (Listener &l : s.config.listeners)
         if (l.file_handed) l.unix_path = l.address.substr(5);
     // The old parent says READY=1 with MAINPID=; our STATUS= waits a
     // second, so that systemd hears it from the main pid.
-    s.ready_generation = s.generation;
-    s.status_sent_ms = now_ms();
+    s.notifier.ready_generation = s.pool.generation;
+    s.notifier.status_sent_ms = now_ms();
     s.logf(LogLevel::notice, "upgrade: taken over from the old parent %d", int(getppid()));
 }
 
-static void check_ready(Server::State &s) {
-    if (s.pool_was_ready || s.phase != Phase::running) return;
-    int ready = 0;
-    for (size_t i = 0; i < s.children.size(); i++) {
-        if (!s.children[i].pid || s.children[i].generation != s.generation) continue;
-        SlotState state = load(s.board.slot(int(i)).state);
-        ready += state == SlotState::idle || state == SlotState::busy;
-    }
-    // start_servers, unless the pool would retire some of them as spares.
-    const Options &o = s.options;
-    if (ready >= std::max(1, std::min({o.start_servers, o.max_clients, o.max_spare_servers})))
-        become_ready(s);
+// The socket of an upgrade the parent loop polls: the old parent's channel
+// while waiting, the new parent's while told_ready; else -1.
+static int upgrade_fd(const ServerState &s) {
+    if (s.upgrade.state == Outgoing::waiting) return s.upgrade.channel;
+    if (s.takeover.state == Incoming::told_ready) return s.takeover.fd;
+    return -1;
 }
 
-static void adjust_spares(Server::State &s, int delta) {
-    Options &o = s.options;
-    if (delta < 0 && o.min_spare_servers <= 1) {
-        s.logf(LogLevel::notice, "SIGTTOU: min_spare_servers is already 1");
-        return;
-    }
-    o.min_spare_servers += delta;
-    o.max_spare_servers += delta;
-    store(s.board.shared()->min_spare, int32_t(o.min_spare_servers));
-    store(s.board.shared()->max_spare, int32_t(o.max_spare_servers));
-    s.logf(LogLevel::notice, "%s: min_spare_servers %d, max_spare_servers %d",
-           delta > 0 ? "SIGTTIN" : "SIGTTOU", o.min_spare_servers, o.max_spare_servers);
-}
-
-static void handle_signal(Server::State &s, int signal) {
-    switch (signal) {
-    case SIGCHLD: reap_children(s); break;
-    case SIGTERM: begin_stop(s, Phase::draining, "SIGTERM"); break;
-    case SIGINT: begin_stop(s, Phase::stopping, "SIGINT"); break;
-    case SIGHUP:
-        if (s.phase == Phase::running) graceful_restart(s);
-        break;
-    case SIGUSR1:
-        // Reopen the logs: the parent by the hook, the workers by being
-        // replaced (a graceful restart), since each holds the files it
-        // inherited.
-        if (s.phase != Phase::running) break;
-        if (!s.reopen) {
-            s.logf(LogLevel::notice, "SIGUSR1: no reopen hook; nothing to do");
-            break;
-        }
-        s.reopen();
-        s.logf(LogLevel::notice, "SIGUSR1: logs reopened; replacing the workers");
-        graceful_restart(s);
-        break;
-    case SIGUSR2: start_upgrade(s); break;
-    case SIGTTIN: adjust_spares(s, 1); break;
-    case SIGTTOU: adjust_spares(s, -1); break;
-    default: break;
-    }
-}
-
-static int run_pool(Server::State &s) {
-    if (sys::pipe(s.wake_pipe) < 0 || sys::pipe(s.life_pipe) < 0)
-        return s.fail(format("pipe: %s", strerror(errno)));
-    s.children.assign(size_t(s.options.max_clients), Child());
-    s.ramp_target = s.options.start_servers;
-    if (s.options.notify_systemd) s.notify_fd = sys::notify_open(&s.notify_to, &s.notify_length);
-    s.logf(LogLevel::notice, "prefork parent %d: starting %d workers on %zu listeners",
-           int(getpid()), s.options.start_servers, s.listeners.size());
-    for (;;) {
-        maintain_pool(s);
-        check_ready(s);
-        notify_progress(s, now_ms());
-        // An upgrade not yet handed over is waited for like a worker.
-        if (s.phase != Phase::running && s.live == 0 && s.backlog.empty() &&
-            (!s.upgrade.pid || s.upgrade.handed_over))
-            break;
-        int timeout = -1;
-        if (s.next_deadline_ms)
-            timeout = int(std::min<int64_t>(std::max<int64_t>(0, s.next_deadline_ms - now_ms()), 1 << 30));
-        // The third: the socket of an upgrade, as the old parent or the new.
-        int upgrade_fd = s.upgrade.channel >= 0 ? s.upgrade.channel : s.told_ready ? s.handover_fd : -1;
-        pollfd fds[3] = {{s.signal_pipe[0], POLLIN, 0}, {s.wake_pipe[0], POLLIN, 0},
-                         {upgrade_fd, POLLIN, 0}};
-        if (sys::poll(fds, upgrade_fd >= 0 ? 3 : 2, timeout) < 0)
-            return s.fail(format("poll: %s", strerror(errno)));
-        // Drain, then clear: a worker that finds the flag set before the
-        // clear has stored its state already, and the pass that follows
-        // sees it. Cleared first, a byte written in between would be
-        // drained with the flag left set, and no worker would wake us again.
-        if (fds[1].revents) {
-            drain_pipe(s.wake_pipe[0], [](unsigned char) {});
-            store(s.board.shared()->wake_pending, 0u);
-        }
-        if (fds[0].revents) drain_pipe(s.signal_pipe[0], [&](unsigned char sig) { handle_signal(s, sig); });
-        // After the signals: a SIGTERM that came with the word 'R' stops
-        // the upgrade instead of being lost in a drain already begun.
-        if (upgrade_fd >= 0 && fds[2].revents) {
-            if (upgrade_fd == s.upgrade.channel) hear_from_upgrade(s);
-            else if (upgrade_fd == s.handover_fd) hear_from_old_parent(s);
-        }
-    }
-    s.logf(LogLevel::notice, "all workers are gone; parent exiting");
-    sys::close(s.notify_fd);
-    s.notify_fd = -1;
-    return s.result;
-}
-
-static int run_single(Server::State &s) {
-    s.worker_internals.signal_read_end = s.signal_pipe[0];
-    set_worker_identity(s, 0);
-    Slot &slot = s.board.slot(0);
-    store(slot.pid, int32_t(getpid()));
-    store(slot.started_ms, now_ms());
-    s.logf(LogLevel::notice, "single-process mode: serving in pid %d", int(getpid()));
-    if (!get_worker_ready(s)) return s.fail("the init hook failed");
-    become_ready(s);
-    if (s.result != 0) return -1;
-    worker_loop(s);
-    s.logf(LogLevel::notice, "single-process mode: stopping");
-    return 0;
-}
-
-// Gets the scoreboard, retrying every ipc_retry_interval while signals may
-// still stop us. 0, or 1 when told to stop first.
-static int acquire_ipc(Server::State &s) {
-    std::string why;
-    while (s.board.create(s.options.single_process ? 1 : s.options.max_clients, &why, s.log) != 0) {
-        s.logf(LogLevel::error, "cannot create the scoreboard: %s; retrying in %g s", why.c_str(),
-               s.options.ipc_retry_interval);
-        int64_t until = now_ms() + int64_t(s.options.ipc_retry_interval * 1000);
-        for (int64_t now = now_ms(); now < until; now = now_ms()) {
-            pollfd fd = {s.signal_pipe[0], POLLIN, 0};
-            sys::poll(&fd, 1, int(until - now));
-            bool stop = false;
-            drain_pipe(s.signal_pipe[0], [&](unsigned char sig) { stop |= sig == SIGTERM || sig == SIGINT; });
-            if (stop) return 1;
-        }
-    }
-    Shared *shared = s.board.shared();
-    shared->min_spare = s.options.min_spare_servers;
-    shared->max_spare = s.options.max_spare_servers;
-    shared->max_clients = s.options.max_clients;
-    shared->generation = s.generation;
-    return 0;
-}
-
-/* ---------------------------------------------------------------------------
-   Server: the public face. */
-Server::Server(const Options &options) : state_(new State) { state_->options = options; }
-
-// Closes the listeners; a UNIX socket file is removed by run() only, since a
-// Server that never ran may be a copy whose socket another process serves.
-Server::~Server() {
-    for (Listener &l : state_->listeners) sys::close(l.fd);
-}
-
-// Fills in the address and port a listener really got (port 0 picks one).
-static int describe_listener(Server::State &s, Listener &l) {
-    sockaddr_storage bound;
-    memset(&bound, 0, sizeof bound);
-    socklen_t length = sizeof bound;
-    if (getsockname(l.fd, reinterpret_cast<sockaddr *>(&bound), &length) < 0)
-        return s.fail(format("fd %d: getsockname: %s", l.fd, strerror(errno)));
-    l.address = describe_address(reinterpret_cast<sockaddr *>(&bound), length, &l.port);
-    return 0;
-}
-
-PREFORK_COLD int Server::listen(const std::string &spec) {
-    State &s = *state_;
-    if (Listener *inherited = inherited_listener(s, spec)) {
-        inherited->unclaimed = false;
-        return 0;
-    }
-    if (spec.compare(0, 5, "unix:") == 0) return bind_unix(s, spec, spec.substr(5));
-    if (bind_inet(s, spec) < 0) return -1;
-    return describe_listener(s, s.listeners.back());
-}
-
-PREFORK_COLD int Server::listen_fd(int fd) {
-    State &s = *state_;
-    int accepting = 0;
-    socklen_t size = sizeof accepting;
-    if (getsockopt(fd, SOL_SOCKET, SO_ACCEPTCONN, &accepting, &size) < 0 || !accepting)
-        return s.fail(format("fd %d is not a listening socket", fd));
-    if (sys::set_flags(fd, true) < 0) return s.fail(format("fd %d: fcntl: %s", fd, strerror(errno)));
-    Listener l;
-    l.fd = fd;
-    if (describe_listener(s, l) < 0) return -1;
-    s.listeners.push_back(l);
-    return 0;
+static void hear_upgrade_fd(ServerState &s) {
+    if (s.upgrade.state == Outgoing::waiting) hear_from_upgrade(s);
+    else if (s.takeover.state == Incoming::told_ready) hear_from_old_parent(s);
 }
 
 // A whole decimal number of at most 9 digits. false if malformed.
@@ -2625,8 +2554,9 @@ static bool parse_count(const char *text, long *out) {
     return true;
 }
 
+// none -> starting, when an old parent passed its socket pair too.
 PREFORK_COLD int Server::listen_inherited() {
-    State &s = *state_;
+    ServerState &s = *state_;
     const char *pid = getenv("LISTEN_PID"), *fds = getenv("LISTEN_FDS");
     const char *handover = getenv(upgrade_variable);
     std::string names = handover && getenv("LISTEN_FDNAMES") ? getenv("LISTEN_FDNAMES") : "";
@@ -2646,26 +2576,27 @@ PREFORK_COLD int Server::listen_inherited() {
     // they become ours to remove once we take over.
     for (int fd = 3; fd < 3 + count; fd++) {
         if (listen_fd(fd) < 0) return s.fail("passed by the service manager: " + s.error);
-        s.listeners.back().unclaimed = true;
+        Listener &l = s.config.listeners.back();
+        l.unclaimed = true;
         size_t end = names.find(':');
         std::string name = names.substr(0, end);
-        s.listeners.back().file_handed = name == "owned" && s.listeners.back().address.compare(0, 5, "unix:") == 0;
-        s.listeners.back().ours = name == "owned" || name == "bound";
+        l.file_handed = name == "owned" && l.address.compare(0, 5, "unix:") == 0;
+        l.ours = name == "owned" || name == "bound";
         names.erase(0, end == std::string::npos ? names.size() : end + 1);
     }
     if (handover && handover_fd >= 0) {
         if (fcntl(int(handover_fd), F_SETFD, FD_CLOEXEC) < 0)
             return s.fail(format("%s=%ld: %s", upgrade_variable, handover_fd, strerror(errno)));
-        s.handover_fd = int(handover_fd);
-        s.taking_over = true;
+        s.takeover.fd = int(handover_fd);
+        s.takeover.state = Incoming::starting;
     }
     return int(count);
 }
 
-bool Server::upgrading() const { return state_->taking_over; }
+bool Server::upgrading() const { return taking_over(*state_); }
 
 PREFORK_COLD int Server::enable_upgrade(int argc, char *const *argv) {
-    State &s = *state_;
+    ServerState &s = *state_;
     if (argc < 1 || !argv[0] || !*argv[0]) return s.fail("enable_upgrade: no program name in argv[0]");
     std::vector<std::string> command(argv, argv + argc);
     // A path relative to here must still lead to the program if the
@@ -2675,68 +2606,254 @@ PREFORK_COLD int Server::enable_upgrade(int argc, char *const *argv) {
         if (!getcwd(here, sizeof here)) return s.fail(format("enable_upgrade: getcwd: %s", strerror(errno)));
         command[0] = std::string(here) + "/" + command[0].substr(command[0].compare(0, 2, "./") ? 0 : 2);
     }
-    s.upgrade_command = command;
+    s.config.upgrade_command = command;
     return 0;
 }
 
-size_t Server::listener_count() const { return state_->listeners.size(); }
-std::string Server::address(size_t i) const { return state_->listeners.at(i).address; }
-int Server::port(size_t i) const { return state_->listeners.at(i).port; }
-void Server::on_connection(ConnectionHandler handler) { state_->handler = std::move(handler); }
-void Server::on_refusal(ConnectionHandler handler) { state_->refusal = std::move(handler); }
-void Server::on_reopen(std::function<void()> hook) { state_->reopen = std::move(hook); }
-void Server::on_ready(std::function<bool()> hook) { state_->ready = std::move(hook); }
-void Server::on_worker_start(InitHook hook) { state_->hooks.push_back(std::move(hook)); }
-void Server::on_log(LogFn log) { state_->log = std::move(log); }
-bool Server::is_child() const { return state_->is_child; }
-Snapshot Server::snapshot() { return state_->board.snapshot(); }
-const Options &Server::options() const { return state_->options; }
+/* ---------------------------------------------------------------------------
+   The parent loop: signals as the pipe brings them, one maintenance pass a
+   turn, and a poll() until the nearest deadline. */
+static void check_ready(ServerState &s) {
+    if (s.pool.was_ready || s.pool.phase != Phase::running) return;
+    int ready = 0;
+    for (size_t i = 0; i < s.pool.children.size(); i++) {
+        if (!s.pool.children[i].pid || s.pool.children[i].generation != s.pool.generation) continue;
+        SlotState state = load(s.run.board.slot(int(i)).state);
+        ready += state == SlotState::idle || state == SlotState::busy;
+    }
+    // start_servers, unless the pool would retire some of them as spares.
+    const Options &o = s.config.options;
+    if (ready >= std::max(1, std::min({o.start_servers, o.max_clients, o.max_spare_servers})))
+        become_ready(s);
+}
+
+static void adjust_spares(ServerState &s, int delta) {
+    Options &o = s.config.options;
+    if (delta < 0 && o.min_spare_servers <= 1) {
+        s.logf(LogLevel::notice, "SIGTTOU: min_spare_servers is already 1");
+        return;
+    }
+    o.min_spare_servers += delta;
+    o.max_spare_servers += delta;
+    store(s.run.shared->min_spare, int32_t(o.min_spare_servers));
+    store(s.run.shared->max_spare, int32_t(o.max_spare_servers));
+    s.logf(LogLevel::notice, "%s: min_spare_servers %d, max_spare_servers %d",
+           delta > 0 ? "SIGTTIN" : "SIGTTOU", o.min_spare_servers, o.max_spare_servers);
+}
+
+static void handle_signal(ServerState &s, int signal) {
+    switch (signal) {
+    case SIGCHLD: reap_children(s); break;
+    case SIGTERM: begin_stop(s, Phase::draining, "SIGTERM"); break;
+    case SIGINT: begin_stop(s, Phase::stopping, "SIGINT"); break;
+    case SIGHUP:
+        if (s.pool.phase == Phase::running) graceful_restart(s);
+        break;
+    case SIGUSR1:
+        // Reopen the logs: the parent by the hook, the workers by being
+        // replaced (a graceful restart), since each holds the files it
+        // inherited.
+        if (s.pool.phase != Phase::running) break;
+        if (!s.config.reopen) {
+            s.logf(LogLevel::notice, "SIGUSR1: no reopen hook; nothing to do");
+            break;
+        }
+        s.config.reopen();
+        s.logf(LogLevel::notice, "SIGUSR1: logs reopened; replacing the workers");
+        graceful_restart(s);
+        break;
+    case SIGUSR2: start_upgrade(s); break;
+    case SIGTTIN: adjust_spares(s, 1); break;
+    case SIGTTOU: adjust_spares(s, -1); break;
+    default: break;
+    }
+}
+
+static int run_pool(ServerState &s) {
+    if (sys::pipe(s.run.wake_pipe) < 0 || sys::pipe(s.run.life_pipe) < 0)
+        return s.fail(format("pipe: %s", strerror(errno)));
+    s.pool.children.assign(size_t(s.config.options.max_clients), Child());
+    s.pool.ramp_target = s.config.options.start_servers;
+    if (s.config.options.notify_systemd) s.notifier.fd = sys::notify_open(&s.notifier.to, &s.notifier.length);
+    s.logf(LogLevel::notice, "prefork parent %d: starting %d workers on %zu listeners",
+           int(getpid()), s.config.options.start_servers, s.config.listeners.size());
+    for (;;) {
+        maintain_pool(s);
+        check_ready(s);
+        notify_progress(s, now_ms());
+        // An upgrade not yet handed over is waited for like a worker.
+        if (s.pool.phase != Phase::running && s.pool.live == 0 && s.pool.backlog.empty() &&
+            (s.upgrade.state == Outgoing::none || s.upgrade.state == Outgoing::handed_over))
+            break;
+        int timeout = -1;
+        if (s.pool.next_deadline_ms)
+            timeout = int(std::min<int64_t>(std::max<int64_t>(0, s.pool.next_deadline_ms - now_ms()), 1 << 30));
+        // The third: the socket of an upgrade, as the old parent or the new.
+        pollfd fds[3] = {{s.run.signal_pipe[0], POLLIN, 0}, {s.run.wake_pipe[0], POLLIN, 0},
+                         {upgrade_fd(s), POLLIN, 0}};
+        if (sys::poll(fds, fds[2].fd >= 0 ? 3 : 2, timeout) < 0)
+            return s.fail(format("poll: %s", strerror(errno)));
+        // Drain, then clear: a worker that finds the flag set before the
+        // clear has stored its state already, and the pass that follows
+        // sees it. Cleared first, a byte written in between would be
+        // drained with the flag left set, and no worker would wake us again.
+        if (fds[1].revents) {
+            drain_pipe(s.run.wake_pipe[0], [](unsigned char) {});
+            store(s.run.shared->wake_pending, 0u);
+        }
+        if (fds[0].revents) drain_pipe(s.run.signal_pipe[0], [&](unsigned char sig) { handle_signal(s, sig); });
+        // After the signals: a SIGTERM that came with the word 'R' stops
+        // the upgrade instead of being lost in a drain already begun.
+        if (fds[2].fd >= 0 && fds[2].revents && fds[2].fd == upgrade_fd(s)) hear_upgrade_fd(s);
+    }
+    s.logf(LogLevel::notice, "all workers are gone; parent exiting");
+    sys::close(s.notifier.fd);
+    s.notifier.fd = -1;
+    return s.pool.result;
+}
+
+static int run_single(ServerState &s) {
+    s.worker.signal_read_end = s.run.signal_pipe[0];
+    set_worker_identity(s, 0);
+    Slot &slot = s.run.board.slot(0);
+    store(slot.pid, int32_t(getpid()));
+    store(slot.started_ms, now_ms());
+    s.logf(LogLevel::notice, "single-process mode: serving in pid %d", int(getpid()));
+    if (!get_worker_ready(s.worker)) return s.fail("the init hook failed");
+    become_ready(s);
+    if (s.pool.result != 0) return -1;
+    worker_loop(s.worker);
+    s.logf(LogLevel::notice, "single-process mode: stopping");
+    return 0;
+}
+
+// Gets the scoreboard, retrying every ipc_retry_interval while signals may
+// still stop us. 0, or 1 when told to stop first.
+static int acquire_ipc(ServerState &s) {
+    std::string why;
+    while (s.run.board.create(s.config.options.single_process ? 1 : s.config.options.max_clients, &why, s.config.log) != 0) {
+        s.logf(LogLevel::error, "cannot create the scoreboard: %s; retrying in %g s", why.c_str(),
+               s.config.options.ipc_retry_interval);
+        int64_t until = now_ms() + int64_t(s.config.options.ipc_retry_interval * 1000);
+        for (int64_t now = now_ms(); now < until; now = now_ms()) {
+            pollfd fd = {s.run.signal_pipe[0], POLLIN, 0};
+            sys::poll(&fd, 1, int(until - now));
+            bool stop = false;
+            drain_pipe(s.run.signal_pipe[0], [&](unsigned char sig) { stop |= sig == SIGTERM || sig == SIGINT; });
+            if (stop) return 1;
+        }
+    }
+    Shared *shared = s.run.shared = detail::Access::shared(s.run.board);
+    shared->min_spare = s.config.options.min_spare_servers;
+    shared->max_spare = s.config.options.max_spare_servers;
+    shared->max_clients = s.config.options.max_clients;
+    shared->generation = s.pool.generation;
+    return 0;
+}
+
+/* ---------------------------------------------------------------------------
+   Server: the public face. */
+Server::Server(const Options &options) : state_(new ServerState) { state_->config.options = options; }
+
+// Closes the listeners; a UNIX socket file is removed by run() only, since a
+// Server that never ran may be a copy whose socket another process serves.
+Server::~Server() {
+    for (Listener &l : state_->config.listeners) sys::close(l.fd);
+}
+
+// Fills in the address and port a listener really got (port 0 picks one).
+static int describe_listener(ServerState &s, Listener &l) {
+    sockaddr_storage bound;
+    memset(&bound, 0, sizeof bound);
+    socklen_t length = sizeof bound;
+    if (getsockname(l.fd, reinterpret_cast<sockaddr *>(&bound), &length) < 0)
+        return s.fail(format("fd %d: getsockname: %s", l.fd, strerror(errno)));
+    l.address = describe_address(reinterpret_cast<sockaddr *>(&bound), length, &l.port);
+    return 0;
+}
+
+PREFORK_COLD int Server::listen(const std::string &spec) {
+    ServerState &s = *state_;
+    if (Listener *inherited = inherited_listener(s, spec)) {
+        inherited->unclaimed = false;
+        return 0;
+    }
+    if (spec.compare(0, 5, "unix:") == 0) return bind_unix(s, spec, spec.substr(5));
+    if (bind_inet(s, spec) < 0) return -1;
+    return describe_listener(s, s.config.listeners.back());
+}
+
+PREFORK_COLD int Server::listen_fd(int fd) {
+    ServerState &s = *state_;
+    int accepting = 0;
+    socklen_t size = sizeof accepting;
+    if (getsockopt(fd, SOL_SOCKET, SO_ACCEPTCONN, &accepting, &size) < 0 || !accepting)
+        return s.fail(format("fd %d is not a listening socket", fd));
+    if (sys::set_flags(fd, true) < 0) return s.fail(format("fd %d: fcntl: %s", fd, strerror(errno)));
+    Listener l;
+    l.fd = fd;
+    if (describe_listener(s, l) < 0) return -1;
+    s.config.listeners.push_back(l);
+    return 0;
+}
+
+size_t Server::listener_count() const { return state_->config.listeners.size(); }
+std::string Server::address(size_t i) const { return state_->config.listeners.at(i).address; }
+int Server::port(size_t i) const { return state_->config.listeners.at(i).port; }
+void Server::on_connection(ConnectionHandler handler) { state_->config.handler = std::move(handler); }
+void Server::on_refusal(ConnectionHandler handler) { state_->config.refusal = std::move(handler); }
+void Server::on_reopen(std::function<void()> hook) { state_->config.reopen = std::move(hook); }
+void Server::on_ready(std::function<bool()> hook) { state_->config.ready = std::move(hook); }
+void Server::on_worker_start(InitHook hook) { state_->config.hooks.push_back(std::move(hook)); }
+void Server::on_log(LogFn log) { state_->config.log = std::move(log); }
+bool Server::is_child() const { return state_->worker.is_child; }
+Snapshot Server::snapshot() { return state_->run.board.snapshot(); }
+const Options &Server::options() const { return state_->config.options; }
 const std::string &Server::error() const { return state_->error; }
 
 void Server::log(LogLevel level, const char *fmt, ...) {
-    if (!state_->log) return;
     va_list args;
     va_start(args, fmt);
-    std::string line = format(fmt, args);
+    vlog(state_->config.log, level, fmt, args);
     va_end(args);
-    state_->log(level, line.c_str());
 }
 
 int Server::run() {
-    State &s = *state_;
+    ServerState &s = *state_;
     std::vector<std::string> notes;
-    std::string bad = check_options(s.options, &notes);
+    std::string bad = check_options(s.config.options, &notes);
     if (!bad.empty()) return s.fail(bad);
     for (const std::string &note : notes) s.logf(LogLevel::notice, "%s", note.c_str());
-    if (s.listeners.empty()) return s.fail("no listener: call listen() before run()");
-    for (const Listener &l : s.listeners)
+    if (s.config.listeners.empty()) return s.fail("no listener: call listen() before run()");
+    for (const Listener &l : s.config.listeners)
         if (l.fd < 0) return s.fail("the listeners were closed by an earlier run()");
-    if (!s.handler) return s.fail("no connection handler: call on_connection() before run()");
+    if (!s.config.handler) return s.fail("no connection handler: call on_connection() before run()");
     if (signal_pipe_write_end >= 0) return s.fail("another Server is running in this process");
-    if (sys::pipe(s.signal_pipe) < 0) return s.fail(format("pipe: %s", strerror(errno)));
-    signal_pipe_write_end = s.signal_pipe[1];
+    if (sys::pipe(s.run.signal_pipe) < 0) return s.fail(format("pipe: %s", strerror(errno)));
+    signal_pipe_write_end = s.run.signal_pipe[1];
     for (size_t i = 0; i < sizeof parent_signals / sizeof parent_signals[0]; i++)
         set_disposition(parent_signals[i], parent_signals[i] == SIGPIPE ? SIG_IGN : on_signal,
-                        &s.saved_actions[i]);
-    s.parent_pid = getpid();
+                        &s.run.saved_actions[i]);
+    s.run.parent_pid = getpid();
     s.error.clear();
-    s.result = 0;
+    s.pool.result = 0;
 
     int rc = 0;
-    if (acquire_ipc(s) == 0) rc = s.options.single_process ? run_single(s) : run_pool(s);
+    if (acquire_ipc(s) == 0) rc = s.config.options.single_process ? run_single(s) : run_pool(s);
 
     for (size_t i = 0; i < sizeof parent_signals / sizeof parent_signals[0]; i++)
-        sigaction(parent_signals[i], &s.saved_actions[i], nullptr);
+        sigaction(parent_signals[i], &s.run.saved_actions[i], nullptr);
     signal_pipe_write_end = -1;
-    int *fds[] = {&s.signal_pipe[0], &s.signal_pipe[1], &s.wake_pipe[0], &s.wake_pipe[1],
-                  &s.life_pipe[0], &s.life_pipe[1], &s.handover_fd, &s.upgrade.channel};
+    int *fds[] = {&s.run.signal_pipe[0], &s.run.signal_pipe[1], &s.run.wake_pipe[0], &s.run.wake_pipe[1],
+                  &s.run.life_pipe[0], &s.run.life_pipe[1], &s.takeover.fd, &s.upgrade.channel};
     for (int *fd : fds) {
         sys::close(*fd);
         *fd = -1;
     }
     close_backlog(s);
-    s.board.destroy();
-    for (Listener &l : s.listeners) {
+    s.run.board.destroy();
+    s.run.shared = nullptr;
+    for (Listener &l : s.config.listeners) {
         sys::close(l.fd);
         l.fd = -1;
         if (!l.unix_path.empty()) unlink(l.unix_path.c_str());

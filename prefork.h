@@ -333,6 +333,11 @@ struct Snapshot {
 struct Shared;
 class Worker;
 class Server;
+namespace detail {
+struct ServerState;  // a Server's state, in prefork.cc
+struct WorkerState;  // a worker's own state, in prefork.cc
+struct Access;       // lets prefork.cc reach what users do not call
+}  // namespace detail
 
 // The System V scoreboard: one shared memory segment (removed with
 // IPC_RMID as soon as it is attached) and one semaphore set.
@@ -351,7 +356,6 @@ public:
     void destroy();
     bool ready() const { return shared_ != nullptr; }
     int slot_count() const;
-    int semaphore_id() const { return semaphore_id_; }
 
     // The lock, taken with SEM_UNDO, waiting at most timeout_ms (-1: no
     // bound). 0, or -1 with errno EAGAIN (timed out) or EIDRM/EINVAL (gone).
@@ -362,9 +366,9 @@ public:
     Snapshot snapshot();
 
     Slot &slot(int index);
-    Shared *shared() { return shared_; }
 
 private:
+    friend struct detail::Access;
     Shared *shared_ = nullptr;
     int semaphore_id_ = -1;
     pid_t creator_ = 0;
@@ -375,9 +379,6 @@ using InitHook = std::function<bool(Worker &)>;
 
 class Worker {
 public:
-    struct Internals;  // defined in prefork.cc
-    explicit Worker(Internals *internals) : in_(internals) {}
-
     int slot() const;
     uint32_t generation() const;
     bool is_child() const;
@@ -401,7 +402,9 @@ public:
         __attribute__((format(printf, 3, 4)));
 
 private:
-    Internals *in_;
+    friend struct detail::WorkerState;
+    explicit Worker(detail::WorkerState *state) : in_(state) {}
+    detail::WorkerState *in_;
 };
 
 class Server {
@@ -455,10 +458,8 @@ public:
     void log(LogLevel level, const char *format, ...)
         __attribute__((format(printf, 3, 4)));
 
-    struct State;
-
 private:
-    std::unique_ptr<State> state_;
+    std::unique_ptr<detail::ServerState> state_;
 };
 
 /* ---- HTTP/1.1 --------------------------------------------------------- */
