@@ -563,10 +563,6 @@ static void on_signal(int signal) {
 static const int parent_signals[] = {SIGCHLD, SIGTERM, SIGINT, SIGHUP, SIGTTIN,
                                      SIGTTOU, SIGUSR1, SIGUSR2, SIGPIPE};
 
-// Names the new parent's end of the socket pair on which, in a binary
-// upgrade, it tells the old parent that it is ready ('R') and hears back
-// that it has taken over ('A').
-
 static int set_disposition(int signal, void (*handler)(int), struct sigaction *old = nullptr) {
     struct sigaction action;
     memset(&action, 0, sizeof action);
@@ -2272,12 +2268,15 @@ static void graceful_restart(ServerState &s) {
      state        event                       transition          next
      none         SIGUSR2                     start_upgrade       waiting
      waiting      'R' on the channel          hand_over           handed_over
+     waiting      'R', but 'A' cannot be written
+                                              abandon_upgrade     stopping
      waiting      'E', EOF, upgrade_timeout   abandon_upgrade     stopping
      waiting      SIGTERM or SIGINT to us     stop_upgrade        stopping
-     stopping     SIGINT to us                stop_upgrade        stopping
+     stopping     SIGTERM or SIGINT to us     stop_upgrade        stopping
      stopping     its kill_at_ms              kill_upgrade        killed
      any          it is reaped                upgrade_reaped      none
-   In handed_over we drain (begin_stop) and leave the new parent be.
+   In handed_over we drain (begin_stop) and leave the new parent be; in
+   handed_over and killed a stop sends it nothing more.
 
    The new parent (IncomingUpgrade):
      none         LISTEN_FDS and PREFORK_UPGRADE_FD found
@@ -2285,10 +2284,13 @@ static void graceful_restart(ServerState &s) {
      starting     the pool is first ready     become_ready        told_ready
      starting     the ready hook fails, or 'R' cannot be written
                                               cut_off             cut_off
+                  (our end closes: the old parent reads EOF and stops us)
      told_ready   'A'                         hear_from_old_parent none
      told_ready   EOF                         hear_from_old_parent cut_off
    Until it is back to none the new parent keeps quiet towards systemd, does
    not own the socket files and never shuts the listeners (upgrading()). */
+// Names the new parent's end of the socket pair on which it tells the old
+// parent that it is ready ('R') and hears back that it has taken over ('A').
 static const char upgrade_variable[] = "PREFORK_UPGRADE_FD";
 
 [[noreturn]] PREFORK_COLD static void exec_new_parent(ServerState &s, int channel) {
