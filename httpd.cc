@@ -129,8 +129,8 @@ struct Config {
     std::string access_log, error_log, pid_file, user;
 };
 
-// What main() does after a step that may end the program: go on, or
-// return the exit status the step gives.
+// A step of main() that may end the program returns go_on, or the exit
+// status to end with.
 static const int go_on = -1;
 
 // What an option's value came to.
@@ -205,6 +205,7 @@ static Setting set_place_option(Config &config, const std::string &name, const c
     return taken_if(*value != '\0');
 }
 
+// Sets one "--name VALUE" option: unknown_option if no group knows name.
 static Setting set_option(Config &config, const std::string &name, const char *value) {
     Setting setting = set_pool_option(config.options, name, value);
     if (setting == Setting::unknown_option) setting = set_http_option(config, name, value);
