@@ -1,9 +1,9 @@
 /* httpd.cc - the server program on top of prefork.
 
    The pool and the HTTP/1.1 responder come from the library; this file is
-   options, logging and wiring: it serves the files under DOCROOT. A bad
-   option gets one clear line and exit 2; a listener that cannot be had,
-   exit 1. */
+   options, logs, privileges and wiring (main() reads as the outline): it
+   serves the files under DOCROOT. A bad option gets one clear line and
+   exit 2; a listener that cannot be had, exit 1. */
 #include "prefork.h"
 
 #include <cerrno>
@@ -117,7 +117,9 @@ static bool parse_number(const char *text, double *out) {
     return true;
 }
 
-int main(int argc, char **argv) {
+// Everything the command line says, and what main() derives from it. It
+// lives in main() as long as the server does: the hooks read it.
+struct Config {
     prefork::Options options;
     prefork::HttpOptions http_options;
     std::vector<std::string> listens;
@@ -125,6 +127,19 @@ int main(int argc, char **argv) {
     std::string status_path = "/server-status";
     std::vector<prefork::AddressRange> status_allow;
     std::string access_log, error_log, pid_file, user;
+};
+
+// A step of main() that may end the program returns go_on, or the exit
+// status to end with.
+static const int go_on = -1;
+
+// What an option's value came to.
+enum class Setting { taken, bad_value, unknown_option };
+
+static Setting taken_if(bool ok) { return ok ? Setting::taken : Setting::bad_value; }
+
+// The pool's numeric options, counts and seconds.
+static Setting set_pool_option(prefork::Options &options, const std::string &name, const char *value) {
     struct IntOption { const char *name; int *target; };
     const IntOption ints[] = {
         {"--start-servers", &options.start_servers},
@@ -133,6 +148,75 @@ int main(int argc, char **argv) {
         {"--max-clients", &options.max_clients},
         {"--max-clients-per-ip", &options.max_clients_per_ip},
     };
+    long number;
+    for (const IntOption &o : ints)
+        if (name == o.name) {
+            bool ok = parse_long(value, &number) && number >= 0 && number <= 1000000;
+            if (ok) *o.target = int(number);
+            return taken_if(ok);
+        }
+    if (name == "--max-requests-per-child") {
+        bool ok = parse_long(value, &number) && number >= 0;
+        if (ok) options.max_requests_per_child = number;
+        return taken_if(ok);
+    }
+    if (name == "--timeout") return taken_if(parse_number(value, &options.timeout));
+    if (name == "--graceful-timeout") return taken_if(parse_number(value, &options.graceful_timeout));
+    if (name == "--upgrade-timeout") return taken_if(parse_number(value, &options.upgrade_timeout));
+    return Setting::unknown_option;
+}
+
+// The HTTP options: the responder's timeouts and rate, the status page.
+static Setting set_http_option(Config &config, const std::string &name, const char *value) {
+    prefork::HttpOptions &http = config.http_options;
+    if (name == "--request-timeout")
+        return taken_if(parse_number(value, &http.request_timeout) && http.request_timeout > 0);
+    if (name == "--keepalive-timeout")
+        return taken_if(parse_number(value, &http.keepalive_timeout) && http.keepalive_timeout >= 0);
+    if (name == "--min-rate") return taken_if(parse_number(value, &http.min_rate) && http.min_rate >= 0);
+    if (name == "--pressure-timeout")
+        return taken_if(parse_number(value, &http.pressure_timeout) && http.pressure_timeout > 0);
+    if (name == "--status-path") {
+        std::string &path = config.status_path = value;
+        return taken_if(path == "off" || (path[0] == '/' && path.find_first_of(" ?#") == std::string::npos));
+    }
+    if (name == "--status-allow") {
+        prefork::AddressRange range;
+        bool ok = prefork::AddressRange::parse(value, &range);
+        if (ok) config.status_allow.push_back(range);
+        return taken_if(ok);
+    }
+    return Setting::unknown_option;
+}
+
+// The options that name a place: a listener, a file, an account.
+static Setting set_place_option(Config &config, const std::string &name, const char *value) {
+    if (name == "--listen") {
+        config.listens.push_back(value);
+        return Setting::taken;
+    }
+    std::string *target = name == "--access-log" ? &config.access_log
+                          : name == "--error-log" ? &config.error_log
+                          : name == "--pid-file"  ? &config.pid_file
+                          : name == "--user"      ? &config.user
+                                                  : nullptr;
+    if (!target) return Setting::unknown_option;
+    *target = value;
+    return taken_if(*value != '\0');
+}
+
+// Sets one "--name VALUE" option: unknown_option if no group knows name.
+static Setting set_option(Config &config, const std::string &name, const char *value) {
+    Setting setting = set_pool_option(config.options, name, value);
+    if (setting == Setting::unknown_option) setting = set_http_option(config, name, value);
+    if (setting == Setting::unknown_option) setting = set_place_option(config, name, value);
+    return setting;
+}
+
+// Reads the arguments in order into config: an argument before --help is
+// read, and may fail, first. go_on, or the exit status: 0 after --help or
+// --version, 2 after one line on stderr for a bad argument.
+static int read_command_line(int argc, char **argv, Config &config) {
     for (int i = 1; i < argc; i++) {
         std::string arg = argv[i];
         if (arg == "--help") {
@@ -144,19 +228,19 @@ int main(int argc, char **argv) {
             return 0;
         }
         if (arg == "--single-process") {
-            options.single_process = true;
+            config.options.single_process = true;
             continue;
         }
         if (arg == "--debug-scoreboard") {
-            options.debug_scoreboard = true;
+            config.options.debug_scoreboard = true;
             continue;
         }
         if (arg.compare(0, 2, "--") != 0) {
-            if (!docroot.empty()) {
+            if (!config.docroot.empty()) {
                 fprintf(stderr, "httpd: unexpected argument '%s' (one DOCROOT only; see --help)\n", argv[i]);
                 return 2;
             }
-            docroot = arg;
+            config.docroot = arg;
             continue;
         }
         if (i + 1 >= argc) {
@@ -164,66 +248,26 @@ int main(int argc, char **argv) {
             return 2;
         }
         const char *value = argv[++i];
-        long number;
-        bool known = false, ok = true;
-        for (const IntOption &o : ints)
-            if (arg == o.name) {
-                known = true;
-                ok = parse_long(value, &number) && number >= 0 && number <= 1000000;
-                if (ok) *o.target = int(number);
-            }
-        if (arg == "--listen") {
-            known = true;
-            listens.push_back(value);
-        } else if (arg == "--max-requests-per-child") {
-            known = true;
-            ok = parse_long(value, &number) && number >= 0;
-            if (ok) options.max_requests_per_child = number;
-        } else if (arg == "--timeout") {
-            known = true;
-            ok = parse_number(value, &options.timeout);
-        } else if (arg == "--graceful-timeout") {
-            known = true;
-            ok = parse_number(value, &options.graceful_timeout);
-        } else if (arg == "--upgrade-timeout") {
-            known = true;
-            ok = parse_number(value, &options.upgrade_timeout);
-        } else if (arg == "--status-path") {
-            known = true;
-            status_path = value;
-            ok = status_path == "off" || (status_path[0] == '/' && status_path.find_first_of(" ?#") == std::string::npos);
-        } else if (arg == "--status-allow") {
-            known = true;
-            prefork::AddressRange range;
-            ok = prefork::AddressRange::parse(value, &range);
-            if (ok) status_allow.push_back(range);
-        } else if (arg == "--access-log" || arg == "--error-log" || arg == "--pid-file" || arg == "--user") {
-            known = true;
-            ok = *value != '\0';
-            (arg == "--access-log" ? access_log : arg == "--error-log" ? error_log : arg == "--pid-file" ? pid_file : user) = value;
-        } else if (arg == "--request-timeout") {
-            known = true;
-            ok = parse_number(value, &http_options.request_timeout) && http_options.request_timeout > 0;
-        } else if (arg == "--keepalive-timeout") {
-            known = true;
-            ok = parse_number(value, &http_options.keepalive_timeout) && http_options.keepalive_timeout >= 0;
-        } else if (arg == "--min-rate") {
-            known = true;
-            ok = parse_number(value, &http_options.min_rate) && http_options.min_rate >= 0;
-        } else if (arg == "--pressure-timeout") {
-            known = true;
-            ok = parse_number(value, &http_options.pressure_timeout) && http_options.pressure_timeout > 0;
-        }
-        if (!known) {
+        Setting setting = set_option(config, arg, value);
+        if (setting == Setting::unknown_option) {
             fprintf(stderr, "httpd: unknown option %s (see --help)\n", arg.c_str());
             return 2;
         }
-        if (!ok) {
+        if (setting == Setting::bad_value) {
             fprintf(stderr, "httpd: bad value '%s' for %s\n", value, arg.c_str());
             return 2;
         }
     }
-    prefork::Options checked = options;  // run() logs the normalisations itself
+    return go_on;
+}
+
+// The options step: the command line, then the library's own checks of the
+// pool options, then what httpd always asks of the pool. go_on, or the
+// exit status (0 after --help or --version, 2 after one line on stderr).
+static int read_options(int argc, char **argv, Config &config) {
+    int status = read_command_line(argc, argv, config);
+    if (status != go_on) return status;
+    prefork::Options checked = config.options;  // run() logs the normalisations itself
     std::string bad = prefork::check_options(checked, nullptr);
     if (!bad.empty()) {
         fprintf(stderr, "httpd: %s\n", bad.c_str());
@@ -231,100 +275,150 @@ int main(int argc, char **argv) {
     }
     // A connection reaches a worker once its request has begun to arrive:
     // no worker waits on a client that connects and says nothing.
-    options.defer_accept = http_options.request_timeout;
-    options.notify_systemd = true;  // only when NOTIFY_SOCKET is set
-    prefork::Server server(options);
-    bool verbose = options.debug_scoreboard;
+    config.options.defer_accept = config.http_options.request_timeout;
+    config.options.notify_systemd = true;  // only when NOTIFY_SOCKET is set
+    return go_on;
+}
+
+// Log lines go to stderr (the error log, once it is open); debug lines only
+// with --debug-scoreboard.
+static void send_logs_to_stderr(prefork::Server &server, bool verbose) {
     server.on_log([verbose](prefork::LogLevel level, const char *message) {
         if (verbose || level != prefork::LogLevel::debug) prefork::log_to_stderr(level, message);
     });
-    // Sockets passed by systemd, or by the old parent of a binary upgrade.
+}
+
+// Takes the sockets passed by systemd, or by the old parent of a binary
+// upgrade; with none and no --listen, httpd listens on 8080. false after
+// one line on stderr.
+static bool take_passed_listeners(prefork::Server &server, std::vector<std::string> &listens) {
     int passed = server.listen_inherited();
     if (passed < 0) {
         fprintf(stderr, "httpd: %s\n", server.error().c_str());
-        return 2;
+        return false;
     }
     if (listens.empty() && passed == 0) listens.push_back("8080");
-    struct passwd *account = nullptr;
-    if (!user.empty() && !(account = getpwnam(user.c_str()))) {
+    return true;
+}
+
+// The account the whole process will become (*account stays null without
+// --user). false after one line on stderr for an unknown user, and for root
+// without --user: the workers would run as root.
+static bool find_account(const std::string &user, struct passwd **account) {
+    if (!user.empty() && !(*account = getpwnam(user.c_str()))) {
         fprintf(stderr, "httpd: unknown user '%s' for --user\n", user.c_str());
-        return 2;
+        return false;
     }
     if (geteuid() == 0 && user.empty()) {
         fprintf(stderr, "httpd: refusing to run the workers as root: give --user NAME "
                         "(or --user root to insist)\n");
-        return 2;
+        return false;
     }
+    return true;
+}
 
-    // Logs open before privileges go, so they may live where root writes.
+// The logs step. They open before privileges go, so they may live where
+// root writes; the error log becomes stderr. false after one line.
+static bool open_logs(Config &config) {
+    const std::string &error_log = config.error_log, &access_log = config.access_log;
     if (!error_log.empty() && error_log != "-") {
         int fd = open(error_log.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
         if (fd < 0 || dup2(fd, 2) < 0) {
             fprintf(stderr, "httpd: cannot open the error log %s: %s\n", error_log.c_str(), strerror(errno));
-            return 1;
+            return false;
         }
         close(fd);
     }
     if (!access_log.empty()) {
-        http_options.access_log_fd =
-            access_log == "-" ? 1 : open(access_log.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
-        if (http_options.access_log_fd < 0) {
+        int &fd = config.http_options.access_log_fd;
+        fd = access_log == "-" ? 1 : open(access_log.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
+        if (fd < 0) {
             fprintf(stderr, "httpd: cannot open the access log %s: %s\n", access_log.c_str(), strerror(errno));
-            return 1;
+            return false;
         }
     }
+    return true;
+}
 
+// Binds every --listen (or the default). false after one line on stderr.
+static bool listen_all(prefork::Server &server, const std::vector<std::string> &listens) {
     for (const std::string &spec : listens)
         if (server.listen(spec) != 0) {
             fprintf(stderr, "httpd: %s\n", server.error().c_str());
-            return 1;
+            return false;
         }
-    http_options.server_name = "prefork-httpd/0.1";
-    prefork::HttpService http(http_options);
-    if ((status_path != "off" && http.serve_status(status_path, status_allow) != 0) ||
-        http.serve_directory(docroot.empty() ? "." : docroot) != 0) {
+    return true;
+}
+
+// What the responder serves: the status page (unless off) and DOCROOT.
+// false after one line on stderr.
+static bool serve_status_and_docroot(prefork::HttpService &http, const Config &config) {
+    if ((config.status_path != "off" && http.serve_status(config.status_path, config.status_allow) != 0) ||
+        http.serve_directory(config.docroot.empty() ? "." : config.docroot) != 0) {
         fprintf(stderr, "httpd: %s\n", http.error().c_str());
-        return 2;
+        return false;
     }
+    return true;
+}
+
+// The wiring step: connections to the responder, SIGUSR1 to the logs,
+// SIGUSR2 to this command. false after one line on stderr.
+static bool wire(prefork::Server &server, prefork::HttpService &http, const Config &config, int argc, char **argv) {
     server.on_connection([&http](prefork::Worker &worker, int fd) { http.serve(worker, fd); });
     server.on_refusal([&http](prefork::Worker &worker, int fd) { http.refuse(worker, fd); });
     // SIGUSR1 (logrotate): the files are opened again by name, as the user
     // httpd runs as, so the log directory must let that user create them.
-    server.on_reopen([&] {
+    server.on_reopen([&server, &config] {
+        const std::string &error_log = config.error_log, &access_log = config.access_log;
         if (!error_log.empty() && error_log != "-") reopen_onto(server, error_log, 2, false);
-        if (!access_log.empty() && access_log != "-") reopen_onto(server, access_log, http_options.access_log_fd, true);
+        if (!access_log.empty() && access_log != "-")
+            reopen_onto(server, access_log, config.http_options.access_log_fd, true);
     });
     // SIGUSR2 runs this command again: the binary on disk then.
     if (server.enable_upgrade(argc, argv) != 0) {
         fprintf(stderr, "httpd: %s\n", server.error().c_str());
-        return 1;
+        return false;
     }
-    // The pid file first, while we may still write where root keeps them
-    // (/run); removing it at exit is then best effort. The new parent of an
-    // upgrade writes it only once its pool is ready: until then the old
-    // parent is the one to signal.
-    if (!pid_file.empty() && !server.upgrading() && write_pid_file(pid_file) != 0) {
+    return true;
+}
+
+// The pid file first, while we may still write where root keeps them
+// (/run); removing it at exit is then best effort. The new parent of an
+// upgrade writes it only once its pool is ready: until then the old parent
+// is the one to signal. false after one line on stderr.
+static bool publish_pid_file(prefork::Server &server, const std::string &pid_file) {
+    if (pid_file.empty()) return true;
+    if (!server.upgrading()) {
+        if (write_pid_file(pid_file) == 0) return true;
         fprintf(stderr, "httpd: cannot write the pid file %s: %s\n", pid_file.c_str(), strerror(errno));
-        return 1;
+        return false;
     }
-    if (!pid_file.empty() && server.upgrading())
-        server.on_ready([&server, &pid_file] {
-            if (write_pid_file(pid_file) == 0) return true;
-            server.log(prefork::LogLevel::error, "cannot write the pid file %s: %s", pid_file.c_str(),
-                       strerror(errno));
-            return false;
-        });
-    // The whole process becomes the user, parent included: once the
-    // listeners, the logs and the pid file are open, the parent only forks,
-    // signals its own workers and reads the scoreboard (made by run(), so
-    // owned by the user too). Nothing to do when we are that user already.
-    if (account && account->pw_uid != geteuid() &&
-        (initgroups(account->pw_name, account->pw_gid) != 0 || setgid(account->pw_gid) != 0 ||
-         setuid(account->pw_uid) != 0)) {
-        fprintf(stderr, "httpd: cannot become user %s: %s\n", user.c_str(), strerror(errno));
-        if (!pid_file.empty()) remove_pid_file(pid_file, false);
-        return 1;
-    }
+    server.on_ready([&server, &pid_file] {
+        if (write_pid_file(pid_file) == 0) return true;
+        server.log(prefork::LogLevel::error, "cannot write the pid file %s: %s", pid_file.c_str(), strerror(errno));
+        return false;
+    });
+    return true;
+}
+
+// The privileges step. The whole process becomes the user, parent
+// included: once the listeners, the logs and the pid file are open, the
+// parent only forks, signals its own workers and reads the scoreboard (made
+// by run(), so owned by the user too). Nothing to do when we are that user
+// already. false after one line on stderr, the pid file removed.
+static bool become_user(const struct passwd *account, const Config &config) {
+    if (!account || account->pw_uid == geteuid()) return true;
+    if (initgroups(account->pw_name, account->pw_gid) == 0 && setgid(account->pw_gid) == 0 &&
+        setuid(account->pw_uid) == 0)
+        return true;
+    fprintf(stderr, "httpd: cannot become user %s: %s\n", config.user.c_str(), strerror(errno));
+    if (!config.pid_file.empty()) remove_pid_file(config.pid_file, false);
+    return false;
+}
+
+// Runs the pool until it stops; the exit status (1 after one line on
+// stderr if run() failed).
+static int serve(prefork::Server &server, const std::string &pid_file) {
     for (size_t i = 0; i < server.listener_count(); i++)
         server.log(prefork::LogLevel::notice, "listening on %s", server.address(i).c_str());
     int rc = server.run();
@@ -334,4 +428,26 @@ int main(int argc, char **argv) {
         return 1;
     }
     return 0;
+}
+
+// The outline: options, the listeners and the account, logs, the service,
+// wiring, the pid file, privileges, then serve. A bad option or setting
+// exits 2; a resource that cannot be had (a log, a listener, the pid file,
+// the user's identity) exits 1.
+int main(int argc, char **argv) {
+    Config config;
+    int status = read_options(argc, argv, config);
+    if (status != go_on) return status;
+    prefork::Server server(config.options);
+    send_logs_to_stderr(server, config.options.debug_scoreboard);
+    struct passwd *account = nullptr;
+    if (!take_passed_listeners(server, config.listens) || !find_account(config.user, &account)) return 2;
+    if (!open_logs(config) || !listen_all(server, config.listens)) return 1;
+    config.http_options.server_name = "prefork-httpd/0.1";
+    prefork::HttpService http(config.http_options);
+    if (!serve_status_and_docroot(http, config)) return 2;
+    if (!wire(server, http, config, argc, argv)) return 1;
+    if (!publish_pid_file(server, config.pid_file)) return 1;
+    if (!become_user(account, config)) return 1;
+    return serve(server, config.pid_file);
 }

@@ -273,6 +273,55 @@ static void handle_command(prefork::Worker &w, int fd) {
     }
 }
 
+// ---- the process group ----------------------------------------------------
+
+bool ProcessGroup::start(const std::function<int()> &child) {
+    fflush(nullptr);  // or what is buffered now is the child's to write too
+    pid_ = fork();
+    if (pid_ == 0) {
+        setpgid(0, 0);
+        _exit(child());
+    }
+    if (pid_ < 0) {
+        ADD_FAILURE() << "fork: " << strerror(errno);
+        return false;
+    }
+    setpgid(pid_, pid_);  // as the child does: whichever runs first
+    return true;
+}
+
+int ProcessGroup::wait_exit(int timeout_ms) {
+    if (pid_ <= 0) return -1;
+    int status = -1;
+    if (!reaped_ && eventually([&] { return waitpid(pid_, &status, WNOHANG) == pid_; }, timeout_ms)) {
+        reaped_ = true;
+        status_ = status;
+    }
+    return reaped_ ? status_ : -1;
+}
+
+bool ProcessGroup::signal(int sig) const { return pid_ > 0 && !reaped_ && kill(pid_, sig) == 0; }
+
+bool ProcessGroup::stop(int grace_ms) {
+    if (pid_ <= 0 || reaped_) return true;
+    kill(pid_, SIGTERM);
+    if (wait_exit(grace_ms) >= 0) return true;
+    kill_group();
+    wait_exit(5000);
+    return false;
+}
+
+void ProcessGroup::kill_group() {
+    if (pid_ > 0) kill(-pid_, SIGKILL);
+}
+
+ProcessGroup::~ProcessGroup() {
+    stop();
+    kill_group();
+}
+
+// ---- the test server ------------------------------------------------------
+
 TestServer::TestServer() {
     options.start_servers = 2;
     options.min_spare_servers = 1;
@@ -323,54 +372,22 @@ bool TestServer::start() {
         if (hook_record.empty()) hook_record = "none";
         return true;
     });
-    fflush(nullptr);
-    pid_ = fork();
-    if (pid_ == 0) {
-        setpgid(0, 0);
+    bool started = group_.start([&] {
         if (log_through_stderr) dup2(log_fd, 2);
         if (in_child) in_child();
-        _exit(server.run() == 0 ? 0 : 3);
-    }
+        return server.run() == 0 ? 0 : 3;
+    });
     close(log_fd);
-    if (pid_ < 0) {
-        ADD_FAILURE() << "fork: " << strerror(errno);
-        return false;
-    }
-    setpgid(pid_, pid_);
-    return true;
+    return started;
 }
-
-int TestServer::wait_exit(int timeout_ms) {
-    if (pid_ <= 0) return -1;
-    int status = -1;
-    bool done = eventually([&] {
-        pid_t r = waitpid(pid_, &status, WNOHANG);
-        return r == pid_;
-    }, timeout_ms);
-    if (done) {
-        reaped_ = true;
-        status_ = status;
-    }
-    return done ? status : -1;
-}
-
-bool TestServer::signal(int sig) const { return pid_ > 0 && !reaped_ && kill(pid_, sig) == 0; }
 
 TestServer::~TestServer() {
-    if (pid_ > 0 && !reaped_) {
-        kill(pid_, SIGTERM);
-        if (wait_exit(3000) < 0) {
-            ADD_FAILURE() << "the server did not stop on SIGTERM within 3 s";
-            kill(-pid_, SIGKILL);
-            wait_exit(5000);
-        }
+    if (!group_.stop(3000)) ADD_FAILURE() << "the server did not stop on SIGTERM within 3 s";
+    if (group_.reaped() && WIFEXITED(group_.status()) && expect_clean_ipc) {
+        EXPECT_EQ(ipc_objects_of(pid()), 0) << "System V objects left behind by " << pid();
     }
-    if (pid_ > 0 && reaped_ && WIFEXITED(status_) && expect_clean_ipc) {
-        EXPECT_EQ(ipc_objects_of(pid_), 0) << "System V objects left behind by " << pid_;
-    }
-    // Workers outlive a parent killed by a test; the group goes with them.
-    if (pid_ > 0) kill(-pid_, SIGKILL);
     if (!log_path_.empty()) unlink(log_path_.c_str());
+    // Then group_ goes, with any workers that outlived a parent a test killed.
 }
 
 std::string TestServer::log() const {
@@ -395,10 +412,10 @@ bool TestServer::wait_log(const std::string &needle, int count, int timeout_ms) 
 
 std::vector<pid_t> TestServer::workers() const {
     std::vector<pid_t> out;
-    std::string path = "/proc/" + std::to_string(pid_) + "/task/" + std::to_string(pid_) + "/children";
+    std::string path = "/proc/" + std::to_string(pid()) + "/task/" + std::to_string(pid()) + "/children";
     std::ifstream in(path);
-    pid_t pid;
-    while (in >> pid) out.push_back(pid);
+    pid_t child;
+    while (in >> child) out.push_back(child);
     return alive(out);
 }
 

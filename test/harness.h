@@ -1,10 +1,13 @@
 // harness.h - runs a prefork server in a child process for the tests.
 //
-// The server child is the leader of a process group of its own, so teardown
-// can always kill everything the test started and nothing else. Its log goes
-// to a file whose lines start with CLOCK_MONOTONIC milliseconds. Its
-// connection handler speaks a one-line command protocol (see harness.cc) that
-// lets a test make a worker hold, hang, leak or report itself.
+// Every test that forks a server, whether a prefork::Server here or the
+// httpd program, runs it as a ProcessGroup: the child leads a process group
+// of its own, every wait has a deadline, and teardown kills that group, so
+// a hung test fails instead of hanging the run, and kills nothing else.
+// TestServer's log goes to a file whose lines start with CLOCK_MONOTONIC
+// milliseconds. Its connection handler speaks a one-line command protocol
+// (see harness.cc) that lets a test make a worker hold, hang, leak or report
+// itself.
 #ifndef PREFORK_TEST_HARNESS_H
 #define PREFORK_TEST_HARNESS_H
 
@@ -47,6 +50,41 @@ private:
 // Sends one command on a new connection and returns the whole answer.
 std::string ask(const std::string &address, const std::string &command, int timeout_ms = 5000);
 
+// A child process leading a process group of its own: what it forks stays
+// in the group, so stopping it can take them all, and nothing else.
+class ProcessGroup {
+public:
+    ProcessGroup() = default;
+    ProcessGroup(const ProcessGroup &) = delete;
+    ProcessGroup &operator=(const ProcessGroup &) = delete;
+    // stop(), then SIGKILL to the group: what the child forked (the workers
+    // of a parent a test killed) may outlive it.
+    ~ProcessGroup();
+
+    // Forks; the child makes a new process group, runs child() and leaves
+    // with _exit(what it returned). false (with a gtest failure) if fork
+    // failed.
+    bool start(const std::function<int()> &child);
+    pid_t pid() const { return pid_; }
+    // The child's wait status once it has exited, -1 if it has not within
+    // timeout_ms. Once it is reaped, its status at once.
+    int wait_exit(int timeout_ms);
+    bool reaped() const { return reaped_; }
+    int status() const { return status_; }
+    // Sends sig to the child alone; false once it is reaped.
+    bool signal(int sig) const;
+    // SIGTERM to the child; if it has not exited within grace_ms, SIGKILL to
+    // the group, and up to 5 s more. true if it stopped on SIGTERM (or was
+    // reaped or never started); false if it had to be killed.
+    bool stop(int grace_ms = 3000);
+    void kill_group();
+
+private:
+    pid_t pid_ = -1;
+    bool reaped_ = false;
+    int status_ = -1;
+};
+
 class TestServer {
 public:
     prefork::Options options;
@@ -59,14 +97,15 @@ public:
     bool expect_clean_ipc = true;     // after a clean exit, no IPC object may remain
 
     TestServer();
-    // SIGTERM, then SIGKILL to the group, always reaped. A server that exited
-    // on its own or by SIGTERM must have left no System V object behind.
+    // ProcessGroup::stop(), a failure if it takes SIGKILL. A server that
+    // exited on its own or by SIGTERM must have left no System V object
+    // behind.
     ~TestServer();
 
     // Binds, forks and runs the server. false (with a gtest failure) if it
     // could not start.
     bool start();
-    pid_t pid() const { return pid_; }
+    pid_t pid() const { return group_.pid(); }
     const std::string &address() const { return address_; }
 
     std::string log() const;
@@ -79,13 +118,11 @@ public:
     bool wait_workers(size_t count, int timeout_ms = 5000) const;
 
     // Waits for the parent to exit; its wait status, or -1 on timeout.
-    int wait_exit(int timeout_ms = 5000);
-    bool signal(int sig) const;
+    int wait_exit(int timeout_ms = 5000) { return group_.wait_exit(timeout_ms); }
+    bool signal(int sig) const { return group_.signal(sig); }
 
 private:
-    pid_t pid_ = -1;
-    bool reaped_ = false;
-    int status_ = -1;
+    ProcessGroup group_;
     std::string address_;
     std::string log_path_;
 };

@@ -55,7 +55,8 @@ std::string slurp(const std::string &path) {
     return s.str();
 }
 
-// One run of ./httpd with the given arguments. Started by root, httpd
+// One run of ./httpd with the given arguments, in a harness::ProcessGroup
+// (killed with its group at the end). Started by root, httpd
 // refuses to run its workers as root unless told; as_invoker adds
 // "--user root" then (when no --user is given), so the other tests run it
 // as whoever runs them.
@@ -77,9 +78,7 @@ public:
             size_t at;
             while ((at = a.find("@")) != std::string::npos) a.replace(at, 1, scratch_);
         }
-        pid_ = fork();
-        if (pid_ == 0) {
-            setpgid(0, 0);
+        group_.start([&] {
             int err = open(stderr_.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
             dup2(err, 2);
             if (in_child) in_child();
@@ -90,27 +89,17 @@ public:
             for (std::string &a : args) argv.push_back(&a[0]);
             argv.push_back(nullptr);
             execvp(argv[0], argv.data());
-            _exit(127);
-        }
-        setpgid(pid_, pid_);
+            return 127;
+        });
     }
     ~Httpd() {
-        if (pid_ > 0 && status_ < 0) {
-            kill(pid_, SIGTERM);
-            if (wait(3000) < 0) kill(-pid_, SIGKILL), wait(3000);
-        }
-        if (pid_ > 0) kill(-pid_, SIGKILL);
+        group_.stop(3000);
+        group_.kill_group();  // before its stderr file goes
         std::string rm = "rm -rf " + scratch_;
         if (system(rm.c_str()) != 0) {}
     }
     // The wait status once it exits, -1 on timeout.
-    int wait(int timeout_ms) {
-        if (status_ >= 0) return status_;
-        int status;
-        if (harness::eventually([&] { return waitpid(pid_, &status, WNOHANG) == pid_; }, timeout_ms))
-            status_ = status;
-        return status_;
-    }
+    int wait(int timeout_ms) { return group_.wait_exit(timeout_ms); }
     bool ready() { return eventually([&] { return Client("unix:" + socket_).connected(); }); }
     // Waits until needle occurs count times in what httpd wrote to stderr.
     bool wait_log(const std::string &needle, int count, int timeout_ms = 5000) const {
@@ -124,12 +113,11 @@ public:
     std::string stderr_text() const { return slurp(stderr_); }
     const std::string &scratch() const { return scratch_; }
     std::string address() const { return "unix:" + socket_; }
-    pid_t pid() const { return pid_; }
+    pid_t pid() const { return group_.pid(); }
 
 private:
-    pid_t pid_ = -1;
-    int status_ = -1;
     std::string scratch_, socket_, stderr_;
+    harness::ProcessGroup group_;
 };
 
 bool have_httpd() { return access(httpd_path().c_str(), X_OK) == 0; }
