@@ -301,7 +301,7 @@
                                a token or a value with CR, LF or NUL);
                                r.body(data) appends; r.file(fd, offset,
                                length) sends that much of the open file fd
-                               instead of a body, and closes fd after;
+                               instead of a body (the response owns fd);
                                r.close_connection() closes after this
                                answer. The responder adds Date, Server,
                                Content-Length, Connection as needed and,
@@ -343,8 +343,8 @@
                                content_length, keep_alive (after this
                                request), expect_continue.
      ChunkedDecoder d          One per chunked body. d.feed(in, len, &out,
-                               max_body, &too_large) appends the data in
-                               in[0, len) to out and returns the bytes used,
+                               max_body, &too_large) decodes in[0, len)
+                               onto the end of out and returns the bytes used,
                                stopping after the last chunk and trailers
                                (d.done() is then true); -1 for a malformed
                                coding, or, too_large set, a body over
@@ -374,14 +374,14 @@
    listen queue, and an idle keep-alive connection is closed at once.
 
    OPTIONS (struct Options; defaults in brackets)
-     check_options(options, &notes) returns "" or a sentence (see ERRORS)
-     for a number out of its range (no count below 0; min_spare_servers,
-     max_spare_servers, max_clients and listen_backlog at least 1; times
-     finite, up to 1000000 s) or max_requests_jitter without
-     max_requests_per_child. It makes two changes, each described in notes
-     when notes is not null: start_servers above max_clients becomes
-     max_clients, and max_spare_servers below min_spare_servers becomes
-     min_spare_servers + 1. run() checks its own copy and logs the notes.
+     check_options(options, &notes) refuses (see ERRORS) a number out of its
+     range (no count below 0; min_spare_servers, max_spare_servers,
+     max_clients and listen_backlog at least 1; times finite, up to 1000000
+     s) and max_requests_jitter without max_requests_per_child. It makes two
+     changes, each described in notes when notes is not null: start_servers
+     above max_clients becomes max_clients, and max_spare_servers below
+     min_spare_servers becomes min_spare_servers + 1. run() calls it on its
+     own copy, fails on a refusal, and logs the notes.
      start_servers [5]          Workers forked at start.
      min_spare_servers [5]      Idle workers kept ready. A worker turning busy
      max_spare_servers [10]     wakes the parent at once when idle ones fall
