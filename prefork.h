@@ -8,7 +8,10 @@
      else: libc and the C++ standard library are all it uses. The parent is a
      single poll() loop fed by a self-pipe; the scoreboard is System V shared
      memory guarded by a System V semaphore taken with SEM_UNDO, so a worker
-     killed while holding the lock cannot wedge the pool.
+     killed while holding the lock cannot wedge the pool. An HTTP/1.1
+     responder and its request parser come with it. Everything is in
+     namespace prefork. The library never exits and never prints: it
+     returns errors, and logs through a sink the program gives it.
 
    EXAMPLE (a copy lives in test/example.cc and is built by `make test`)
 
@@ -37,79 +40,205 @@
          return 0;
      }
 
-   API
-     Server(options)           Keeps a copy of the options; check them with
-                               check_options() first to get friendly errors.
+   ERRORS (one convention per layer; the entries below do not repeat it)
+     The pool and the responder: the calls that can fail (Server's listen,
+     listen_fd, listen_inherited, enable_upgrade and run; HttpService's
+     route, serve_directory and serve_status) return 0 (listen_inherited: a
+     count), or -1 with one sentence in that object's error(), which keeps
+     the last failure's. Scoreboard::create returns 0, or -1 with the
+     sentence in *error; Scoreboard::lock and unlock return 0, or -1 with
+     errno set.
+     The HTTP parsers return the bytes they consumed (check_request: 0), or
+     http_malformed (-1) with *status set to the answer the request deserves
+     (400, 414, 431, 501, 505): answer it, then close. parse_request may also
+     return http_incomplete (-2): call again with more bytes.
+     ChunkedDecoder::feed has no status: -1 means 400, or 413 with
+     *too_large set.
+     Yes-or-no checks return bool: percent_decode, AddressRange::parse and
+     contains, HttpResponse::header. check_options returns "" when the
+     options are usable, else one sentence naming the bad one.
+     Built with exceptions, one escaping a connection handler, an init hook
+     or a route handler is caught and logged (see each); on_ready() and
+     on_reopen() hooks must not throw.
+
+   API: THE SERVER (the parent; set it up, then run())
+     Server(options)           Keeps a copy of the options (see OPTIONS).
+                               Not copyable; runs once; destroying it closes
+                               its listeners.
      server.listen(spec)       Binds "PORT", "HOST:PORT", "[V6]:PORT" or
-                               "unix:PATH" in the calling process. Port 0
-                               picks a free port: see server.address(i).
-                               Returns 0, or -1 with server.error() set.
-     server.listen_fd(fd)      Adopts an already-listening socket. 0 / -1.
+                               "unix:PATH" now, in the calling process; port
+                               0 picks a free one (see address(i)). A dead
+                               server's socket file is replaced; run()
+                               removes the files it made as it returns.
+     server.listen_fd(fd)      Adopts an already-listening socket; the Server
+                               closes it at the end, and a graceful stop
+                               leaves it listening.
      server.listen_inherited() Adopts the sockets passed in LISTEN_FDS (by
                                systemd, or by the old parent of an
-                               upgrade); a later listen() of the same
+                               upgrade) and removes LISTEN_* from the
+                               environment; a later listen() of the same
                                address takes the passed socket instead of
-                               binding. How many, or -1 with error().
+                               binding. Returns how many (0: none for us).
      server.enable_upgrade(argc, argv)
                                SIGUSR2 then runs argv again (the binary on
                                disk by then) and hands it the listeners,
                                which it takes with listen_inherited(); see
-                               SIGNALS. server.upgrading() is true in the
-                               new program until its pool is ready.
-     server.on_ready(h)        h() runs in the parent once start_servers
-                               workers (at most max_spare_servers) are
-                               first ready; false stops run().
+                               SIGNALS. No effect in single_process mode.
+     server.upgrading()        True in the new program of an upgrade until
+                               the old parent has handed over.
      server.listener_count(), server.address(i), server.port(i)
                                The listeners in the order added, as bound
                                ("127.0.0.1:8080", "unix:/run/x"; port 0 for
-                               UNIX sockets).
-     server.on_connection(h)   h(worker, fd) serves one accepted connection,
-                               in a worker. The library closes fd afterwards.
-                               Built with exceptions, one escaping h is
-                               logged and closes fd; the worker goes on.
-     server.on_worker_start(h) Adds an init hook, run in every new worker
-                               before it accepts, never in the parent (DB
-                               handles...). Returning false (or throwing)
-                               fails the worker.
-     server.on_log(f)          Where log lines go. Without it the library is
-                               silent. log_to_stderr is a ready-made sink
-                               that stamps each line with time and pid.
-     server.log(level, fmt...) Logs through that sink (parent or worker).
+                               UNIX sockets); i < listener_count().
+     server.on_connection(h)   Required. h(worker, fd) (a ConnectionHandler)
+                               serves one accepted connection in a worker;
+                               fd is blocking and close-on-exec, and the
+                               library closes it when h returns. An
+                               exception escaping h is logged and closes
+                               fd; the worker goes on.
+     server.on_refusal(h)      h gets the connections over
+                               max_clients_per_ip instead (default: closed
+                               at once); it should answer briefly.
+     server.on_worker_start(h) Adds an init hook (InitHook: bool(Worker &)),
+                               run in every new worker before it accepts,
+                               never in the parent (DB handles...).
+                               Returning false or throwing fails the worker.
+     server.on_ready(h)        h() runs once, when start_servers workers (at
+                               least 1, at most max_spare_servers) are first
+                               ready; in the parent (in single_process mode,
+                               the one process). false stops the server and
+                               run() returns -1.
+     server.on_reopen(h)       h() runs in the parent on SIGUSR1: reopen the
+                               log files onto the same descriptors (open,
+                               then dup2); the workers are then replaced.
+     server.on_log(f)          Where log lines go (see LogFn); without a
+                               sink the library is silent.
+     server.log(level, fmt, ...)
+                               printf-style, through that sink.
      server.run()              Runs the pool until SIGTERM (graceful) or
-                               SIGINT (now). Returns 0, or -1 with error().
-                               Installs its signal handlers for the duration.
-     server.is_child()         True inside a worker.
-     server.snapshot()         Copies the scoreboard (parent or worker).
-     Snapshot::render()        The scoreboard as text: a summary line, then
-                               one Apache letter per slot.
-     worker.heartbeat()        Tells the watchdog a long handler is alive.
-     worker.stop_listening()   Pause / resume accepting in this worker only
-     worker.start_listening()  (safe from another thread of the worker). A
-                               paused worker is not counted as a spare.
+                               SIGINT (now), then returns 0 in the parent;
+                               a worker never returns from it (it leaves
+                               with _exit()). Fails at once for bad options,
+                               no listener, no on_connection() handler, or
+                               another Server running in this process; later
+                               when on_ready() says false or
+                               shutdown_on_error stops it. While the
+                               scoreboard cannot be had it logs and retries
+                               every ipc_retry_interval. Its signal handlers
+                               are installed for its duration only.
+     server.is_child()         True in a forked worker; false in the parent
+                               and in single_process mode.
+     server.snapshot()         Copies the scoreboard (parent or worker; empty
+                               outside run()).
+     server.options()          The options in use: after check_options()'s
+                               changes and SIGTTIN/SIGTTOU's.
+     server.error()            The last failure's sentence.
+
+   API: THE WORKER (the Worker & that handlers and init hooks get)
+     worker.slot(), generation()
+                               Its scoreboard slot (0 in single_process
+                               mode) and generation (1, then one more at
+                               each graceful restart).
+     worker.is_child()         True in a forked worker; false in
+                               single_process mode.
+     worker.heartbeat()        Tells the watchdog (timeout) a long handler
+                               is alive.
      worker.stopping()         True once the worker should finish up: the
                                server drains or restarts, the worker got
                                SIGTERM, or the parent died (the last two
                                are seen within 10 ms). Check it between
                                requests.
+     worker.pool_full()        True when no worker is idle and max_clients
+                               are running: the moment to close idle
+                               keep-alive connections so new clients get
+                               in. Always false in single_process mode.
+     worker.stop_listening(), start_listening(), listening()
+                               Pause / resume accepting in this worker only
+                               (safe from another thread of the worker), and
+                               whether it accepts. A paused worker is not
+                               counted as a spare.
      worker.count_request(line, bytes)
                                Records one request in the scoreboard (and
                                counts as a heartbeat); line may be null.
-     worker.note_request(line) Shows the request being served.
+     worker.note_request(line) Shows the request being served (cut to 79
+                               bytes).
      worker.set_activity(c)    The letter the scoreboard shows while busy
                                ('W' unless set; 'R', 'K'... as in Apache).
      worker.peer(), peer_length(), listener()
-                               The connection being served: its peer and
-                               the index of the listener that took it.
-     worker.slot(), generation(), is_child(), scoreboard()
-                               This worker's slot and generation; true;
-                               the shared scoreboard.
-     scoreboard.lock(ms)       The board's SEM_UNDO lock, waiting at most ms
-     scoreboard.unlock()       (-1: no bound). 0, or -1 with errno.
-     reset_signals_for_exec()  For a handler about to exec: workers block
-                               SIGTERM and ignore SIGPIPE, and both would
-                               survive exec.
+                               The connection being served: its peer
+                               address (length 0 if unknown) and the index
+                               of the listener that took it.
+     worker.scoreboard()       The shared Scoreboard.
+     worker.log(level, fmt, ...)
+                               As server.log().
 
-   HTTP (the responder; see the declarations at the end)
+   API: THE SCOREBOARD (run() makes one; reach it through a Worker)
+     Scoreboard board;         Empty until create(); not copyable; the
+                               destructor calls destroy().
+     board.create(slots, &error, log)
+                               Makes the shared memory segment (marked for
+                               removal at once: it lives while a process is
+                               attached) and the semaphore set for `slots`
+                               slots. First removes semaphore sets left by
+                               a dead parent (Linux), logging each through
+                               log when given.
+     board.destroy()           Detaches; in the creating process it also
+                               removes the semaphore set.
+     board.ready(), slot_count()
+                               Whether it is attached; its slots (0 if not).
+     board.lock(ms), unlock()  The SEM_UNDO lock, waiting at most ms (-1: no
+                               bound); errno EAGAIN when the wait ran out,
+                               EIDRM or EINVAL when the set is gone.
+     board.snapshot()          A copy made under the lock; after 50 ms of
+                               waiting it copies without it rather than hang
+                               behind a stuck holder. Empty if not ready.
+     board.slot(i)             Slot i in shared memory (i < slot_count(),
+                               unchecked). Only its worker writes it, except
+                               that the parent claims and frees it.
+     Snapshot                  now_ms and uptime_ms (CLOCK_MONOTONIC ms; since
+                               the board was made), generation (the current
+                               one), the starting, idle, busy and exiting
+                               worker counts, connections, requests and
+                               bytes (all workers since the board was made,
+                               dead ones included) and slots (a copy of each;
+                               run() makes max_clients, 1 in single_process
+                               mode).
+     Snapshot::letter(slot)    Apache's letter: '.' free, 'S' starting, '_'
+                               idle, the activity while busy ('W' unless
+                               set), 'G' exiting.
+     snapshot.render()         "gen 2: 3 busy, 4 idle, 0 starting, 0
+                               exiting; 120 connections, 130 requests", a
+                               newline, then one letter per slot.
+     Slot                      One worker's record, trivially copyable: pid;
+                               state (SlotState: free, starting, idle, busy,
+                               exiting); activity; generation; started_ms,
+                               heartbeat_ms and busy_since_ms (CLOCK_MONOTONIC
+                               ms); connections, requests and bytes (this
+                               worker's); request (the last request line,
+                               NUL-terminated, cut short); client_family and
+                               client (with max_clients_per_ip set, the
+                               client's address while busy, AF_INET or
+                               AF_INET6, IPv4-mapped ones as IPv4; else 0).
+                               flags and request_seq are the library's.
+
+   API: LOGGING AND EXEC
+     LogLevel                  debug, info, notice, warning, error.
+     LogFn                     void(LogLevel, const char *message): a sink
+                               gets one line without its newline, in the
+                               process that logs (the parent or a worker).
+     log_to_stderr             A ready-made sink: "2026-11-22 17:46:11
+                               [notice] [pid 123] message" (local time) in
+                               one write(2), so lines from several processes
+                               do not interleave; cut at 1200 bytes.
+     log_level_name(level)     "debug" ... "error".
+     reset_signals_for_exec()  For a handler about to exec in a child it
+                               forked: unblocks every signal and restores
+                               the default disposition of those prefork
+                               handles. A worker blocks SIGTERM and ignores
+                               SIGPIPE, SIGHUP, SIGUSR1, SIGUSR2, SIGTTIN and
+                               SIGTTOU, and all of that would survive exec.
+
+   HTTP
      HttpService http(http_options);
      http.route("GET", "^/hello/([a-z]+)$", [](HttpContext &c, HttpResponse &r) {
          r.body("hi " + std::string(c.captures[0]) + "\n");
@@ -118,40 +247,166 @@
                                             // loopback clients only unless told
      http.serve_directory("/var/www");      // static files for the rest
      server.on_connection([&](Worker &w, int fd) { http.serve(w, fd); });
-   HttpOptions: request_timeout [10 s] for a request head (408), keepalive_
-   timeout [5 s], send_timeout [30 s] a response may stall, min_rate [500
-   bytes/s] a body or response must average once its first timeout is
-   spent, pressure_timeout [0.5 s] that replaces those timeouts while the
-   pool is full (no idle worker, max_clients reached: a slow client gives
-   its worker up to the ones waiting, and an idle keep-alive connection is
-   closed at once), max_body [1 MiB] (413), server_name,
-   access_log_fd [-1] (Combined Log Format). parse_request() and
-   check_request() are usable on their own: a pico-shaped parser.
+     server.on_refusal([&](Worker &w, int fd) { http.refuse(w, fd); });
+
+     HttpService(http_options) The responder. Make it before run(), so that
+                               every worker inherits its routes; not
+                               copyable.
+     http.route(method, path_regex, h)
+                               Routes to h (HttpHandler: void(HttpContext &,
+                               HttpResponse &)). method "*" matches any,
+                               "GET" HEAD too; path_regex is POSIX extended,
+                               matched against the percent-decoded path.
+                               First match wins; its groups (up to 9) are
+                               the captures. No match: 404; a path matched
+                               only under other methods: 405 with Allow. An
+                               exception escaping h is logged, answered 500,
+                               and the connection closed.
+     http.serve_directory(docroot)
+                               Opens docroot now, then serves the files
+                               under it for every path not routed before
+                               (add it last): GET and HEAD (else 405),
+                               index.html for a directory (a path without
+                               its final "/" is redirected), ETag and
+                               Last-Modified with 304, one byte range (206,
+                               416). Dotfiles, "..", "//", backslashes and
+                               symlinks (none is followed) are never served.
+     http.serve_status(path, allow)
+                               Answers GET path with the scoreboard: HTML,
+                               "?auto" in mod_status's machine-readable
+                               format, "?json". Only clients in allow (a
+                               vector of AddressRange) get it, others 403;
+                               none given: loopback only (127.0.0.0/8, ::1).
+                               Clients over a UNIX socket always get it.
+     http.serve(worker, fd)    Serves one connection (keep-alive, pipelining,
+                               100-continue, chunked bodies) until the
+                               client closes, a timeout or an error answer,
+                               or, between requests, until the worker should
+                               stop or the pool is full. Never throws.
+     http.refuse(worker, fd)   Answers 503 (Retry-After: 1) without reading
+                               the request, and logs it: the handler for
+                               on_refusal().
+     http.error(), options()   The last failure's sentence; the HttpOptions.
+     HttpContext c             What h sees; views valid during the call only:
+                               c.method, c.target and c.raw_path (the path)
+                               as sent, c.path (percent-decoded), c.query
+                               (after "?"; empty if none), c.minor_version,
+                               c.headers[0, c.header_count), c.body (whole,
+                               de-chunked), c.captures, c.worker.
+                               c.header(name) is the first field of that
+                               name (case-insensitive), or "" (null data).
+     HttpResponse r            r.status(code) [200] sets it, r.status()
+                               reads it; r.header(name, value) adds a field
+                               (false, nothing added, for a name that is not
+                               a token or a value with CR, LF or NUL);
+                               r.body(data) appends; r.file(fd, offset,
+                               length) sends that much of the open file fd
+                               instead of a body (the response owns fd);
+                               r.close_connection() closes after this
+                               answer. The responder adds Date, Server,
+                               Content-Length, Connection as needed and,
+                               for a body without one, Content-Type
+                               text/plain; HEAD, 1xx, 204 and 304 get no
+                               body.
+     AddressRange              An IPv4 or IPv6 network: family, bytes (the
+                               address, network order), bits.
+                               AddressRange::parse(text, &range) reads
+                               "ADDRESS" or "ADDRESS/BITS" (false, range
+                               untouched, for anything else);
+                               range.contains(address, length) takes an
+                               IPv4-mapped IPv6 address as the IPv4 one.
+
+   The parser, usable on its own: pico-shaped, views into the caller's
+   buffer, the caller's header array, bounded sizes, no allocation; strict
+   RFC 9112 (one SP between the request line's parts, no obs-fold; a bare
+   LF ends a line as CRLF does).
+     HttpHeader, HttpRequest   name and value (trimmed); method, target,
+                               minor_version (HTTP/1.0 or 1.1), headers (the
+                               caller's array) and header_count.
+     parse_request(buf, len, &request, headers, max_headers, &status)
+                               Parses the head at buf[0, len): returns its
+                               length (a body starts there). status 400, 414
+                               (target over http_max_target, 8192), 431
+                               (head over http_max_header_block, 16384, or
+                               over max_headers fields) or 505 (a version
+                               other than 1.0 and 1.1). A prefix of a head
+                               is incomplete or gets the whole head's error.
+                               http_max_headers (100) is the responder's
+                               max_headers.
+     check_request(request, &info, &status)
+                               Checks Host (one in HTTP/1.1, at most one in
+                               1.0), Content-Length (digits; repeats agree)
+                               and Transfer-Encoding (chunked only, else
+                               501; never with Content-Length or in 1.0),
+                               and fills info (HttpRequestInfo): host (""
+                               if absent), chunked, has_content_length,
+                               content_length, keep_alive (after this
+                               request), expect_continue.
+     ChunkedDecoder d          One per chunked body. d.feed(in, len, &out,
+                               max_body, &too_large) decodes in[0, len)
+                               onto the end of out and returns the bytes used,
+                               stopping after the last chunk and trailers
+                               (d.done() is then true); -1 for a malformed
+                               coding, or, too_large set, a body over
+                               max_body.
+     percent_decode(in, &out)  out = in with %XX decoded; false for a bad
+                               escape or a NUL (%00 or raw).
+     http_reason(status)       "Not Found"; "" for a code it does not know.
+
+   HttpOptions (defaults in brackets)
+     request_timeout [10 s]     A request head must be whole within it (else
+                                408); a body may stall this long.
+     keepalive_timeout [5 s]    An idle keep-alive connection waits this long
+                                for its next request.
+     send_timeout [30 s]        A response may stall this long.
+     min_rate [500 bytes/s]     What a body or a response must average once
+                                its first timeout is spent.
+     pressure_timeout [0.5 s]   Caps the timeouts above while the pool is full
+                                (see slow clients).
+     max_body [1 MiB]           A bigger body is 413.
+     server_name ["prefork"]    The Server field and the status page's name.
+     access_log_fd [-1]         Combined Log Format lines go there (-1:
+                                none), buffered: written once per connection
+                                or 8 KiB.
+   Slow clients: every wait on a client is bounded. While the pool is full
+   (no idle worker, max_clients reached), pressure_timeout caps them all: a
+   client too slow to earn its worker gives it up to those waiting in the
+   listen queue, and an idle keep-alive connection is closed at once.
 
    OPTIONS (struct Options; defaults in brackets)
-     start_servers [5]          Workers forked at start; clamped to
-                                max_clients (logged).
+     check_options(options, &notes) refuses (see ERRORS) a number out of its
+     range (no count below 0; min_spare_servers, max_spare_servers,
+     max_clients and listen_backlog at least 1; times finite, up to 1000000
+     s) and max_requests_jitter without max_requests_per_child. It makes two
+     changes, each described in notes when notes is not null: start_servers
+     above max_clients becomes max_clients, and max_spare_servers below
+     min_spare_servers becomes min_spare_servers + 1. run() calls it on its
+     own copy, fails on a refusal, and logs the notes.
+     start_servers [5]          Workers forked at start.
      min_spare_servers [5]      Idle workers kept ready. A worker turning busy
      max_spare_servers [10]     wakes the parent at once when idle ones fall
                                 below the minimum. Above the maximum for a
                                 second, the oldest idle worker is retired,
-                                then one every 250 ms. max < min becomes
-                                min + 1 (logged).
+                                then one every 250 ms.
      max_clients [256]          Never more workers; extra connections wait in
-                                the listen backlog (listen_backlog [511]).
+                                the listen backlog.
+     listen_backlog [511]       The backlog given to listen(2).
      max_requests_per_child [0] Connections a worker serves before it is
      max_requests_jitter [0]    replaced (0 = no limit), plus a random 0..N.
      max_rss_kib [0]            Replace a worker whose peak resident memory
                                 passed this after a connection (0 = off).
      timeout [0]                Seconds a worker may go without a heartbeat
-                                (busy: per connection or heartbeat(); idle:
-                                the worker reports by itself) before SIGTERM,
+                                (busy: per connection, heartbeat() or
+                                count_request(); idle: the worker reports by
+                                itself; starting: until it is ready) before
+                                SIGTERM (0 = off),
      kill_grace [2]             then SIGKILL this many seconds later.
      graceful_timeout [30]      Bound on a graceful stop or restart; workers
                                 still busy then are killed.
-     shutdown_on_error [false]  Stop the server when a worker cannot be
-                                started (fork or init hook failed) instead of
-                                retrying with back-off.
+     shutdown_on_error [false]  Stop the server (run() returns -1) when a
+                                worker cannot be started (fork failed, or it
+                                died before it was ready, as when an init
+                                hook fails) instead of retrying with back-off.
      ipc_retry_interval [5]     Seconds between tries when shared memory or
                                 the semaphore cannot be had.
      max_clients_per_ip [0]     Busy workers one client address may hold at
@@ -170,19 +425,26 @@
                                 the old parent sends RELOADING=1, then
                                 MAINPID= the new one and READY=1 (or READY=1
                                 alone if it failed); the new parent is silent
-                                until then. By hand: no libsystemd.
+                                until then. By hand: no libsystemd. Not in
+                                single_process mode.
      upgrade_timeout [60]       Seconds the new program of a SIGUSR2 upgrade
                                 has to get its workers ready (see SIGNALS)
                                 before it is stopped and the upgrade given up.
      defer_accept [0]           Seconds a new TCP connection may wait in the
                                 kernel for its first bytes before a worker
-                                accepts it (Linux TCP_DEFER_ACCEPT; 0 = off).
-                                Only for protocols where the client speaks
-                                first, such as HTTP: a worker then never
-                                waits for a silent client to begin.
+                                accepts it (Linux TCP_DEFER_ACCEPT; 0 = off;
+                                sockets bound by listen() only). Only for
+                                protocols where the client speaks first, such
+                                as HTTP: a worker then never waits for a
+                                silent client to begin.
      single_process [false]     No fork: the worker loop runs in run()'s own
-                                process (debugging, deterministic tests).
-     debug_scoreboard [false]   Log the scoreboard every second.
+                                process (debugging, deterministic tests),
+                                with one slot. The init hooks, on_ready() and
+                                the handler run as in a pool; what a parent
+                                does does not happen: no spares, watchdog,
+                                recycling, restart, upgrade, systemd
+                                notification or scoreboard log.
+     debug_scoreboard [false]   Log the scoreboard every second (debug).
 
    SIGNALS (to the parent)
      SIGTERM  graceful stop: refuse new connections at once (on Linux,
@@ -191,42 +453,49 @@
               accepted first and served by drain workers), finish in-flight
               connections (bounded by graceful_timeout); run() returns 0.
               Sockets from listen_fd() or a service manager stay listening,
-              and so do all while an upgrade's new parent shares them. In
-              single_process mode the queue is not taken: it is reset.
-     SIGINT   stop now: workers are killed.
+              and so do all while an upgrade's new parent shares them.
+     SIGINT   stop now: workers are killed, queued connections dropped.
      SIGHUP   graceful restart: keep the listeners, start a new generation,
               old workers finish their connection and exit.
      SIGUSR2  binary upgrade (with enable_upgrade()): fork and exec the
               command with the listeners as fds 3... (LISTEN_FDS,
               LISTEN_PID; LISTEN_FDNAMES "owned" for a UNIX socket whose
               file this parent made, "bound" for another socket it bound,
-              "passed" for one a service manager passed) and one end of a socket pair after
-              them (PREFORK_UPGRADE_FD). The new parent adopts them with
-              listen_inherited(), starts its pool and, once start_servers
-              workers (at most max_spare_servers) are ready, runs the
-              on_ready() hook and writes 'R'. This parent answers 'A' and
-              drains; run() returns 0 while the new parent, still its
-              child, serves on: just exit. Only after 'A' does the new
-              parent own the socket files and speak to systemd. If it
-              exits, cannot be executed or is not ready within
-              upgrade_timeout, it is stopped and this parent serves on.
-              A SIGUSR2 while an upgrade is under way is ignored.
-     SIGTTIN  raise min and max spare by one; SIGTTOU lowers them.
+              "passed" for one a service manager passed) and one end of a
+              socket pair after them (PREFORK_UPGRADE_FD). The new parent
+              adopts them with listen_inherited(), starts its pool and,
+              once start_servers workers (at most max_spare_servers) are
+              ready, runs the on_ready() hook and writes 'R'. This parent
+              answers 'A' and drains; run() returns 0 while the new
+              parent, still its child, serves on: just exit. Only after
+              'A' does the new parent own the socket files and speak to
+              systemd. If it exits, cannot be executed or is not ready
+              within upgrade_timeout, it is stopped and this parent serves
+              on. A SIGUSR2 while an upgrade is under way is ignored.
+     SIGTTIN  raise min and max spare by one; SIGTTOU lowers them (min stays
+              at least 1).
      SIGUSR1  reopen the logs: the on_reopen() hook, then a graceful
-              restart so that new workers inherit the new files.
+              restart so that new workers inherit the new files. Without
+              the hook it does nothing.
      SIGCHLD  reap, log, and replace workers.
+     Once a stop has begun, SIGHUP, SIGUSR1 and SIGUSR2 are ignored.
      Workers are signalled by pid only, never through the process group.
      A worker takes SIGTERM between connections only: it stays blocked while
      a handler runs, so it never interrupts the handler's system calls, and
-     worker.stopping() reports it.
+     worker.stopping() reports it. In single_process mode only SIGTERM and
+     SIGINT act: either ends run() once the connection in hand is served,
+     and the connections still queued are reset.
 
    PORTABILITY
-     POSIX with System V IPC. On Linux it also uses pipe2, accept4,
-     PR_SET_PDEATHSIG, SEM_STAT (to remove a semaphore set left by a parent
-     that was killed with SIGKILL), epoll with EPOLLEXCLUSIVE (idle workers
-     wait on the listeners so that a new connection wakes one of them, not
-     all), TCP_DEFER_ACCEPT, openat2 and sendfile; elsewhere poll(), a
-     component-by-component open and pread. Compiles with -fno-exceptions
+     POSIX with System V IPC. On Linux it also uses pipe2, accept4, ppoll,
+     semtimedop, PR_SET_PDEATHSIG, SEM_STAT (to remove a semaphore set left
+     by a parent that was killed with SIGKILL), epoll with EPOLLEXCLUSIVE
+     (idle workers wait on the listeners so that a new connection wakes one
+     of them, not all), TCP_DEFER_ACCEPT, openat2 and sendfile; elsewhere
+     poll(), a lock wait that polls every millisecond, getppid() for the
+     parent's death, a component-by-component open and pread, and no sweep
+     of stale semaphore sets. max_rss_kib is compared with getrusage()'s
+     ru_maxrss, which macOS counts in bytes. Compiles with -fno-exceptions
      -fno-rtti. The parent uses fork(); keep it single-threaded.
 
    LICENSE
