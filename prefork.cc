@@ -669,7 +669,7 @@ PREFORK_COLD std::string check_options(Options &o, std::vector<std::string> *not
     if (o.max_requests_jitter > 0 && o.max_requests_per_child == 0)
         return "max_requests_jitter needs max_requests_per_child";
 
-    // The seed's two documented normalisations, and nothing else.
+    // Two normalisations, each described in *notes, and nothing else.
     if (o.start_servers > o.max_clients) {
         if (notes)
             notes->push_back(format("start_servers %d is above max_clients %d; starting %d",

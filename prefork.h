@@ -556,9 +556,10 @@ struct Options {
 };
 
 // Validates and normalises options in place. Returns "" when usable, else
-// one sentence naming the bad option. The seed's normalisations (start over
-// max_clients, max spare under min spare) are applied and described in
-// *notes when notes is not null.
+// one sentence naming the bad option. start_servers over max_clients becomes
+// max_clients, and max_spare_servers under min_spare_servers becomes
+// min_spare_servers + 1; each change is described in *notes when notes is
+// not null.
 std::string check_options(Options &options, std::vector<std::string> *notes);
 
 enum class SlotState : uint8_t { free, starting, idle, busy, exiting };
@@ -569,7 +570,7 @@ struct Slot {
     int32_t pid;
     SlotState state;
     char activity;          // Apache letter while busy ('W' unless set)
-    uint16_t flags;
+    uint16_t flags;         // the library's bookkeeping (idle count, paused)
     uint32_t generation;
     uint32_t request_seq;   // odd while request[] is being written
     int64_t started_ms;     // CLOCK_MONOTONIC milliseconds
@@ -579,7 +580,8 @@ struct Slot {
     uint64_t requests;
     uint64_t bytes;
     char request[80];       // last request line, NUL-terminated, cut short
-    uint8_t client_family;  // AF_INET or AF_INET6 while busy with such a client, else 0
+    uint8_t client_family;  // with max_clients_per_ip: AF_INET or AF_INET6 while
+                            // busy with such a client, else 0
     uint8_t client[16];     // that client's address (IPv4-mapped ones as IPv4)
 };
 
@@ -589,7 +591,7 @@ struct Snapshot {
     uint32_t generation = 0;
     int starting = 0, idle = 0, busy = 0, exiting = 0;
     uint64_t connections = 0, requests = 0, bytes = 0;  // all workers ever
-    std::vector<Slot> slots;                             // max_clients long
+    std::vector<Slot> slots;  // max_clients long (1 in single_process mode)
 
     // Apache-style letters: '.' free, 'S' starting, '_' idle, busy as the
     // worker set it ('W' by default), 'G' exiting.
@@ -634,7 +636,7 @@ public:
     // copies without it rather than hang behind a stuck holder.
     Snapshot snapshot();
 
-    Slot &slot(int index);
+    Slot &slot(int index);  // 0 <= index < slot_count(), unchecked
 
 private:
     friend struct detail::Access;
@@ -650,7 +652,7 @@ class Worker {
 public:
     int slot() const;
     uint32_t generation() const;
-    bool is_child() const;
+    bool is_child() const;  // false in single_process mode
     void heartbeat();
     void stop_listening();
     void start_listening();
@@ -666,7 +668,7 @@ public:
     Scoreboard &scoreboard();
     // True when no worker is idle and the pool is at max_clients: the
     // moment to close idle keep-alive connections so new clients get in.
-    bool pool_full() const;
+    bool pool_full() const;  // always false in single_process mode
     void log(LogLevel level, const char *format, ...)
         __attribute__((format(printf, 3, 4)));
 
@@ -720,7 +722,7 @@ public:
     void on_log(LogFn log);
 
     int run();
-    bool is_child() const;
+    bool is_child() const;  // true in a worker (never in single_process mode)
     Snapshot snapshot();
     const Options &options() const;
     const std::string &error() const;
