@@ -21,4 +21,20 @@ TEST(Header, DefaultsMatchTheManual) {
     EXPECT_FALSE(o.shutdown_on_error);
     EXPECT_FALSE(o.single_process);
     EXPECT_FALSE(o.debug_scoreboard);
+    EXPECT_EQ(o.max_clients_per_ip, 0);
+    EXPECT_FALSE(o.notify_systemd);
+    EXPECT_EQ(o.upgrade_timeout, 60);
+    EXPECT_EQ(o.defer_accept, 0);
+}
+
+TEST(Header, HttpDefaultsMatchTheManual) {
+    prefork::HttpOptions o;
+    EXPECT_EQ(o.request_timeout, 10);
+    EXPECT_EQ(o.keepalive_timeout, 5);
+    EXPECT_EQ(o.send_timeout, 30);
+    EXPECT_EQ(o.min_rate, 500);
+    EXPECT_EQ(o.pressure_timeout, 0.5);
+    EXPECT_EQ(o.max_body, size_t(1) << 20);
+    EXPECT_EQ(o.server_name, "prefork");
+    EXPECT_EQ(o.access_log_fd, -1);
 }
