@@ -101,6 +101,10 @@ public:
     // The wait status once it exits, -1 on timeout.
     int wait(int timeout_ms) { return group_.wait_exit(timeout_ms); }
     bool ready() { return eventually([&] { return Client("unix:" + socket_).connected(); }); }
+    // Ready, and the parent is in run() with its signal handlers installed:
+    // the socket takes connections from listen() on, and a SIGUSR2 sent
+    // before run() would end httpd (the default action).
+    bool running() { return ready() && wait_log("prefork parent ", 1); }
     // Waits until needle occurs count times in what httpd wrote to stderr.
     bool wait_log(const std::string &needle, int count, int timeout_ms = 5000) const {
         return eventually([&] {
@@ -769,7 +773,7 @@ TEST(HttpdUpgrade, AFailedUpgradeLeavesTheOldParentServing) {
     const std::string &binary = copy.binary;
     Httpd h({"--listen", "unix:@/s.sock", "--pid-file", "@/httpd.pid", "--start-servers", "2", "@"},
             true, nullptr, binary);
-    ASSERT_TRUE(h.ready()) << h.stderr_text();
+    ASSERT_TRUE(h.running()) << h.stderr_text();
     std::string pid_file = h.scratch() + "/httpd.pid";
     ASSERT_TRUE(eventually([&] { return pid_in(pid_file) == h.pid(); })) << h.stderr_text();
     auto serves = [&] {
@@ -834,7 +838,7 @@ TEST(HttpdUpgrade, ANewProgramThatNeverGetsReadyIsStoppedAtTheTimeout) {
     const std::string &binary = copy.binary;
     Httpd h({"--listen", "unix:@/s.sock", "--start-servers", "2", "--upgrade-timeout", "1", "@"}, true,
             nullptr, binary);
-    ASSERT_TRUE(h.ready()) << h.stderr_text();
+    ASSERT_TRUE(h.running()) << h.stderr_text();
     ASSERT_TRUE(install_script(binary, "#!/bin/sh\nexec sleep 30\n"));
     int64_t sent = harness::now_ms();
     ASSERT_EQ(kill(h.pid(), SIGUSR2), 0);
