@@ -517,20 +517,16 @@
 #include <sys/socket.h>
 #include <sys/types.h>
 
+// The declarations. Each contract is stated once, in the manual above.
 namespace prefork {
 
 enum class LogLevel { debug, info, notice, warning, error };
 
-// A log sink receives one line without its newline.
 using LogFn = std::function<void(LogLevel, const char *message)>;
 
-// Writes "2026-11-22 17:46:11 [notice] [pid 123] message\n" to stderr in
-// one write(2), so lines from several processes do not interleave.
 void log_to_stderr(LogLevel level, const char *message);
 const char *log_level_name(LogLevel level);
 
-// In a child a handler forks to exec another program: unblocks every signal
-// and restores the default disposition of those prefork handles.
 void reset_signals_for_exec();
 
 struct Options {
@@ -555,18 +551,11 @@ struct Options {
     bool debug_scoreboard = false;
 };
 
-// Validates and normalises options in place. Returns "" when usable, else
-// one sentence naming the bad option. start_servers over max_clients becomes
-// max_clients, and max_spare_servers under min_spare_servers becomes
-// min_spare_servers + 1; each change is described in *notes when notes is
-// not null.
 std::string check_options(Options &options, std::vector<std::string> *notes);
 
 enum class SlotState : uint8_t { free, starting, idle, busy, exiting };
 
-// One worker's scoreboard record. Lives in shared memory; only its worker
-// writes it, except that the parent claims and frees it.
-struct Slot {
+struct Slot {  // in shared memory: trivially copyable, fixed size
     int32_t pid;
     SlotState state;
     char activity;          // Apache letter while busy ('W' unless set)
@@ -593,11 +582,7 @@ struct Snapshot {
     uint64_t connections = 0, requests = 0, bytes = 0;  // all workers ever
     std::vector<Slot> slots;  // max_clients long (1 in single_process mode)
 
-    // Apache-style letters: '.' free, 'S' starting, '_' idle, busy as the
-    // worker set it ('W' by default), 'G' exiting.
     static char letter(const Slot &slot);
-    // "gen 2: 3 busy, 4 idle, 0 starting, 0 exiting; 120 connections,
-    // 130 requests" then a newline and one letter per slot.
     std::string render() const;
 };
 
@@ -610,8 +595,6 @@ struct WorkerState;  // a worker's own state, in prefork.cc
 struct Access;       // lets prefork.cc reach what users do not call
 }  // namespace detail
 
-// The System V scoreboard: one shared memory segment (removed with
-// IPC_RMID as soon as it is attached) and one semaphore set.
 class Scoreboard {
 public:
     Scoreboard() = default;
@@ -619,24 +602,14 @@ public:
     Scoreboard(const Scoreboard &) = delete;
     Scoreboard &operator=(const Scoreboard &) = delete;
 
-    // Creates both objects for `slots` slots. Returns 0, or -1 with *error
-    // naming the kernel limit involved. First removes semaphore sets left
-    // by a dead parent (Linux), logging each through log when set.
     int create(int slots, std::string *error, const LogFn &log = LogFn());
-    // Detaches; in the creating process also removes the semaphore set.
     void destroy();
     bool ready() const { return shared_ != nullptr; }
     int slot_count() const;
-
-    // The lock, taken with SEM_UNDO, waiting at most timeout_ms (-1: no
-    // bound). 0, or -1 with errno EAGAIN (timed out) or EIDRM/EINVAL (gone).
     int lock(int timeout_ms = -1);
     int unlock();
-    // Copies the board under the lock; waits for it at most 50 ms, then
-    // copies without it rather than hang behind a stuck holder.
     Snapshot snapshot();
-
-    Slot &slot(int index);  // 0 <= index < slot_count(), unchecked
+    Slot &slot(int index);  // unchecked
 
 private:
     friend struct detail::Access;
@@ -652,23 +625,20 @@ class Worker {
 public:
     int slot() const;
     uint32_t generation() const;
-    bool is_child() const;  // false in single_process mode
+    bool is_child() const;
     void heartbeat();
     void stop_listening();
     void start_listening();
     bool listening() const;
     bool stopping() const;
     void count_request(const char *request_line, uint64_t bytes);
-    void note_request(const char *request_line);  // shown while it is served
+    void note_request(const char *request_line);
     void set_activity(char letter);
-    // The peer of the connection being served, and which listener took it.
     const sockaddr_storage &peer() const;
     socklen_t peer_length() const;
     int listener() const;
     Scoreboard &scoreboard();
-    // True when no worker is idle and the pool is at max_clients: the
-    // moment to close idle keep-alive connections so new clients get in.
-    bool pool_full() const;  // always false in single_process mode
+    bool pool_full() const;
     void log(LogLevel level, const char *format, ...)
         __attribute__((format(printf, 3, 4)));
 
@@ -687,42 +657,22 @@ public:
 
     int listen(const std::string &spec);
     int listen_fd(int fd);
-    // Adopts the listening sockets passed as fds 3... when LISTEN_PID is
-    // this process and LISTEN_FDS counts them: systemd socket activation,
-    // or the old parent of a binary upgrade. Removes those variables from
-    // the environment. A later listen() naming the address of one of them
-    // takes it instead of binding. Returns how many, or -1 with error().
     int listen_inherited();
-    // True when listen_inherited() found that a binary upgrade started this
-    // process: an old parent waits for this pool to be ready.
     bool upgrading() const;
-    // Lets SIGUSR2 upgrade the program: argv (as main() got it) is run
-    // again, the binary on disk then, handed the listeners. The program
-    // must call listen_inherited() before run() to take them. Not in
-    // single_process mode. 0, or -1.
     int enable_upgrade(int argc, char *const *argv);
     size_t listener_count() const;
-    std::string address(size_t index) const;  // "127.0.0.1:8080", "unix:/p"
-    int port(size_t index) const;              // 0 for UNIX sockets
+    std::string address(size_t index) const;
+    int port(size_t index) const;
 
     void on_connection(ConnectionHandler handler);
-    // Gets the connections refused by max_clients_per_ip (default: closed
-    // at once); it should answer briefly and return.
     void on_refusal(ConnectionHandler handler);
-    // Runs in the parent on SIGUSR1 (logrotate): reopen the log files onto
-    // the same descriptors (open, then dup2). The workers are then replaced
-    // by a graceful restart, so that they write to the new files too.
     void on_reopen(std::function<void()> hook);
-    // Runs in the parent once, when start_servers workers (at most
-    // max_spare_servers) are first ready; in the new parent of an upgrade,
-    // before the old parent hears so. Returning false stops the server:
-    // run() returns -1.
     void on_ready(std::function<bool()> hook);
     void on_worker_start(InitHook hook);
     void on_log(LogFn log);
 
     int run();
-    bool is_child() const;  // true in a worker (never in single_process mode)
+    bool is_child() const;
     Snapshot snapshot();
     const Options &options() const;
     const std::string &error() const;
