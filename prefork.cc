@@ -2975,83 +2975,92 @@ int check_request(const HttpRequest &request, HttpRequestInfo *info, int *status
    kept-alive connection, with pipelined bytes already in the buffer. The
    buffers live in the service and are reused, so a warm worker allocates
    nothing per request; the Date field is formatted once a second. */
+// The chunked coding's grammar (RFC 9112 section 7.1), a byte at a time.
+enum ChunkedState : int {
+    chunk_size, chunk_extension, chunk_size_lf,  // "1a;ext\r\n"
+    chunk_data, chunk_data_cr, chunk_data_lf,    // the data, then "\r\n"
+    trailer_start, trailer_line, final_lf,       // after the "0" chunk: "Field: v\r\n" ... "\r\n"
+    chunked_done
+};
+
+bool ChunkedDecoder::done() const { return state_ == chunked_done; }
+
 long ChunkedDecoder::feed(const char *in, size_t len, std::string *out, size_t max_body,
                           bool *too_large) {
-    enum { size, extension, size_lf, data, data_end, data_lf, trailer_start, trailer, final_lf, finished };
     static const size_t max_line = 4096;
     *too_large = false;
     size_t i = 0;
-    while (i < len && state != finished) {
+    while (i < len && state_ != chunked_done) {
         char ch = in[i];
-        switch (state) {
-        case size: {
+        switch (state_) {
+        case chunk_size: {
             int digit = isxdigit((unsigned char)ch) ? (isdigit((unsigned char)ch) ? ch - '0' : (tolower(ch) - 'a' + 10)) : -1;
             if (digit >= 0) {
-                remaining = remaining * 16 + uint64_t(digit);
-                if (++line > 16) return -1;
-                if (out->size() + remaining > max_body) {
+                remaining_ = remaining_ * 16 + uint64_t(digit);
+                if (++line_ > 16) return -1;
+                if (out->size() + remaining_ > max_body) {
                     *too_large = true;
                     return -1;
                 }
-            } else if (line == 0) {
+            } else if (line_ == 0) {
                 return -1;  // a chunk size needs a digit
             } else if (ch == ';') {
-                state = extension;
+                state_ = chunk_extension;
             } else if (ch == '\r') {
-                state = size_lf;
+                state_ = chunk_size_lf;
             } else {
                 return -1;  // CRLF only: a bare LF here is how smuggling starts
             }
             i++;
             break;
         }
-        case extension:
-            if (ch == '\r') state = size_lf;
+        case chunk_extension:
+            if (ch == '\r') state_ = chunk_size_lf;
             else if (ch == '\n') return -1;
             else if ((unsigned char)ch < 0x20 && ch != '\t') return -1;
-            if (++line > max_line) return -1;
+            if (++line_ > max_line) return -1;
             i++;
             break;
-        case size_lf:
+        case chunk_size_lf:
             if (ch != '\n') return -1;
-            state = remaining ? data : trailer_start;
+            state_ = remaining_ ? chunk_data : trailer_start;
             i++;
             break;
-        case data: {
-            size_t n = size_t(std::min<uint64_t>(remaining, len - i));
+        case chunk_data: {
+            size_t n = size_t(std::min<uint64_t>(remaining_, len - i));
             out->append(in + i, n);
-            remaining -= n;
+            remaining_ -= n;
             i += n;
-            if (remaining == 0) state = data_end;
+            if (remaining_ == 0) state_ = chunk_data_cr;
             break;
         }
-        case data_end:
-            if (ch == '\r') state = data_lf;
+        case chunk_data_cr:
+            if (ch == '\r') state_ = chunk_data_lf;
             else return -1;
             i++;
             break;
-        case data_lf:
+        case chunk_data_lf:
             if (ch != '\n') return -1;
-            state = size;
-            line = 0;
+            state_ = chunk_size;
+            line_ = 0;
             i++;
             break;
         case trailer_start:
-            line = 0;
-            if (ch == '\r') state = final_lf;
+            line_ = 0;
+            if (ch == '\r') state_ = final_lf;
             else if (ch == '\n') return -1;
-            else state = trailer;
+            else state_ = trailer_line;
             i++;
             break;
-        case trailer:
-            if (ch == '\n') state = trailer_start;
+        case trailer_line:
+            if (ch == '\n') state_ = trailer_start;
             else if ((unsigned char)ch < 0x20 && ch != '\t' && ch != '\r') return -1;
-            if (++line > max_line) return -1;
+            if (++line_ > max_line) return -1;
             i++;
             break;
         case final_lf:
             if (ch != '\n') return -1;
-            state = finished;
+            state_ = chunked_done;
             i++;
             break;
         }
@@ -3128,18 +3137,6 @@ bool HttpResponse::header(std::string_view name, std::string_view value) {
     return true;
 }
 
-bool HttpResponse::has_field(std::string_view name) const {
-    size_t at = 0;
-    while (at < fields_.size()) {
-        size_t colon = fields_.find(':', at);
-        if (colon == std::string::npos) break;
-        if (equals_nocase(std::string_view(fields_).substr(at, colon - at), name)) return true;
-        at = fields_.find('\n', colon) + 1;
-        if (at == 0) break;
-    }
-    return false;
-}
-
 void HttpResponse::file(int fd, uint64_t offset, uint64_t length) {
     if (file_fd_ >= 0) sys::close(file_fd_);
     file_fd_ = fd;
@@ -3147,13 +3144,36 @@ void HttpResponse::file(int fd, uint64_t offset, uint64_t length) {
     file_length_ = length;
 }
 
-void HttpResponse::reset() {
-    status_ = 200;
-    close_ = false;
-    fields_.clear();
-    body_.clear();
-    file(-1, 0, 0);
-}
+// The responder's side of an HttpResponse, which a handler does not see:
+// what the handler set, read back to send it, and the reset between
+// requests. HttpResponse's one friend.
+struct HttpResponder {
+    static void reset(HttpResponse &r) {
+        r.status_ = 200;
+        r.close_ = false;
+        r.fields_.clear();
+        r.body_.clear();
+        r.file(-1, 0, 0);
+    }
+    static std::string &body(HttpResponse &r) { return r.body_; }
+    static const std::string &fields(const HttpResponse &r) { return r.fields_; }
+    static bool closing(const HttpResponse &r) { return r.close_; }
+    static int file_fd(const HttpResponse &r) { return r.file_fd_; }
+    static uint64_t file_offset(const HttpResponse &r) { return r.file_offset_; }
+    static uint64_t file_length(const HttpResponse &r) { return r.file_length_; }
+    static bool has_field(const HttpResponse &r, std::string_view name) {
+        const std::string &fields = r.fields_;
+        size_t at = 0;
+        while (at < fields.size()) {
+            size_t colon = fields.find(':', at);
+            if (colon == std::string::npos) break;
+            if (equals_nocase(std::string_view(fields).substr(at, colon - at), name)) return true;
+            at = fields.find('\n', colon) + 1;
+            if (at == 0) break;
+        }
+        return false;
+    }
+};
 
 struct Route {
     std::string method;
@@ -3217,7 +3237,10 @@ struct CachedTime {
 
 static const char http_date_pattern[] = "%a, %d %b %Y %H:%M:%S GMT";
 
-struct HttpService::Internals {
+// What an HttpService holds: its routes and docroots, and the buffers
+// reused from one request to the next. The helpers below take it by this
+// name; HttpService::Internals, private in the header, is only its shell.
+struct ServiceState {
     std::vector<std::unique_ptr<Route>> routes;  // by pointer: growing the list moves no Route
     std::string in;      // bytes read from the connection
     std::string out;     // the response head being built
@@ -3234,6 +3257,8 @@ struct HttpService::Internals {
     char peer[64] = "-";     // the client's address, once per connection
     bool linger = false;     // a request was refused: drain the client before closing
 };
+
+struct HttpService::Internals : ServiceState {};
 
 HttpService::HttpService(const HttpOptions &options) : options_(options), in_(new Internals) {
     in_->in.reserve(32768);
@@ -3438,7 +3463,7 @@ static const size_t inline_file_max = 16384;
 // the head, then the file by sendfile). Adds the bytes it meant to send
 // to *sent. false when the client did not take them all: the connection
 // cannot carry another response.
-static bool send_response(HttpService::Internals &in, const HttpOptions &options, Link &link,
+static bool send_response(ServiceState &in, const HttpOptions &options, Link &link,
                           HttpResponse &r, bool head_only, bool keep_alive, int minor_version,
                           uint64_t *sent) {
     begin_pace(link.sending, link.send_timeout, link.min_rate);
@@ -3454,29 +3479,29 @@ static bool send_response(HttpService::Internals &in, const HttpOptions &options
     out += "\r\nServer: ";
     out += options.server_name;
     out += "\r\n";
-    bool file = r.file_fd() >= 0;
+    bool file = HttpResponder::file_fd(r) >= 0;
     if (!bodiless) {
-        if (!r.has_field("content-type") && !r.body_buffer().empty())
+        if (!HttpResponder::has_field(r, "content-type") && !HttpResponder::body(r).empty())
             out += "Content-Type: text/plain; charset=utf-8\r\n";
         out += "Content-Length: ";
-        append_number(out, file ? r.file_length() : r.body_buffer().size());
+        append_number(out, file ? HttpResponder::file_length(r) : HttpResponder::body(r).size());
         out += "\r\n";
     }
     if (!keep_alive) out += "Connection: close\r\n";
     else if (minor_version == 0) out += "Connection: keep-alive\r\n";
-    out += r.fields();
+    out += HttpResponder::fields(r);
     out += "\r\n";
     bool with_body = !head_only && !bodiless;
-    uint64_t length = !with_body ? 0 : file ? r.file_length() : r.body_buffer().size();
+    uint64_t length = !with_body ? 0 : file ? HttpResponder::file_length(r) : HttpResponder::body(r).size();
     *sent += out.size() + length;
     char small_file[inline_file_max];
     iovec pieces[2] = {{&out[0], out.size()}, {nullptr, 0}};
     if (with_body && !file) {
-        pieces[1] = {const_cast<char *>(r.body_buffer().data()), r.body_buffer().size()};
+        pieces[1] = {const_cast<char *>(HttpResponder::body(r).data()), HttpResponder::body(r).size()};
     } else if (with_body && length <= inline_file_max) {
         size_t got = 0;
         while (got < length) {
-            ssize_t n = pread(r.file_fd(), small_file + got, size_t(length) - got, off_t(r.file_offset() + got));
+            ssize_t n = pread(HttpResponder::file_fd(r), small_file + got, size_t(length) - got, off_t(HttpResponder::file_offset(r) + got));
             if (n < 0 && errno == EINTR) continue;
             if (n <= 0) break;
             got += size_t(n);
@@ -3490,7 +3515,7 @@ static bool send_response(HttpService::Internals &in, const HttpOptions &options
     }
     bool file_follows = with_body && file && length > inline_file_max;
     bool ok = send_all(link, pieces, 2, file_follows) == 0;
-    if (ok && file_follows) ok = send_file(link, r.file_fd(), r.file_offset(), length) == 0;
+    if (ok && file_follows) ok = send_file(link, HttpResponder::file_fd(r), HttpResponder::file_offset(r), length) == 0;
     r.file(-1, 0, 0);
     return ok;
 }
@@ -3503,16 +3528,16 @@ static void answer_status(HttpResponse &r, int status) {
     r.body(text);
 }
 
-static void log_access(HttpService::Internals &in, const HttpOptions &o, const HttpContext *ctx,
+static void log_access(ServiceState &in, const HttpOptions &o, const HttpContext *ctx,
                        std::string_view request_line, int status, uint64_t body_bytes);
 
 // Answers a request that could not be served, logs it, and leaves the
 // connection to be closed.
-static void send_error(HttpService::Internals &in, const HttpOptions &options, Link &link, int status) {
+static void send_error(ServiceState &in, const HttpOptions &options, Link &link, int status) {
     HttpResponse &r = in.response;
-    r.reset();
+    HttpResponder::reset(r);
     answer_status(r, status);
-    uint64_t body = r.body_buffer().size();
+    uint64_t body = HttpResponder::body(r).size();
     uint64_t sent = 0;
     (void)send_response(in, options, link, r, false, false, 1, &sent);
     log_access(in, options, nullptr, "-", status, body);
@@ -3532,7 +3557,7 @@ static void split_target(std::string_view target, std::string_view *path, std::s
 }
 
 // Finds the handler for the request and runs it; 404 or 405 when none fits.
-static void dispatch(HttpService::Internals &in, HttpContext &ctx, HttpResponse &r) {
+static void dispatch(ServiceState &in, HttpContext &ctx, HttpResponse &r) {
     bool head = ctx.method == "HEAD";
     std::string allow;
     for (auto &each : in.routes) {
@@ -3560,7 +3585,7 @@ static void dispatch(HttpService::Internals &in, HttpContext &ctx, HttpResponse 
         if (!sys::run_guarded([&] { route.handler(ctx, r); }, &what)) {
             ctx.worker->log(LogLevel::error, "route %s %s threw: %s; answering 500", route.method.c_str(),
                             route.pattern.c_str(), what.c_str());
-            r.reset();
+            HttpResponder::reset(r);
             answer_status(r, 500);
             r.close_connection();
         }
@@ -3786,7 +3811,7 @@ static void status_page(HttpContext &ctx, HttpResponse &r, const std::string &se
     double uptime = std::max<double>(1, double(s.uptime_ms) / 1000);
     std::string letters;
     for (const Slot &slot : s.slots) letters += Snapshot::letter(slot);
-    std::string &out = r.body_buffer();
+    std::string &out = HttpResponder::body(r);
     char line[256];
     if (ctx.query == "auto") {
         r.header("Content-Type", "text/plain; charset=utf-8");
@@ -3954,7 +3979,7 @@ static void append_log_field(std::string &out, std::string_view text) {
     }
 }
 
-static void log_access(HttpService::Internals &in, const HttpOptions &o, const HttpContext *ctx,
+static void log_access(ServiceState &in, const HttpOptions &o, const HttpContext *ctx,
                        std::string_view request_line, int status, uint64_t body_bytes) {
     if (o.access_log_fd < 0) return;
     std::string &out = in.log;
@@ -3998,7 +4023,7 @@ static void linger_before_close(int fd) {
 }
 
 // The client's address as the access log shows it: no port, no brackets.
-static void note_peer(HttpService::Internals &in, const HttpOptions &o, const Worker &worker) {
+static void note_peer(ServiceState &in, const HttpOptions &o, const Worker &worker) {
     if (o.access_log_fd < 0) return;
     int port = 0;
     std::string address = worker.peer_length() ? describe_address(reinterpret_cast<const sockaddr *>(&worker.peer()),
@@ -4010,7 +4035,7 @@ static void note_peer(HttpService::Internals &in, const HttpOptions &o, const Wo
     snprintf(in.peer, sizeof in.peer, "%s", address.c_str());
 }
 
-static void flush_log(HttpService::Internals &in, const HttpOptions &o) {
+static void flush_log(ServiceState &in, const HttpOptions &o) {
     if (in.log.empty()) return;
     (void)sys::write_all(o.access_log_fd, in.log.data(), in.log.size());
     in.log.clear();
@@ -4032,45 +4057,8 @@ static long wait_for_next_request(Link &link, std::string &in, Worker &worker, d
     }
 }
 
-void HttpService::serve(Worker &worker, int fd) {
-    Internals &in = *in_;
-    note_peer(in, options_, worker);
-    serve_connection(worker, fd);
-    if (in.linger) {
-        in.linger = false;
-        linger_before_close(fd);
-    }
-    flush_log(in, options_);
-}
-
-void HttpService::refuse(Worker &worker, int fd) {
-    Internals &in = *in_;
-    note_peer(in, options_, worker);
-    Link link;
-    link.fd = fd;
-    link.worker = &worker;
-    link.send_timeout = std::min(options_.send_timeout, 2.0);  // a refusal is not worth a long wait
-    link.min_rate = options_.min_rate;
-    link.pressure_timeout = options_.pressure_timeout;
-    HttpResponse &r = in.response;
-    r.reset();
-    answer_status(r, 503);
-    r.header("Retry-After", "1");
-    uint64_t sent = 0, body = r.body_buffer().size();
-    (void)send_response(in, options_, link, r, false, false, 1, &sent);
-    log_access(in, options_, nullptr, "-", 503, body);
-    // Take what the client has already sent, without waiting for more, so
-    // that the close is a FIN rather than a reset.
-    char sink[4096];
-    for (int i = 0; i < 16 && sys::receive(fd, sink, sizeof sink, false) > 0; i++) {
-    }
-    shutdown(fd, SHUT_WR);
-    flush_log(in, options_);
-}
-
-void HttpService::serve_connection(Worker &worker, int fd) {
-    Internals &in = *in_;
-    const HttpOptions &o = options_;
+// Serves the requests of one connection, kept alive, until it is to close.
+static void serve_requests(ServiceState &in, const HttpOptions &o, Worker &worker, int fd) {
     Link link;
     link.fd = fd;
     link.worker = &worker;
@@ -4195,7 +4183,7 @@ void HttpService::serve_connection(Worker &worker, int fd) {
         std::string_view &raw_path = ctx.raw_path;
         split_target(request.target, &raw_path, &ctx.query);
         HttpResponse &r = in.response;
-        r.reset();
+        HttpResponder::reset(r);
         worker.set_activity('W');
         if (request.target == "*") {
             in.path = "*";
@@ -4205,9 +4193,9 @@ void HttpService::serve_connection(Worker &worker, int fd) {
         }
         ctx.path = in.path;
         dispatch(in, ctx, r);
-        bool keep = info.keep_alive && !r.closing() && !worker.stopping() && !worker.pool_full();
+        bool keep = info.keep_alive && !HttpResponder::closing(r) && !worker.stopping() && !worker.pool_full();
         bool head_only = request.method == "HEAD" || r.status() == 204 || r.status() == 304;
-        uint64_t body_bytes = head_only ? 0 : r.file_fd() >= 0 ? r.file_length() : r.body_buffer().size();
+        uint64_t body_bytes = head_only ? 0 : HttpResponder::file_fd(r) >= 0 ? HttpResponder::file_length(r) : HttpResponder::body(r).size();
         int answered = r.status();
         uint64_t sent = 0;
         if (!send_response(in, o, link, r, request.method == "HEAD", keep, request.minor_version, &sent))
@@ -4222,6 +4210,42 @@ void HttpService::serve_connection(Worker &worker, int fd) {
         in.in.erase(0, next);  // pipelined bytes stay for the next round
         first = false;
     }
+}
+
+void HttpService::serve(Worker &worker, int fd) {
+    ServiceState &in = *in_;
+    note_peer(in, options_, worker);
+    serve_requests(in, options_, worker, fd);
+    if (in.linger) {
+        in.linger = false;
+        linger_before_close(fd);
+    }
+    flush_log(in, options_);
+}
+
+void HttpService::refuse(Worker &worker, int fd) {
+    ServiceState &in = *in_;
+    note_peer(in, options_, worker);
+    Link link;
+    link.fd = fd;
+    link.worker = &worker;
+    link.send_timeout = std::min(options_.send_timeout, 2.0);  // a refusal is not worth a long wait
+    link.min_rate = options_.min_rate;
+    link.pressure_timeout = options_.pressure_timeout;
+    HttpResponse &r = in.response;
+    HttpResponder::reset(r);
+    answer_status(r, 503);
+    r.header("Retry-After", "1");
+    uint64_t sent = 0, body = HttpResponder::body(r).size();
+    (void)send_response(in, options_, link, r, false, false, 1, &sent);
+    log_access(in, options_, nullptr, "-", 503, body);
+    // Take what the client has already sent, without waiting for more, so
+    // that the close is a FIN rather than a reset.
+    char sink[4096];
+    for (int i = 0; i < 16 && sys::receive(fd, sink, sizeof sink, false) > 0; i++) {
+    }
+    shutdown(fd, SHUT_WR);
+    flush_log(in, options_);
 }
 
 }  // namespace prefork
