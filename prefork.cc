@@ -4057,158 +4057,212 @@ static long wait_for_next_request(Link &link, std::string &in, Worker &worker, d
     }
 }
 
-// Serves the requests of one connection, kept alive, until it is to close.
-static void serve_requests(ServiceState &in, const HttpOptions &o, Worker &worker, int fd) {
+// The client's socket, paced by the service's options.
+static Link client_link(const HttpOptions &o, Worker &worker, int fd) {
     Link link;
     link.fd = fd;
     link.worker = &worker;
     link.send_timeout = o.send_timeout;
     link.min_rate = o.min_rate;
     link.pressure_timeout = o.pressure_timeout;
+    return link;
+}
+
+// Reads until the input holds a whole request head, and parses it into
+// request. A kept-alive connection may idle for keepalive_timeout first
+// (ending sooner if the worker should stop or the pool is full); from its
+// first byte, a head is paced (request_timeout, or pressure_timeout while
+// the pool is full, for all of it). The head's length, or -1 when the
+// connection is to close: the client left or went quiet, or an error was
+// answered (408, or the parser's status).
+static int read_head(ServiceState &in, const HttpOptions &o, Link &link, Worker &worker, bool kept_alive,
+                     HttpRequest &request) {
+    int status = 0, rc;
+    Pace head;
+    begin_pace(head, o.request_timeout, 0);
+    while ((rc = in.in.empty() ? int(http_incomplete)
+                               : parse_request(in.in.data(), in.in.size(), &request, in.headers,
+                                               http_max_headers, &status)) == http_incomplete) {
+        if (in.in.empty() && kept_alive) {
+            if (wait_for_next_request(link, in.in, worker, o.keepalive_timeout) <= 0) return -1;
+            begin_pace(head, o.request_timeout, 0);
+            continue;
+        }
+        long n = read_paced(link, in.in, head);
+        if (n < 0 && errno == ETIMEDOUT) {
+            if (!in.in.empty()) send_error(in, o, link, 408);
+            return -1;
+        }
+        if (n <= 0) return -1;
+    }
+    if (rc == http_malformed) {
+        send_error(in, o, link, status);
+        return -1;
+    }
+    return rc;
+}
+
+// Puts the request line on the scoreboard as soon as it is known: a worker
+// that dies reading the body is logged with it.
+static void note_request_line(Worker &worker, const HttpRequest &request) {
+    char line[128], *at = line;  // "method target HTTP/1.x", both cut short
+    at = std::copy_n(request.method.data(), std::min<size_t>(request.method.size(), 16), at);
+    *at++ = ' ';
+    at = std::copy_n(request.target.data(), std::min<size_t>(request.target.size(), 96), at);
+    memcpy(at, request.minor_version ? " HTTP/1.1" : " HTTP/1.0", 10);
+    worker.note_request(line);
+}
+
+// Reads until the body after the head at in.in[0, head_length) is whole:
+// Content-Length bytes into in.in, or a chunked body decoded into in.body,
+// from in.in[*decoded] on (*decoded moves past what the decoder took).
+// 0 once whole; else the status to answer (413, 400, 408), or -1 when the
+// client left or the read failed.
+static int receive_body(ServiceState &in, const HttpOptions &o, Link &link, const HttpRequestInfo &info,
+                        size_t head_length, size_t *decoded) {
+    Pace pace;
+    begin_pace(pace, o.request_timeout, o.min_rate);
+    ChunkedDecoder decoder;
+    in.body.clear();
+    for (;;) {
+        // Chunk sizes, extensions and trailers are not body: bound the raw
+        // bytes too, or a client could feed them forever.
+        if (in.in.size() - head_length > o.max_body + 65536) return 413;
+        if (info.chunked) {
+            bool too_large = false;
+            long used = decoder.feed(in.in.data() + *decoded, in.in.size() - *decoded, &in.body, o.max_body,
+                                     &too_large);
+            if (used < 0) return too_large ? 413 : 400;
+            *decoded += size_t(used);
+            if (decoder.done()) return 0;
+        } else if (in.in.size() - head_length >= info.content_length) {
+            return 0;
+        }
+        long n = read_paced(link, in.in, pace);
+        if (n <= 0) return n < 0 && errno == ETIMEDOUT ? 408 : -1;
+    }
+}
+
+// Reading the body may have moved the input buffer, and the request's views
+// (method, target, fields) point into the old one: parses the head again,
+// from the same bytes, for views into the new one.
+static void reparse_moved_head(ServiceState &in, const char *head_was_at, size_t head_length,
+                               HttpRequest &request) {
+    if (in.in.data() == head_was_at) return;
+    int status = 0;
+    (void)parse_request(in.in.data(), head_length, &request, in.headers, http_max_headers, &status);
+}
+
+// Reads or decodes the body that follows the head, before the handler
+// runs. On return *body views it and *next is where the next request
+// starts in in.in. false when the connection is to close: the client left,
+// or an error was answered.
+static bool read_body(ServiceState &in, const HttpOptions &o, Link &link, HttpRequest &request,
+                      const HttpRequestInfo &info, size_t head_length, std::string_view *body, size_t *next) {
+    if (info.has_content_length && info.content_length > o.max_body) {
+        send_error(in, o, link, 413);
+        return false;
+    }
+    if (info.expect_continue && request.minor_version == 1 && in.in.size() == head_length)
+        (void)send_text(link, "HTTP/1.1 100 Continue\r\n\r\n", 25);
+    const char *head_at = in.in.data();
+    size_t decoded = head_length;
+    int error = receive_body(in, o, link, info, head_length, &decoded);
+    if (error) {
+        if (error > 0) send_error(in, o, link, error);
+        return false;
+    }
+    reparse_moved_head(in, head_at, head_length, request);
+    if (info.chunked) {
+        *body = in.body;
+        *next = decoded;
+    } else {
+        *body = std::string_view(in.in.data() + head_length, size_t(info.content_length));
+        *next = head_length + size_t(info.content_length);
+    }
+    return true;
+}
+
+// Fills in.context, what the handler sees, from the request. false when
+// the path does not start with "/" (nor is the target "*") or does not
+// percent-decode: the request deserves a 400.
+static bool fill_context(ServiceState &in, Worker &worker, const HttpRequest &request, std::string_view body) {
+    HttpContext &ctx = in.context;
+    ctx.method = request.method;
+    ctx.target = request.target;
+    ctx.minor_version = request.minor_version;
+    ctx.headers = request.headers;
+    ctx.header_count = request.header_count;
+    ctx.body = body;
+    ctx.worker = &worker;
+    split_target(request.target, &ctx.raw_path, &ctx.query);
+    if (request.target == "*") {
+        in.path = "*";
+    } else if (ctx.raw_path.empty() || ctx.raw_path[0] != '/' || !percent_decode(ctx.raw_path, &in.path)) {
+        return false;
+    }
+    ctx.path = in.path;
+    return true;
+}
+
+// The whole request line, as a view: the parser allowed exactly
+// "method SP target SP HTTP/1.x" there.
+static std::string_view request_line(const HttpRequest &request) {
+    const char *end = request.target.data() + request.target.size() + 9;
+    return std::string_view(request.method.data(), size_t(end - request.method.data()));
+}
+
+// Routes the request to its handler, sends the answer, counts and logs it.
+// Whether the connection may carry another request.
+static bool answer(ServiceState &in, const HttpOptions &o, Link &link, Worker &worker, const HttpRequest &request,
+                   bool keep_alive, std::string_view body) {
+    HttpResponse &r = in.response;
+    HttpResponder::reset(r);
+    worker.set_activity('W');
+    if (!fill_context(in, worker, request, body)) {
+        send_error(in, o, link, 400);
+        return false;
+    }
+    dispatch(in, in.context, r);
+    bool keep = keep_alive && !HttpResponder::closing(r) && !worker.stopping() && !worker.pool_full();
+    bool bodiless = request.method == "HEAD" || r.status() == 204 || r.status() == 304;
+    uint64_t body_bytes = bodiless                         ? 0
+                          : HttpResponder::file_fd(r) >= 0 ? HttpResponder::file_length(r)
+                                                           : HttpResponder::body(r).size();
+    int answered = r.status();
+    uint64_t sent = 0;
+    if (!send_response(in, o, link, r, request.method == "HEAD", keep, request.minor_version, &sent))
+        keep = false;
+    worker.count_request(nullptr, sent);
+    log_access(in, o, &in.context, request_line(request), answered, body_bytes);
+    return keep;
+}
+
+// Serves the requests of one connection: reads a head, reads its body,
+// answers, and goes round again while the connection is kept alive, with
+// pipelined bytes already in the input.
+static void serve_requests(ServiceState &in, const HttpOptions &o, Worker &worker, int fd) {
+    Link link = client_link(o, worker, fd);
     // Deadlines are kept to within a tenth of the shortest timeout.
     double shortest = std::min({o.request_timeout, o.keepalive_timeout, o.pressure_timeout});
     link.tick_ms = int(std::max(10.0, std::min(100.0, shortest * 100)));
     in.in.clear();
     worker.set_activity('R');
-    bool first = true;
-    for (;;) {
-        // The head: a kept-alive connection may idle for keepalive_timeout
-        // (ending sooner if the worker should stop or the pool is full);
-        // from its first byte, a head is paced (request_timeout, or
-        // pressure_timeout while the pool is full, for all of it).
+    for (bool kept_alive = false;; kept_alive = true) {
         HttpRequest request;
-        int status = 0, rc;
-        Pace head;
-        begin_pace(head, o.request_timeout, 0);
-        while ((rc = in.in.empty() ? int(http_incomplete)
-                                   : parse_request(in.in.data(), in.in.size(), &request, in.headers,
-                                                   http_max_headers, &status)) == http_incomplete) {
-            if (in.in.empty() && !first) {
-                if (wait_for_next_request(link, in.in, worker, o.keepalive_timeout) <= 0) return;
-                begin_pace(head, o.request_timeout, 0);
-                continue;
-            }
-            long n = read_paced(link, in.in, head);
-            if (n < 0 && errno == ETIMEDOUT) {
-                if (!in.in.empty()) send_error(in, o, link, 408);
-                return;
-            }
-            if (n <= 0) return;
-        }
-        if (rc == http_malformed) {
-            send_error(in, o, link, status);
-            return;
-        }
-        size_t head_length = size_t(rc);
+        int head_length = read_head(in, o, link, worker, kept_alive, request);
+        if (head_length < 0) return;
         HttpRequestInfo info;
-        if (check_request(request, &info, &status) < 0) {
-            send_error(in, o, link, status);
-            return;
-        }
-
-        // The request line goes on the scoreboard as soon as it is known: a
-        // worker that dies reading the body is logged with it.
-        char line[128], *at = line;  // "method target HTTP/1.x", both cut short
-        at = std::copy_n(request.method.data(), std::min<size_t>(request.method.size(), 16), at);
-        *at++ = ' ';
-        at = std::copy_n(request.target.data(), std::min<size_t>(request.target.size(), 96), at);
-        memcpy(at, request.minor_version ? " HTTP/1.1" : " HTTP/1.0", 10);
-        worker.note_request(line);
-
-        // The body, read or decoded before the handler runs.
+        int status = 0;
+        if (check_request(request, &info, &status) < 0) return send_error(in, o, link, status);
+        note_request_line(worker, request);
         std::string_view body;
-        size_t next = head_length;
-        if (info.chunked || info.has_content_length) {
-            if (info.has_content_length && info.content_length > o.max_body) {
-                send_error(in, o, link, 413);
-                return;
-            }
-            if (info.expect_continue && request.minor_version == 1 && in.in.size() == head_length)
-                (void)send_text(link, "HTTP/1.1 100 Continue\r\n\r\n", 25);
-            Pace pace;
-            begin_pace(pace, o.request_timeout, o.min_rate);
-            ChunkedDecoder decoder;
-            in.body.clear();
-            size_t decoded = head_length;
-            const char *head_at = in.in.data();
-            for (;;) {
-                // Chunk sizes, extensions and trailers are not body: bound
-                // the raw bytes too, or a client could feed them forever.
-                if (in.in.size() - head_length > o.max_body + 65536) {
-                    send_error(in, o, link, 413);
-                    return;
-                }
-                if (info.chunked) {
-                    bool too_large = false;
-                    long used = decoder.feed(in.in.data() + decoded, in.in.size() - decoded, &in.body,
-                                             o.max_body, &too_large);
-                    if (used < 0) {
-                        send_error(in, o, link, too_large ? 413 : 400);
-                        return;
-                    }
-                    decoded += size_t(used);
-                    if (decoder.done()) break;
-                } else if (in.in.size() - head_length >= info.content_length) {
-                    break;
-                }
-                long n = read_paced(link, in.in, pace);
-                if (n <= 0) {
-                    if (n < 0 && errno == ETIMEDOUT) send_error(in, o, link, 408);
-                    return;
-                }
-            }
-            // Reading may have moved the buffer: the request's views (method,
-            // target, fields) pointed into the old one. Parse the head again,
-            // from the same bytes, for views into the new one.
-            if (in.in.data() != head_at)
-                parse_request(in.in.data(), head_length, &request, in.headers, http_max_headers, &status);
-            if (info.chunked) {
-                body = in.body;
-                next = decoded;
-            } else {
-                body = std::string_view(in.in.data() + head_length, size_t(info.content_length));
-                next = head_length + size_t(info.content_length);
-            }
-        }
-
-        // Route and answer.
-        HttpContext &ctx = in.context;
-        ctx.method = request.method;
-        ctx.target = request.target;
-        ctx.minor_version = request.minor_version;
-        ctx.headers = request.headers;
-        ctx.header_count = request.header_count;
-        ctx.body = body;
-        ctx.worker = &worker;
-        std::string_view &raw_path = ctx.raw_path;
-        split_target(request.target, &raw_path, &ctx.query);
-        HttpResponse &r = in.response;
-        HttpResponder::reset(r);
-        worker.set_activity('W');
-        if (request.target == "*") {
-            in.path = "*";
-        } else if (raw_path.empty() || raw_path[0] != '/' || !percent_decode(raw_path, &in.path)) {
-            send_error(in, o, link, 400);
+        size_t next = size_t(head_length);  // where the next request starts
+        if ((info.chunked || info.has_content_length) &&
+            !read_body(in, o, link, request, info, size_t(head_length), &body, &next))
             return;
-        }
-        ctx.path = in.path;
-        dispatch(in, ctx, r);
-        bool keep = info.keep_alive && !HttpResponder::closing(r) && !worker.stopping() && !worker.pool_full();
-        bool head_only = request.method == "HEAD" || r.status() == 204 || r.status() == 304;
-        uint64_t body_bytes = head_only ? 0 : HttpResponder::file_fd(r) >= 0 ? HttpResponder::file_length(r) : HttpResponder::body(r).size();
-        int answered = r.status();
-        uint64_t sent = 0;
-        if (!send_response(in, o, link, r, request.method == "HEAD", keep, request.minor_version, &sent))
-            keep = false;
-        worker.count_request(nullptr, sent);
-        // The whole request line, as a view: the parser allowed exactly
-        // "method SP target SP HTTP/1.x" there.
-        std::string_view request_line(request.method.data(),
-                                      size_t(request.target.data() + request.target.size() + 9 - request.method.data()));
-        log_access(in, o, &ctx, request_line, answered, body_bytes);
-        if (!keep) return;
+        if (!answer(in, o, link, worker, request, info.keep_alive, body)) return;
         in.in.erase(0, next);  // pipelined bytes stay for the next round
-        first = false;
     }
 }
 
@@ -4226,12 +4280,8 @@ void HttpService::serve(Worker &worker, int fd) {
 void HttpService::refuse(Worker &worker, int fd) {
     ServiceState &in = *in_;
     note_peer(in, options_, worker);
-    Link link;
-    link.fd = fd;
-    link.worker = &worker;
+    Link link = client_link(options_, worker, fd);
     link.send_timeout = std::min(options_.send_timeout, 2.0);  // a refusal is not worth a long wait
-    link.min_rate = options_.min_rate;
-    link.pressure_timeout = options_.pressure_timeout;
     HttpResponse &r = in.response;
     HttpResponder::reset(r);
     answer_status(r, 503);
