@@ -2765,101 +2765,143 @@ static bool is_field_byte(unsigned char c) { return (c >= 0x20 && c != 0x7f) || 
 static const size_t max_method = 32;
 static const size_t max_leading_empty_lines = 4;
 
-int parse_request(const char *buf, size_t len, HttpRequest *request, HttpHeader *headers,
-                  size_t max_headers, int *status) {
-    const unsigned char *p = reinterpret_cast<const unsigned char *>(buf);
-    size_t i = 0;
-    size_t header_start = 0;  // set once the request line is done
-    auto malformed = [status](int code) {
-        *status = code;
-        return int(http_malformed);
-    };
-    // More bytes are wanted; but not past the limits, which answer now.
-    auto incomplete = [&]() {
-        if (header_start && len - header_start > http_max_header_block) return malformed(431);
-        return int(http_incomplete);
-    };
-    // A line end at i: CRLF or LF. Its length, 0 if incomplete, -1 if bad.
-    auto line_end = [&](size_t at) -> int {
-        if (at >= len) return 0;
-        if (p[at] == '\n') return 1;
-        if (p[at] != '\r') return -1;
-        if (at + 1 >= len) return 0;
-        return p[at + 1] == '\n' ? 2 : -1;
-    };
+static int malformed(int *status, int code) {
+    *status = code;
+    return http_malformed;
+}
 
+// The line end at p[at]: its length (2 for CRLF, 1 for LF), 0 when the
+// bytes stop first, -1 for anything else.
+static int line_end(const unsigned char *p, size_t len, size_t at) {
+    if (at >= len) return 0;
+    if (p[at] == '\n') return 1;
+    if (p[at] != '\r') return -1;
+    if (at + 1 >= len) return 0;
+    return p[at + 1] == '\n' ? 2 : -1;
+}
+
+/* The steps of parse_request. Each parses one part of the head from
+   buf[*at], moves *at past it and returns 0; or returns what parse_request
+   would: http_incomplete, or http_malformed with *status set. */
+
+// The empty lines a client may send before the request line (RFC 9112
+// section 2.2), a few at most.
+static int skip_empty_lines(const char *buf, size_t len, size_t *at, int *status) {
+    const unsigned char *p = reinterpret_cast<const unsigned char *>(buf);
+    size_t i = *at;
     for (size_t empty = 0; i < len && (p[i] == '\r' || p[i] == '\n'); empty++) {
-        int n = line_end(i);
-        if (n < 0 || empty == max_leading_empty_lines) return malformed(400);
-        if (n == 0) return incomplete();
+        int n = line_end(p, len, i);
+        if (n < 0 || empty == max_leading_empty_lines) return malformed(status, 400);
+        if (n == 0) return http_incomplete;
         i += size_t(n);
     }
+    *at = i;
+    return 0;
+}
+
+// "method SP request-target SP HTTP/1.x", then a line end.
+static int parse_request_line(const char *buf, size_t len, size_t *at, HttpRequest *request, int *status) {
+    const unsigned char *p = reinterpret_cast<const unsigned char *>(buf);
+    size_t i = *at;
     size_t method_start = i;
     while (i < len && is_tchar(p[i]) && i - method_start <= max_method) i++;
-    if (i - method_start > max_method) return malformed(400);
-    if (i == len) return incomplete();
-    if (i == method_start || p[i] != ' ') return malformed(400);
+    if (i - method_start > max_method) return malformed(status, 400);
+    if (i == len) return http_incomplete;
+    if (i == method_start || p[i] != ' ') return malformed(status, 400);
     request->method = std::string_view(buf + method_start, i - method_start);
 
     size_t target_start = ++i;
     while (i < len && p[i] > 0x20 && p[i] != 0x7f) {
-        if (i - target_start >= http_max_target) return malformed(414);
+        if (i - target_start >= http_max_target) return malformed(status, 414);
         i++;
     }
-    if (i == len) return incomplete();
-    if (i == target_start || p[i] != ' ') return malformed(400);
+    if (i == len) return http_incomplete;
+    if (i == target_start || p[i] != ' ') return malformed(status, 400);
     request->target = std::string_view(buf + target_start, i - target_start);
 
     static const char version[] = "HTTP/1.x";
     size_t version_start = ++i;
     for (size_t k = 0; k < 8; k++, i++) {
-        if (i == len) return incomplete();
+        if (i == len) return http_incomplete;
         bool digit = p[i] >= '0' && p[i] <= '9';
-        if (k == 5 || k == 7 ? !digit : p[i] != (unsigned char)version[k]) return malformed(400);
+        if (k == 5 || k == 7 ? !digit : p[i] != (unsigned char)version[k]) return malformed(status, 400);
     }
     int major = p[version_start + 5] - '0', minor = p[version_start + 7] - '0';
-    int end = line_end(i);
-    if (end < 0) return malformed(400);
-    if (end == 0) return incomplete();
-    if (major != 1 || minor > 1) return malformed(505);
+    int end = line_end(p, len, i);
+    if (end < 0) return malformed(status, 400);
+    if (end == 0) return http_incomplete;
+    if (major != 1 || minor > 1) return malformed(status, 505);
     request->minor_version = minor;
-    i += size_t(end);
+    *at = i + size_t(end);
+    return 0;
+}
 
-    header_start = i;
-    size_t count = 0;
+// One field line, "name:" OWS value OWS and a line end, into *field (the
+// value without the whitespace around it). Called at a byte that does not
+// end the head; http_incomplete leaves the block's bound to the caller.
+static int parse_field(const char *buf, size_t len, size_t *at, HttpHeader *field, int *status) {
+    const unsigned char *p = reinterpret_cast<const unsigned char *>(buf);
+    size_t i = *at;
+    if (p[i] == ' ' || p[i] == '\t') return malformed(status, 400);  // obs-fold
+    size_t name_start = i;
+    while (i < len && is_tchar(p[i])) i++;
+    if (i == len) return http_incomplete;
+    if (i == name_start || p[i] != ':') return malformed(status, 400);  // includes space before ':'
+    size_t name_end = i++;
+    while (i < len && (p[i] == ' ' || p[i] == '\t')) i++;
+    size_t value_start = i;
+    while (i < len && is_field_byte(p[i])) i++;
+    int end = line_end(p, len, i);
+    if (end < 0) return malformed(status, 400);  // NUL, a control byte, or a lone CR
+    if (end == 0) return http_incomplete;
+    size_t value_end = i;
+    while (value_end > value_start && (p[value_end - 1] == ' ' || p[value_end - 1] == '\t')) value_end--;
+    field->name = std::string_view(buf + name_start, name_end - name_start);
+    field->value = std::string_view(buf + value_start, value_end - value_start);
+    *at = i + size_t(end);
+    return 0;
+}
+
+// The field lines and the empty line that ends the head, the fields into
+// headers[0, max_headers) and their number into *count. The block is
+// bounded (431) even while incomplete, so a client cannot trickle it on.
+static int parse_fields(const char *buf, size_t len, size_t *at, HttpHeader *headers, size_t max_headers,
+                        size_t *count, int *status) {
+    const unsigned char *p = reinterpret_cast<const unsigned char *>(buf);
+    size_t header_start = *at, i = *at;
+    auto incomplete = [&] {
+        return len - header_start > http_max_header_block ? malformed(status, 431) : int(http_incomplete);
+    };
     for (;;) {
-        if (i - header_start > http_max_header_block) return malformed(431);
-        end = line_end(i);
+        if (i - header_start > http_max_header_block) return malformed(status, 431);
+        int end = line_end(p, len, i);
         if (end > 0) {
             i += size_t(end);
             break;  // the empty line: the head is complete
         }
         if (i == len || (p[i] == '\r' && end == 0)) return incomplete();
-        if (p[i] == ' ' || p[i] == '\t') return malformed(400);  // obs-fold
-        size_t name_start = i;
-        while (i < len && is_tchar(p[i])) i++;
-        if (i == len) return incomplete();
-        if (i == name_start || p[i] != ':') return malformed(400);  // includes space before ':'
-        size_t name_end = i++;
-        while (i < len && (p[i] == ' ' || p[i] == '\t')) i++;
-        size_t value_start = i;
-        while (i < len && is_field_byte(p[i])) i++;
-        end = line_end(i);
-        if (end < 0) return malformed(400);  // NUL, a control byte, or a lone CR
-        if (end == 0) return incomplete();
-        size_t value_end = i;
-        while (value_end > value_start && (p[value_end - 1] == ' ' || p[value_end - 1] == '\t'))
-            value_end--;
-        if (count == max_headers) return malformed(431);
-        headers[count].name = std::string_view(buf + name_start, name_end - name_start);
-        headers[count].value = std::string_view(buf + value_start, value_end - value_start);
-        count++;
-        i += size_t(end);
+        HttpHeader field;
+        int rc = parse_field(buf, len, &i, &field, status);
+        if (rc == http_incomplete) return incomplete();
+        if (rc < 0) return rc;
+        if (*count == max_headers) return malformed(status, 431);
+        headers[(*count)++] = field;
     }
-    if (i - header_start > http_max_header_block + 2) return malformed(431);
+    if (i - header_start > http_max_header_block + 2) return malformed(status, 431);
+    *at = i;
+    return 0;
+}
+
+int parse_request(const char *buf, size_t len, HttpRequest *request, HttpHeader *headers,
+                  size_t max_headers, int *status) {
+    size_t at = 0, count = 0;
+    int rc = skip_empty_lines(buf, len, &at, status);
+    if (rc == 0) rc = parse_request_line(buf, len, &at, request, status);
+    if (rc == 0) rc = parse_fields(buf, len, &at, headers, max_headers, &count, status);
+    if (rc < 0) return rc;
     request->headers = headers;
     request->header_count = count;
-    return int(i);
+    return int(at);
 }
 
 static char ascii_lower(char c) { return c >= 'A' && c <= 'Z' ? char(c + ('a' - 'A')) : c; }
