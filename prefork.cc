@@ -2986,7 +2986,7 @@ int check_request(const HttpRequest &request, HttpRequestInfo *info, int *status
             });
             if (codings != 1 || !info->chunked) {
                 *status = codings == 0 ? 400 : 501;
-                return -1;
+                return http_malformed;
             }
         } else if (equals_nocase(name, "connection")) {
             for_each_token(value, [&](std::string_view option) {
@@ -3005,10 +3005,120 @@ int check_request(const HttpRequest &request, HttpRequestInfo *info, int *status
     if (bad) {
         *status = 400;
         info->keep_alive = false;
-        return -1;
+        return http_malformed;
     }
     return 0;
 }
+
+/* The chunked coding (RFC 9112 section 7.1), decoded a byte at a time so
+   that a body may arrive in any pieces. Each state names what the decoder
+   waits for; the chunk-size line's come first. */
+enum ChunkedState : int {
+    chunk_size, chunk_extension, chunk_size_lf,  // "1a;ext\r\n"
+    chunk_data, chunk_data_cr, chunk_data_lf,    // the data, then "\r\n"
+    trailer_start, trailer_line, final_lf,       // after the "0" chunk: "Field: v\r\n" ... "\r\n"
+    chunked_done
+};
+
+static const size_t max_chunk_line = 4096;  // an extension, a trailer field
+
+static int hex_value(char c) {
+    if (c >= '0' && c <= '9') return c - '0';
+    c = char(tolower((unsigned char)c));
+    return c >= 'a' && c <= 'f' ? c - 'a' + 10 : -1;
+}
+
+// Takes byte ch of a chunk-size line: hex digits (the size, into
+// remaining; line counts the line's bytes), then ";extension" or CRLF.
+// 0, or http_malformed (*too_large when the size would take a body of
+// body_size bytes past max_body).
+static int take_size_line_byte(int &state, char ch, uint64_t &remaining, size_t &line, size_t body_size,
+                               size_t max_body, bool *too_large) {
+    if (state == chunk_size) {
+        int digit = hex_value(ch);
+        if (digit >= 0) {
+            remaining = remaining * 16 + uint64_t(digit);
+            if (++line > 16) return http_malformed;
+            if (body_size + remaining > max_body) {
+                *too_large = true;
+                return http_malformed;
+            }
+        } else if (line == 0) {
+            return http_malformed;  // a chunk size needs a digit
+        } else if (ch == ';') {
+            state = chunk_extension;
+        } else if (ch == '\r') {
+            state = chunk_size_lf;
+        } else {
+            return http_malformed;  // CRLF only: a bare LF here is how smuggling starts
+        }
+    } else if (state == chunk_extension) {
+        if (ch == '\r') state = chunk_size_lf;
+        else if (ch == '\n') return http_malformed;
+        else if ((unsigned char)ch < 0x20 && ch != '\t') return http_malformed;
+        if (++line > max_chunk_line) return http_malformed;
+    } else {  // chunk_size_lf
+        if (ch != '\n') return http_malformed;
+        state = remaining ? chunk_data : trailer_start;
+    }
+    return 0;
+}
+
+// Takes byte ch of the CRLF after a chunk's data, or of the trailer
+// section after the last chunk (line counts a trailer line's bytes).
+// 0, or http_malformed.
+static int take_chunk_end_byte(int &state, char ch, size_t &line) {
+    switch (state) {
+    case chunk_data_cr:
+        if (ch != '\r') return http_malformed;
+        state = chunk_data_lf;
+        break;
+    case chunk_data_lf:
+        if (ch != '\n') return http_malformed;
+        state = chunk_size;
+        line = 0;
+        break;
+    case trailer_start:
+        line = 0;
+        if (ch == '\r') state = final_lf;
+        else if (ch == '\n') return http_malformed;
+        else state = trailer_line;
+        break;
+    case trailer_line:
+        if (ch == '\n') state = trailer_start;
+        else if ((unsigned char)ch < 0x20 && ch != '\t' && ch != '\r') return http_malformed;
+        if (++line > max_chunk_line) return http_malformed;
+        break;
+    case final_lf:
+        if (ch != '\n') return http_malformed;
+        state = chunked_done;
+        break;
+    }
+    return 0;
+}
+
+long ChunkedDecoder::feed(const char *in, size_t len, std::string *out, size_t max_body, bool *too_large) {
+    *too_large = false;
+    size_t i = 0;
+    while (i < len && state_ != chunked_done) {
+        if (state_ == chunk_data) {  // as much of the chunk as is there, at once
+            size_t n = size_t(std::min<uint64_t>(remaining_, len - i));
+            out->append(in + i, n);
+            remaining_ -= n;
+            i += n;
+            if (remaining_ == 0) state_ = chunk_data_cr;
+            continue;
+        }
+        int rc = state_ < chunk_data
+                     ? take_size_line_byte(state_, in[i], remaining_, line_, out->size(), max_body, too_large)
+                     : take_chunk_end_byte(state_, in[i], line_);
+        if (rc < 0) return rc;
+        i++;
+    }
+    return long(i);
+}
+
+bool ChunkedDecoder::done() const { return state_ == chunked_done; }
 
 /* ---------------------------------------------------------------------------
    HTTP responder. One HttpService per program; in a worker it serves one
@@ -3017,105 +3127,6 @@ int check_request(const HttpRequest &request, HttpRequestInfo *info, int *status
    kept-alive connection, with pipelined bytes already in the buffer. The
    buffers live in the service and are reused, so a warm worker allocates
    nothing per request; the Date field is formatted once a second. */
-// The chunked coding's grammar (RFC 9112 section 7.1), a byte at a time.
-enum ChunkedState : int {
-    chunk_size, chunk_extension, chunk_size_lf,  // "1a;ext\r\n"
-    chunk_data, chunk_data_cr, chunk_data_lf,    // the data, then "\r\n"
-    trailer_start, trailer_line, final_lf,       // after the "0" chunk: "Field: v\r\n" ... "\r\n"
-    chunked_done
-};
-
-bool ChunkedDecoder::done() const { return state_ == chunked_done; }
-
-long ChunkedDecoder::feed(const char *in, size_t len, std::string *out, size_t max_body,
-                          bool *too_large) {
-    static const size_t max_line = 4096;
-    *too_large = false;
-    size_t i = 0;
-    while (i < len && state_ != chunked_done) {
-        char ch = in[i];
-        switch (state_) {
-        case chunk_size: {
-            int digit = isxdigit((unsigned char)ch) ? (isdigit((unsigned char)ch) ? ch - '0' : (tolower(ch) - 'a' + 10)) : -1;
-            if (digit >= 0) {
-                remaining_ = remaining_ * 16 + uint64_t(digit);
-                if (++line_ > 16) return -1;
-                if (out->size() + remaining_ > max_body) {
-                    *too_large = true;
-                    return -1;
-                }
-            } else if (line_ == 0) {
-                return -1;  // a chunk size needs a digit
-            } else if (ch == ';') {
-                state_ = chunk_extension;
-            } else if (ch == '\r') {
-                state_ = chunk_size_lf;
-            } else {
-                return -1;  // CRLF only: a bare LF here is how smuggling starts
-            }
-            i++;
-            break;
-        }
-        case chunk_extension:
-            if (ch == '\r') state_ = chunk_size_lf;
-            else if (ch == '\n') return -1;
-            else if ((unsigned char)ch < 0x20 && ch != '\t') return -1;
-            if (++line_ > max_line) return -1;
-            i++;
-            break;
-        case chunk_size_lf:
-            if (ch != '\n') return -1;
-            state_ = remaining_ ? chunk_data : trailer_start;
-            i++;
-            break;
-        case chunk_data: {
-            size_t n = size_t(std::min<uint64_t>(remaining_, len - i));
-            out->append(in + i, n);
-            remaining_ -= n;
-            i += n;
-            if (remaining_ == 0) state_ = chunk_data_cr;
-            break;
-        }
-        case chunk_data_cr:
-            if (ch == '\r') state_ = chunk_data_lf;
-            else return -1;
-            i++;
-            break;
-        case chunk_data_lf:
-            if (ch != '\n') return -1;
-            state_ = chunk_size;
-            line_ = 0;
-            i++;
-            break;
-        case trailer_start:
-            line_ = 0;
-            if (ch == '\r') state_ = final_lf;
-            else if (ch == '\n') return -1;
-            else state_ = trailer_line;
-            i++;
-            break;
-        case trailer_line:
-            if (ch == '\n') state_ = trailer_start;
-            else if ((unsigned char)ch < 0x20 && ch != '\t' && ch != '\r') return -1;
-            if (++line_ > max_line) return -1;
-            i++;
-            break;
-        case final_lf:
-            if (ch != '\n') return -1;
-            state_ = chunked_done;
-            i++;
-            break;
-        }
-    }
-    return long(i);
-}
-
-static int hex_value(char c) {
-    if (c >= '0' && c <= '9') return c - '0';
-    c = char(tolower((unsigned char)c));
-    return c >= 'a' && c <= 'f' ? c - 'a' + 10 : -1;
-}
-
 bool percent_decode(std::string_view in, std::string *out) {
     out->clear();
     for (size_t i = 0; i < in.size(); i++) {

@@ -502,8 +502,9 @@ struct HttpRequestInfo {
 // Checks Host (exactly one in HTTP/1.1, at most one in 1.0, well-formed),
 // Content-Length (digits; several must agree), Transfer-Encoding (chunked
 // only; never with Content-Length, never in HTTP/1.0) and Connection.
-// Returns 0, or -1 with *status set: 400, or 501 for a transfer coding
-// other than chunked. Either error means: answer, then close.
+// Returns 0, or http_malformed with *status set, as parse_request does:
+// 400, or 501 for a transfer coding other than chunked. Either error
+// means: answer, then close.
 int check_request(const HttpRequest &request, HttpRequestInfo *info, int *status);
 
 // Decodes a chunked body as it arrives; keep one per body.
