@@ -3209,6 +3209,7 @@ struct HttpResponder {
         r.file(-1, 0, 0);
     }
     static std::string &body(HttpResponse &r) { return r.body_; }
+    static const std::string &body(const HttpResponse &r) { return r.body_; }
     static const std::string &fields(const HttpResponse &r) { return r.fields_; }
     static bool closing(const HttpResponse &r) { return r.close_; }
     static int file_fd(const HttpResponse &r) { return r.file_fd_; }
@@ -3512,17 +3513,14 @@ static int send_text(Link &link, const char *text, size_t length) {
 // one send; bigger ones follow it by sendfile().
 static const size_t inline_file_max = 16384;
 
-// Sends the response: head and, unless head_only, body, in one send (or
-// the head, then the file by sendfile). Adds the bytes it meant to send
-// to *sent. false when the client did not take them all: the connection
-// cannot carry another response.
-static bool send_response(ServiceState &in, const HttpOptions &options, Link &link,
-                          HttpResponse &r, bool head_only, bool keep_alive, int minor_version,
-                          uint64_t *sent) {
-    begin_pace(link.sending, link.send_timeout, link.min_rate);
+// Builds the response head in in.out: the status line, Date, Server, the
+// framing (none for a bodiless status; text/plain when a body has no
+// Content-Type), Connection where it differs from the version's default,
+// then the handler's fields.
+static void build_head(ServiceState &in, const HttpOptions &options, const HttpResponse &r, bool bodiless,
+                       bool keep_alive, int minor_version) {
     std::string &out = in.out;
     int status = r.status();
-    bool bodiless = status == 204 || status == 304 || (status >= 100 && status < 200);
     out.assign("HTTP/1.1 ");
     append_number(out, uint64_t(status));
     out += ' ';
@@ -3532,33 +3530,55 @@ static bool send_response(ServiceState &in, const HttpOptions &options, Link &li
     out += "\r\nServer: ";
     out += options.server_name;
     out += "\r\n";
-    bool file = HttpResponder::file_fd(r) >= 0;
     if (!bodiless) {
-        if (!HttpResponder::has_field(r, "content-type") && !HttpResponder::body(r).empty())
+        const std::string &body = HttpResponder::body(r);
+        if (!HttpResponder::has_field(r, "content-type") && !body.empty())
             out += "Content-Type: text/plain; charset=utf-8\r\n";
         out += "Content-Length: ";
-        append_number(out, file ? HttpResponder::file_length(r) : HttpResponder::body(r).size());
+        append_number(out, HttpResponder::file_fd(r) >= 0 ? HttpResponder::file_length(r) : body.size());
         out += "\r\n";
     }
     if (!keep_alive) out += "Connection: close\r\n";
     else if (minor_version == 0) out += "Connection: keep-alive\r\n";
     out += HttpResponder::fields(r);
     out += "\r\n";
+}
+
+// Reads length bytes of the file from offset into buf. How many it got:
+// fewer when the file shrank under us.
+static size_t read_file_at(int fd, char *buf, size_t length, uint64_t offset) {
+    size_t got = 0;
+    while (got < length) {
+        ssize_t n = pread(fd, buf + got, length - got, off_t(offset + got));
+        if (n < 0 && errno == EINTR) continue;
+        if (n <= 0) break;
+        got += size_t(n);
+    }
+    return got;
+}
+
+// Sends the response: head and, unless head_only, body, in one send (or
+// the head, then the file by sendfile). Adds the bytes it meant to send
+// to *sent. false when the client did not take them all: the connection
+// cannot carry another response.
+static bool send_response(ServiceState &in, const HttpOptions &options, Link &link, HttpResponse &r,
+                          bool head_only, bool keep_alive, int minor_version, uint64_t *sent) {
+    begin_pace(link.sending, link.send_timeout, link.min_rate);
+    int status = r.status();
+    bool bodiless = status == 204 || status == 304 || (status >= 100 && status < 200);
+    build_head(in, options, r, bodiless, keep_alive, minor_version);
+    std::string &out = in.out, &body = HttpResponder::body(r);
+    bool file = HttpResponder::file_fd(r) >= 0;
     bool with_body = !head_only && !bodiless;
-    uint64_t length = !with_body ? 0 : file ? HttpResponder::file_length(r) : HttpResponder::body(r).size();
+    uint64_t length = !with_body ? 0 : file ? HttpResponder::file_length(r) : body.size();
     *sent += out.size() + length;
     char small_file[inline_file_max];
     iovec pieces[2] = {{&out[0], out.size()}, {nullptr, 0}};
     if (with_body && !file) {
-        pieces[1] = {const_cast<char *>(HttpResponder::body(r).data()), HttpResponder::body(r).size()};
+        pieces[1] = {const_cast<char *>(body.data()), body.size()};
     } else if (with_body && length <= inline_file_max) {
-        size_t got = 0;
-        while (got < length) {
-            ssize_t n = pread(HttpResponder::file_fd(r), small_file + got, size_t(length) - got, off_t(HttpResponder::file_offset(r) + got));
-            if (n < 0 && errno == EINTR) continue;
-            if (n <= 0) break;
-            got += size_t(n);
-        }
+        size_t got =
+            read_file_at(HttpResponder::file_fd(r), small_file, size_t(length), HttpResponder::file_offset(r));
         pieces[1] = {small_file, got};
         if (got < length) {  // the file shrank under us: send what there is, then close
             (void)send_all(link, pieces, 2, false);
@@ -3568,7 +3588,8 @@ static bool send_response(ServiceState &in, const HttpOptions &options, Link &li
     }
     bool file_follows = with_body && file && length > inline_file_max;
     bool ok = send_all(link, pieces, 2, file_follows) == 0;
-    if (ok && file_follows) ok = send_file(link, HttpResponder::file_fd(r), HttpResponder::file_offset(r), length) == 0;
+    if (ok && file_follows)
+        ok = send_file(link, HttpResponder::file_fd(r), HttpResponder::file_offset(r), length) == 0;
     r.file(-1, 0, 0);
     return ok;
 }
@@ -3746,18 +3767,18 @@ static int parse_range(std::string_view value, uint64_t size, uint64_t *from, ui
     return 1;
 }
 
-static void serve_file(int root, CachedTime &mtime, HttpContext &ctx, HttpResponse &r) {
-    if (ctx.method != "GET" && ctx.method != "HEAD") {
-        answer_status(r, 405);
-        r.header("Allow", "GET, HEAD");
-        return;
-    }
-    if (!path_is_servable(ctx.path)) return answer_status(r, 404);
-    std::string relative(ctx.path.substr(1));
+// Opens the file for ctx.path beneath root, following no symlink: for a
+// directory its index.html (relative then ends in "index.html"), or a
+// redirect when the path lacks its final "/". The fd of a regular file,
+// with *st set; or -1 with the answer set in r (301, 403, 404).
+static int open_servable(int root, const HttpContext &ctx, HttpResponse &r, std::string &relative,
+                         struct stat *st) {
     int fd = sys::open_beneath(root, relative.empty() ? "." : relative.c_str(), O_RDONLY | O_NONBLOCK);
-    if (fd < 0) return answer_status(r, errno == ENOENT || errno == ENOTDIR ? 404 : 403);
-    struct stat st;
-    if (fstat(fd, &st) == 0 && S_ISDIR(st.st_mode)) {
+    if (fd < 0) {
+        answer_status(r, errno == ENOENT || errno == ENOTDIR ? 404 : 403);
+        return -1;
+    }
+    if (fstat(fd, st) == 0 && S_ISDIR(st->st_mode)) {
         if (ctx.path.back() != '/') {
             sys::close(fd);
             std::string location(ctx.raw_path);
@@ -3765,47 +3786,58 @@ static void serve_file(int root, CachedTime &mtime, HttpContext &ctx, HttpRespon
             if (!ctx.query.empty()) location += "?" + std::string(ctx.query);
             answer_status(r, 301);
             r.header("Location", location);
-            return;
+            return -1;
         }
         int index = openat(fd, "index.html", O_RDONLY | O_NONBLOCK | O_NOFOLLOW | O_CLOEXEC);
         sys::close(fd);
-        if (index < 0) return answer_status(r, 403);  // no index: no listing either
+        if (index < 0) {
+            answer_status(r, 403);  // no index: no listing either
+            return -1;
+        }
         fd = index;
-        if (fstat(fd, &st) != 0) st.st_mode = 0;
+        if (fstat(fd, st) != 0) st->st_mode = 0;
         relative += "index.html";
     }
-    if (!S_ISREG(st.st_mode)) {
+    if (!S_ISREG(st->st_mode)) {
         sys::close(fd);
-        return answer_status(r, 403);
+        answer_status(r, 403);
+        return -1;
     }
-    char etag[48], *end = etag;
+    return fd;
+}
+
+// The file's entity tag: "size-mtime", both in hex.
+static void format_etag(const struct stat &st, char (&etag)[48]) {
+    char *end = etag;
     *end++ = '"';
     end = std::to_chars(end, etag + sizeof etag, uint64_t(st.st_size), 16).ptr;
     *end++ = '-';
     end = std::to_chars(end, etag + sizeof etag, uint64_t(st.st_mtime), 16).ptr;
     *end++ = '"';
     *end = '\0';
-    const char *modified = mtime.at(st.st_mtime, http_date_pattern, false);
-    r.header("ETag", etag);
-    r.header("Last-Modified", modified);
+}
+
+// Whether the client's copy is current (304): If-None-Match names the
+// tag, or, without that field, If-Modified-Since is not before mtime.
+static bool copy_is_current(const HttpContext &ctx, const char *etag, time_t mtime) {
     std::string_view none_match = ctx.header("if-none-match");
-    bool not_modified = false;
+    bool current = false;
     if (none_match.data()) {
         for_each_token(none_match, [&](std::string_view tag) {
-            not_modified |= tag == "*" || tag == etag || (tag.size() > 2 && tag.compare(0, 2, "W/") == 0 && tag.substr(2) == etag);
+            current |= tag == "*" || tag == etag || (tag.size() > 2 && tag.compare(0, 2, "W/") == 0 && tag.substr(2) == etag);
         });
     } else if (ctx.header("if-modified-since").data()) {
         time_t since = parse_http_date(ctx.header("if-modified-since"));
-        not_modified = since >= 0 && st.st_mtime <= since;
+        current = since >= 0 && mtime <= since;
     }
-    if (not_modified) {
-        sys::close(fd);
-        r.status(304);
-        return;
-    }
-    r.header("Content-Type", mime_type(relative));
-    r.header("Accept-Ranges", "bytes");
-    uint64_t size = uint64_t(st.st_size), from = 0, length = size;
+    return current;
+}
+
+// Answers with the file, whole or the one range asked for (206) while
+// If-Range still names this version; 416 for a range outside it. Takes fd.
+static void answer_with_file(const HttpContext &ctx, HttpResponse &r, int fd, uint64_t size, const char *etag,
+                             const char *modified) {
+    uint64_t from = 0, length = size;
     std::string_view range = ctx.header("range");
     // If-Range: the range holds only for the representation the client has.
     std::string_view if_range = ctx.header("if-range");
@@ -3823,6 +3855,32 @@ static void serve_file(int root, CachedTime &mtime, HttpContext &ctx, HttpRespon
                                       "/" + std::to_string(size));
     }
     r.file(fd, from, length);
+}
+
+static void serve_file(int root, CachedTime &mtime, HttpContext &ctx, HttpResponse &r) {
+    if (ctx.method != "GET" && ctx.method != "HEAD") {
+        answer_status(r, 405);
+        r.header("Allow", "GET, HEAD");
+        return;
+    }
+    if (!path_is_servable(ctx.path)) return answer_status(r, 404);
+    std::string relative(ctx.path.substr(1));
+    struct stat st;
+    int fd = open_servable(root, ctx, r, relative, &st);
+    if (fd < 0) return;
+    char etag[48];
+    format_etag(st, etag);
+    const char *modified = mtime.at(st.st_mtime, http_date_pattern, false);
+    r.header("ETag", etag);
+    r.header("Last-Modified", modified);
+    if (copy_is_current(ctx, etag, st.st_mtime)) {
+        sys::close(fd);
+        r.status(304);
+        return;
+    }
+    r.header("Content-Type", mime_type(relative));
+    r.header("Accept-Ranges", "bytes");
+    answer_with_file(ctx, r, fd, uint64_t(st.st_size), etag, modified);
 }
 
 /* The status page, after Apache's mod_status: HTML for people, "?auto" in
@@ -3859,33 +3917,31 @@ static std::string apache_number(double value) {
     return text[0] == '0' && text[1] == '.' ? text + 1 : text;
 }
 
-static void status_page(HttpContext &ctx, HttpResponse &r, const std::string &server_name) {
-    Snapshot s = ctx.worker->scoreboard().snapshot();
-    double uptime = std::max<double>(1, double(s.uptime_ms) / 1000);
-    std::string letters;
-    for (const Slot &slot : s.slots) letters += Snapshot::letter(slot);
-    std::string &out = HttpResponder::body(r);
+// "?auto": mod_status's machine-readable page, key: value lines.
+static void append_status_auto(std::string &out, const Snapshot &s, std::string_view host,
+                               const std::string &server_name, double uptime, const std::string &letters) {
     char line[256];
-    if (ctx.query == "auto") {
-        r.header("Content-Type", "text/plain; charset=utf-8");
-        out += std::string(ctx.header("host").empty() ? "localhost" : ctx.header("host")) + "\n";
-        snprintf(line, sizeof line,
-                 "ServerVersion: %s\nServerMPM: prefork\nParentServerConfigGeneration: %u\n"
-                 "ServerUptimeSeconds: %lld\nTotal Accesses: %llu\nTotal kBytes: %llu\nUptime: %lld\n",
-                 server_name.c_str(), s.generation, (long long)uptime, (unsigned long long)s.requests,
-                 (unsigned long long)(s.bytes / 1024), (long long)uptime);
-        out += line;
-        out += "ReqPerSec: " + apache_number(double(s.requests) / uptime) + "\n";
-        out += "BytesPerSec: " + apache_number(double(s.bytes) / uptime) + "\n";
-        out += "BytesPerReq: " + apache_number(s.requests ? double(s.bytes) / double(s.requests) : 0) + "\n";
-        snprintf(line, sizeof line, "BusyWorkers: %d\nIdleWorkers: %d\nProcesses: %d\n", s.busy, s.idle,
-                 s.busy + s.idle + s.starting + s.exiting);
-        out += line;
-        out += "Scoreboard: " + letters + "\n";
-        return;
-    }
-    bool json = ctx.query == "json";
-    r.header("Content-Type", json ? "application/json" : "text/html; charset=utf-8");
+    out += std::string(host.empty() ? "localhost" : host) + "\n";
+    snprintf(line, sizeof line,
+             "ServerVersion: %s\nServerMPM: prefork\nParentServerConfigGeneration: %u\n"
+             "ServerUptimeSeconds: %lld\nTotal Accesses: %llu\nTotal kBytes: %llu\nUptime: %lld\n",
+             server_name.c_str(), s.generation, (long long)uptime, (unsigned long long)s.requests,
+             (unsigned long long)(s.bytes / 1024), (long long)uptime);
+    out += line;
+    out += "ReqPerSec: " + apache_number(double(s.requests) / uptime) + "\n";
+    out += "BytesPerSec: " + apache_number(double(s.bytes) / uptime) + "\n";
+    out += "BytesPerReq: " + apache_number(s.requests ? double(s.bytes) / double(s.requests) : 0) + "\n";
+    snprintf(line, sizeof line, "BusyWorkers: %d\nIdleWorkers: %d\nProcesses: %d\n", s.busy, s.idle,
+             s.busy + s.idle + s.starting + s.exiting);
+    out += line;
+    out += "Scoreboard: " + letters + "\n";
+}
+
+// The JSON object's or the HTML page's totals, up to where the workers
+// are listed.
+static void append_status_totals(std::string &out, const Snapshot &s, bool json, const std::string &server_name,
+                                 double uptime, const std::string &letters) {
+    char line[256];
     if (json) {
         snprintf(line, sizeof line,
                  "{\"uptime_seconds\":%lld,\"generation\":%u,\"total_accesses\":%llu,"
@@ -3894,18 +3950,23 @@ static void status_page(HttpContext &ctx, HttpResponse &r, const std::string &se
                  (unsigned long long)(s.bytes / 1024), s.busy, s.idle);
         out += line;
         out += letters + "\",\"workers\":[";
-    } else {
-        out += "<!DOCTYPE html>\n<html><head><title>Server status</title></head><body>\n<h1>";
-        append_escaped(out, server_name, false);
-        snprintf(line, sizeof line,
-                 " status</h1>\n<p>Uptime %lld s, generation %u, %llu requests, %llu kB; %d busy, %d idle "
-                 "workers.</p>\n<pre>",
-                 (long long)uptime, s.generation, (unsigned long long)s.requests,
-                 (unsigned long long)(s.bytes / 1024), s.busy, s.idle);
-        out += line;
-        out += letters + "</pre>\n<table border=\"1\">\n<tr><th>Slot</th><th>PID</th><th>State</th>"
-                         "<th>Generation</th><th>Requests</th><th>Age (s)</th><th>Last request</th></tr>\n";
+        return;
     }
+    out += "<!DOCTYPE html>\n<html><head><title>Server status</title></head><body>\n<h1>";
+    append_escaped(out, server_name, false);
+    snprintf(line, sizeof line,
+             " status</h1>\n<p>Uptime %lld s, generation %u, %llu requests, %llu kB; %d busy, %d idle "
+             "workers.</p>\n<pre>",
+             (long long)uptime, s.generation, (unsigned long long)s.requests,
+             (unsigned long long)(s.bytes / 1024), s.busy, s.idle);
+    out += line;
+    out += letters + "</pre>\n<table border=\"1\">\n<tr><th>Slot</th><th>PID</th><th>State</th>"
+                     "<th>Generation</th><th>Requests</th><th>Age (s)</th><th>Last request</th></tr>\n";
+}
+
+// One JSON object or one table row per slot in use.
+static void append_status_workers(std::string &out, const Snapshot &s, bool json) {
+    char line[256];
     bool first = true;
     for (size_t i = 0; i < s.slots.size(); i++) {
         const Slot &slot = s.slots[i];
@@ -3931,6 +3992,23 @@ static void status_page(HttpContext &ctx, HttpResponse &r, const std::string &se
         }
         first = false;
     }
+}
+
+static void status_page(HttpContext &ctx, HttpResponse &r, const std::string &server_name) {
+    Snapshot s = ctx.worker->scoreboard().snapshot();
+    double uptime = std::max<double>(1, double(s.uptime_ms) / 1000);
+    std::string letters;
+    for (const Slot &slot : s.slots) letters += Snapshot::letter(slot);
+    std::string &out = HttpResponder::body(r);
+    if (ctx.query == "auto") {
+        r.header("Content-Type", "text/plain; charset=utf-8");
+        append_status_auto(out, s, ctx.header("host"), server_name, uptime, letters);
+        return;
+    }
+    bool json = ctx.query == "json";
+    r.header("Content-Type", json ? "application/json" : "text/html; charset=utf-8");
+    append_status_totals(out, s, json, server_name, uptime, letters);
+    append_status_workers(out, s, json);
     out += json ? "]}\n" : "</table>\n</body></html>\n";
 }
 
