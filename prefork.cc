@@ -3857,6 +3857,8 @@ static void answer_with_file(const HttpContext &ctx, HttpResponse &r, int fd, ui
     r.file(fd, from, length);
 }
 
+// Answers a request from the files beneath root (see serve_directory); mtime
+// formats Last-Modified.
 static void serve_file(int root, CachedTime &mtime, HttpContext &ctx, HttpResponse &r) {
     if (ctx.method != "GET" && ctx.method != "HEAD") {
         answer_status(r, 405);
@@ -3994,6 +3996,7 @@ static void append_status_workers(std::string &out, const Snapshot &s, bool json
     }
 }
 
+// Answers with the scoreboard, in the form ctx.query asks for.
 static void status_page(HttpContext &ctx, HttpResponse &r, const std::string &server_name) {
     Snapshot s = ctx.worker->scoreboard().snapshot();
     double uptime = std::max<double>(1, double(s.uptime_ms) / 1000);

@@ -583,10 +583,6 @@ private:
 
 using HttpHandler = std::function<void(HttpContext &, HttpResponse &)>;
 
-// The HTTP/1.1 responder: routes requests to handlers by method and path
-// regex, first match wins; no match is 404, a path matched only under
-// other methods is 405 with Allow. Use it as the server's handler:
-//   server.on_connection([&](Worker &w, int fd) { http.serve(w, fd); });
 // An IPv4 or IPv6 network: "ADDRESS" (one host) or "ADDRESS/BITS".
 struct AddressRange {
     int family = 0;                 // AF_INET or AF_INET6
@@ -599,6 +595,10 @@ struct AddressRange {
     bool contains(const sockaddr *address, socklen_t length) const;
 };
 
+// The HTTP/1.1 responder: routes requests to handlers by method and path
+// regex, first match wins; no match is 404, a path matched only under
+// other methods is 405 with Allow. Use it as the server's handler:
+//   server.on_connection([&](Worker &w, int fd) { http.serve(w, fd); });
 class HttpService {
 public:
     explicit HttpService(const HttpOptions &options = HttpOptions());
