@@ -3215,6 +3215,10 @@ struct HttpResponder {
     static int file_fd(const HttpResponse &r) { return r.file_fd_; }
     static uint64_t file_offset(const HttpResponse &r) { return r.file_offset_; }
     static uint64_t file_length(const HttpResponse &r) { return r.file_length_; }
+    // The body's length: the file's part when there is a file, else the buffer's.
+    static uint64_t body_length(const HttpResponse &r) {
+        return r.file_fd_ >= 0 ? r.file_length_ : uint64_t(r.body_.size());
+    }
     static bool has_field(const HttpResponse &r, std::string_view name) {
         const std::string &fields = r.fields_;
         size_t at = 0;
@@ -3531,11 +3535,10 @@ static void build_head(ServiceState &in, const HttpOptions &options, const HttpR
     out += options.server_name;
     out += "\r\n";
     if (!bodiless) {
-        const std::string &body = HttpResponder::body(r);
-        if (!HttpResponder::has_field(r, "content-type") && !body.empty())
+        if (!HttpResponder::has_field(r, "content-type") && !HttpResponder::body(r).empty())
             out += "Content-Type: text/plain; charset=utf-8\r\n";
         out += "Content-Length: ";
-        append_number(out, HttpResponder::file_fd(r) >= 0 ? HttpResponder::file_length(r) : body.size());
+        append_number(out, HttpResponder::body_length(r));
         out += "\r\n";
     }
     if (!keep_alive) out += "Connection: close\r\n";
@@ -3570,7 +3573,7 @@ static bool send_response(ServiceState &in, const HttpOptions &options, Link &li
     std::string &out = in.out, &body = HttpResponder::body(r);
     bool file = HttpResponder::file_fd(r) >= 0;
     bool with_body = !head_only && !bodiless;
-    uint64_t length = !with_body ? 0 : file ? HttpResponder::file_length(r) : body.size();
+    uint64_t length = with_body ? HttpResponder::body_length(r) : 0;
     *sent += out.size() + length;
     char small_file[inline_file_max];
     iovec pieces[2] = {{&out[0], out.size()}, {nullptr, 0}};
@@ -4360,9 +4363,7 @@ static bool answer(ServiceState &in, const HttpOptions &o, Link &link, Worker &w
     dispatch(in, in.context, r);
     bool keep = keep_alive && !HttpResponder::closing(r) && !worker.stopping() && !worker.pool_full();
     bool bodiless = request.method == "HEAD" || r.status() == 204 || r.status() == 304;
-    uint64_t body_bytes = bodiless                         ? 0
-                          : HttpResponder::file_fd(r) >= 0 ? HttpResponder::file_length(r)
-                                                           : HttpResponder::body(r).size();
+    uint64_t body_bytes = bodiless ? 0 : HttpResponder::body_length(r);
     int answered = r.status();
     uint64_t sent = 0;
     if (!send_response(in, o, link, r, request.method == "HEAD", keep, request.minor_version, &sent))
