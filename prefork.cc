@@ -2884,101 +2884,143 @@ static bool is_field_byte(unsigned char c) { return (c >= 0x20 && c != 0x7f) || 
 static const size_t max_method = 32;
 static const size_t max_leading_empty_lines = 4;
 
-int parse_request(const char *buf, size_t len, HttpRequest *request, HttpHeader *headers,
-                  size_t max_headers, int *status) {
-    const unsigned char *p = reinterpret_cast<const unsigned char *>(buf);
-    size_t i = 0;
-    size_t header_start = 0;  // set once the request line is done
-    auto malformed = [status](int code) {
-        *status = code;
-        return int(http_malformed);
-    };
-    // More bytes are wanted; but not past the limits, which answer now.
-    auto incomplete = [&]() {
-        if (header_start && len - header_start > http_max_header_block) return malformed(431);
-        return int(http_incomplete);
-    };
-    // A line end at i: CRLF or LF. Its length, 0 if incomplete, -1 if bad.
-    auto line_end = [&](size_t at) -> int {
-        if (at >= len) return 0;
-        if (p[at] == '\n') return 1;
-        if (p[at] != '\r') return -1;
-        if (at + 1 >= len) return 0;
-        return p[at + 1] == '\n' ? 2 : -1;
-    };
+static int malformed(int *status, int code) {
+    *status = code;
+    return http_malformed;
+}
 
+// The line end at p[at]: its length (2 for CRLF, 1 for LF), 0 when the
+// bytes stop first, -1 for anything else.
+static int line_end(const unsigned char *p, size_t len, size_t at) {
+    if (at >= len) return 0;
+    if (p[at] == '\n') return 1;
+    if (p[at] != '\r') return -1;
+    if (at + 1 >= len) return 0;
+    return p[at + 1] == '\n' ? 2 : -1;
+}
+
+/* The steps of parse_request. Each parses one part of the head from
+   buf[*at], moves *at past it and returns 0; or returns what parse_request
+   would: http_incomplete, or http_malformed with *status set. */
+
+// The empty lines a client may send before the request line (RFC 9112
+// section 2.2), a few at most.
+static int skip_empty_lines(const char *buf, size_t len, size_t *at, int *status) {
+    const unsigned char *p = reinterpret_cast<const unsigned char *>(buf);
+    size_t i = *at;
     for (size_t empty = 0; i < len && (p[i] == '\r' || p[i] == '\n'); empty++) {
-        int n = line_end(i);
-        if (n < 0 || empty == max_leading_empty_lines) return malformed(400);
-        if (n == 0) return incomplete();
+        int n = line_end(p, len, i);
+        if (n < 0 || empty == max_leading_empty_lines) return malformed(status, 400);
+        if (n == 0) return http_incomplete;
         i += size_t(n);
     }
+    *at = i;
+    return 0;
+}
+
+// "method SP request-target SP HTTP/1.x", then a line end.
+static int parse_request_line(const char *buf, size_t len, size_t *at, HttpRequest *request, int *status) {
+    const unsigned char *p = reinterpret_cast<const unsigned char *>(buf);
+    size_t i = *at;
     size_t method_start = i;
     while (i < len && is_tchar(p[i]) && i - method_start <= max_method) i++;
-    if (i - method_start > max_method) return malformed(400);
-    if (i == len) return incomplete();
-    if (i == method_start || p[i] != ' ') return malformed(400);
+    if (i - method_start > max_method) return malformed(status, 400);
+    if (i == len) return http_incomplete;
+    if (i == method_start || p[i] != ' ') return malformed(status, 400);
     request->method = std::string_view(buf + method_start, i - method_start);
 
     size_t target_start = ++i;
     while (i < len && p[i] > 0x20 && p[i] != 0x7f) {
-        if (i - target_start >= http_max_target) return malformed(414);
+        if (i - target_start >= http_max_target) return malformed(status, 414);
         i++;
     }
-    if (i == len) return incomplete();
-    if (i == target_start || p[i] != ' ') return malformed(400);
+    if (i == len) return http_incomplete;
+    if (i == target_start || p[i] != ' ') return malformed(status, 400);
     request->target = std::string_view(buf + target_start, i - target_start);
 
     static const char version[] = "HTTP/1.x";
     size_t version_start = ++i;
     for (size_t k = 0; k < 8; k++, i++) {
-        if (i == len) return incomplete();
+        if (i == len) return http_incomplete;
         bool digit = p[i] >= '0' && p[i] <= '9';
-        if (k == 5 || k == 7 ? !digit : p[i] != (unsigned char)version[k]) return malformed(400);
+        if (k == 5 || k == 7 ? !digit : p[i] != (unsigned char)version[k]) return malformed(status, 400);
     }
     int major = p[version_start + 5] - '0', minor = p[version_start + 7] - '0';
-    int end = line_end(i);
-    if (end < 0) return malformed(400);
-    if (end == 0) return incomplete();
-    if (major != 1 || minor > 1) return malformed(505);
+    int end = line_end(p, len, i);
+    if (end < 0) return malformed(status, 400);
+    if (end == 0) return http_incomplete;
+    if (major != 1 || minor > 1) return malformed(status, 505);
     request->minor_version = minor;
-    i += size_t(end);
+    *at = i + size_t(end);
+    return 0;
+}
 
-    header_start = i;
-    size_t count = 0;
+// One field line, "name:" OWS value OWS and a line end, into *field (the
+// value without the whitespace around it). Called at a byte that does not
+// end the head; http_incomplete leaves the block's bound to the caller.
+static int parse_field(const char *buf, size_t len, size_t *at, HttpHeader *field, int *status) {
+    const unsigned char *p = reinterpret_cast<const unsigned char *>(buf);
+    size_t i = *at;
+    if (p[i] == ' ' || p[i] == '\t') return malformed(status, 400);  // obs-fold
+    size_t name_start = i;
+    while (i < len && is_tchar(p[i])) i++;
+    if (i == len) return http_incomplete;
+    if (i == name_start || p[i] != ':') return malformed(status, 400);  // includes space before ':'
+    size_t name_end = i++;
+    while (i < len && (p[i] == ' ' || p[i] == '\t')) i++;
+    size_t value_start = i;
+    while (i < len && is_field_byte(p[i])) i++;
+    int end = line_end(p, len, i);
+    if (end < 0) return malformed(status, 400);  // NUL, a control byte, or a lone CR
+    if (end == 0) return http_incomplete;
+    size_t value_end = i;
+    while (value_end > value_start && (p[value_end - 1] == ' ' || p[value_end - 1] == '\t')) value_end--;
+    field->name = std::string_view(buf + name_start, name_end - name_start);
+    field->value = std::string_view(buf + value_start, value_end - value_start);
+    *at = i + size_t(end);
+    return 0;
+}
+
+// The field lines and the empty line that ends the head, the fields into
+// headers[0, max_headers) and their number into *count. The block is
+// bounded (431) even while incomplete, so a client cannot trickle it on.
+static int parse_fields(const char *buf, size_t len, size_t *at, HttpHeader *headers, size_t max_headers,
+                        size_t *count, int *status) {
+    const unsigned char *p = reinterpret_cast<const unsigned char *>(buf);
+    size_t header_start = *at, i = *at;
+    auto incomplete = [&] {
+        return len - header_start > http_max_header_block ? malformed(status, 431) : int(http_incomplete);
+    };
     for (;;) {
-        if (i - header_start > http_max_header_block) return malformed(431);
-        end = line_end(i);
+        if (i - header_start > http_max_header_block) return malformed(status, 431);
+        int end = line_end(p, len, i);
         if (end > 0) {
             i += size_t(end);
             break;  // the empty line: the head is complete
         }
         if (i == len || (p[i] == '\r' && end == 0)) return incomplete();
-        if (p[i] == ' ' || p[i] == '\t') return malformed(400);  // obs-fold
-        size_t name_start = i;
-        while (i < len && is_tchar(p[i])) i++;
-        if (i == len) return incomplete();
-        if (i == name_start || p[i] != ':') return malformed(400);  // includes space before ':'
-        size_t name_end = i++;
-        while (i < len && (p[i] == ' ' || p[i] == '\t')) i++;
-        size_t value_start = i;
-        while (i < len && is_field_byte(p[i])) i++;
-        end = line_end(i);
-        if (end < 0) return malformed(400);  // NUL, a control byte, or a lone CR
-        if (end == 0) return incomplete();
-        size_t value_end = i;
-        while (value_end > value_start && (p[value_end - 1] == ' ' || p[value_end - 1] == '\t'))
-            value_end--;
-        if (count == max_headers) return malformed(431);
-        headers[count].name = std::string_view(buf + name_start, name_end - name_start);
-        headers[count].value = std::string_view(buf + value_start, value_end - value_start);
-        count++;
-        i += size_t(end);
+        HttpHeader field;
+        int rc = parse_field(buf, len, &i, &field, status);
+        if (rc == http_incomplete) return incomplete();
+        if (rc < 0) return rc;
+        if (*count == max_headers) return malformed(status, 431);
+        headers[(*count)++] = field;
     }
-    if (i - header_start > http_max_header_block + 2) return malformed(431);
+    if (i - header_start > http_max_header_block + 2) return malformed(status, 431);
+    *at = i;
+    return 0;
+}
+
+int parse_request(const char *buf, size_t len, HttpRequest *request, HttpHeader *headers,
+                  size_t max_headers, int *status) {
+    size_t at = 0, count = 0;
+    int rc = skip_empty_lines(buf, len, &at, status);
+    if (rc == 0) rc = parse_request_line(buf, len, &at, request, status);
+    if (rc == 0) rc = parse_fields(buf, len, &at, headers, max_headers, &count, status);
+    if (rc < 0) return rc;
     request->headers = headers;
     request->header_count = count;
-    return int(i);
+    return int(at);
 }
 
 static char ascii_lower(char c) { return c >= 'A' && c <= 'Z' ? char(c + ('a' - 'A')) : c; }
@@ -3063,7 +3105,7 @@ int check_request(const HttpRequest &request, HttpRequestInfo *info, int *status
             });
             if (codings != 1 || !info->chunked) {
                 *status = codings == 0 ? 400 : 501;
-                return -1;
+                return http_malformed;
             }
         } else if (equals_nocase(name, "connection")) {
             for_each_token(value, [&](std::string_view option) {
@@ -3082,10 +3124,120 @@ int check_request(const HttpRequest &request, HttpRequestInfo *info, int *status
     if (bad) {
         *status = 400;
         info->keep_alive = false;
-        return -1;
+        return http_malformed;
     }
     return 0;
 }
+
+/* The chunked coding (RFC 9112 section 7.1), decoded a byte at a time so
+   that a body may arrive in any pieces. Each state names what the decoder
+   waits for; the chunk-size line's come first. */
+enum ChunkedState : int {
+    chunk_size, chunk_extension, chunk_size_lf,  // "1a;ext\r\n"
+    chunk_data, chunk_data_cr, chunk_data_lf,    // the data, then "\r\n"
+    trailer_start, trailer_line, final_lf,       // after the "0" chunk: "Field: v\r\n" ... "\r\n"
+    chunked_done
+};
+
+static const size_t max_chunk_line = 4096;  // an extension, a trailer field
+
+static int hex_value(char c) {
+    if (c >= '0' && c <= '9') return c - '0';
+    c = char(tolower((unsigned char)c));
+    return c >= 'a' && c <= 'f' ? c - 'a' + 10 : -1;
+}
+
+// Takes byte ch of a chunk-size line: hex digits (the size, into
+// remaining; line counts the line's bytes), then ";extension" or CRLF.
+// 0, or http_malformed (*too_large when the size would take a body of
+// body_size bytes past max_body).
+static int take_size_line_byte(int &state, char ch, uint64_t &remaining, size_t &line, size_t body_size,
+                               size_t max_body, bool *too_large) {
+    if (state == chunk_size) {
+        int digit = hex_value(ch);
+        if (digit >= 0) {
+            remaining = remaining * 16 + uint64_t(digit);
+            if (++line > 16) return http_malformed;
+            if (body_size + remaining > max_body) {
+                *too_large = true;
+                return http_malformed;
+            }
+        } else if (line == 0) {
+            return http_malformed;  // a chunk size needs a digit
+        } else if (ch == ';') {
+            state = chunk_extension;
+        } else if (ch == '\r') {
+            state = chunk_size_lf;
+        } else {
+            return http_malformed;  // CRLF only: a bare LF here is how smuggling starts
+        }
+    } else if (state == chunk_extension) {
+        if (ch == '\r') state = chunk_size_lf;
+        else if (ch == '\n') return http_malformed;
+        else if ((unsigned char)ch < 0x20 && ch != '\t') return http_malformed;
+        if (++line > max_chunk_line) return http_malformed;
+    } else {  // chunk_size_lf
+        if (ch != '\n') return http_malformed;
+        state = remaining ? chunk_data : trailer_start;
+    }
+    return 0;
+}
+
+// Takes byte ch of the CRLF after a chunk's data, or of the trailer
+// section after the last chunk (line counts a trailer line's bytes).
+// 0, or http_malformed.
+static int take_chunk_end_byte(int &state, char ch, size_t &line) {
+    switch (state) {
+    case chunk_data_cr:
+        if (ch != '\r') return http_malformed;
+        state = chunk_data_lf;
+        break;
+    case chunk_data_lf:
+        if (ch != '\n') return http_malformed;
+        state = chunk_size;
+        line = 0;
+        break;
+    case trailer_start:
+        line = 0;
+        if (ch == '\r') state = final_lf;
+        else if (ch == '\n') return http_malformed;
+        else state = trailer_line;
+        break;
+    case trailer_line:
+        if (ch == '\n') state = trailer_start;
+        else if ((unsigned char)ch < 0x20 && ch != '\t' && ch != '\r') return http_malformed;
+        if (++line > max_chunk_line) return http_malformed;
+        break;
+    case final_lf:
+        if (ch != '\n') return http_malformed;
+        state = chunked_done;
+        break;
+    }
+    return 0;
+}
+
+long ChunkedDecoder::feed(const char *in, size_t len, std::string *out, size_t max_body, bool *too_large) {
+    *too_large = false;
+    size_t i = 0;
+    while (i < len && state_ != chunked_done) {
+        if (state_ == chunk_data) {  // as much of the chunk as is there, at once
+            size_t n = size_t(std::min<uint64_t>(remaining_, len - i));
+            out->append(in + i, n);
+            remaining_ -= n;
+            i += n;
+            if (remaining_ == 0) state_ = chunk_data_cr;
+            continue;
+        }
+        int rc = state_ < chunk_data
+                     ? take_size_line_byte(state_, in[i], remaining_, line_, out->size(), max_body, too_large)
+                     : take_chunk_end_byte(state_, in[i], line_);
+        if (rc < 0) return rc;
+        i++;
+    }
+    return long(i);
+}
+
+bool ChunkedDecoder::done() const { return state_ == chunked_done; }
 
 /* ---------------------------------------------------------------------------
    HTTP responder. One HttpService per program; in a worker it serves one
@@ -3094,96 +3246,6 @@ int check_request(const HttpRequest &request, HttpRequestInfo *info, int *status
    kept-alive connection, with pipelined bytes already in the buffer. The
    buffers live in the service and are reused, so a warm worker allocates
    nothing per request; the Date field is formatted once a second. */
-long ChunkedDecoder::feed(const char *in, size_t len, std::string *out, size_t max_body,
-                          bool *too_large) {
-    enum { size, extension, size_lf, data, data_end, data_lf, trailer_start, trailer, final_lf, finished };
-    static const size_t max_line = 4096;
-    *too_large = false;
-    size_t i = 0;
-    while (i < len && state != finished) {
-        char ch = in[i];
-        switch (state) {
-        case size: {
-            int digit = isxdigit((unsigned char)ch) ? (isdigit((unsigned char)ch) ? ch - '0' : (tolower(ch) - 'a' + 10)) : -1;
-            if (digit >= 0) {
-                remaining = remaining * 16 + uint64_t(digit);
-                if (++line > 16) return -1;
-                if (out->size() + remaining > max_body) {
-                    *too_large = true;
-                    return -1;
-                }
-            } else if (line == 0) {
-                return -1;  // a chunk size needs a digit
-            } else if (ch == ';') {
-                state = extension;
-            } else if (ch == '\r') {
-                state = size_lf;
-            } else {
-                return -1;  // CRLF only: a bare LF here is how smuggling starts
-            }
-            i++;
-            break;
-        }
-        case extension:
-            if (ch == '\r') state = size_lf;
-            else if (ch == '\n') return -1;
-            else if ((unsigned char)ch < 0x20 && ch != '\t') return -1;
-            if (++line > max_line) return -1;
-            i++;
-            break;
-        case size_lf:
-            if (ch != '\n') return -1;
-            state = remaining ? data : trailer_start;
-            i++;
-            break;
-        case data: {
-            size_t n = size_t(std::min<uint64_t>(remaining, len - i));
-            out->append(in + i, n);
-            remaining -= n;
-            i += n;
-            if (remaining == 0) state = data_end;
-            break;
-        }
-        case data_end:
-            if (ch == '\r') state = data_lf;
-            else return -1;
-            i++;
-            break;
-        case data_lf:
-            if (ch != '\n') return -1;
-            state = size;
-            line = 0;
-            i++;
-            break;
-        case trailer_start:
-            line = 0;
-            if (ch == '\r') state = final_lf;
-            else if (ch == '\n') return -1;
-            else state = trailer;
-            i++;
-            break;
-        case trailer:
-            if (ch == '\n') state = trailer_start;
-            else if ((unsigned char)ch < 0x20 && ch != '\t' && ch != '\r') return -1;
-            if (++line > max_line) return -1;
-            i++;
-            break;
-        case final_lf:
-            if (ch != '\n') return -1;
-            state = finished;
-            i++;
-            break;
-        }
-    }
-    return long(i);
-}
-
-static int hex_value(char c) {
-    if (c >= '0' && c <= '9') return c - '0';
-    c = char(tolower((unsigned char)c));
-    return c >= 'a' && c <= 'f' ? c - 'a' + 10 : -1;
-}
-
 bool percent_decode(std::string_view in, std::string *out) {
     out->clear();
     for (size_t i = 0; i < in.size(); i++) {
@@ -3247,18 +3309,6 @@ bool HttpResponse::header(std::string_view name, std::string_view value) {
     return true;
 }
 
-bool HttpResponse::has_field(std::string_view name) const {
-    size_t at = 0;
-    while (at < fields_.size()) {
-        size_t colon = fields_.find(':', at);
-        if (colon == std::string::npos) break;
-        if (equals_nocase(std::string_view(fields_).substr(at, colon - at), name)) return true;
-        at = fields_.find('\n', colon) + 1;
-        if (at == 0) break;
-    }
-    return false;
-}
-
 void HttpResponse::file(int fd, uint64_t offset, uint64_t length) {
     if (file_fd_ >= 0) sys::close(file_fd_);
     file_fd_ = fd;
@@ -3266,13 +3316,41 @@ void HttpResponse::file(int fd, uint64_t offset, uint64_t length) {
     file_length_ = length;
 }
 
-void HttpResponse::reset() {
-    status_ = 200;
-    close_ = false;
-    fields_.clear();
-    body_.clear();
-    file(-1, 0, 0);
-}
+// The responder's side of an HttpResponse, which a handler does not see:
+// what the handler set, read back to send it, and the reset between
+// requests. HttpResponse's one friend.
+struct HttpResponder {
+    static void reset(HttpResponse &r) {
+        r.status_ = 200;
+        r.close_ = false;
+        r.fields_.clear();
+        r.body_.clear();
+        r.file(-1, 0, 0);
+    }
+    static std::string &body(HttpResponse &r) { return r.body_; }
+    static const std::string &body(const HttpResponse &r) { return r.body_; }
+    static const std::string &fields(const HttpResponse &r) { return r.fields_; }
+    static bool closing(const HttpResponse &r) { return r.close_; }
+    static int file_fd(const HttpResponse &r) { return r.file_fd_; }
+    static uint64_t file_offset(const HttpResponse &r) { return r.file_offset_; }
+    static uint64_t file_length(const HttpResponse &r) { return r.file_length_; }
+    // The body's length: the file's part when there is a file, else the buffer's.
+    static uint64_t body_length(const HttpResponse &r) {
+        return r.file_fd_ >= 0 ? r.file_length_ : uint64_t(r.body_.size());
+    }
+    static bool has_field(const HttpResponse &r, std::string_view name) {
+        const std::string &fields = r.fields_;
+        size_t at = 0;
+        while (at < fields.size()) {
+            size_t colon = fields.find(':', at);
+            if (colon == std::string::npos) break;
+            if (equals_nocase(std::string_view(fields).substr(at, colon - at), name)) return true;
+            at = fields.find('\n', colon) + 1;
+            if (at == 0) break;
+        }
+        return false;
+    }
+};
 
 struct Route {
     std::string method;
@@ -3336,7 +3414,10 @@ struct CachedTime {
 
 static const char http_date_pattern[] = "%a, %d %b %Y %H:%M:%S GMT";
 
-struct HttpService::Internals {
+// What an HttpService holds: its routes and docroots, and the buffers
+// reused from one request to the next. The helpers below take it by this
+// name; HttpService::Internals, private in the header, is only its shell.
+struct ServiceState {
     std::vector<std::unique_ptr<Route>> routes;  // by pointer: growing the list moves no Route
     std::string in;      // bytes read from the connection
     std::string out;     // the response head being built
@@ -3353,6 +3434,8 @@ struct HttpService::Internals {
     char peer[64] = "-";     // the client's address, once per connection
     bool linger = false;     // a request was refused: drain the client before closing
 };
+
+struct HttpService::Internals : ServiceState {};
 
 HttpService::HttpService(const HttpOptions &options) : options_(options), in_(new Internals) {
     in_->in.reserve(32768);
@@ -3553,17 +3636,14 @@ static int send_text(Link &link, const char *text, size_t length) {
 // one send; bigger ones follow it by sendfile().
 static const size_t inline_file_max = 16384;
 
-// Sends the response: head and, unless head_only, body, in one send (or
-// the head, then the file by sendfile). Adds the bytes it meant to send
-// to *sent. false when the client did not take them all: the connection
-// cannot carry another response.
-static bool send_response(HttpService::Internals &in, const HttpOptions &options, Link &link,
-                          HttpResponse &r, bool head_only, bool keep_alive, int minor_version,
-                          uint64_t *sent) {
-    begin_pace(link.sending, link.send_timeout, link.min_rate);
+// Builds the response head in in.out: the status line, Date, Server, the
+// framing (none for a bodiless status; text/plain when a body has no
+// Content-Type), Connection where it differs from the version's default,
+// then the handler's fields.
+static void build_head(ServiceState &in, const HttpOptions &options, const HttpResponse &r, bool bodiless,
+                       bool keep_alive, int minor_version) {
     std::string &out = in.out;
     int status = r.status();
-    bool bodiless = status == 204 || status == 304 || (status >= 100 && status < 200);
     out.assign("HTTP/1.1 ");
     append_number(out, uint64_t(status));
     out += ' ';
@@ -3573,33 +3653,54 @@ static bool send_response(HttpService::Internals &in, const HttpOptions &options
     out += "\r\nServer: ";
     out += options.server_name;
     out += "\r\n";
-    bool file = r.file_fd() >= 0;
     if (!bodiless) {
-        if (!r.has_field("content-type") && !r.body_buffer().empty())
+        if (!HttpResponder::has_field(r, "content-type") && !HttpResponder::body(r).empty())
             out += "Content-Type: text/plain; charset=utf-8\r\n";
         out += "Content-Length: ";
-        append_number(out, file ? r.file_length() : r.body_buffer().size());
+        append_number(out, HttpResponder::body_length(r));
         out += "\r\n";
     }
     if (!keep_alive) out += "Connection: close\r\n";
     else if (minor_version == 0) out += "Connection: keep-alive\r\n";
-    out += r.fields();
+    out += HttpResponder::fields(r);
     out += "\r\n";
+}
+
+// Reads length bytes of the file from offset into buf. How many it got:
+// fewer when the file shrank under us.
+static size_t read_file_at(int fd, char *buf, size_t length, uint64_t offset) {
+    size_t got = 0;
+    while (got < length) {
+        ssize_t n = pread(fd, buf + got, length - got, off_t(offset + got));
+        if (n < 0 && errno == EINTR) continue;
+        if (n <= 0) break;
+        got += size_t(n);
+    }
+    return got;
+}
+
+// Sends the response: head and, unless head_only, body, in one send (or
+// the head, then the file by sendfile). Adds the bytes it meant to send
+// to *sent. false when the client did not take them all: the connection
+// cannot carry another response.
+static bool send_response(ServiceState &in, const HttpOptions &options, Link &link, HttpResponse &r,
+                          bool head_only, bool keep_alive, int minor_version, uint64_t *sent) {
+    begin_pace(link.sending, link.send_timeout, link.min_rate);
+    int status = r.status();
+    bool bodiless = status == 204 || status == 304 || (status >= 100 && status < 200);
+    build_head(in, options, r, bodiless, keep_alive, minor_version);
+    std::string &out = in.out, &body = HttpResponder::body(r);
+    bool file = HttpResponder::file_fd(r) >= 0;
     bool with_body = !head_only && !bodiless;
-    uint64_t length = !with_body ? 0 : file ? r.file_length() : r.body_buffer().size();
+    uint64_t length = with_body ? HttpResponder::body_length(r) : 0;
     *sent += out.size() + length;
     char small_file[inline_file_max];
     iovec pieces[2] = {{&out[0], out.size()}, {nullptr, 0}};
     if (with_body && !file) {
-        pieces[1] = {const_cast<char *>(r.body_buffer().data()), r.body_buffer().size()};
+        pieces[1] = {const_cast<char *>(body.data()), body.size()};
     } else if (with_body && length <= inline_file_max) {
-        size_t got = 0;
-        while (got < length) {
-            ssize_t n = pread(r.file_fd(), small_file + got, size_t(length) - got, off_t(r.file_offset() + got));
-            if (n < 0 && errno == EINTR) continue;
-            if (n <= 0) break;
-            got += size_t(n);
-        }
+        size_t got =
+            read_file_at(HttpResponder::file_fd(r), small_file, size_t(length), HttpResponder::file_offset(r));
         pieces[1] = {small_file, got};
         if (got < length) {  // the file shrank under us: send what there is, then close
             (void)send_all(link, pieces, 2, false);
@@ -3609,7 +3710,8 @@ static bool send_response(HttpService::Internals &in, const HttpOptions &options
     }
     bool file_follows = with_body && file && length > inline_file_max;
     bool ok = send_all(link, pieces, 2, file_follows) == 0;
-    if (ok && file_follows) ok = send_file(link, r.file_fd(), r.file_offset(), length) == 0;
+    if (ok && file_follows)
+        ok = send_file(link, HttpResponder::file_fd(r), HttpResponder::file_offset(r), length) == 0;
     r.file(-1, 0, 0);
     return ok;
 }
@@ -3622,16 +3724,16 @@ static void answer_status(HttpResponse &r, int status) {
     r.body(text);
 }
 
-static void log_access(HttpService::Internals &in, const HttpOptions &o, const HttpContext *ctx,
+static void log_access(ServiceState &in, const HttpOptions &o, const HttpContext *ctx,
                        std::string_view request_line, int status, uint64_t body_bytes);
 
 // Answers a request that could not be served, logs it, and leaves the
 // connection to be closed.
-static void send_error(HttpService::Internals &in, const HttpOptions &options, Link &link, int status) {
+static void send_error(ServiceState &in, const HttpOptions &options, Link &link, int status) {
     HttpResponse &r = in.response;
-    r.reset();
+    HttpResponder::reset(r);
     answer_status(r, status);
-    uint64_t body = r.body_buffer().size();
+    uint64_t body = HttpResponder::body(r).size();
     uint64_t sent = 0;
     (void)send_response(in, options, link, r, false, false, 1, &sent);
     log_access(in, options, nullptr, "-", status, body);
@@ -3651,7 +3753,7 @@ static void split_target(std::string_view target, std::string_view *path, std::s
 }
 
 // Finds the handler for the request and runs it; 404 or 405 when none fits.
-static void dispatch(HttpService::Internals &in, HttpContext &ctx, HttpResponse &r) {
+static void dispatch(ServiceState &in, HttpContext &ctx, HttpResponse &r) {
     bool head = ctx.method == "HEAD";
     std::string allow;
     for (auto &each : in.routes) {
@@ -3679,7 +3781,7 @@ static void dispatch(HttpService::Internals &in, HttpContext &ctx, HttpResponse 
         if (!sys::run_guarded([&] { route.handler(ctx, r); }, &what)) {
             ctx.worker->log(LogLevel::error, "route %s %s threw: %s; answering 500", route.method.c_str(),
                             route.pattern.c_str(), what.c_str());
-            r.reset();
+            HttpResponder::reset(r);
             answer_status(r, 500);
             r.close_connection();
         }
@@ -3787,18 +3889,18 @@ static int parse_range(std::string_view value, uint64_t size, uint64_t *from, ui
     return 1;
 }
 
-static void serve_file(int root, CachedTime &mtime, HttpContext &ctx, HttpResponse &r) {
-    if (ctx.method != "GET" && ctx.method != "HEAD") {
-        answer_status(r, 405);
-        r.header("Allow", "GET, HEAD");
-        return;
-    }
-    if (!path_is_servable(ctx.path)) return answer_status(r, 404);
-    std::string relative(ctx.path.substr(1));
+// Opens the file for ctx.path beneath root, following no symlink: for a
+// directory its index.html (relative then ends in "index.html"), or a
+// redirect when the path lacks its final "/". The fd of a regular file,
+// with *st set; or -1 with the answer set in r (301, 403, 404).
+static int open_servable(int root, const HttpContext &ctx, HttpResponse &r, std::string &relative,
+                         struct stat *st) {
     int fd = sys::open_beneath(root, relative.empty() ? "." : relative.c_str(), O_RDONLY | O_NONBLOCK);
-    if (fd < 0) return answer_status(r, errno == ENOENT || errno == ENOTDIR ? 404 : 403);
-    struct stat st;
-    if (fstat(fd, &st) == 0 && S_ISDIR(st.st_mode)) {
+    if (fd < 0) {
+        answer_status(r, errno == ENOENT || errno == ENOTDIR ? 404 : 403);
+        return -1;
+    }
+    if (fstat(fd, st) == 0 && S_ISDIR(st->st_mode)) {
         if (ctx.path.back() != '/') {
             sys::close(fd);
             std::string location(ctx.raw_path);
@@ -3806,47 +3908,58 @@ static void serve_file(int root, CachedTime &mtime, HttpContext &ctx, HttpRespon
             if (!ctx.query.empty()) location += "?" + std::string(ctx.query);
             answer_status(r, 301);
             r.header("Location", location);
-            return;
+            return -1;
         }
         int index = openat(fd, "index.html", O_RDONLY | O_NONBLOCK | O_NOFOLLOW | O_CLOEXEC);
         sys::close(fd);
-        if (index < 0) return answer_status(r, 403);  // no index: no listing either
+        if (index < 0) {
+            answer_status(r, 403);  // no index: no listing either
+            return -1;
+        }
         fd = index;
-        if (fstat(fd, &st) != 0) st.st_mode = 0;
+        if (fstat(fd, st) != 0) st->st_mode = 0;
         relative += "index.html";
     }
-    if (!S_ISREG(st.st_mode)) {
+    if (!S_ISREG(st->st_mode)) {
         sys::close(fd);
-        return answer_status(r, 403);
+        answer_status(r, 403);
+        return -1;
     }
-    char etag[48], *end = etag;
+    return fd;
+}
+
+// The file's entity tag: "size-mtime", both in hex.
+static void format_etag(const struct stat &st, char (&etag)[48]) {
+    char *end = etag;
     *end++ = '"';
     end = std::to_chars(end, etag + sizeof etag, uint64_t(st.st_size), 16).ptr;
     *end++ = '-';
     end = std::to_chars(end, etag + sizeof etag, uint64_t(st.st_mtime), 16).ptr;
     *end++ = '"';
     *end = '\0';
-    const char *modified = mtime.at(st.st_mtime, http_date_pattern, false);
-    r.header("ETag", etag);
-    r.header("Last-Modified", modified);
+}
+
+// Whether the client's copy is current (304): If-None-Match names the
+// tag, or, without that field, If-Modified-Since is not before mtime.
+static bool copy_is_current(const HttpContext &ctx, const char *etag, time_t mtime) {
     std::string_view none_match = ctx.header("if-none-match");
-    bool not_modified = false;
+    bool current = false;
     if (none_match.data()) {
         for_each_token(none_match, [&](std::string_view tag) {
-            not_modified |= tag == "*" || tag == etag || (tag.size() > 2 && tag.compare(0, 2, "W/") == 0 && tag.substr(2) == etag);
+            current |= tag == "*" || tag == etag || (tag.size() > 2 && tag.compare(0, 2, "W/") == 0 && tag.substr(2) == etag);
         });
     } else if (ctx.header("if-modified-since").data()) {
         time_t since = parse_http_date(ctx.header("if-modified-since"));
-        not_modified = since >= 0 && st.st_mtime <= since;
+        current = since >= 0 && mtime <= since;
     }
-    if (not_modified) {
-        sys::close(fd);
-        r.status(304);
-        return;
-    }
-    r.header("Content-Type", mime_type(relative));
-    r.header("Accept-Ranges", "bytes");
-    uint64_t size = uint64_t(st.st_size), from = 0, length = size;
+    return current;
+}
+
+// Answers with the file, whole or the one range asked for (206) while
+// If-Range still names this version; 416 for a range outside it. Takes fd.
+static void answer_with_file(const HttpContext &ctx, HttpResponse &r, int fd, uint64_t size, const char *etag,
+                             const char *modified) {
+    uint64_t from = 0, length = size;
     std::string_view range = ctx.header("range");
     // If-Range: the range holds only for the representation the client has.
     std::string_view if_range = ctx.header("if-range");
@@ -3864,6 +3977,34 @@ static void serve_file(int root, CachedTime &mtime, HttpContext &ctx, HttpRespon
                                       "/" + std::to_string(size));
     }
     r.file(fd, from, length);
+}
+
+// Answers a request from the files beneath root (see serve_directory); mtime
+// formats Last-Modified.
+static void serve_file(int root, CachedTime &mtime, HttpContext &ctx, HttpResponse &r) {
+    if (ctx.method != "GET" && ctx.method != "HEAD") {
+        answer_status(r, 405);
+        r.header("Allow", "GET, HEAD");
+        return;
+    }
+    if (!path_is_servable(ctx.path)) return answer_status(r, 404);
+    std::string relative(ctx.path.substr(1));
+    struct stat st;
+    int fd = open_servable(root, ctx, r, relative, &st);
+    if (fd < 0) return;
+    char etag[48];
+    format_etag(st, etag);
+    const char *modified = mtime.at(st.st_mtime, http_date_pattern, false);
+    r.header("ETag", etag);
+    r.header("Last-Modified", modified);
+    if (copy_is_current(ctx, etag, st.st_mtime)) {
+        sys::close(fd);
+        r.status(304);
+        return;
+    }
+    r.header("Content-Type", mime_type(relative));
+    r.header("Accept-Ranges", "bytes");
+    answer_with_file(ctx, r, fd, uint64_t(st.st_size), etag, modified);
 }
 
 /* The status page, after Apache's mod_status: HTML for people, "?auto" in
@@ -3900,33 +4041,31 @@ static std::string apache_number(double value) {
     return text[0] == '0' && text[1] == '.' ? text + 1 : text;
 }
 
-static void status_page(HttpContext &ctx, HttpResponse &r, const std::string &server_name) {
-    Snapshot s = ctx.worker->scoreboard().snapshot();
-    double uptime = std::max<double>(1, double(s.uptime_ms) / 1000);
-    std::string letters;
-    for (const Slot &slot : s.slots) letters += Snapshot::letter(slot);
-    std::string &out = r.body_buffer();
+// "?auto": mod_status's machine-readable page, key: value lines.
+static void append_status_auto(std::string &out, const Snapshot &s, std::string_view host,
+                               const std::string &server_name, double uptime, const std::string &letters) {
     char line[256];
-    if (ctx.query == "auto") {
-        r.header("Content-Type", "text/plain; charset=utf-8");
-        out += std::string(ctx.header("host").empty() ? "localhost" : ctx.header("host")) + "\n";
-        snprintf(line, sizeof line,
-                 "ServerVersion: %s\nServerMPM: prefork\nParentServerConfigGeneration: %u\n"
-                 "ServerUptimeSeconds: %lld\nTotal Accesses: %llu\nTotal kBytes: %llu\nUptime: %lld\n",
-                 server_name.c_str(), s.generation, (long long)uptime, (unsigned long long)s.requests,
-                 (unsigned long long)(s.bytes / 1024), (long long)uptime);
-        out += line;
-        out += "ReqPerSec: " + apache_number(double(s.requests) / uptime) + "\n";
-        out += "BytesPerSec: " + apache_number(double(s.bytes) / uptime) + "\n";
-        out += "BytesPerReq: " + apache_number(s.requests ? double(s.bytes) / double(s.requests) : 0) + "\n";
-        snprintf(line, sizeof line, "BusyWorkers: %d\nIdleWorkers: %d\nProcesses: %d\n", s.busy, s.idle,
-                 s.busy + s.idle + s.starting + s.exiting);
-        out += line;
-        out += "Scoreboard: " + letters + "\n";
-        return;
-    }
-    bool json = ctx.query == "json";
-    r.header("Content-Type", json ? "application/json" : "text/html; charset=utf-8");
+    out += std::string(host.empty() ? "localhost" : host) + "\n";
+    snprintf(line, sizeof line,
+             "ServerVersion: %s\nServerMPM: prefork\nParentServerConfigGeneration: %u\n"
+             "ServerUptimeSeconds: %lld\nTotal Accesses: %llu\nTotal kBytes: %llu\nUptime: %lld\n",
+             server_name.c_str(), s.generation, (long long)uptime, (unsigned long long)s.requests,
+             (unsigned long long)(s.bytes / 1024), (long long)uptime);
+    out += line;
+    out += "ReqPerSec: " + apache_number(double(s.requests) / uptime) + "\n";
+    out += "BytesPerSec: " + apache_number(double(s.bytes) / uptime) + "\n";
+    out += "BytesPerReq: " + apache_number(s.requests ? double(s.bytes) / double(s.requests) : 0) + "\n";
+    snprintf(line, sizeof line, "BusyWorkers: %d\nIdleWorkers: %d\nProcesses: %d\n", s.busy, s.idle,
+             s.busy + s.idle + s.starting + s.exiting);
+    out += line;
+    out += "Scoreboard: " + letters + "\n";
+}
+
+// The JSON object's or the HTML page's totals, up to where the workers
+// are listed.
+static void append_status_totals(std::string &out, const Snapshot &s, bool json, const std::string &server_name,
+                                 double uptime, const std::string &letters) {
+    char line[256];
     if (json) {
         snprintf(line, sizeof line,
                  "{\"uptime_seconds\":%lld,\"generation\":%u,\"total_accesses\":%llu,"
@@ -3935,18 +4074,23 @@ static void status_page(HttpContext &ctx, HttpResponse &r, const std::string &se
                  (unsigned long long)(s.bytes / 1024), s.busy, s.idle);
         out += line;
         out += letters + "\",\"workers\":[";
-    } else {
-        out += "<!DOCTYPE html>\n<html><head><title>Server status</title></head><body>\n<h1>";
-        append_escaped(out, server_name, false);
-        snprintf(line, sizeof line,
-                 " status</h1>\n<p>Uptime %lld s, generation %u, %llu requests, %llu kB; %d busy, %d idle "
-                 "workers.</p>\n<pre>",
-                 (long long)uptime, s.generation, (unsigned long long)s.requests,
-                 (unsigned long long)(s.bytes / 1024), s.busy, s.idle);
-        out += line;
-        out += letters + "</pre>\n<table border=\"1\">\n<tr><th>Slot</th><th>PID</th><th>State</th>"
-                         "<th>Generation</th><th>Requests</th><th>Age (s)</th><th>Last request</th></tr>\n";
+        return;
     }
+    out += "<!DOCTYPE html>\n<html><head><title>Server status</title></head><body>\n<h1>";
+    append_escaped(out, server_name, false);
+    snprintf(line, sizeof line,
+             " status</h1>\n<p>Uptime %lld s, generation %u, %llu requests, %llu kB; %d busy, %d idle "
+             "workers.</p>\n<pre>",
+             (long long)uptime, s.generation, (unsigned long long)s.requests,
+             (unsigned long long)(s.bytes / 1024), s.busy, s.idle);
+    out += line;
+    out += letters + "</pre>\n<table border=\"1\">\n<tr><th>Slot</th><th>PID</th><th>State</th>"
+                     "<th>Generation</th><th>Requests</th><th>Age (s)</th><th>Last request</th></tr>\n";
+}
+
+// One JSON object or one table row per slot in use.
+static void append_status_workers(std::string &out, const Snapshot &s, bool json) {
+    char line[256];
     bool first = true;
     for (size_t i = 0; i < s.slots.size(); i++) {
         const Slot &slot = s.slots[i];
@@ -3972,6 +4116,24 @@ static void status_page(HttpContext &ctx, HttpResponse &r, const std::string &se
         }
         first = false;
     }
+}
+
+// Answers with the scoreboard, in the form ctx.query asks for.
+static void status_page(HttpContext &ctx, HttpResponse &r, const std::string &server_name) {
+    Snapshot s = ctx.worker->scoreboard().snapshot();
+    double uptime = std::max<double>(1, double(s.uptime_ms) / 1000);
+    std::string letters;
+    for (const Slot &slot : s.slots) letters += Snapshot::letter(slot);
+    std::string &out = HttpResponder::body(r);
+    if (ctx.query == "auto") {
+        r.header("Content-Type", "text/plain; charset=utf-8");
+        append_status_auto(out, s, ctx.header("host"), server_name, uptime, letters);
+        return;
+    }
+    bool json = ctx.query == "json";
+    r.header("Content-Type", json ? "application/json" : "text/html; charset=utf-8");
+    append_status_totals(out, s, json, server_name, uptime, letters);
+    append_status_workers(out, s, json);
     out += json ? "]}\n" : "</table>\n</body></html>\n";
 }
 
@@ -4073,7 +4235,7 @@ static void append_log_field(std::string &out, std::string_view text) {
     }
 }
 
-static void log_access(HttpService::Internals &in, const HttpOptions &o, const HttpContext *ctx,
+static void log_access(ServiceState &in, const HttpOptions &o, const HttpContext *ctx,
                        std::string_view request_line, int status, uint64_t body_bytes) {
     if (o.access_log_fd < 0) return;
     std::string &out = in.log;
@@ -4117,7 +4279,7 @@ static void linger_before_close(int fd) {
 }
 
 // The client's address as the access log shows it: no port, no brackets.
-static void note_peer(HttpService::Internals &in, const HttpOptions &o, const Worker &worker) {
+static void note_peer(ServiceState &in, const HttpOptions &o, const Worker &worker) {
     if (o.access_log_fd < 0) return;
     int port = 0;
     std::string address = worker.peer_length() ? describe_address(reinterpret_cast<const sockaddr *>(&worker.peer()),
@@ -4129,7 +4291,7 @@ static void note_peer(HttpService::Internals &in, const HttpOptions &o, const Wo
     snprintf(in.peer, sizeof in.peer, "%s", address.c_str());
 }
 
-static void flush_log(HttpService::Internals &in, const HttpOptions &o) {
+static void flush_log(ServiceState &in, const HttpOptions &o) {
     if (in.log.empty()) return;
     (void)sys::write_all(o.access_log_fd, in.log.data(), in.log.size());
     in.log.clear();
@@ -4151,10 +4313,217 @@ static long wait_for_next_request(Link &link, std::string &in, Worker &worker, d
     }
 }
 
+// The client's socket, paced by the service's options.
+static Link client_link(const HttpOptions &o, Worker &worker, int fd) {
+    Link link;
+    link.fd = fd;
+    link.worker = &worker;
+    link.send_timeout = o.send_timeout;
+    link.min_rate = o.min_rate;
+    link.pressure_timeout = o.pressure_timeout;
+    return link;
+}
+
+// Reads until the input holds a whole request head, and parses it into
+// request. A kept-alive connection may idle for keepalive_timeout first
+// (ending sooner if the worker should stop or the pool is full); from its
+// first byte, a head is paced (request_timeout, or pressure_timeout while
+// the pool is full, for all of it). The head's length, or -1 when the
+// connection is to close: the client left or went quiet, or an error was
+// answered (408, or the parser's status).
+static int read_head(ServiceState &in, const HttpOptions &o, Link &link, Worker &worker, bool kept_alive,
+                     HttpRequest &request) {
+    int status = 0, rc;
+    Pace head;
+    begin_pace(head, o.request_timeout, 0);
+    while ((rc = in.in.empty() ? int(http_incomplete)
+                               : parse_request(in.in.data(), in.in.size(), &request, in.headers,
+                                               http_max_headers, &status)) == http_incomplete) {
+        if (in.in.empty() && kept_alive) {
+            if (wait_for_next_request(link, in.in, worker, o.keepalive_timeout) <= 0) return -1;
+            begin_pace(head, o.request_timeout, 0);
+            continue;
+        }
+        long n = read_paced(link, in.in, head);
+        if (n < 0 && errno == ETIMEDOUT) {
+            if (!in.in.empty()) send_error(in, o, link, 408);
+            return -1;
+        }
+        if (n <= 0) return -1;
+    }
+    if (rc == http_malformed) {
+        send_error(in, o, link, status);
+        return -1;
+    }
+    return rc;
+}
+
+// Puts the request line on the scoreboard as soon as it is known: a worker
+// that dies reading the body is logged with it.
+static void note_request_line(Worker &worker, const HttpRequest &request) {
+    char line[128], *at = line;  // "method target HTTP/1.x", both cut short
+    at = std::copy_n(request.method.data(), std::min<size_t>(request.method.size(), 16), at);
+    *at++ = ' ';
+    at = std::copy_n(request.target.data(), std::min<size_t>(request.target.size(), 96), at);
+    memcpy(at, request.minor_version ? " HTTP/1.1" : " HTTP/1.0", 10);
+    worker.note_request(line);
+}
+
+// Reads until the body after the head at in.in[0, head_length) is whole:
+// Content-Length bytes into in.in, or a chunked body decoded into in.body,
+// from in.in[*decoded] on (*decoded moves past what the decoder took).
+// 0 once whole; else the status to answer (413, 400, 408), or -1 when the
+// client left or the read failed.
+static int receive_body(ServiceState &in, const HttpOptions &o, Link &link, const HttpRequestInfo &info,
+                        size_t head_length, size_t *decoded) {
+    Pace pace;
+    begin_pace(pace, o.request_timeout, o.min_rate);
+    ChunkedDecoder decoder;
+    in.body.clear();
+    for (;;) {
+        // Chunk sizes, extensions and trailers are not body: bound the raw
+        // bytes too, or a client could feed them forever.
+        if (in.in.size() - head_length > o.max_body + 65536) return 413;
+        if (info.chunked) {
+            bool too_large = false;
+            long used = decoder.feed(in.in.data() + *decoded, in.in.size() - *decoded, &in.body, o.max_body,
+                                     &too_large);
+            if (used < 0) return too_large ? 413 : 400;
+            *decoded += size_t(used);
+            if (decoder.done()) return 0;
+        } else if (in.in.size() - head_length >= info.content_length) {
+            return 0;
+        }
+        long n = read_paced(link, in.in, pace);
+        if (n <= 0) return n < 0 && errno == ETIMEDOUT ? 408 : -1;
+    }
+}
+
+// Reading the body may have moved the input buffer, and the request's views
+// (method, target, fields) point into the old one: parses the head again,
+// from the same bytes, for views into the new one.
+static void reparse_moved_head(ServiceState &in, const char *head_was_at, size_t head_length,
+                               HttpRequest &request) {
+    if (in.in.data() == head_was_at) return;
+    int status = 0;
+    (void)parse_request(in.in.data(), head_length, &request, in.headers, http_max_headers, &status);
+}
+
+// Reads or decodes the body that follows the head, before the handler
+// runs. On return *body views it and *next is where the next request
+// starts in in.in. false when the connection is to close: the client left,
+// or an error was answered.
+static bool read_body(ServiceState &in, const HttpOptions &o, Link &link, HttpRequest &request,
+                      const HttpRequestInfo &info, size_t head_length, std::string_view *body, size_t *next) {
+    if (info.has_content_length && info.content_length > o.max_body) {
+        send_error(in, o, link, 413);
+        return false;
+    }
+    if (info.expect_continue && request.minor_version == 1 && in.in.size() == head_length)
+        (void)send_text(link, "HTTP/1.1 100 Continue\r\n\r\n", 25);
+    const char *head_at = in.in.data();
+    size_t decoded = head_length;
+    int error = receive_body(in, o, link, info, head_length, &decoded);
+    if (error) {
+        if (error > 0) send_error(in, o, link, error);
+        return false;
+    }
+    reparse_moved_head(in, head_at, head_length, request);
+    if (info.chunked) {
+        *body = in.body;
+        *next = decoded;
+    } else {
+        *body = std::string_view(in.in.data() + head_length, size_t(info.content_length));
+        *next = head_length + size_t(info.content_length);
+    }
+    return true;
+}
+
+// Fills in.context, what the handler sees, from the request. false when
+// the path does not start with "/" (nor is the target "*") or does not
+// percent-decode: the request deserves a 400.
+static bool fill_context(ServiceState &in, Worker &worker, const HttpRequest &request, std::string_view body) {
+    HttpContext &ctx = in.context;
+    ctx.method = request.method;
+    ctx.target = request.target;
+    ctx.minor_version = request.minor_version;
+    ctx.headers = request.headers;
+    ctx.header_count = request.header_count;
+    ctx.body = body;
+    ctx.worker = &worker;
+    split_target(request.target, &ctx.raw_path, &ctx.query);
+    if (request.target == "*") {
+        in.path = "*";
+    } else if (ctx.raw_path.empty() || ctx.raw_path[0] != '/' || !percent_decode(ctx.raw_path, &in.path)) {
+        return false;
+    }
+    ctx.path = in.path;
+    return true;
+}
+
+// The whole request line, as a view: the parser allowed exactly
+// "method SP target SP HTTP/1.x" there.
+static std::string_view request_line(const HttpRequest &request) {
+    const char *end = request.target.data() + request.target.size() + 9;
+    return std::string_view(request.method.data(), size_t(end - request.method.data()));
+}
+
+// Routes the request to its handler, sends the answer, counts and logs it.
+// Whether the connection may carry another request.
+static bool answer(ServiceState &in, const HttpOptions &o, Link &link, Worker &worker, const HttpRequest &request,
+                   bool keep_alive, std::string_view body) {
+    HttpResponse &r = in.response;
+    HttpResponder::reset(r);
+    worker.set_activity('W');
+    if (!fill_context(in, worker, request, body)) {
+        send_error(in, o, link, 400);
+        return false;
+    }
+    dispatch(in, in.context, r);
+    bool keep = keep_alive && !HttpResponder::closing(r) && !worker.stopping() && !worker.pool_full();
+    bool bodiless = request.method == "HEAD" || r.status() == 204 || r.status() == 304;
+    uint64_t body_bytes = bodiless ? 0 : HttpResponder::body_length(r);
+    int answered = r.status();
+    uint64_t sent = 0;
+    if (!send_response(in, o, link, r, request.method == "HEAD", keep, request.minor_version, &sent))
+        keep = false;
+    worker.count_request(nullptr, sent);
+    log_access(in, o, &in.context, request_line(request), answered, body_bytes);
+    return keep;
+}
+
+// Serves the requests of one connection: reads a head, reads its body,
+// answers, and goes round again while the connection is kept alive, with
+// pipelined bytes already in the input.
+static void serve_requests(ServiceState &in, const HttpOptions &o, Worker &worker, int fd) {
+    Link link = client_link(o, worker, fd);
+    // Deadlines are kept to within a tenth of the shortest timeout.
+    double shortest = std::min({o.request_timeout, o.keepalive_timeout, o.pressure_timeout});
+    link.tick_ms = int(std::max(10.0, std::min(100.0, shortest * 100)));
+    in.in.clear();
+    worker.set_activity('R');
+    for (bool kept_alive = false;; kept_alive = true) {
+        HttpRequest request;
+        int head_length = read_head(in, o, link, worker, kept_alive, request);
+        if (head_length < 0) return;
+        HttpRequestInfo info;
+        int status = 0;
+        if (check_request(request, &info, &status) < 0) return send_error(in, o, link, status);
+        note_request_line(worker, request);
+        std::string_view body;
+        size_t next = size_t(head_length);  // where the next request starts
+        if ((info.chunked || info.has_content_length) &&
+            !read_body(in, o, link, request, info, size_t(head_length), &body, &next))
+            return;
+        if (!answer(in, o, link, worker, request, info.keep_alive, body)) return;
+        in.in.erase(0, next);  // pipelined bytes stay for the next round
+    }
+}
+
 void HttpService::serve(Worker &worker, int fd) {
-    Internals &in = *in_;
+    ServiceState &in = *in_;
     note_peer(in, options_, worker);
-    serve_connection(worker, fd);
+    serve_requests(in, options_, worker, fd);
     if (in.linger) {
         in.linger = false;
         linger_before_close(fd);
@@ -4163,19 +4532,15 @@ void HttpService::serve(Worker &worker, int fd) {
 }
 
 void HttpService::refuse(Worker &worker, int fd) {
-    Internals &in = *in_;
+    ServiceState &in = *in_;
     note_peer(in, options_, worker);
-    Link link;
-    link.fd = fd;
-    link.worker = &worker;
+    Link link = client_link(options_, worker, fd);
     link.send_timeout = std::min(options_.send_timeout, 2.0);  // a refusal is not worth a long wait
-    link.min_rate = options_.min_rate;
-    link.pressure_timeout = options_.pressure_timeout;
     HttpResponse &r = in.response;
-    r.reset();
+    HttpResponder::reset(r);
     answer_status(r, 503);
     r.header("Retry-After", "1");
-    uint64_t sent = 0, body = r.body_buffer().size();
+    uint64_t sent = 0, body = HttpResponder::body(r).size();
     (void)send_response(in, options_, link, r, false, false, 1, &sent);
     log_access(in, options_, nullptr, "-", 503, body);
     // Take what the client has already sent, without waiting for more, so
@@ -4185,162 +4550,6 @@ void HttpService::refuse(Worker &worker, int fd) {
     }
     shutdown(fd, SHUT_WR);
     flush_log(in, options_);
-}
-
-void HttpService::serve_connection(Worker &worker, int fd) {
-    Internals &in = *in_;
-    const HttpOptions &o = options_;
-    Link link;
-    link.fd = fd;
-    link.worker = &worker;
-    link.send_timeout = o.send_timeout;
-    link.min_rate = o.min_rate;
-    link.pressure_timeout = o.pressure_timeout;
-    // Deadlines are kept to within a tenth of the shortest timeout.
-    double shortest = std::min({o.request_timeout, o.keepalive_timeout, o.pressure_timeout});
-    link.tick_ms = int(std::max(10.0, std::min(100.0, shortest * 100)));
-    in.in.clear();
-    worker.set_activity('R');
-    bool first = true;
-    for (;;) {
-        // The head: a kept-alive connection may idle for keepalive_timeout
-        // (ending sooner if the worker should stop or the pool is full);
-        // from its first byte, a head is paced (request_timeout, or
-        // pressure_timeout while the pool is full, for all of it).
-        HttpRequest request;
-        int status = 0, rc;
-        Pace head;
-        begin_pace(head, o.request_timeout, 0);
-        while ((rc = in.in.empty() ? int(http_incomplete)
-                                   : parse_request(in.in.data(), in.in.size(), &request, in.headers,
-                                                   http_max_headers, &status)) == http_incomplete) {
-            if (in.in.empty() && !first) {
-                if (wait_for_next_request(link, in.in, worker, o.keepalive_timeout) <= 0) return;
-                begin_pace(head, o.request_timeout, 0);
-                continue;
-            }
-            long n = read_paced(link, in.in, head);
-            if (n < 0 && errno == ETIMEDOUT) {
-                if (!in.in.empty()) send_error(in, o, link, 408);
-                return;
-            }
-            if (n <= 0) return;
-        }
-        if (rc == http_malformed) {
-            send_error(in, o, link, status);
-            return;
-        }
-        size_t head_length = size_t(rc);
-        HttpRequestInfo info;
-        if (check_request(request, &info, &status) < 0) {
-            send_error(in, o, link, status);
-            return;
-        }
-
-        // The request line goes on the scoreboard as soon as it is known: a
-        // worker that dies reading the body is logged with it.
-        char line[128], *at = line;  // "method target HTTP/1.x", both cut short
-        at = std::copy_n(request.method.data(), std::min<size_t>(request.method.size(), 16), at);
-        *at++ = ' ';
-        at = std::copy_n(request.target.data(), std::min<size_t>(request.target.size(), 96), at);
-        memcpy(at, request.minor_version ? " HTTP/1.1" : " HTTP/1.0", 10);
-        worker.note_request(line);
-
-        // The body, read or decoded before the handler runs.
-        std::string_view body;
-        size_t next = head_length;
-        if (info.chunked || info.has_content_length) {
-            if (info.has_content_length && info.content_length > o.max_body) {
-                send_error(in, o, link, 413);
-                return;
-            }
-            if (info.expect_continue && request.minor_version == 1 && in.in.size() == head_length)
-                (void)send_text(link, "HTTP/1.1 100 Continue\r\n\r\n", 25);
-            Pace pace;
-            begin_pace(pace, o.request_timeout, o.min_rate);
-            ChunkedDecoder decoder;
-            in.body.clear();
-            size_t decoded = head_length;
-            const char *head_at = in.in.data();
-            for (;;) {
-                // Chunk sizes, extensions and trailers are not body: bound
-                // the raw bytes too, or a client could feed them forever.
-                if (in.in.size() - head_length > o.max_body + 65536) {
-                    send_error(in, o, link, 413);
-                    return;
-                }
-                if (info.chunked) {
-                    bool too_large = false;
-                    long used = decoder.feed(in.in.data() + decoded, in.in.size() - decoded, &in.body,
-                                             o.max_body, &too_large);
-                    if (used < 0) {
-                        send_error(in, o, link, too_large ? 413 : 400);
-                        return;
-                    }
-                    decoded += size_t(used);
-                    if (decoder.done()) break;
-                } else if (in.in.size() - head_length >= info.content_length) {
-                    break;
-                }
-                long n = read_paced(link, in.in, pace);
-                if (n <= 0) {
-                    if (n < 0 && errno == ETIMEDOUT) send_error(in, o, link, 408);
-                    return;
-                }
-            }
-            // Reading may have moved the buffer: the request's views (method,
-            // target, fields) pointed into the old one. Parse the head again,
-            // from the same bytes, for views into the new one.
-            if (in.in.data() != head_at)
-                parse_request(in.in.data(), head_length, &request, in.headers, http_max_headers, &status);
-            if (info.chunked) {
-                body = in.body;
-                next = decoded;
-            } else {
-                body = std::string_view(in.in.data() + head_length, size_t(info.content_length));
-                next = head_length + size_t(info.content_length);
-            }
-        }
-
-        // Route and answer.
-        HttpContext &ctx = in.context;
-        ctx.method = request.method;
-        ctx.target = request.target;
-        ctx.minor_version = request.minor_version;
-        ctx.headers = request.headers;
-        ctx.header_count = request.header_count;
-        ctx.body = body;
-        ctx.worker = &worker;
-        std::string_view &raw_path = ctx.raw_path;
-        split_target(request.target, &raw_path, &ctx.query);
-        HttpResponse &r = in.response;
-        r.reset();
-        worker.set_activity('W');
-        if (request.target == "*") {
-            in.path = "*";
-        } else if (raw_path.empty() || raw_path[0] != '/' || !percent_decode(raw_path, &in.path)) {
-            send_error(in, o, link, 400);
-            return;
-        }
-        ctx.path = in.path;
-        dispatch(in, ctx, r);
-        bool keep = info.keep_alive && !r.closing() && !worker.stopping() && !worker.pool_full();
-        bool head_only = request.method == "HEAD" || r.status() == 204 || r.status() == 304;
-        uint64_t body_bytes = head_only ? 0 : r.file_fd() >= 0 ? r.file_length() : r.body_buffer().size();
-        int answered = r.status();
-        uint64_t sent = 0;
-        if (!send_response(in, o, link, r, request.method == "HEAD", keep, request.minor_version, &sent))
-            keep = false;
-        worker.count_request(nullptr, sent);
-        // The whole request line, as a view: the parser allowed exactly
-        // "method SP target SP HTTP/1.x" there.
-        std::string_view request_line(request.method.data(),
-                                      size_t(request.target.data() + request.target.size() + 9 - request.method.data()));
-        log_access(in, o, &ctx, request_line, answered, body_bytes);
-        if (!keep) return;
-        in.in.erase(0, next);  // pipelined bytes stay for the next round
-        first = false;
-    }
 }
 
 }  // namespace prefork

@@ -724,20 +724,24 @@ struct HttpRequestInfo {
 // Checks Host (exactly one in HTTP/1.1, at most one in 1.0, well-formed),
 // Content-Length (digits; several must agree), Transfer-Encoding (chunked
 // only; never with Content-Length, never in HTTP/1.0) and Connection.
-// Returns 0, or -1 with *status set: 400, or 501 for a transfer coding
-// other than chunked. Either error means: answer, then close.
+// Returns 0, or http_malformed with *status set, as parse_request does:
+// 400, or 501 for a transfer coding other than chunked. Either error
+// means: answer, then close.
 int check_request(const HttpRequest &request, HttpRequestInfo *info, int *status);
 
 // Decodes a chunked body as it arrives; keep one per body.
 struct ChunkedDecoder {
     // Appends the data in in[0, len) to *out, stopping after the final
-    // chunk and its trailers. Returns the bytes consumed, or -1 when the
-    // coding is malformed or the body would pass max_body (*too_large set).
+    // chunk and its trailers. Returns the bytes consumed, or http_malformed
+    // when the coding is malformed or the body would pass max_body
+    // (*too_large set).
     long feed(const char *in, size_t len, std::string *out, size_t max_body, bool *too_large);
-    bool done() const { return state == 9; }
-    int state = 0;
-    uint64_t remaining = 0;
-    size_t line = 0;
+    bool done() const;  // the final chunk and its trailers are in
+
+private:
+    int state_ = 0;  // where in the chunked grammar it is (named in prefork.cc)
+    uint64_t remaining_ = 0;
+    size_t line_ = 0;
 };
 
 // Percent-decodes a path into *out. false for a bad escape or a NUL (%00 or raw).
@@ -787,19 +791,10 @@ public:
     // available) instead of a body; the response closes fd.
     void file(int fd, uint64_t offset, uint64_t length);
     void close_connection() { close_ = true; }
-
-    // For the responder; a handler does not need these.
-    void reset();
-    std::string &body_buffer() { return body_; }
-    const std::string &fields() const { return fields_; }
-    bool closing() const { return close_; }
-    bool has_field(std::string_view name) const;
-    int file_fd() const { return file_fd_; }
-    uint64_t file_offset() const { return file_offset_; }
-    uint64_t file_length() const { return file_length_; }
     ~HttpResponse() { file(-1, 0, 0); }
 
 private:
+    friend struct HttpResponder;  // prefork.cc's responder reads and resets it
     int file_fd_ = -1;
     uint64_t file_offset_ = 0, file_length_ = 0;
     int status_ = 200;
@@ -810,10 +805,6 @@ private:
 
 using HttpHandler = std::function<void(HttpContext &, HttpResponse &)>;
 
-// The HTTP/1.1 responder: routes requests to handlers by method and path
-// regex, first match wins; no match is 404, a path matched only under
-// other methods is 405 with Allow. Use it as the server's handler:
-//   server.on_connection([&](Worker &w, int fd) { http.serve(w, fd); });
 // An IPv4 or IPv6 network: "ADDRESS" (one host) or "ADDRESS/BITS".
 struct AddressRange {
     int family = 0;                 // AF_INET or AF_INET6
@@ -826,6 +817,10 @@ struct AddressRange {
     bool contains(const sockaddr *address, socklen_t length) const;
 };
 
+// The HTTP/1.1 responder: routes requests to handlers by method and path
+// regex, first match wins; no match is 404, a path matched only under
+// other methods is 405 with Allow. Use it as the server's handler:
+//   server.on_connection([&](Worker &w, int fd) { http.serve(w, fd); });
 class HttpService {
 public:
     explicit HttpService(const HttpOptions &options = HttpOptions());
@@ -859,10 +854,8 @@ public:
     const std::string &error() const { return error_; }
     const HttpOptions &options() const { return options_; }
 
-    struct Internals;
-
 private:
-    void serve_connection(Worker &worker, int fd);
+    struct Internals;  // routes and reused buffers, defined in prefork.cc
     HttpOptions options_;
     std::string error_;
     std::unique_ptr<Internals> in_;
