@@ -52,8 +52,8 @@
      http_malformed (-1) with *status set to the answer the request deserves
      (400, 414, 431, 501, 505): answer it, then close. parse_request may also
      return http_incomplete (-2): call again with more bytes.
-     ChunkedDecoder::feed has no status: -1 means 400, or 413 with
-     *too_large set.
+     ChunkedDecoder::feed has no status: http_malformed means 400, or 413
+     with *too_large set.
      Yes-or-no checks return bool: percent_decode, AddressRange::parse and
      contains, HttpResponse::header. check_options returns "" when the
      options are usable, else one sentence naming the bad one.
@@ -346,7 +346,7 @@
                                max_body, &too_large) decodes in[0, len)
                                onto the end of out and returns the bytes used,
                                stopping after the last chunk and trailers
-                               (d.done() is then true); -1 for a malformed
+                               (d.done() is then true); http_malformed for a malformed
                                coding, or, too_large set, a body over
                                max_body.
      percent_decode(in, &out)  out = in with %XX decoded; false for a bad
@@ -699,19 +699,9 @@ struct HttpRequest {
 enum : int { http_incomplete = -2, http_malformed = -1 };
 enum : size_t { http_max_target = 8192, http_max_header_block = 16384, http_max_headers = 100 };
 
-// Parses the request head (request line and header fields) at buf[0, len).
-// Returns the head's length once it is complete (a body would start there),
-// http_incomplete when more bytes are needed, or http_malformed with *status
-// set to the answer it deserves: 400, 414 (target over http_max_target),
-// 431 (header block over http_max_header_block, or more than max_headers
-// fields) or 505 (a version other than HTTP/1.0 and HTTP/1.1). The views in
-// *request point into buf; headers[0, max_headers) is the caller's array.
-// Nothing is allocated. Feeding a prefix of a valid head never gives a
-// different answer than feeding the whole: incomplete, or the same error.
 int parse_request(const char *buf, size_t len, HttpRequest *request, HttpHeader *headers,
                   size_t max_headers, int *status);
 
-// Framing and persistence of a parsed request, checked against RFC 9112.
 struct HttpRequestInfo {
     std::string_view host;          // empty if absent
     bool chunked = false;           // Transfer-Encoding: chunked
@@ -721,22 +711,11 @@ struct HttpRequestInfo {
     bool expect_continue = false;   // Expect: 100-continue
 };
 
-// Checks Host (exactly one in HTTP/1.1, at most one in 1.0, well-formed),
-// Content-Length (digits; several must agree), Transfer-Encoding (chunked
-// only; never with Content-Length, never in HTTP/1.0) and Connection.
-// Returns 0, or http_malformed with *status set, as parse_request does:
-// 400, or 501 for a transfer coding other than chunked. Either error
-// means: answer, then close.
 int check_request(const HttpRequest &request, HttpRequestInfo *info, int *status);
 
-// Decodes a chunked body as it arrives; keep one per body.
 struct ChunkedDecoder {
-    // Appends the data in in[0, len) to *out, stopping after the final
-    // chunk and its trailers. Returns the bytes consumed, or http_malformed
-    // when the coding is malformed or the body would pass max_body
-    // (*too_large set).
     long feed(const char *in, size_t len, std::string *out, size_t max_body, bool *too_large);
-    bool done() const;  // the final chunk and its trailers are in
+    bool done() const;
 
 private:
     int state_ = 0;  // where in the chunked grammar it is (named in prefork.cc)
@@ -744,10 +723,9 @@ private:
     size_t line_ = 0;
 };
 
-// Percent-decodes a path into *out. false for a bad escape or a NUL (%00 or raw).
 bool percent_decode(std::string_view in, std::string *out);
 
-const char *http_reason(int status);  // "Not Found"; "" for unknown codes
+const char *http_reason(int status);
 
 struct HttpOptions {
     double request_timeout = 10;    // seconds for a whole request head: 408, close
@@ -764,8 +742,7 @@ struct HttpOptions {
                                     // buffered, written once per connection or 8 KiB
 };
 
-// What a route handler sees; views are valid during the call only.
-struct HttpContext {
+struct HttpContext {  // views valid during the handler's call only
     std::string_view method, target, path, query;  // path is percent-decoded
     std::string_view raw_path;                     // path as sent
     int minor_version = 1;
@@ -774,7 +751,6 @@ struct HttpContext {
     std::string_view body;
     std::vector<std::string_view> captures;  // the route regex's groups
     Worker *worker = nullptr;
-    // The first field of that name (case-insensitive), or "" (null data).
     std::string_view header(std::string_view name) const;
 };
 
@@ -782,13 +758,8 @@ class HttpResponse {
 public:
     void status(int code) { status_ = code; }
     int status() const { return status_; }
-    // Adds a field. false, and nothing added, for a name that is not a
-    // token or a value with CR, LF or NUL: nothing a handler passes on can
-    // split the response.
     bool header(std::string_view name, std::string_view value);
     void body(std::string_view data) { body_.append(data.data(), data.size()); }
-    // Sends length bytes of the open file fd from offset (sendfile where
-    // available) instead of a body; the response closes fd.
     void file(int fd, uint64_t offset, uint64_t length);
     void close_connection() { close_ = true; }
     ~HttpResponse() { file(-1, 0, 0); }
@@ -805,22 +776,14 @@ private:
 
 using HttpHandler = std::function<void(HttpContext &, HttpResponse &)>;
 
-// An IPv4 or IPv6 network: "ADDRESS" (one host) or "ADDRESS/BITS".
 struct AddressRange {
     int family = 0;                 // AF_INET or AF_INET6
     unsigned char bytes[16] = {};   // the address, network order
     int bits = 0;                   // prefix length
-    // false (range untouched) for anything else: a name, bad bits, "".
     static bool parse(const std::string &text, AddressRange *range);
-    // Whether address is in the range; an IPv4-mapped IPv6 address
-    // (::ffff:a.b.c.d) is taken as the IPv4 address it carries.
     bool contains(const sockaddr *address, socklen_t length) const;
 };
 
-// The HTTP/1.1 responder: routes requests to handlers by method and path
-// regex, first match wins; no match is 404, a path matched only under
-// other methods is 405 with Allow. Use it as the server's handler:
-//   server.on_connection([&](Worker &w, int fd) { http.serve(w, fd); });
 class HttpService {
 public:
     explicit HttpService(const HttpOptions &options = HttpOptions());
@@ -828,28 +791,10 @@ public:
     HttpService(const HttpService &) = delete;
     HttpService &operator=(const HttpService &) = delete;
 
-    // method "*" matches any; path_regex is POSIX extended, matched against
-    // the percent-decoded path. 0, or -1 with error() for a bad regex. An
-    // exception escaping the handler (built with exceptions) is logged with
-    // the route and what(), answered 500, and the connection closed.
     int route(const std::string &method, const std::string &path_regex, HttpHandler handler);
-    // Serves the files under docroot for every path not routed before: GET
-    // and HEAD (else 405), index.html for a directory (a path without its
-    // final "/" is redirected), ETag and Last-Modified with 304, one byte
-    // range (206, 416). Dotfiles, "..", "//", backslashes and symlinks
-    // (none is followed) are never served. 0, or -1 with error().
     int serve_directory(const std::string &docroot);
-    // Answers GET path with the scoreboard: an HTML page, "?auto" in Apache
-    // mod_status's machine-readable format, "?json". Only clients in
-    // `allow` get it, others 403; an empty list means loopback only
-    // (127.0.0.0/8 and ::1). Clients over a UNIX socket always get it.
-    // 0, or -1 with error().
     int serve_status(const std::string &path, const std::vector<AddressRange> &allow = {});
-    // Serves one connection until it closes, times out, or the worker
-    // should stop. Never throws, never exits.
     void serve(Worker &worker, int fd);
-    // Answers 503 (Retry-After: 1) without reading the request, logs it,
-    // and returns: the handler for Server::on_refusal().
     void refuse(Worker &worker, int fd);
     const std::string &error() const { return error_; }
     const HttpOptions &options() const { return options_; }
