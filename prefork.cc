@@ -66,8 +66,9 @@ namespace prefork {
    descriptor goes through one of these, as does one with a platform variant.
    Calls that return at once and create nothing (bind, listen, setsockopt,
    getsockname, shutdown, kill, fork, exec, unlink, fstat, sigaction,
-   sigprocmask, the SysV get/ctl calls, getpid) are made where they are
-   needed: they cannot see EINTR, so a wrapper would only rename them.
+   sigprocmask, semget, semctl, the shm calls, getpid) are made where they
+   are needed: they cannot see EINTR, so a wrapper would only rename them.
+   So is getaddrinfo, a library call with errors of its own (EAI_*).
 
    EINTR: a wrapper retries it unless its comment says otherwise, and keeps
    the caller's errno when it succeeds. The exceptions, each marked:
@@ -75,11 +76,14 @@ namespace prefork {
      close a descriptor another thread has just been given;
    - the waits (poll, poll_with_mask, Waiter::wait) return 0, "nothing
      ready": the signal they woke for is a byte in the self-pipe they watch;
-   - connect, receive and send_pieces pass it up, to a caller that looks at
-     its own clock.
+   - connect passes it up: the connection goes on in the background and
+     cannot be asked for twice; receive and send_pieces pass it up to a
+     caller that looks at its own clock.
 
    Every descriptor is born close-on-exec (SOCK_CLOEXEC, accept4, pipe2,
-   O_CLOEXEC, F_DUPFD_CLOEXEC), so no exec in between can leak it. */
+   O_CLOEXEC, F_DUPFD_CLOEXEC, EPOLL_CLOEXEC), so no exec in another thread
+   can leak it; the one fallback, for systems without the first three, is
+   at the descriptor makers below. */
 namespace sys {
 
 // Calls f until it succeeds or fails with something other than EINTR; on
@@ -92,6 +96,7 @@ template <class F> static auto retry(F f) -> decltype(f()) {
     return rc;
 }
 
+// read(), write(), pread(): EINTR retried.
 static ssize_t read(int fd, void *buffer, size_t length) {
     return retry([&] { return ::read(fd, buffer, length); });
 }
@@ -100,7 +105,8 @@ static ssize_t write(int fd, const void *buffer, size_t length) {
     return retry([&] { return ::write(fd, buffer, length); });
 }
 
-// Writes all of buffer to a blocking fd. 0, or -1 with errno.
+// Writes all of buffer to a blocking fd. 0, or -1 with errno (EINTR
+// retried, by write()).
 static int write_all(int fd, const char *buffer, size_t length) {
     while (length > 0) {
         ssize_t n = write(fd, buffer, length);
@@ -124,7 +130,8 @@ static int close(int fd) {
     return rc;
 }
 
-// openat() with O_CLOEXEC added; dir_fd AT_FDCWD makes it open().
+// openat() with O_CLOEXEC added; dir_fd AT_FDCWD makes it open(). EINTR
+// (a FIFO, some network file systems) retried.
 static int openat(int dir_fd, const char *path, int flags) {
     return retry([&] { return ::openat(dir_fd, path, flags | O_CLOEXEC); });
 }
@@ -134,6 +141,7 @@ static int openat(int dir_fd, const char *path, int flags) {
 static int duplicate(int fd, int lowest) { return fcntl(fd, F_DUPFD_CLOEXEC, lowest); }
 
 // Makes target a copy of fd, not close-on-exec: for handing to a program.
+// EINTR (Linux documents it) retried.
 static int dup2(int fd, int target) {
     return retry([&] { return ::dup2(fd, target); });
 }
@@ -203,6 +211,7 @@ static int accept_once(int fd, sockaddr *address, socklen_t *length) {
 #endif
 
 // Accepts a blocking, close-on-exec connection from a nonblocking listener.
+// EINTR retried.
 static int accept(int fd, sockaddr *address, socklen_t *length) {
     return retry([&] { return accept_once(fd, address, length); });
 }
@@ -213,6 +222,7 @@ static int connect(int fd, const sockaddr *address, socklen_t length) {
     return ::connect(fd, address, length);
 }
 
+// EINTR retried.
 static pid_t waitpid(pid_t pid, int *status, int options) {
     return retry([&] { return ::waitpid(pid, status, options); });
 }
@@ -262,7 +272,7 @@ static int64_t monotonic_ms() {
 // semop() that gives up after timeout_ms (-1: wait as long as it takes)
 // with EAGAIN. The parent never waits without a bound: a worker may hang,
 // or be stopped, while it holds the lock. Linux: semtimedop(); elsewhere
-// IPC_NOWAIT tries a millisecond apart.
+// IPC_NOWAIT tries a millisecond apart. EINTR retried until the deadline.
 static int semop(int id, sembuf *operations, size_t count, int timeout_ms = -1) {
     int saved = errno;
     int rc;
@@ -438,7 +448,8 @@ static int notify_open(sockaddr_un *to, socklen_t *length) {
     return socket(AF_UNIX, SOCK_DGRAM);
 }
 
-// Sends text to the notify socket; best effort, errors are dropped.
+// Sends text to the notify socket; best effort, errors are dropped. EINTR
+// retried.
 static void notify_send(int fd, const sockaddr_un &to, socklen_t length, const std::string &text) {
     int flags = 0;
 #ifdef MSG_NOSIGNAL
@@ -496,7 +507,8 @@ template <class F> static void for_each_semaphore_set(F f) {
 // out of it: "..", absolute paths, and symlinks, none of which is followed
 // (even one that stays inside could name a dotfile). Linux resolves with
 // openat2(RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS); elsewhere, or on a kernel
-// without openat2, one component at a time with O_NOFOLLOW.
+// without openat2, one component at a time with O_NOFOLLOW. The fd is
+// close-on-exec; EINTR retried.
 static int open_beneath(int dir_fd, const char *path, int flags) {
 #if defined(__linux__) && defined(SYS_openat2)
     open_how how;
@@ -528,7 +540,7 @@ static int open_beneath(int dir_fd, const char *path, int flags) {
 // Sends up to length bytes of in_fd from offset (Linux: sendfile; elsewhere
 // pread then write, through a 64 KiB buffer): the bytes sent, 0 if the file
 // ends first, or -1 with errno (EAGAIN when the socket's send timeout ran
-// out first).
+// out first). EINTR retried.
 static ssize_t sendfile_some(int out_fd, int in_fd, uint64_t offset, uint64_t length) {
 #ifdef __linux__
     size_t most = size_t(std::min<uint64_t>(length, 1 << 30));
@@ -605,7 +617,9 @@ static const int parent_signals[] = {SIGCHLD, SIGTERM, SIGINT, SIGHUP, SIGTTIN,
 static const char upgrade_variable[] = "PREFORK_UPGRADE_FD";
 
 // Installs handler with every signal blocked while it runs, and
-// SA_RESTART, so a signal interrupts only the waits that must see it.
+// SA_RESTART, so most calls a signal lands in go on; the kernel never
+// restarts the waits or a socket call under a timeout, and the wrappers
+// say what those do with EINTR.
 static int set_disposition(int signal, void (*handler)(int), struct sigaction *old = nullptr) {
     struct sigaction action;
     memset(&action, 0, sizeof action);
