@@ -1,8 +1,9 @@
 /* prefork.cc - prefork 0.1.0, the implementation. See prefork.h for the manual.
 
-   Read top to bottom, the way data flows: syscall wrappers (the only place
-   with #ifdef), the self-pipe and signal handlers, logging and options, the
-   System V scoreboard, listeners, the worker loop, then the parent loop.
+   Read top to bottom, the way data flows: syscall wrappers and platform
+   features (the only place with #ifdef), the self-pipe and signal handlers,
+   logging and options, the System V scoreboard, listeners, the worker loop,
+   then the parent loop.
 
    Two process roles share this file. The parent owns Server::State and
    never touches a connection; a worker is a forked copy that owns one

@@ -15,6 +15,7 @@
 #include <gtest/gtest.h>
 
 #include <pthread.h>
+#include <sys/syscall.h>
 
 #include <string>
 #include <thread>
