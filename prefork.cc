@@ -1,9 +1,10 @@
 /* prefork.cc - prefork 0.1.0, the implementation. See prefork.h for the manual.
 
-   Read top to bottom, the way data flows: syscall wrappers (the only place
-   with #ifdef), the self-pipe and signal handlers, logging and options, the
-   System V scoreboard, the server's state, listeners, the worker, the
-   parent's pool, the binary upgrade, the parent loop, then HTTP.
+   Read top to bottom, the way data flows: syscall wrappers and platform
+   features (the only place with #ifdef), the self-pipe and signal handlers,
+   logging and options, the System V scoreboard, the server's state,
+   listeners, the worker, the parent's pool, the binary upgrade, the parent
+   loop, then HTTP.
 
    Two process roles share this file. The parent owns a ServerState and
    never touches a connection; a worker is a forked copy that keeps to its
@@ -62,30 +63,54 @@
 namespace prefork {
 
 /* ---------------------------------------------------------------------------
-   Syscall wrappers. Every call below goes through one of these: they retry
-   EINTR (except close, which must never be retried), keep errno intact on
-   success, and hide the Linux-only variants behind one #ifdef each. */
+   Syscall wrappers, the only place with #ifdef. A system call that can wait
+   (on a peer, a child, a lock, a signal), can fail with EINTR, or creates a
+   descriptor goes through one of these, as does one with a platform variant.
+   Calls that return at once and create nothing (bind, listen, setsockopt,
+   getsockname, shutdown, kill, fork, exec, unlink, fstat, sigaction,
+   sigprocmask, semget, semctl, the shm calls, getpid) are made where they
+   are needed: they cannot see EINTR, so a wrapper would only rename them.
+   So is getaddrinfo, a library call with errors of its own (EAI_*).
+
+   EINTR: a wrapper retries it unless its comment says otherwise, and keeps
+   the caller's errno when it succeeds. The exceptions, each marked:
+   - close() is never retried: the fd is gone either way, and a retry could
+     close a descriptor another thread has just been given;
+   - the waits (poll, poll_with_mask, Waiter::wait) return 0, "nothing
+     ready": the signal they woke for is a byte in the self-pipe they watch;
+   - connect passes it up: the connection goes on in the background and
+     cannot be asked for twice; receive and send_pieces pass it up to a
+     caller that looks at its own clock.
+
+   Every descriptor is born close-on-exec (SOCK_CLOEXEC, accept4, pipe2,
+   O_CLOEXEC, F_DUPFD_CLOEXEC, EPOLL_CLOEXEC), so no exec in another thread
+   can leak it; the one fallback, for systems without the first three, is
+   at the descriptor makers below. */
 namespace sys {
 
-// Each retry loop below restores the caller's errno when the call finally
-// succeeds, so an EINTR on the way never shows through.
-static ssize_t read(int fd, void *buffer, size_t length) {
+// Calls f until it succeeds or fails with something other than EINTR; on
+// success errno is what it was before, so an EINTR on the way never shows.
+template <class F> static auto retry(F f) -> decltype(f()) {
     int saved = errno;
-    ssize_t n;
-    do n = ::read(fd, buffer, length); while (n < 0 && errno == EINTR);
-    if (n >= 0) errno = saved;
-    return n;
+    decltype(f()) rc;
+    do rc = f(); while (rc < 0 && errno == EINTR);
+    if (rc >= 0) errno = saved;
+    return rc;
 }
 
-static ssize_t write(int fd, const void *buffer, size_t length) {
-    int saved = errno;
-    ssize_t n;
-    do n = ::write(fd, buffer, length); while (n < 0 && errno == EINTR);
-    if (n >= 0) errno = saved;
-    return n;
+// read(), write(), pread(): EINTR retried. read and write are called from
+// many places, none of them hot: one copy each (inlined, every caller grew,
+// and httpd by 1.2 KB).
+__attribute__((noinline)) static ssize_t read(int fd, void *buffer, size_t length) {
+    return retry([&] { return ::read(fd, buffer, length); });
 }
 
-// Writes all of buffer to a blocking fd. 0, or -1 with errno.
+__attribute__((noinline)) static ssize_t write(int fd, const void *buffer, size_t length) {
+    return retry([&] { return ::write(fd, buffer, length); });
+}
+
+// Writes all of buffer to a blocking fd. 0, or -1 with errno (EINTR
+// retried, by write()).
 static int write_all(int fd, const char *buffer, size_t length) {
     while (length > 0) {
         ssize_t n = write(fd, buffer, length);
@@ -96,6 +121,11 @@ static int write_all(int fd, const char *buffer, size_t length) {
     return 0;
 }
 
+static ssize_t pread(int fd, void *buffer, size_t length, off_t offset) {
+    return retry([&] { return ::pread(fd, buffer, length, offset); });
+}
+
+// Never retried (see above). close(-1) is a no-op that returns 0.
 static int close(int fd) {
     if (fd < 0) return 0;
     int saved = errno;
@@ -104,21 +134,121 @@ static int close(int fd) {
     return rc;
 }
 
-// poll() that reports EINTR as "nothing ready": callers loop anyway, and
-// the self-pipe in their set tells them what the signal was.
+// openat() with O_CLOEXEC added; dir_fd AT_FDCWD makes it open(). EINTR
+// (a FIFO, some network file systems) retried.
+static int openat(int dir_fd, const char *path, int flags) {
+    return retry([&] { return ::openat(dir_fd, path, flags | O_CLOEXEC); });
+}
+
+// A close-on-exec copy of fd at the lowest free number >= lowest.
+// Cannot be interrupted.
+static int duplicate(int fd, int lowest) { return fcntl(fd, F_DUPFD_CLOEXEC, lowest); }
+
+// Makes target a copy of fd, not close-on-exec: for handing to a program.
+// EINTR (Linux documents it) retried.
+static int dup2(int fd, int target) {
+    return retry([&] { return ::dup2(fd, target); });
+}
+
+// Set on a descriptor made elsewhere (inherited, or on a system that
+// cannot make it so at birth). 0, or -1 with errno; cannot be interrupted.
+static int set_close_on_exec(int fd) {
+    int flags = fcntl(fd, F_GETFD);
+    return flags < 0 ? -1 : fcntl(fd, F_SETFD, flags | FD_CLOEXEC);
+}
+
+// Sets close-on-exec, and O_NONBLOCK on or off. 0, or -1 with errno.
+static int set_flags(int fd, bool nonblocking) {
+    if (set_close_on_exec(fd) < 0) return -1;
+    int flags = fcntl(fd, F_GETFL);
+    if (flags < 0) return -1;
+    int wanted = nonblocking ? (flags | O_NONBLOCK) : (flags & ~O_NONBLOCK);
+    return wanted == flags ? 0 : fcntl(fd, F_SETFL, wanted);
+}
+
+// The descriptor makers, each close-on-exec from birth, none of them
+// interruptible but accept_once:
+//   socket(domain, type, nonblocking): a socket, nonblocking if asked;
+//   socket_pair(fds): a connected pair of nonblocking UNIX stream sockets;
+//   pipe(fds): a pipe, nonblocking at both ends;
+//   accept_once(fd, ...): one accept() of a blocking connection.
+// SOCK_CLOEXEC comes with accept4 and pipe2 (Linux, the BSDs, illumos).
+// Where it is missing (macOS), the one fallback: the flags are set straight
+// after, which only a thread that forks in between could race.
+#ifdef SOCK_CLOEXEC
+static int socket(int domain, int type, bool nonblocking = false) {
+    return ::socket(domain, type | SOCK_CLOEXEC | (nonblocking ? SOCK_NONBLOCK : 0), 0);
+}
+static int socket_pair(int fds[2]) {
+    return ::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0, fds);
+}
+static int pipe(int fds[2]) { return ::pipe2(fds, O_CLOEXEC | O_NONBLOCK); }
+static int accept_once(int fd, sockaddr *address, socklen_t *length) {
+    return ::accept4(fd, address, length, SOCK_CLOEXEC);
+}
+#else
+static int with_flags(int fd, bool nonblocking) {
+    if (fd >= 0 && set_flags(fd, nonblocking) < 0) {
+        close(fd);
+        return -1;
+    }
+    return fd;
+}
+static int pair_with_flags(int rc, int fds[2]) {
+    if (rc < 0) return -1;
+    if (set_flags(fds[0], true) < 0 || set_flags(fds[1], true) < 0) {
+        close(fds[0]);
+        close(fds[1]);
+        return -1;
+    }
+    return 0;
+}
+static int socket(int domain, int type, bool nonblocking = false) {
+    return with_flags(::socket(domain, type, 0), nonblocking);
+}
+static int socket_pair(int fds[2]) { return pair_with_flags(::socketpair(AF_UNIX, SOCK_STREAM, 0, fds), fds); }
+static int pipe(int fds[2]) { return pair_with_flags(::pipe(fds), fds); }
+// A BSD accept() passes the listener's O_NONBLOCK on; with_flags clears it.
+static int accept_once(int fd, sockaddr *address, socklen_t *length) {
+    return with_flags(::accept(fd, address, length), false);
+}
+#endif
+
+// Accepts a blocking, close-on-exec connection from a nonblocking listener.
+// EINTR retried.
+static int accept(int fd, sockaddr *address, socklen_t *length) {
+    return retry([&] { return accept_once(fd, address, length); });
+}
+
+// connect() for a UNIX socket probe. Passes EINTR up: an interrupted
+// connect goes on in the background, so it cannot simply be called again.
+static int connect(int fd, const sockaddr *address, socklen_t length) {
+    return ::connect(fd, address, length);
+}
+
+// EINTR retried.
+static pid_t waitpid(pid_t pid, int *status, int options) {
+    return retry([&] { return ::waitpid(pid, status, options); });
+}
+
+// For the waits: EINTR becomes 0, "nothing ready", with errno kept.
+static int nothing_if_interrupted(int n, int saved) {
+    if (n >= 0 || errno != EINTR) return n;
+    errno = saved;
+    return 0;
+}
+
+// poll(). A wait: EINTR is 0 (see above); callers loop anyway, and the
+// self-pipe in their set tells them what the signal was.
 static int poll(pollfd *fds, nfds_t count, int timeout_ms) {
     int saved = errno;
-    int n = ::poll(fds, count, timeout_ms);
-    if (n < 0 && errno == EINTR) {
-        errno = saved;
-        return 0;
-    }
-    return n;
+    return nothing_if_interrupted(::poll(fds, count, timeout_ms), saved);
 }
 
 // poll() with `mask` as the signal mask for the wait only. Workers keep
 // SIGTERM blocked while they serve, so it can never interrupt a handler's
-// own system calls, and take it only here, between connections.
+// own system calls, and take it only here, between connections. A wait:
+// EINTR is 0. Linux: ppoll(); elsewhere sigprocmask() around poll().
 static int poll_with_mask(pollfd *fds, nfds_t count, int timeout_ms, const sigset_t *mask) {
     int saved = errno;
 #ifdef __linux__
@@ -134,206 +264,7 @@ static int poll_with_mask(pollfd *fds, nfds_t count, int timeout_ms, const sigse
     sigprocmask(SIG_SETMASK, &old, nullptr);
     errno = poll_errno;
 #endif
-    if (n < 0 && errno == EINTR) {
-        errno = saved;
-        return 0;
-    }
-    return n;
-}
-
-// What a worker waits on between connections: fds[0, listeners) are the
-// listeners, the rest its pipes. On Linux an epoll set in which the
-// listeners are EPOLLEXCLUSIVE, so a new connection wakes one idle worker
-// instead of every one of them (the thundering herd); elsewhere, or when
-// epoll is refused, poll(). Either way the wait runs under `mask`.
-class Waiter {
-public:
-    Waiter(const std::vector<int> &fds, size_t listeners) : fds_(fds), listeners_(listeners) {
-        polled_.resize(fds.size());
-#ifdef __linux__
-        epoll_ = epoll_create1(EPOLL_CLOEXEC);
-        for (size_t i = listeners_; epoll_ >= 0 && i < fds_.size(); i++)
-            if (control(EPOLL_CTL_ADD, i, 0) < 0) drop_epoll();
-#endif
-        listen(true);
-    }
-    ~Waiter() { drop_epoll(); }
-
-    // Puts the listeners in the set, or takes them out.
-    void listen(bool on) {
-#ifdef __linux__
-        for (size_t i = 0; epoll_ >= 0 && on != listening_ && i < listeners_; i++) {
-            int rc = on ? control(EPOLL_CTL_ADD, i, EPOLLEXCLUSIVE) : control(EPOLL_CTL_DEL, i, 0);
-            if (rc < 0 && on && errno == EINVAL) rc = control(EPOLL_CTL_ADD, i, 0);  // before Linux 4.5
-            if (rc < 0) drop_epoll();
-        }
-#endif
-        listening_ = on;
-    }
-
-    // Waits up to timeout_ms (-1: no limit). Returns the number of ready
-    // fds, 0 on timeout or signal, -1 on error; ready[i] is set for fds[i].
-    int wait(int timeout_ms, const sigset_t *mask, std::vector<char> &ready) {
-        std::fill(ready.begin(), ready.end(), 0);
-#ifdef __linux__
-        if (epoll_ >= 0) {
-            epoll_event events[8];
-            int saved = errno;
-            int n = epoll_pwait(epoll_, events, 8, timeout_ms, mask);
-            if (n < 0 && errno == EINTR) {
-                errno = saved;
-                return 0;
-            }
-            for (int i = 0; i < n; i++) ready[events[i].data.u32] = 1;
-            return n;
-        }
-#endif
-        nfds_t count = 0;
-        for (size_t i = listening_ ? 0 : listeners_; i < fds_.size(); i++)
-            polled_[count++] = pollfd{fds_[i], POLLIN, 0};
-        int n = poll_with_mask(polled_.data(), count, timeout_ms, mask);
-        for (nfds_t i = 0; n > 0 && i < count; i++)
-            if (polled_[i].revents) ready[i + (listening_ ? 0 : listeners_)] = 1;
-        return n;
-    }
-
-private:
-#ifdef __linux__
-    int control(int op, size_t i, uint32_t flags) {
-        epoll_event event{};
-        event.events = EPOLLIN | flags;
-        event.data.u32 = uint32_t(i);
-        return epoll_ctl(epoll_, op, fds_[i], &event);
-    }
-#endif
-    void drop_epoll() {
-        if (epoll_ >= 0) ::close(epoll_);
-        epoll_ = -1;
-    }
-
-    std::vector<int> fds_;
-    size_t listeners_;
-    bool listening_ = false;
-    int epoll_ = -1;
-    std::vector<pollfd> polled_;
-};
-
-// Lets the kernel hold a new connection until its first bytes arrive, for
-// up to `seconds` (rounded up; 0 = off). Linux only; elsewhere nothing.
-static int defer_accept(int fd, double seconds) {
-#if defined(__linux__) && defined(TCP_DEFER_ACCEPT)
-    int whole = !(seconds > 0) ? 0 : seconds >= 1e6 ? 1000000 : int(std::ceil(seconds));
-    return whole > 0 ? setsockopt(fd, IPPROTO_TCP, TCP_DEFER_ACCEPT, &whole, sizeof whole) : 0;
-#else
-    (void)fd;
-    (void)seconds;
-    return 0;
-#endif
-}
-
-// A datagram socket for systemd's NOTIFY_SOCKET ("/path" or "@abstract"),
-// with *to and *length set; -1 when unset or unusable.
-static int notify_open(sockaddr_un *to, socklen_t *length) {
-    const char *path = getenv("NOTIFY_SOCKET");
-    size_t size = path ? strlen(path) : 0;
-    if (size < 2 || size >= sizeof to->sun_path || (path[0] != '/' && path[0] != '@')) return -1;
-    memset(to, 0, sizeof *to);
-    to->sun_family = AF_UNIX;
-    memcpy(to->sun_path, path, size);
-    if (path[0] == '@') to->sun_path[0] = '\0';  // the abstract namespace
-    *length = socklen_t(offsetof(sockaddr_un, sun_path) + size);
-    int fd = ::socket(AF_UNIX, SOCK_DGRAM, 0);
-    if (fd >= 0) fcntl(fd, F_SETFD, FD_CLOEXEC);
-    return fd;
-}
-
-static void notify_send(int fd, const sockaddr_un &to, socklen_t length, const std::string &text) {
-    int flags = 0;
-#ifdef MSG_NOSIGNAL
-    flags = MSG_NOSIGNAL;
-#endif
-    (void)sendto(fd, text.data(), text.size(), flags, reinterpret_cast<const sockaddr *>(&to), length);
-}
-
-static int set_flags(int fd, bool nonblocking) {
-    int fdflags = fcntl(fd, F_GETFD);
-    if (fdflags < 0 || fcntl(fd, F_SETFD, fdflags | FD_CLOEXEC) < 0) return -1;
-    int flags = fcntl(fd, F_GETFL);
-    if (flags < 0) return -1;
-    int wanted = nonblocking ? (flags | O_NONBLOCK) : (flags & ~O_NONBLOCK);
-    return wanted == flags ? 0 : fcntl(fd, F_SETFL, wanted);
-}
-
-// A close-on-exec pipe, nonblocking at both ends.
-static int pipe(int fds[2]) {
-#ifdef __linux__
-    return ::pipe2(fds, O_CLOEXEC | O_NONBLOCK);
-#else
-    if (::pipe(fds) < 0) return -1;
-    if (set_flags(fds[0], true) < 0 || set_flags(fds[1], true) < 0) {
-        close(fds[0]);
-        close(fds[1]);
-        return -1;
-    }
-    return 0;
-#endif
-}
-
-// A connected pair of close-on-exec, nonblocking UNIX stream sockets.
-static int socket_pair(int fds[2]) {
-    if (::socketpair(AF_UNIX, SOCK_STREAM, 0, fds) < 0) return -1;
-    if (set_flags(fds[0], true) < 0 || set_flags(fds[1], true) < 0) {
-        close(fds[0]);
-        close(fds[1]);
-        return -1;
-    }
-    return 0;
-}
-
-static int socket(int domain, int type) {
-#ifdef __linux__
-    return ::socket(domain, type | SOCK_CLOEXEC, 0);
-#else
-    int fd = ::socket(domain, type, 0);
-    if (fd >= 0 && set_flags(fd, false) < 0) {
-        close(fd);
-        return -1;
-    }
-    return fd;
-#endif
-}
-
-// Accepts a blocking, close-on-exec connection from a nonblocking listener.
-static int accept(int fd, sockaddr *address, socklen_t *length) {
-    int saved = errno;
-    int client;
-#ifdef __linux__
-    do client = ::accept4(fd, address, length, SOCK_CLOEXEC);
-    while (client < 0 && errno == EINTR);
-#else
-    do client = ::accept(fd, address, length);
-    while (client < 0 && errno == EINTR);
-    if (client >= 0 && set_flags(client, false) < 0) {
-        close(client);
-        return -1;
-    }
-#endif
-    if (client >= 0) errno = saved;
-    return client;
-}
-
-// connect() for a UNIX socket probe. An interrupted connect goes on in the
-// background, so EINTR is not retried but reported.
-static int connect(int fd, const sockaddr *address, socklen_t length) {
-    return ::connect(fd, address, length);
-}
-
-static pid_t waitpid(pid_t pid, int *status, int options) {
-    int saved = errno;
-    pid_t rc;
-    do rc = ::waitpid(pid, status, options); while (rc < 0 && errno == EINTR);
-    if (rc >= 0) errno = saved;
-    return rc;
+    return nothing_if_interrupted(n, saved);
 }
 
 static int64_t monotonic_ms() {
@@ -344,7 +275,8 @@ static int64_t monotonic_ms() {
 
 // semop() that gives up after timeout_ms (-1: wait as long as it takes)
 // with EAGAIN. The parent never waits without a bound: a worker may hang,
-// or be stopped, while it holds the lock.
+// or be stopped, while it holds the lock. Linux: semtimedop(); elsewhere
+// IPC_NOWAIT tries a millisecond apart. EINTR retried until the deadline.
 static int semop(int id, sembuf *operations, size_t count, int timeout_ms = -1) {
     int saved = errno;
     int rc;
@@ -379,86 +311,9 @@ union semun {
     unsigned short *array;
 };
 
-// Calls f(id) for every semaphore set in the system (Linux: SEM_INFO and
-// SEM_STAT walk the kernel's table; elsewhere there is no portable way and
-// nothing is visited).
-template <class F> static void for_each_semaphore_set(F f) {
-#ifdef __linux__
-    seminfo info;
-    semun arg;
-    arg.buf = reinterpret_cast<semid_ds *>(&info);
-    int highest = semctl(0, 0, SEM_INFO, arg);
-    for (int index = 0; index <= highest; index++) {
-        semid_ds ds;
-        arg.buf = &ds;
-        int id = semctl(index, 0, SEM_STAT, arg);
-        if (id >= 0) f(id, ds);
-    }
-#else
-    (void)f;
-#endif
-}
-
-// True when the parent that forked us is gone. On Linux the kernel says so
-// with the parent-death signal (see below), which shows up as a pending
-// SIGTERM, so no system call is spent here; elsewhere, getppid().
-static bool parent_gone(pid_t parent) {
-#ifdef __linux__
-    (void)parent;
-    return false;
-#else
-    return getppid() != parent;
-#endif
-}
-
-// Asks the kernel to send `signal` when the parent dies (Linux only). The
-// life pipe tells idle workers on every system; a busy worker sees this
-// signal pending, or its new parent pid, through Worker::stopping().
-static void set_parent_death_signal(int signal) {
-#ifdef __linux__
-    prctl(PR_SET_PDEATHSIG, signal);
-#else
-    (void)signal;
-#endif
-}
-
-// Opens `path` (relative) beneath the directory dir_fd, refusing every way
-// out of it: "..", absolute paths, and symlinks, none of which is followed
-// (even one that stays inside could name a dotfile). Linux resolves with
-// openat2(RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS); elsewhere, or on a kernel
-// without openat2, one component at a time with O_NOFOLLOW.
-static int open_beneath(int dir_fd, const char *path, int flags) {
-#if defined(__linux__) && defined(SYS_openat2)
-    open_how how;
-    memset(&how, 0, sizeof how);
-    how.flags = uint64_t(flags | O_CLOEXEC);
-    how.resolve = RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS;
-    int fd;
-    do fd = int(syscall(SYS_openat2, dir_fd, path, &how, sizeof how)); while (fd < 0 && errno == EINTR);
-    if (fd >= 0 || errno != ENOSYS) return fd;
-#endif
-    int current = dir_fd;
-    std::string component;
-    for (const char *p = path;;) {
-        const char *slash = strchr(p, '/');
-        component.assign(p, slash ? size_t(slash - p) : strlen(p));
-        if (component == "..") {
-            if (current != dir_fd) close(current);
-            errno = EXDEV;
-            return -1;
-        }
-        int next = openat(current, component.empty() ? "." : component.c_str(),
-                          (slash ? O_RDONLY | O_DIRECTORY : flags) | O_NOFOLLOW | O_CLOEXEC);
-        if (current != dir_fd) close(current);
-        if (next < 0 || !slash) return next;
-        current = next;
-        p = slash + 1;
-    }
-}
-
 // recv() that returns at once unless `wait`: -1 with EAGAIN when nothing
-// has come (a wait under SO_RCVTIMEO ends that way too). EINTR is passed
-// up, for the caller to look at its clock. Not a socket: a plain read().
+// has come (a wait under SO_RCVTIMEO ends that way too). Passes EINTR up,
+// for the caller to look at its clock. Not a socket: a plain read().
 static ssize_t receive(int fd, char *buffer, size_t length, bool wait) {
     ssize_t n = ::recv(fd, buffer, length, wait ? 0 : MSG_DONTWAIT);
     if (n < 0 && errno == ENOTSOCK) n = ::read(fd, buffer, length);
@@ -468,7 +323,8 @@ static ssize_t receive(int fd, char *buffer, size_t length, bool wait) {
 // sendmsg() of count pieces, returning at once unless `wait`; `more` tells
 // the kernel (Linux: MSG_MORE) that a sendfile follows at once, so a head
 // and its file leave in the same segments instead of the file being held
-// back by Nagle until the client's delayed ACK. Not a socket: writev().
+// back by Nagle until the client's delayed ACK. Passes EINTR up, as
+// receive() does. Not a socket: writev().
 static ssize_t send_pieces(int fd, iovec *pieces, int count, bool wait, bool more) {
     msghdr message{};
     message.msg_iov = pieces;
@@ -487,26 +343,219 @@ static ssize_t send_pieces(int fd, iovec *pieces, int count, bool wait, bool mor
     return n;
 }
 
-// Sends up to length bytes of in_fd from offset (sendfile on Linux, else
-// pread then write): the bytes sent, 0 if the file ends first, or -1 with
-// errno (EAGAIN when the socket's send timeout ran out first).
-static ssize_t sendfile_some(int out_fd, int in_fd, uint64_t offset, uint64_t length) {
+/* ---------------------------------------------------------------------------
+   Platform features: what Linux (or the build) offers beyond POSIX, each
+   behind one #ifdef and each saying what it falls back to elsewhere. The
+   EINTR rule above holds here too. */
+
+// What a worker waits on between connections: fds[0, listeners) are the
+// listeners, the rest its pipes. On Linux an epoll set in which the
+// listeners are EPOLLEXCLUSIVE, so a new connection wakes one idle worker
+// instead of every one of them (the thundering herd); elsewhere, or when
+// epoll is refused, poll_with_mask(), which wakes them all. Either way the
+// wait runs under `mask`.
+class Waiter {
+public:
+    Waiter(const std::vector<int> &fds, size_t listeners) : fds_(fds), listeners_(listeners) {
+        polled_.resize(fds.size());
 #ifdef __linux__
-    for (;;) {
-        off_t at = off_t(offset);
-        ssize_t n = ::sendfile(out_fd, in_fd, &at, size_t(std::min<uint64_t>(length, 1 << 30)));
-        if (n >= 0 || errno != EINTR) return n;
+        epoll_ = epoll_create1(EPOLL_CLOEXEC);
+        for (size_t i = listeners_; epoll_ >= 0 && i < fds_.size(); i++)
+            if (control(EPOLL_CTL_ADD, i, 0) < 0) drop_epoll();
+#endif
+        listen(true);
+    }
+    ~Waiter() { drop_epoll(); }
+
+    // Puts the listeners in the set, or takes them out.
+    void listen(bool on) {
+#ifdef __linux__
+        for (size_t i = 0; epoll_ >= 0 && on != listening_ && i < listeners_; i++) {
+            int rc = on ? control(EPOLL_CTL_ADD, i, EPOLLEXCLUSIVE) : control(EPOLL_CTL_DEL, i, 0);
+            if (rc < 0 && on && errno == EINVAL) rc = control(EPOLL_CTL_ADD, i, 0);  // before Linux 4.5
+            if (rc < 0) drop_epoll();
+        }
+#endif
+        listening_ = on;
+    }
+
+    // Waits up to timeout_ms (-1: no limit). Returns the number of ready
+    // fds, 0 on timeout or signal (a wait: EINTR is 0), -1 on error;
+    // ready[i] is set for fds[i].
+    int wait(int timeout_ms, const sigset_t *mask, std::vector<char> &ready) {
+        std::fill(ready.begin(), ready.end(), 0);
+#ifdef __linux__
+        if (epoll_ >= 0) {
+            epoll_event events[8];
+            int saved = errno;
+            int n = nothing_if_interrupted(epoll_pwait(epoll_, events, 8, timeout_ms, mask), saved);
+            for (int i = 0; i < n; i++) ready[events[i].data.u32] = 1;
+            return n;
+        }
+#endif
+        nfds_t count = 0;
+        for (size_t i = listening_ ? 0 : listeners_; i < fds_.size(); i++)
+            polled_[count++] = pollfd{fds_[i], POLLIN, 0};
+        int n = poll_with_mask(polled_.data(), count, timeout_ms, mask);
+        for (nfds_t i = 0; n > 0 && i < count; i++)
+            if (polled_[i].revents) ready[i + (listening_ ? 0 : listeners_)] = 1;
+        return n;
+    }
+
+private:
+#ifdef __linux__
+    int control(int op, size_t i, uint32_t flags) {
+        epoll_event event{};
+        event.events = EPOLLIN | flags;
+        event.data.u32 = uint32_t(i);
+        return epoll_ctl(epoll_, op, fds_[i], &event);
+    }
+#endif
+    void drop_epoll() {
+        close(epoll_);
+        epoll_ = -1;
+    }
+
+    std::vector<int> fds_;
+    size_t listeners_;
+    bool listening_ = false;
+    int epoll_ = -1;
+    std::vector<pollfd> polled_;
+};
+
+// Lets the kernel hold a new connection until its first bytes arrive, for
+// up to `seconds` (rounded up; 0 = off). Linux: TCP_DEFER_ACCEPT;
+// elsewhere nothing (0): the worker's read timeout covers a silent client.
+static int defer_accept(int fd, double seconds) {
+#if defined(__linux__) && defined(TCP_DEFER_ACCEPT)
+    int whole = !(seconds > 0) ? 0 : seconds >= 1e6 ? 1000000 : int(std::ceil(seconds));
+    return whole > 0 ? setsockopt(fd, IPPROTO_TCP, TCP_DEFER_ACCEPT, &whole, sizeof whole) : 0;
+#else
+    (void)fd;
+    (void)seconds;
+    return 0;
+#endif
+}
+
+// A datagram socket for systemd's NOTIFY_SOCKET ("/path" or "@abstract"),
+// with *to and *length set; -1 when unset or unusable. Plain POSIX, but
+// only systemd sets the variable: elsewhere there is nothing to open.
+static int notify_open(sockaddr_un *to, socklen_t *length) {
+    const char *path = getenv("NOTIFY_SOCKET");
+    size_t size = path ? strlen(path) : 0;
+    if (size < 2 || size >= sizeof to->sun_path || (path[0] != '/' && path[0] != '@')) return -1;
+    memset(to, 0, sizeof *to);
+    to->sun_family = AF_UNIX;
+    memcpy(to->sun_path, path, size);
+    if (path[0] == '@') to->sun_path[0] = '\0';  // the abstract namespace (Linux)
+    *length = socklen_t(offsetof(sockaddr_un, sun_path) + size);
+    return socket(AF_UNIX, SOCK_DGRAM);
+}
+
+// Sends text to the notify socket; best effort, errors are dropped. EINTR
+// retried.
+static void notify_send(int fd, const sockaddr_un &to, socklen_t length, const std::string &text) {
+    int flags = 0;
+#ifdef MSG_NOSIGNAL
+    flags = MSG_NOSIGNAL;
+#endif
+    const sockaddr *address = reinterpret_cast<const sockaddr *>(&to);
+    (void)retry([&] { return ::sendto(fd, text.data(), text.size(), flags, address, length); });
+}
+
+// True when the parent that forked us is gone. On Linux the kernel says so
+// with the parent-death signal (see below), which shows up as a pending
+// SIGTERM, so no system call is spent here; elsewhere, getppid().
+static bool parent_gone(pid_t parent) {
+#ifdef __linux__
+    (void)parent;
+    return false;
+#else
+    return getppid() != parent;
+#endif
+}
+
+// Asks the kernel to send `signal` when the parent dies (Linux:
+// PR_SET_PDEATHSIG); elsewhere nothing. The life pipe tells idle workers on
+// every system; a busy worker sees this signal pending, or its new parent
+// pid, through Worker::stopping().
+static void set_parent_death_signal(int signal) {
+#ifdef __linux__
+    prctl(PR_SET_PDEATHSIG, signal);
+#else
+    (void)signal;
+#endif
+}
+
+// Calls f(id, ds) for every semaphore set in the system (Linux: SEM_INFO
+// and SEM_STAT walk the kernel's table); elsewhere there is no portable way
+// and nothing is visited.
+template <class F> static void for_each_semaphore_set(F f) {
+#ifdef __linux__
+    seminfo info;
+    semun arg;
+    arg.buf = reinterpret_cast<semid_ds *>(&info);
+    int highest = semctl(0, 0, SEM_INFO, arg);
+    for (int index = 0; index <= highest; index++) {
+        semid_ds ds;
+        arg.buf = &ds;
+        int id = semctl(index, 0, SEM_STAT, arg);
+        if (id >= 0) f(id, ds);
     }
 #else
+    (void)f;
+#endif
+}
+
+// Opens `path` (relative) beneath the directory dir_fd, refusing every way
+// out of it: "..", absolute paths, and symlinks, none of which is followed
+// (even one that stays inside could name a dotfile). Linux resolves with
+// openat2(RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS); elsewhere, or on a kernel
+// without openat2, one component at a time with O_NOFOLLOW. The fd is
+// close-on-exec; EINTR retried.
+static int open_beneath(int dir_fd, const char *path, int flags) {
+#if defined(__linux__) && defined(SYS_openat2)
+    open_how how;
+    memset(&how, 0, sizeof how);
+    how.flags = uint64_t(flags | O_CLOEXEC);
+    how.resolve = RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS;
+    int fd = retry([&] { return int(syscall(SYS_openat2, dir_fd, path, &how, sizeof how)); });
+    if (fd >= 0 || errno != ENOSYS) return fd;
+#endif
+    int current = dir_fd;
+    std::string component;
+    for (const char *p = path;;) {
+        const char *slash = strchr(p, '/');
+        component.assign(p, slash ? size_t(slash - p) : strlen(p));
+        if (component == "..") {
+            if (current != dir_fd) close(current);
+            errno = EXDEV;
+            return -1;
+        }
+        int next = openat(current, component.empty() ? "." : component.c_str(),
+                          (slash ? O_RDONLY | O_DIRECTORY : flags) | O_NOFOLLOW);
+        if (current != dir_fd) close(current);
+        if (next < 0 || !slash) return next;
+        current = next;
+        p = slash + 1;
+    }
+}
+
+// Sends up to length bytes of in_fd from offset (Linux: sendfile; elsewhere
+// pread then write, through a 64 KiB buffer): the bytes sent, 0 if the file
+// ends first, or -1 with errno (EAGAIN when the socket's send timeout ran
+// out first). EINTR retried.
+static ssize_t sendfile_some(int out_fd, int in_fd, uint64_t offset, uint64_t length) {
+#ifdef __linux__
+    size_t most = size_t(std::min<uint64_t>(length, 1 << 30));
+    return retry([&] {
+        off_t at = off_t(offset);
+        return ::sendfile(out_fd, in_fd, &at, most);
+    });
+#else
     char buffer[65536];
-    ssize_t n;
-    do n = pread(in_fd, buffer, size_t(std::min<uint64_t>(length, sizeof buffer)), off_t(offset));
-    while (n < 0 && errno == EINTR);
-    if (n <= 0) return n;
-    ssize_t sent;
-    do sent = ::write(out_fd, buffer, size_t(n));
-    while (sent < 0 && errno == EINTR);
-    return sent;
+    ssize_t n = pread(in_fd, buffer, size_t(std::min<uint64_t>(length, sizeof buffer)), off_t(offset));
+    return n <= 0 ? n : write(out_fd, buffer, size_t(n));
 #endif
 }
 
@@ -553,16 +602,23 @@ template <class T> static void store(T &target, T value) {
    process can land in the other's pipe. */
 static int signal_pipe_write_end = -1;
 
+// The handler. sys::write is async-signal-safe. The pipe is nonblocking: a
+// full pipe drops the byte rather than hang the handler, and the bytes
+// already in it wake the loop.
 static void on_signal(int signal) {
     int saved = errno;
     unsigned char byte = (unsigned char)signal;
-    if (signal_pipe_write_end >= 0) (void)!::write(signal_pipe_write_end, &byte, 1);
+    if (signal_pipe_write_end >= 0) (void)sys::write(signal_pipe_write_end, &byte, 1);
     errno = saved;
 }
 
 static const int parent_signals[] = {SIGCHLD, SIGTERM, SIGINT, SIGHUP, SIGTTIN,
                                      SIGTTOU, SIGUSR1, SIGUSR2, SIGPIPE};
 
+// Installs handler with every signal blocked while it runs, and
+// SA_RESTART, so most calls a signal lands in go on; the kernel never
+// restarts the waits or a socket call under a timeout, and the wrappers
+// say what those do with EINTR.
 static int set_disposition(int signal, void (*handler)(int), struct sigaction *old = nullptr) {
     struct sigaction action;
     memset(&action, 0, sizeof action);
@@ -572,7 +628,8 @@ static int set_disposition(int signal, void (*handler)(int), struct sigaction *o
     return sigaction(signal, &action, old);
 }
 
-// Reads every pending byte; calls f(byte) for each.
+// Reads every pending byte, until the nonblocking pipe says EAGAIN (or
+// EOF); calls f(byte) for each.
 template <class F> static void drain_pipe(int fd, F f) {
     unsigned char bytes[64];
     for (;;) {
@@ -1197,7 +1254,7 @@ PREFORK_COLD static int bind_unix(ServerState &s, const std::string &spec, const
                                  "failed: %s", spec.c_str(), strerror(err)));
         unlink(path.c_str());
     }
-    int fd = sys::socket(AF_UNIX, SOCK_STREAM);
+    int fd = sys::socket(AF_UNIX, SOCK_STREAM, true);
     if (fd < 0) return s.fail(format("cannot listen on %s: socket: %s", spec.c_str(), strerror(errno)));
     if (bind(fd, reinterpret_cast<sockaddr *>(&address), sizeof address) < 0 ||
         ::listen(fd, s.config.options.listen_backlog) < 0 || sys::set_flags(fd, true) < 0) {
@@ -1249,7 +1306,7 @@ PREFORK_COLD static int bind_inet(ServerState &s, const std::string &spec) {
     if (inet_address(spec, &address, &length, &why) < 0)
         return s.fail(format("cannot listen on %s: %s", spec.c_str(), why.c_str()));
     const sockaddr *bound = reinterpret_cast<const sockaddr *>(&address);
-    int fd = sys::socket(address.ss_family, SOCK_STREAM);
+    int fd = sys::socket(address.ss_family, SOCK_STREAM, true);
     int one = 1;
     // TCP_NODELAY: responses are written whole, so Nagle can only delay
     // them; Linux copies it to every accepted connection.
@@ -2309,10 +2366,10 @@ static const char upgrade_variable[] = "PREFORK_UPGRADE_FD";
     // lands on one still to be moved.
     int count = int(s.config.listeners.size()), above = 3 + count + 1;
     std::vector<int> moved;
-    for (const Listener &l : s.config.listeners) moved.push_back(fcntl(l.fd, F_DUPFD_CLOEXEC, above));
-    moved.push_back(fcntl(channel, F_DUPFD_CLOEXEC, above));
+    for (const Listener &l : s.config.listeners) moved.push_back(sys::duplicate(l.fd, above));
+    moved.push_back(sys::duplicate(channel, above));
     for (int i = 0; i <= count; i++)
-        if (moved[size_t(i)] < 0 || dup2(moved[size_t(i)], 3 + i) < 0) _exit(127);
+        if (moved[size_t(i)] < 0 || sys::dup2(moved[size_t(i)], 3 + i) < 0) _exit(127);
     std::vector<char *> argv;
     for (std::string &arg : s.config.upgrade_command) argv.push_back(&arg[0]);
     argv.push_back(nullptr);
@@ -2336,7 +2393,7 @@ static const char upgrade_variable[] = "PREFORK_UPGRADE_FD";
     unsigned char message[1 + sizeof(int)] = {'E'};
     int err = errno;
     memcpy(message + 1, &err, sizeof err);
-    (void)!::write(3 + count, message, sizeof message);
+    (void)sys::write(3 + count, message, sizeof message);
     _exit(127);
 }
 
@@ -2587,7 +2644,7 @@ PREFORK_COLD int Server::listen_inherited() {
         names.erase(0, end == std::string::npos ? names.size() : end + 1);
     }
     if (handover && handover_fd >= 0) {
-        if (fcntl(int(handover_fd), F_SETFD, FD_CLOEXEC) < 0)
+        if (sys::set_close_on_exec(int(handover_fd)) < 0)
             return s.fail(format("%s=%ld: %s", upgrade_variable, handover_fd, strerror(errno)));
         s.takeover.fd = int(handover_fd);
         s.takeover.state = Incoming::starting;
@@ -3671,8 +3728,7 @@ static void build_head(ServiceState &in, const HttpOptions &options, const HttpR
 static size_t read_file_at(int fd, char *buf, size_t length, uint64_t offset) {
     size_t got = 0;
     while (got < length) {
-        ssize_t n = pread(fd, buf + got, length - got, off_t(offset + got));
-        if (n < 0 && errno == EINTR) continue;
+        ssize_t n = sys::pread(fd, buf + got, length - got, off_t(offset + got));
         if (n <= 0) break;
         got += size_t(n);
     }
@@ -3900,7 +3956,8 @@ static int open_servable(int root, const HttpContext &ctx, HttpResponse &r, std:
         answer_status(r, errno == ENOENT || errno == ENOTDIR ? 404 : 403);
         return -1;
     }
-    if (fstat(fd, st) == 0 && S_ISDIR(st->st_mode)) {
+    if (fstat(fd, st) != 0) st->st_mode = 0;  // neither a directory nor a file: 403
+    if (S_ISDIR(st->st_mode)) {
         if (ctx.path.back() != '/') {
             sys::close(fd);
             std::string location(ctx.raw_path);
@@ -3910,7 +3967,7 @@ static int open_servable(int root, const HttpContext &ctx, HttpResponse &r, std:
             r.header("Location", location);
             return -1;
         }
-        int index = openat(fd, "index.html", O_RDONLY | O_NONBLOCK | O_NOFOLLOW | O_CLOEXEC);
+        int index = sys::openat(fd, "index.html", O_RDONLY | O_NONBLOCK | O_NOFOLLOW);
         sys::close(fd);
         if (index < 0) {
             answer_status(r, 403);  // no index: no listing either
@@ -4200,7 +4257,7 @@ int HttpService::serve_status(const std::string &path, const std::vector<Address
 }
 
 int HttpService::serve_directory(const std::string &docroot) {
-    int root = open(docroot.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    int root = sys::openat(AT_FDCWD, docroot.c_str(), O_RDONLY | O_DIRECTORY);
     if (root < 0) {
         error_ = format("cannot serve %s: %s", docroot.c_str(), strerror(errno));
         return -1;
