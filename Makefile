@@ -33,7 +33,7 @@ TEST_SOURCES = test/header_test.cc test/options_test.cc test/scoreboard_test.cc 
                test/sys_test.cc
 TEST_OBJECTS = $(TEST_SOURCES:test/%.cc=$(BUILD)/test/%.o)
 
-.PHONY: all static size-check test asan-test embedded-check bench bench-pool chaos fuzz install clean cross-test cross-test-here
+.PHONY: all static size-check function-check test asan-test embedded-check bench bench-pool chaos fuzz install clean cross-test cross-test-here
 
 all: $(HTTPD)
 
@@ -102,7 +102,11 @@ embedded-check:
 	@mkdir -p $(BUILD)
 	$(CXX) -std=c++17 $(WARNINGS) -fno-exceptions -fno-rtti -Os -c -o $(BUILD)/prefork-embedded.o prefork.cc
 
-test: all $(BUILD)/prefork_test $(BUILD)/chaos_server example-check embedded-check size-check
+# No function in the library or the program longer than a screen.
+function-check:
+	@python3 test/function_lengths.py --limit 60 prefork.cc httpd.cc
+
+test: all $(BUILD)/prefork_test $(BUILD)/chaos_server example-check embedded-check size-check function-check
 	timeout 300 $(BUILD)/prefork_test
 
 # The same suite under AddressSanitizer and UndefinedBehaviorSanitizer (the
