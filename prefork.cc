@@ -1815,8 +1815,8 @@ static int64_t backoff_ms(int failures) {
     return std::min<int64_t>(int64_t(50) << std::min(failures - 1, 10), 10000);
 }
 
-static void want_deadline(ServerState &s, int64_t at) {
-    if (at > 0 && (s.pool.next_deadline_ms == 0 || at < s.pool.next_deadline_ms)) s.pool.next_deadline_ms = at;
+static void want_deadline(Pool &pool, int64_t at) {
+    if (at > 0 && (pool.next_deadline_ms == 0 || at < pool.next_deadline_ms)) pool.next_deadline_ms = at;
 }
 
 // Runs f under the scoreboard lock, or without it when a stuck worker has
@@ -1857,8 +1857,8 @@ static void kill_now(Child &child) {
     kill(child.pid, SIGKILL);
 }
 
-static int64_t graceful_deadline(const ServerState &s) {
-    return now_ms() + int64_t(s.config.options.graceful_timeout * 1000);
+static int64_t graceful_deadline(const Options &options) {
+    return now_ms() + int64_t(options.graceful_timeout * 1000);
 }
 
 // systemd notifications (Options::notify_systemd), all from the parent.
@@ -1900,9 +1900,9 @@ PREFORK_COLD static void close_the_door(ServerState &s) {
         s.logf(LogLevel::info, "%zu connections were waiting in the listen queue; serving them", s.pool.backlog.size());
 }
 
-PREFORK_COLD static void close_backlog(ServerState &s) {
-    for (Accepted &a : s.pool.backlog) sys::close(a.fd);
-    s.pool.backlog.clear();
+PREFORK_COLD static void close_backlog(Pool &pool) {
+    for (Accepted &a : pool.backlog) sys::close(a.fd);
+    pool.backlog.clear();
 }
 
 static int spawn_worker(ServerState &s, size_t share = 0);
@@ -1915,7 +1915,7 @@ PREFORK_COLD static void hand_backlog(ServerState &s) {
         size_t free_slots = size_t(s.config.options.max_clients - s.pool.live);
         size_t share = (s.pool.backlog.size() + free_slots - 1) / free_slots;
         if (spawn_worker(s, share) < 0) {
-            want_deadline(s, s.pool.spawn_not_before_ms);
+            want_deadline(s.pool, s.pool.spawn_not_before_ms);
             return;
         }
         for (size_t i = 0; i < share; i++) sys::close(s.pool.backlog[i].fd);
@@ -1931,14 +1931,14 @@ static void begin_stop(ServerState &s, Phase phase, const char *why) {
     // upgrade listens on the same sockets (or we are that new parent and
     // have not taken over); a stop now drops what the queue held.
     if (phase == Phase::draining && !taking_over(s) && s.upgrade.state == Outgoing::none) close_the_door(s);
-    if (phase == Phase::stopping) close_backlog(s);
+    if (phase == Phase::stopping) close_backlog(s.pool);
     // Close our copies of the listeners: once the last worker exits the
     // kernel stops queueing connections nobody would accept.
     for (Listener &l : s.config.listeners) {
         sys::close(l.fd);
         l.fd = -1;
     }
-    s.pool.drain_deadline_ms = graceful_deadline(s);
+    s.pool.drain_deadline_ms = graceful_deadline(s.config.options);
     notify(s, "STOPPING=1");
     stop_upgrade(s, phase == Phase::draining ? SIGTERM : SIGINT,
                      s.pool.drain_deadline_ms + int64_t(s.config.options.kill_grace * 1000));
@@ -1951,10 +1951,10 @@ static void begin_stop(ServerState &s, Phase phase, const char *why) {
     }
 }
 
-static void note_failure(ServerState &s, int64_t now, int64_t at_least_ms) {
-    s.pool.failures++;
-    s.pool.last_failure_ms = now;
-    s.pool.spawn_not_before_ms = now + std::max(backoff_ms(s.pool.failures), at_least_ms);
+static void note_failure(Pool &pool, int64_t now, int64_t at_least_ms) {
+    pool.failures++;
+    pool.last_failure_ms = now;
+    pool.spawn_not_before_ms = now + std::max(backoff_ms(pool.failures), at_least_ms);
 }
 
 // Forks one worker into the first free slot (a drain worker for the first
@@ -1993,7 +1993,7 @@ static int spawn_worker(ServerState &s, size_t share) {
         store(shared->live, int32_t(s.pool.live));
         store(shared_slot.flags, uint16_t(0));
         set_state(shared_slot, SlotState::free);
-        note_failure(s, now, 100);
+        note_failure(s.pool, now, 100);
         s.logf(LogLevel::error, "fork: %s; next try in %lld ms", strerror(fork_errno),
                (long long)(s.pool.spawn_not_before_ms - now));
         if (s.config.options.shutdown_on_error) {
@@ -2040,7 +2040,7 @@ static const int crash_lines_per_second = 5;
 PREFORK_COLD static void flush_crash_log(ServerState &s, int64_t now) {
     CrashLog &c = s.pool.crash_log;
     if (now - c.window_start_ms < 1000) {
-        if (c.unlogged) want_deadline(s, c.window_start_ms + 1000);
+        if (c.unlogged) want_deadline(s.pool, c.window_start_ms + 1000);
         return;
     }
     if (c.unlogged)
@@ -2057,7 +2057,7 @@ PREFORK_COLD static void log_death_while_serving(ServerState &s, const Child &ch
     CrashLog &c = s.pool.crash_log;
     if (c.logged >= crash_lines_per_second) {
         c.unlogged++;
-        want_deadline(s, c.window_start_ms + 1000);
+        want_deadline(s.pool, c.window_start_ms + 1000);
         return;
     }
     c.logged++;
@@ -2083,7 +2083,7 @@ static void judge_exit(ServerState &s, const Child &child, const Slot &slot, int
     } else if (state == SlotState::busy) {
         log_death_while_serving(s, child, slot, how, lived);
     } else if (!was_ready || (lived < young_death_ms && crashed(status))) {
-        note_failure(s, now, 0);
+        note_failure(s.pool, now, 0);
         s.logf(LogLevel::error, "worker %d %s %lld ms after it started%s; failure %d in a row, "
                "next fork in %lld ms (back-off)", int(child.pid), how.c_str(), (long long)lived,
                was_ready ? "" : ", before it was ready", s.pool.failures,
@@ -2141,11 +2141,11 @@ static void watch_workers(ServerState &s, int64_t now) {
             kill_now(child);
             continue;
         }
-        want_deadline(s, child.kill_at_ms);
+        want_deadline(s.pool, child.kill_at_ms);
         if (timeout_ms <= 0 || child.timed_out) continue;
         int64_t heartbeat = load(slot.heartbeat_ms);
         if (now - heartbeat <= timeout_ms) {
-            want_deadline(s, heartbeat + timeout_ms + 1);
+            want_deadline(s.pool, heartbeat + timeout_ms + 1);
             continue;
         }
         SlotState state = load(slot.state);
@@ -2160,7 +2160,7 @@ static void watch_workers(ServerState &s, int64_t now) {
                    state == SlotState::starting ? "starting" : "idle", int(child.pid),
                    (now - heartbeat) / 1000.0);
         time_out(child, now + int64_t(s.config.options.kill_grace * 1000));
-        want_deadline(s, child.kill_at_ms);
+        want_deadline(s.pool, child.kill_at_ms);
     }
 }
 
@@ -2177,7 +2177,7 @@ static void retire_one_idle(ServerState &s, int idle) {
     if (!oldest) return;
     s.logf(LogLevel::info, "retiring idle worker %d, the oldest of %d idle (max_spare_servers %d)",
            int(oldest->pid), idle, s.config.options.max_spare_servers);
-    tell_to_stop(*oldest, graceful_deadline(s));
+    tell_to_stop(*oldest, graceful_deadline(s.config.options));
 }
 
 // Spawns what the pool lacks and retires one spare too many.
@@ -2196,18 +2196,18 @@ static void size_pool(ServerState &s, int64_t now) {
                 s.logf(LogLevel::notice, "workers start normally again; back-off cleared");
                 s.pool.failures = 0;
             } else {
-                want_deadline(s, child.spawned_ms + young_death_ms);
+                want_deadline(s.pool, child.spawned_ms + young_death_ms);
             }
         }
     }
     int need = std::max(s.config.options.min_spare_servers - idle - starting, s.pool.ramp_target - current);
     int spawn = std::min(need, s.config.options.max_clients - s.pool.live);
     if (spawn > 0 && now < s.pool.spawn_not_before_ms) {
-        want_deadline(s, s.pool.spawn_not_before_ms);
+        want_deadline(s.pool, s.pool.spawn_not_before_ms);
     } else {
         for (int i = 0; i < spawn && s.pool.phase == Phase::running; i++) {
             if (spawn_worker(s) < 0) {
-                want_deadline(s, s.pool.spawn_not_before_ms);
+                want_deadline(s.pool, s.pool.spawn_not_before_ms);
                 break;
             }
             current++;
@@ -2231,7 +2231,7 @@ static void size_pool(ServerState &s, int64_t now) {
         s.pool.next_retire_ms = now + retire_interval_ms;
         retire_at = s.pool.next_retire_ms;
     }
-    want_deadline(s, retire_at);
+    want_deadline(s.pool, retire_at);
 }
 
 static void maintain_pool(ServerState &s) {
@@ -2244,18 +2244,18 @@ static void maintain_pool(ServerState &s) {
     watch_upgrade(s, now);
     if (s.pool.phase == Phase::draining && !s.pool.backlog.empty()) {
         if (now >= s.pool.spawn_not_before_ms) hand_backlog(s);
-        else want_deadline(s, s.pool.spawn_not_before_ms);
+        else want_deadline(s.pool, s.pool.spawn_not_before_ms);
     }
     if (s.pool.phase != Phase::running && !s.pool.drain_kill_sent && (s.pool.live > 0 || !s.pool.backlog.empty())) {
         if (now >= s.pool.drain_deadline_ms) {
             s.pool.drain_kill_sent = true;
-            close_backlog(s);
+            close_backlog(s.pool);
             s.logf(LogLevel::warning, "graceful_timeout of %g s ran out; killing %d workers",
                    s.config.options.graceful_timeout, s.pool.live);
             for (Child &child : s.pool.children)
                 if (child.pid) kill_now(child);
         } else {
-            want_deadline(s, s.pool.drain_deadline_ms);
+            want_deadline(s.pool, s.pool.drain_deadline_ms);
         }
     }
     if (s.config.options.debug_scoreboard) {
@@ -2263,7 +2263,7 @@ static void maintain_pool(ServerState &s) {
             s.logf(LogLevel::debug, "scoreboard %s", s.run.board.snapshot().render().c_str());
             s.pool.next_dump_ms = now + 1000;
         }
-        want_deadline(s, s.pool.next_dump_ms);
+        want_deadline(s.pool, s.pool.next_dump_ms);
     }
 }
 
@@ -2301,7 +2301,7 @@ static void graceful_restart(ServerState &s) {
     s.logf(LogLevel::notice, "graceful restart: starting generation %u", s.pool.generation);
     maintain_pool(s);  // the new generation first, then retire the old one
     for (Child &child : s.pool.children)
-        if (child.pid && child.generation != s.pool.generation) tell_to_stop(child, graceful_deadline(s));
+        if (child.pid && child.generation != s.pool.generation) tell_to_stop(child, graceful_deadline(s.config.options));
 }
 
 /* ---------------------------------------------------------------------------
@@ -2535,9 +2535,9 @@ static void watch_upgrade(ServerState &s, int64_t now) {
             abandon_upgrade(s, format("new parent %d was not ready after %g s", int(u.pid),
                                       s.config.options.upgrade_timeout));
     }
-    if (u.state == Outgoing::waiting) want_deadline(s, u.deadline_ms);
+    if (u.state == Outgoing::waiting) want_deadline(s.pool, u.deadline_ms);
     if (u.state == Outgoing::stopping && u.kill_at_ms && now >= u.kill_at_ms) kill_upgrade(s);
-    if (u.state == Outgoing::stopping) want_deadline(s, u.kill_at_ms);
+    if (u.state == Outgoing::stopping) want_deadline(s.pool, u.kill_at_ms);
 }
 
 // starting -> cut_off: this parent will not take over; the old parent
@@ -2909,7 +2909,7 @@ int Server::run() {
         sys::close(*fd);
         *fd = -1;
     }
-    close_backlog(s);
+    close_backlog(s.pool);
     s.run.board.destroy();
     s.run.shared = nullptr;
     for (Listener &l : s.config.listeners) {
