@@ -3504,7 +3504,7 @@ HttpService::~HttpService() {
     for (int fd : in_->roots) sys::close(fd);
 }
 
-int HttpService::route(const std::string &method, const std::string &path_regex, HttpHandler handler) {
+PREFORK_COLD int HttpService::route(const std::string &method, const std::string &path_regex, HttpHandler handler) {
     std::unique_ptr<Route> route(new Route);
     int rc = regcomp(&route->regex, path_regex.c_str(), REG_EXTENDED);
     if (rc != 0) {
@@ -4176,7 +4176,7 @@ static void append_status_workers(std::string &out, const Snapshot &s, bool json
 }
 
 // Answers with the scoreboard, in the form ctx.query asks for.
-static void status_page(HttpContext &ctx, HttpResponse &r, const std::string &server_name) {
+PREFORK_COLD static void status_page(HttpContext &ctx, HttpResponse &r, const std::string &server_name) {
     Snapshot s = ctx.worker->scoreboard().snapshot();
     double uptime = std::max<double>(1, double(s.uptime_ms) / 1000);
     std::string letters;
@@ -4234,7 +4234,7 @@ static bool status_allowed(const HttpContext &ctx, const std::vector<AddressRang
     return false;
 }
 
-int HttpService::serve_status(const std::string &path, const std::vector<AddressRange> &allow) {
+PREFORK_COLD int HttpService::serve_status(const std::string &path, const std::vector<AddressRange> &allow) {
     std::vector<AddressRange> who = allow;
     if (who.empty()) {
         AddressRange range;
@@ -4256,7 +4256,7 @@ int HttpService::serve_status(const std::string &path, const std::vector<Address
     });
 }
 
-int HttpService::serve_directory(const std::string &docroot) {
+PREFORK_COLD int HttpService::serve_directory(const std::string &docroot) {
     int root = sys::openat(AT_FDCWD, docroot.c_str(), O_RDONLY | O_DIRECTORY);
     if (root < 0) {
         error_ = format("cannot serve %s: %s", docroot.c_str(), strerror(errno));
