@@ -30,10 +30,11 @@ GTEST_LIBS := $(BUILD)/gtest/libgtest_main.a $(BUILD)/gtest/libgtest.a -lpthread
 endif
 TEST_SOURCES = test/header_test.cc test/options_test.cc test/scoreboard_test.cc test/http_parser_test.cc \
                test/listener_test.cc test/pool_test.cc test/http_test.cc test/httpd_test.cc test/harness.cc \
+               test/examples_test.cc \
                test/sys_test.cc
 TEST_OBJECTS = $(TEST_SOURCES:test/%.cc=$(BUILD)/test/%.o)
 
-.PHONY: all static size-check function-check test asan-test embedded-check bench bench-pool chaos fuzz install clean cross-test cross-test-here
+.PHONY: all static size-check function-check examples test asan-test embedded-check bench bench-pool chaos fuzz install clean cross-test cross-test-here
 
 all: $(HTTPD)
 
@@ -88,6 +89,12 @@ $(BUILD)/gtest/libgtest.a:
 $(BUILD)/example: $(BUILD)/test/example.o $(BUILD)/prefork.o
 	$(CXX) $(ALL_CXXFLAGS) $(LDFLAGS) -o $@ $^
 
+# Programs on the library as a user writes them; make test runs them.
+EXAMPLES = $(BUILD)/example_json_api
+examples: $(EXAMPLES)
+$(BUILD)/example_%: $(BUILD)/test/example_%.o $(BUILD)/prefork.o
+	$(CXX) $(ALL_CXXFLAGS) $(LDFLAGS) -o $@ $^
+
 # httpd with faults on demand, for make chaos (built by make test too, so it keeps building).
 $(BUILD)/chaos_server: $(BUILD)/test/chaos_server.o $(BUILD)/prefork.o
 	$(CXX) $(ALL_CXXFLAGS) $(LDFLAGS) -o $@ $^
@@ -106,15 +113,15 @@ embedded-check:
 function-check:
 	@python3 test/function_lengths.py --limit 60 prefork.cc httpd.cc
 
-test: all $(BUILD)/prefork_test $(BUILD)/chaos_server example-check embedded-check size-check function-check
-	timeout 300 $(BUILD)/prefork_test
+test: all $(BUILD)/prefork_test $(BUILD)/chaos_server examples example-check embedded-check size-check function-check
+	PREFORK_TEST_EXAMPLES=$(BUILD) timeout 300 $(BUILD)/prefork_test
 
 # The same suite under AddressSanitizer and UndefinedBehaviorSanitizer (the
 # httpd program tests run the ./httpd that `all` builds).
 asan-test: all
 	$(MAKE) BUILD=build/asan CXXFLAGS="-O1 -g -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all" \
-	    build/asan/prefork_test
-	ASAN_OPTIONS=detect_leaks=1 build/asan/prefork_test
+	    build/asan/prefork_test examples
+	ASAN_OPTIONS=detect_leaks=1 PREFORK_TEST_EXAMPLES=build/asan build/asan/prefork_test
 
 # libFuzzer on the HTTP parser (needs clang): FUZZ_SECONDS of fuzzing from
 # the seed corpus in test/fuzz_corpus; new inputs are kept in build/.
@@ -150,8 +157,8 @@ QEMU = qemu-$(if $(filter aarch64%,$(TRIPLE)),aarch64,arm)
 cross-test-here:
 	@command -v $(CXX) >/dev/null && command -v $(QEMU) >/dev/null || { \
 	    echo "cross-test: needs $(CXX) and $(QEMU) (Debian: g++-$(TRIPLE) qemu-user)"; exit 1; }
-	$(MAKE) --no-print-directory $(BUILD)/prefork_test $(HTTPD)
-	PREFORK_TEST_HTTPD=$(HTTPD) PREFORK_TEST_LAUNCHER=$(QEMU) timeout 600 $(QEMU) $(BUILD)/prefork_test
+	$(MAKE) --no-print-directory $(BUILD)/prefork_test $(HTTPD) examples
+	PREFORK_TEST_HTTPD=$(HTTPD) PREFORK_TEST_EXAMPLES=$(BUILD) PREFORK_TEST_LAUNCHER=$(QEMU) timeout 600 $(QEMU) $(BUILD)/prefork_test
 
 install: $(HTTPD)
 	install -d $(DESTDIR)$(BINDIR)

@@ -1,0 +1,111 @@
+// examples_test.cc - runs the example programs (make examples) as a user
+// would: each in a process group of its own, spoken to over a UNIX socket.
+#include "harness.h"
+
+#include <gtest/gtest.h>
+
+#include <cstdlib>
+#include <string>
+#include <vector>
+
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+using harness::Client;
+using harness::eventually;
+
+namespace {
+
+// Where make built the examples (PREFORK_TEST_EXAMPLES: $(BUILD)), and the
+// launcher for a cross build (PREFORK_TEST_LAUNCHER: qemu-user).
+std::string example_path(const std::string &name) {
+    const char *dir = getenv("PREFORK_TEST_EXAMPLES");
+    return std::string(dir && *dir ? dir : "build") + "/" + name;
+}
+
+// One example program in a scratch directory, listening on scratch/s.sock.
+class Example {
+public:
+    Example(const std::string &name, std::vector<std::string> args) {
+        char dir[] = "/tmp/prefork-example-XXXXXX";
+        scratch_ = mkdtemp(dir);
+        socket_ = scratch_ + "/s.sock";
+        std::string program = example_path(name), log = scratch_ + "/stderr";
+        for (std::string &a : args)
+            for (size_t at; (at = a.find('@')) != std::string::npos;) a.replace(at, 1, scratch_);
+        group_.start([&] {
+            int err = open(log.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+            dup2(err, 2);
+            std::vector<char *> argv;
+            const char *launcher = getenv("PREFORK_TEST_LAUNCHER");
+            if (launcher && *launcher) argv.push_back(const_cast<char *>(launcher));
+            argv.push_back(&program[0]);
+            for (std::string &a : args) argv.push_back(&a[0]);
+            argv.push_back(nullptr);
+            execvp(argv[0], argv.data());
+            return 127;
+        });
+    }
+    ~Example() {
+        group_.stop(3000);
+        group_.kill_group();
+        std::string rm = "rm -rf " + scratch_;
+        if (system(rm.c_str()) != 0) {}
+    }
+    bool ready() { return eventually([&] { return Client("unix:" + socket_).connected(); }); }
+    const std::string &scratch() const { return scratch_; }
+    std::string address() const { return "unix:" + socket_; }
+    int stop() {
+        group_.stop(3000);
+        return group_.status();
+    }
+
+private:
+    harness::ProcessGroup group_;
+    std::string scratch_, socket_;
+};
+
+// One HTTP/1.1 request on a new connection; the whole answer.
+std::string http(const std::string &address, const std::string &method, const std::string &path,
+                 const std::string &body = "") {
+    Client c(address);
+    std::string all;
+    std::string request = method + " " + path + " HTTP/1.1\r\nHost: x\r\nConnection: close\r\n";
+    if (!body.empty() || method == "PUT") request += "Content-Length: " + std::to_string(body.size()) + "\r\n";
+    c.send(request + "\r\n" + body);
+    c.until_eof(&all, 5000);
+    return all;
+}
+
+bool starts_with(const std::string &text, const std::string &prefix) { return text.compare(0, prefix.size(), prefix) == 0; }
+std::string body_of(const std::string &answer) {
+    size_t at = answer.find("\r\n\r\n");
+    return at == std::string::npos ? "" : answer.substr(at + 4);
+}
+
+}  // namespace
+
+TEST(Examples, JsonApiStoresReadsAndDeletesKeys) {
+    ASSERT_EQ(access(example_path("example_json_api").c_str(), X_OK), 0)
+        << "no " << example_path("example_json_api") << ": make examples";
+    Example e("example_json_api", {"unix:@/s.sock", "@"});
+    ASSERT_TRUE(e.ready());
+    std::string a = e.address();
+    EXPECT_TRUE(starts_with(http(a, "GET", "/kv/greeting"), "HTTP/1.1 404 ")) << http(a, "GET", "/kv/greeting");
+    std::string put = http(a, "PUT", "/kv/greeting", "hello \"world\"\n");
+    EXPECT_TRUE(starts_with(put, "HTTP/1.1 201 ")) << put;
+    EXPECT_EQ(body_of(put), "{\"key\":\"greeting\",\"bytes\":14}\n");
+    // Any worker reads what another stored: the value is a file.
+    for (int i = 0; i < 5; i++) {
+        std::string got = http(a, "GET", "/kv/greeting");
+        EXPECT_NE(got.find("Content-Type: application/json\r\n"), std::string::npos) << got;
+        EXPECT_EQ(body_of(got), "{\"key\":\"greeting\",\"value\":\"hello \\\"world\\\"\\u000a\"}\n");
+    }
+    EXPECT_TRUE(starts_with(http(a, "DELETE", "/kv/greeting"), "HTTP/1.1 204 "));
+    EXPECT_TRUE(starts_with(http(a, "DELETE", "/kv/greeting"), "HTTP/1.1 404 "));
+    EXPECT_TRUE(starts_with(http(a, "GET", "/kv/../etc"), "HTTP/1.1 404 "));  // not a key name
+    EXPECT_TRUE(starts_with(http(a, "POST", "/kv/greeting"), "HTTP/1.1 405 "));
+    int status = e.stop();
+    EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << status;
+}
