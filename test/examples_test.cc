@@ -4,12 +4,14 @@
 
 #include <gtest/gtest.h>
 
+#include <csignal>
 #include <cstdlib>
 #include <string>
 #include <vector>
 
 #include <fcntl.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 using harness::Client;
@@ -60,6 +62,8 @@ public:
         group_.stop(3000);
         return group_.status();
     }
+    bool signal(int sig) { return group_.signal(sig); }
+    int wait_exit(int timeout_ms) { return group_.wait_exit(timeout_ms); }
 
 private:
     harness::ProcessGroup group_;
