@@ -33,10 +33,12 @@
 
 #include <arpa/inet.h>
 #include <fcntl.h>
+#include <grp.h>
 #include <netdb.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <poll.h>
+#include <pwd.h>
 #include <regex.h>
 #include <sys/ipc.h>
 #include <sys/resource.h>
@@ -68,8 +70,8 @@ namespace prefork {
    descriptor goes through one of these, as does one with a platform variant.
    Calls that return at once and create nothing (bind, listen, setsockopt,
    getsockname, shutdown, kill, fork, exec, unlink, fstat, sigaction,
-   sigprocmask, semget, semctl, the shm calls, getpid) are made where they
-   are needed: they cannot see EINTR, so a wrapper would only rename them.
+   sigprocmask, semget, semctl, the shm calls, getpid, and the identity
+   calls initgroups, setgid and setuid) are made where they are needed: they cannot see EINTR, so a wrapper would only rename them.
    So is getaddrinfo, a library call with errors of its own (EAI_*).
 
    EINTR: a wrapper retries it unless its comment says otherwise, and keeps
@@ -666,6 +668,12 @@ void log_to_stderr(LogLevel level, const char *message) {
         line[n - 1] = '\n';
     }
     (void)sys::write_all(2, line, size_t(n));
+}
+
+LogFn log_to_stderr_at(LogLevel least) {
+    return [least](LogLevel level, const char *message) {
+        if (level >= least) log_to_stderr(level, message);
+    };
 }
 
 static std::string format(const char *fmt, va_list args) {
@@ -1798,6 +1806,25 @@ void reset_signals_for_exec() {
     sigemptyset(&none);
     sigprocmask(SIG_SETMASK, &none, nullptr);
     for (int sig : parent_signals) set_disposition(sig, SIG_DFL);
+}
+
+// The order matters: the groups and the group id while still root, the
+// user id last. Once a process has given up root, setuid(0) must fail; if
+// it does not (a saved set-user-ID of 0 that setuid() did not clear), the
+// privileges were not dropped at all, and the caller must not go on.
+PREFORK_COLD int drop_privileges(const std::string &user, std::string *error) {
+    const passwd *account = getpwnam(user.c_str());
+    const char *why = "no such user";
+    if (account && account->pw_uid == geteuid()) return 0;
+    if (account && initgroups(account->pw_name, account->pw_gid) == 0 && setgid(account->pw_gid) == 0 &&
+        setuid(account->pw_uid) == 0) {
+        if (account->pw_uid == 0 || setuid(0) != 0) return 0;
+        why = "root privileges could be regained";
+    } else if (account) {
+        why = strerror(errno);
+    }
+    *error = format("cannot become user %s: %s", user.c_str(), why);
+    return -1;
 }
 
 /* ---------------------------------------------------------------------------

@@ -47,7 +47,8 @@
      count), or -1 with one sentence in that object's error(), which keeps
      the last failure's. Scoreboard::create returns 0, or -1 with the
      sentence in *error; Scoreboard::lock and unlock return 0, or -1 with
-     errno set.
+     errno set. drop_privileges returns 0, or -1 with the sentence in
+     *error.
      The HTTP parsers return the bytes they consumed (check_request: 0), or
      http_malformed (-1) with *status set to the answer the request deserves
      (400, 414, 431, 501, 505): answer it, then close. parse_request may also
@@ -221,7 +222,7 @@
                                AF_INET6, IPv4-mapped ones as IPv4; else 0).
                                flags and request_seq are the library's.
 
-   API: LOGGING AND EXEC
+   API: LOGGING, PRIVILEGES AND EXEC
      LogLevel                  debug, info, notice, warning, error.
      LogFn                     void(LogLevel, const char *message): a sink
                                gets one line without its newline, in the
@@ -230,7 +231,21 @@
                                [notice] [pid 123] message" (local time) in
                                one write(2), so lines from several processes
                                do not interleave; cut at 1200 bytes.
+     log_to_stderr_at(least)   A LogFn that is log_to_stderr for lines of
+                               level least and above, and drops the rest:
+                               log_to_stderr_at(LogLevel::info) hides debug.
      log_level_name(level)     "debug" ... "error".
+     drop_privileges(user, &error)
+                               Makes the whole process user (a name in the
+                               passwd database): its groups (initgroups),
+                               then its group id, then its user id; then
+                               checks that setuid(0) fails. Does nothing
+                               when the effective uid is user's already.
+                               Call it in the parent after listen(), before
+                               run(), so every worker inherits it; on
+                               failure the process may be half changed:
+                               exit. error: "cannot become user NAME:
+                               no such user" (or strerror's text).
      reset_signals_for_exec()  For a handler about to exec in a child it
                                forked: unblocks every signal and restores
                                the default disposition of those prefork
@@ -525,7 +540,9 @@ enum class LogLevel { debug, info, notice, warning, error };
 using LogFn = std::function<void(LogLevel, const char *message)>;
 
 void log_to_stderr(LogLevel level, const char *message);
+LogFn log_to_stderr_at(LogLevel least);
 const char *log_level_name(LogLevel level);
+int drop_privileges(const std::string &user, std::string *error);
 
 void reset_signals_for_exec();
 
