@@ -47,8 +47,9 @@
      count), or -1 with one sentence in that object's error(), which keeps
      the last failure's. Scoreboard::create returns 0, or -1 with the
      sentence in *error; Scoreboard::lock and unlock return 0, or -1 with
-     errno set. drop_privileges returns 0, or -1 with the sentence in
-     *error.
+     errno set; Worker::wait returns 1 (ready) or 0 (timed out), or -1
+     with errno set (ECANCELED: the worker should stop). drop_privileges
+     returns 0, or -1 with the sentence in *error.
      The HTTP parsers return the bytes they consumed (check_request: 0), or
      http_malformed (-1) with *status set to the answer the request deserves
      (400, 414, 431, 501, 505): answer it, then close. parse_request may also
@@ -93,8 +94,11 @@
                                UNIX sockets); i < listener_count().
      server.on_connection(h)   Required. h(worker, fd) (a ConnectionHandler)
                                serves one accepted connection in a worker;
-                               fd is blocking and close-on-exec, and the
-                               library closes it when h returns. An
+                               fd is a blocking socket without timeouts (a
+                               read() waits for the client as long as it
+                               takes: wait with worker.wait()), close-on-
+                               exec, and the library closes it when h
+                               returns. An
                                exception escaping h is logged and closes
                                fd; the worker goes on.
      server.on_refusal(h)      h gets the connections over
@@ -149,6 +153,33 @@
                                SIGTERM, or the parent died (the last two
                                are seen within 10 ms). Check it between
                                requests.
+     worker.wait(fd, events, timeout_ms)
+                               Waits until fd is ready for events (POLLIN,
+                               POLLOUT: a read or write will not block),
+                               timeout_ms passes (-1: no bound) or the
+                               worker should stop, whichever is first: 1,
+                               0, or -1 with errno ECANCELED. The stop is
+                               seen at once (SIGTERM is let in for the
+                               wait, the parent's death is watched) and
+                               comes first: on entry too, and over a ready
+                               fd. Reports to the watchdog while it waits.
+                               Call it from the handler's thread, to wait
+                               for a client's next command; in a stop,
+                               write a last answer with plain write().
+     worker.stop_reason(&deadline_ms)
+                               Why the worker should stop (a StopReason)
+                               and, in *deadline_ms unless null, when
+                               SIGKILL comes (CLOCK_MONOTONIC ms; 0 when
+                               nothing will kill it): none, not stopping;
+                               restart (SIGHUP or SIGUSR1: finish the work
+                               in hand, graceful_timeout after the
+                               restart); drain (the server stops: when its
+                               graceful_timeout ends; 0 in single_process
+                               mode); retire (a spare too many:
+                               graceful_timeout); timeout (the watchdog:
+                               kill_grace); parent_gone (0); signal (a
+                               SIGTERM from outside the pool; 0). When
+                               two apply, the one that kills first.
      worker.pool_full()        True when no worker is idle and max_clients
                                are running: the moment to close idle
                                keep-alive connections so new clients get
@@ -496,8 +527,8 @@
      Once a stop has begun, SIGHUP, SIGUSR1 and SIGUSR2 are ignored.
      Workers are signalled by pid only, never through the process group.
      A worker takes SIGTERM between connections only: it stays blocked while
-     a handler runs, so it never interrupts the handler's system calls, and
-     worker.stopping() reports it. In single_process mode only SIGTERM and
+     a handler runs, so it never interrupts the handler's system calls,
+     worker.stopping() reports it, and worker.wait() lets it in. In single_process mode only SIGTERM and
      SIGINT act: either ends run() once the connection in hand is served,
      and the connections still queued are reset.
 
@@ -638,6 +669,8 @@ private:
 using ConnectionHandler = std::function<void(Worker &, int fd)>;
 using InitHook = std::function<bool(Worker &)>;
 
+enum class StopReason : uint8_t { none, restart, drain, retire, timeout, parent_gone, signal };
+
 class Worker {
 public:
     int slot() const;
@@ -648,6 +681,8 @@ public:
     void start_listening();
     bool listening() const;
     bool stopping() const;
+    int wait(int fd, short events, int timeout_ms);
+    StopReason stop_reason(int64_t *deadline_ms = nullptr) const;
     void count_request(const char *request_line, uint64_t bytes);
     void note_request(const char *request_line);
     void set_activity(char letter);

@@ -92,3 +92,190 @@ TEST(DropPrivileges, TheUserOneAlreadyIsIsNoChange) {
     EXPECT_EQ(prefork::drop_privileges(name, &error), 0) << error;
     EXPECT_EQ(geteuid(), self->pw_uid);
 }
+
+// ---- Worker::wait and Worker::stop_reason, in a real pool ----------------
+
+static const char *reason_name(prefork::StopReason reason) {
+    switch (reason) {
+    case prefork::StopReason::none: return "none";
+    case prefork::StopReason::restart: return "restart";
+    case prefork::StopReason::drain: return "drain";
+    case prefork::StopReason::retire: return "retire";
+    case prefork::StopReason::timeout: return "timeout";
+    case prefork::StopReason::parent_gone: return "parent_gone";
+    case prefork::StopReason::signal: return "signal";
+    }
+    return "?";
+}
+
+// "stopped REASON LEFT": why the worker stops, and the milliseconds left
+// before SIGKILL (0: none comes).
+static std::string stop_report(prefork::Worker &w) {
+    int64_t deadline = -1;
+    prefork::StopReason reason = w.stop_reason(&deadline);
+    long long left = deadline ? (long long)(deadline - harness::now_ms()) : 0;
+    return std::string("stopped ") + reason_name(reason) + " " + std::to_string(left) + "\n";
+}
+
+// A line-protocol handler. "wait MS": answers "waiting PID", then waits up
+// to MS (-1: no bound) for the client's next byte with Worker::wait and
+// says what came: "ready", "timed out", or the stop report. "spin": answers
+// "spinning PID", then polls stopping() without a heartbeat, and reports.
+// "late": as spin, then waits for the bytes the client sent after the
+// line, and says what came.
+static void line_handler(prefork::Worker &w, int fd) {
+    std::string line;
+    char c;
+    while (line.size() < 100 && read(fd, &c, 1) == 1 && c != '\n') line += c;
+    auto reply = [fd](const std::string &text) { (void)!write(fd, text.data(), text.size()); };
+    std::string pid = std::to_string(getpid());
+    if (line == "spin" || line == "late") {
+        reply("spinning " + pid + "\n");
+        while (!w.stopping()) poll(nullptr, 0, 10);
+        if (line == "late" && w.wait(fd, POLLIN, 1000) == 1) reply("ready\n");
+        else reply(stop_report(w));
+        return;
+    }
+    reply("waiting " + pid + "\n");
+    int rc = w.wait(fd, POLLIN, atoi(line.c_str() + 5));
+    if (rc == 1) reply("ready\n");
+    else if (rc == 0) reply("timed out\n");
+    else if (errno == ECANCELED) reply(stop_report(w));
+    else reply(std::string("error ") + strerror(errno) + "\n");
+}
+
+// The number after the reason in "stopped REASON LEFT".
+static long long left_in(const std::string &report) { return atoll(report.c_str() + report.rfind(' ') + 1); }
+
+static void start_line_server(TestServer &t) {
+    t.handler = line_handler;
+    t.options.start_servers = 1;
+    t.options.min_spare_servers = 1;
+    t.options.graceful_timeout = 30;
+    ASSERT_TRUE(t.start());
+}
+
+TEST(WorkerWait, SaysReadyOrTimedOut) {
+    TestServer t;
+    start_line_server(t);
+    Client a(t.address());
+    ASSERT_TRUE(a.send("wait 200\n"));
+    ASSERT_EQ(a.line().compare(0, 8, "waiting "), 0);
+    int64_t asked = harness::now_ms();
+    EXPECT_EQ(a.line(), "timed out");
+    EXPECT_GE(harness::now_ms() - asked, 150);
+    Client b(t.address());
+    ASSERT_TRUE(b.send("wait 5000\n"));
+    ASSERT_EQ(b.line().compare(0, 8, "waiting "), 0);
+    ASSERT_TRUE(b.send("x"));
+    EXPECT_EQ(b.line(1000), "ready");
+}
+
+// A wait longer than the watchdog's timeout is no hang: it reports.
+TEST(WorkerWait, ReportsToTheWatchdog) {
+    TestServer t;
+    t.options.timeout = 1;
+    t.options.kill_grace = 0.3;
+    start_line_server(t);
+    Client c(t.address());
+    ASSERT_TRUE(c.send("wait 2500\n"));
+    ASSERT_EQ(c.line().compare(0, 8, "waiting "), 0);
+    EXPECT_EQ(c.line(6000), "timed out") << t.log();
+    EXPECT_TRUE(t.log_lines("timed out").empty()) << t.log();
+}
+
+// A graceful restart reaches a handler waiting on its client at once (not
+// after graceful_timeout), and tells it that it has graceful_timeout.
+TEST(WorkerWait, AGracefulRestartEndsItAtOnceWithItsDeadline) {
+    TestServer t;
+    start_line_server(t);
+    Client c(t.address());
+    ASSERT_TRUE(c.send("wait -1\n"));
+    ASSERT_EQ(c.line().compare(0, 8, "waiting "), 0);
+    ASSERT_TRUE(t.signal(SIGHUP));
+    std::string report = c.line(3000);
+    EXPECT_EQ(report.compare(0, 16, "stopped restart "), 0) << report;
+    EXPECT_GT(left_in(report), 25000) << report;
+    EXPECT_LE(left_in(report), 30000) << report;
+}
+
+TEST(WorkerWait, ADrainEndsItAtOnceWithTheDrainsDeadline) {
+    TestServer t;
+    start_line_server(t);
+    Client c(t.address());
+    ASSERT_TRUE(c.send("wait -1\n"));
+    ASSERT_EQ(c.line().compare(0, 8, "waiting "), 0);
+    ASSERT_TRUE(t.signal(SIGTERM));
+    std::string report = c.line(3000);
+    EXPECT_EQ(report.compare(0, 14, "stopped drain "), 0) << report;
+    EXPECT_GT(left_in(report), 25000) << report;
+    EXPECT_LE(left_in(report), 30000) << report;
+    EXPECT_EQ(t.wait_exit(5000), 0);
+}
+
+TEST(WorkerWait, TheParentsDeathEndsIt) {
+    TestServer t;
+    start_line_server(t);
+    t.expect_clean_ipc = false;  // a parent killed leaves its semaphore set
+    Client c(t.address());
+    ASSERT_TRUE(c.send("wait -1\n"));
+    ASSERT_EQ(c.line().compare(0, 8, "waiting "), 0);
+    ASSERT_TRUE(t.signal(SIGKILL));
+    EXPECT_EQ(c.line(3000), "stopped parent_gone 0");
+}
+
+// A SIGTERM that the pool did not send (someone's kill) has no deadline.
+TEST(WorkerWait, ASigtermFromOutsideEndsIt) {
+    TestServer t;
+    start_line_server(t);
+    Client c(t.address());
+    ASSERT_TRUE(c.send("wait -1\n"));
+    pid_t worker = pid_t(atol(c.line().c_str() + 8));
+    ASSERT_GT(worker, 0);
+    ASSERT_EQ(kill(worker, SIGTERM), 0);
+    EXPECT_EQ(c.line(3000), "stopped signal 0");
+}
+
+TEST(WorkerWait, WorksInSingleProcessMode) {
+    TestServer t;
+    t.options.single_process = true;
+    start_line_server(t);
+    Client a(t.address());
+    ASSERT_TRUE(a.send("wait 100\n"));
+    EXPECT_EQ(a.line().compare(0, 8, "waiting "), 0);
+    EXPECT_EQ(a.line(), "timed out");
+    Client b(t.address());
+    ASSERT_TRUE(b.send("wait -1\n"));
+    ASSERT_EQ(b.line().compare(0, 8, "waiting "), 0);
+    ASSERT_TRUE(t.signal(SIGTERM));
+    EXPECT_EQ(b.line(3000), "stopped drain 0");
+    EXPECT_EQ(t.wait_exit(5000), 0);
+}
+
+// The watchdog's SIGTERM names itself, with kill_grace left.
+TEST(WorkerStopReason, TheWatchdogGivesKillGrace) {
+    TestServer t;
+    t.options.timeout = 1;
+    t.options.kill_grace = 10;
+    start_line_server(t);
+    Client c(t.address());
+    ASSERT_TRUE(c.send("spin\n"));
+    ASSERT_EQ(c.line().compare(0, 9, "spinning "), 0);
+    std::string report = c.line(6000);
+    EXPECT_EQ(report.compare(0, 16, "stopped timeout "), 0) << report;
+    EXPECT_GT(left_in(report), 8000) << report;
+    EXPECT_LE(left_in(report), 10000) << report;
+}
+
+// Once the worker should stop, wait() says so even with the client's bytes
+// already there: a client that keeps talking cannot hold a stopping worker.
+TEST(WorkerWait, TheStopComesBeforeAReadyDescriptor) {
+    TestServer t;
+    start_line_server(t);
+    Client c(t.address());
+    ASSERT_TRUE(c.send("late\nmore"));
+    ASSERT_EQ(c.line().compare(0, 9, "spinning "), 0);
+    ASSERT_TRUE(t.signal(SIGHUP));
+    std::string report = c.line(3000);
+    EXPECT_EQ(report.compare(0, 16, "stopped restart "), 0) << report;
+}
