@@ -157,9 +157,8 @@
                                Waits until fd is ready for events (POLLIN,
                                POLLOUT: a read or write will not block),
                                timeout_ms passes (-1: no bound) or the
-                               worker should stop, whichever is first: 1,
-                               0, or -1 with errno ECANCELED. The stop is
-                               seen at once (SIGTERM is let in for the
+                               worker should stop (see ERRORS), whichever
+                               is first. The stop is seen at once (SIGTERM is let in for the
                                wait, the parent's death is watched) and
                                comes first: on entry too, and over a ready
                                fd. Reports to the watchdog while it waits.
@@ -442,10 +441,10 @@
      max_rss_kib [0]            Replace a worker whose peak resident memory
                                 passed this after a connection (0 = off).
      timeout [0]                Seconds a worker may go without a heartbeat
-                                (busy: per connection, heartbeat() or
-                                count_request(); idle: the worker reports by
-                                itself; starting: until it is ready) before
-                                SIGTERM (0 = off),
+                                (busy: per connection, heartbeat(),
+                                count_request() or wait(); idle: the
+                                worker reports by itself; starting: until
+                                it is ready) before SIGTERM (0 = off),
      kill_grace [2]             then SIGKILL this many seconds later.
      graceful_timeout [30]      Bound on a graceful stop or restart; workers
                                 still busy then are killed.
