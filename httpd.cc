@@ -9,7 +9,6 @@
 #include <cerrno>
 #include <cmath>
 #include <fcntl.h>
-#include <grp.h>
 #include <pwd.h>
 #include <unistd.h>
 #include <cstdio>
@@ -283,9 +282,7 @@ static int read_options(int argc, char **argv, Config &config) {
 // Log lines go to stderr (the error log, once it is open); debug lines only
 // with --debug-scoreboard.
 static void send_logs_to_stderr(prefork::Server &server, bool verbose) {
-    server.on_log([verbose](prefork::LogLevel level, const char *message) {
-        if (verbose || level != prefork::LogLevel::debug) prefork::log_to_stderr(level, message);
-    });
+    server.on_log(prefork::log_to_stderr_at(verbose ? prefork::LogLevel::debug : prefork::LogLevel::info));
 }
 
 // Takes the sockets passed by systemd, or by the old parent of a binary
@@ -301,11 +298,11 @@ static bool take_passed_listeners(prefork::Server &server, std::vector<std::stri
     return true;
 }
 
-// The account the whole process will become (*account stays null without
-// --user). false after one line on stderr for an unknown user, and for root
+// Checks the account the whole process will become, before anything is
+// bound. false after one line on stderr for an unknown user, and for root
 // without --user: the workers would run as root.
-static bool find_account(const std::string &user, struct passwd **account) {
-    if (!user.empty() && !(*account = getpwnam(user.c_str()))) {
+static bool find_account(const std::string &user) {
+    if (!user.empty() && !getpwnam(user.c_str())) {
         fprintf(stderr, "httpd: unknown user '%s' for --user\n", user.c_str());
         return false;
     }
@@ -404,14 +401,13 @@ static bool publish_pid_file(prefork::Server &server, const std::string &pid_fil
 // The privileges step. The whole process becomes the user, parent
 // included: once the listeners, the logs and the pid file are open, the
 // parent only forks, signals its own workers and reads the scoreboard (made
-// by run(), so owned by the user too). Nothing to do when we are that user
-// already. false after one line on stderr, the pid file removed.
-static bool become_user(const struct passwd *account, const Config &config) {
-    if (!account || account->pw_uid == geteuid()) return true;
-    if (initgroups(account->pw_name, account->pw_gid) == 0 && setgid(account->pw_gid) == 0 &&
-        setuid(account->pw_uid) == 0)
-        return true;
-    fprintf(stderr, "httpd: cannot become user %s: %s\n", config.user.c_str(), strerror(errno));
+// by run(), so owned by the user too). Nothing to do without --user, or
+// when we are that user already. false after one line on stderr, the pid
+// file removed.
+static bool become_user(const Config &config) {
+    std::string error;
+    if (config.user.empty() || prefork::drop_privileges(config.user, &error) == 0) return true;
+    fprintf(stderr, "httpd: %s\n", error.c_str());
     if (!config.pid_file.empty()) remove_pid_file(config.pid_file, false);
     return false;
 }
@@ -440,14 +436,13 @@ int main(int argc, char **argv) {
     if (status != go_on) return status;
     prefork::Server server(config.options);
     send_logs_to_stderr(server, config.options.debug_scoreboard);
-    struct passwd *account = nullptr;
-    if (!take_passed_listeners(server, config.listens) || !find_account(config.user, &account)) return 2;
+    if (!take_passed_listeners(server, config.listens) || !find_account(config.user)) return 2;
     if (!open_logs(config) || !listen_all(server, config.listens)) return 1;
     config.http_options.server_name = "prefork-httpd/0.1";
     prefork::HttpService http(config.http_options);
     if (!serve_status_and_docroot(http, config)) return 2;
     if (!wire(server, http, config, argc, argv)) return 1;
     if (!publish_pid_file(server, config.pid_file)) return 1;
-    if (!become_user(account, config)) return 1;
+    if (!become_user(config)) return 1;
     return serve(server, config.pid_file);
 }

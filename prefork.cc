@@ -33,10 +33,12 @@
 
 #include <arpa/inet.h>
 #include <fcntl.h>
+#include <grp.h>
 #include <netdb.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <poll.h>
+#include <pwd.h>
 #include <regex.h>
 #include <sys/ipc.h>
 #include <sys/resource.h>
@@ -68,8 +70,8 @@ namespace prefork {
    descriptor goes through one of these, as does one with a platform variant.
    Calls that return at once and create nothing (bind, listen, setsockopt,
    getsockname, shutdown, kill, fork, exec, unlink, fstat, sigaction,
-   sigprocmask, semget, semctl, the shm calls, getpid) are made where they
-   are needed: they cannot see EINTR, so a wrapper would only rename them.
+   sigprocmask, semget, semctl, the shm calls, getpid, and the identity
+   calls initgroups, setgid and setuid) are made where they are needed: they cannot see EINTR, so a wrapper would only rename them.
    So is getaddrinfo, a library call with errors of its own (EAI_*).
 
    EINTR: a wrapper retries it unless its comment says otherwise, and keeps
@@ -668,6 +670,12 @@ void log_to_stderr(LogLevel level, const char *message) {
     (void)sys::write_all(2, line, size_t(n));
 }
 
+LogFn log_to_stderr_at(LogLevel least) {
+    return [least](LogLevel level, const char *message) {
+        if (level >= least) log_to_stderr(level, message);
+    };
+}
+
 static std::string format(const char *fmt, va_list args) {
     char buffer[512];
     va_list again;
@@ -782,6 +790,7 @@ struct Shared {
     uint32_t wake_pending;  // a wake byte is on its way; the parent clears it
     uint32_t excess_seen;   // the parent already times an idle excess: no wake for more
     int64_t started_ms;
+    int64_t drain_deadline_ms;  // stored before draining: when the drain's SIGKILL comes
     uint64_t retired_connections, retired_requests, retired_bytes;
 };
 static_assert(std::is_trivially_copyable<Shared>::value, "the header lives in shared memory");
@@ -792,6 +801,19 @@ static const unsigned short semaphore_marker = 0x5046;  // "PF"
 static const int lock_wait_ms = 50;
 
 static Slot *slots_of(Shared *shared) { return reinterpret_cast<Slot *>(shared + 1); }
+
+// After the slots, one stop order per slot: what the parent tells a worker
+// as it sends it SIGTERM alone (a retirement, a restart, the watchdog), the
+// reason and when SIGKILL follows (Worker::stop_reason). One word, so a
+// worker never reads one order's reason with another's deadline; 0 is none.
+// A drain concerns them all, and goes through the header instead.
+static uint64_t *stop_orders_of(Shared *shared) {
+    return reinterpret_cast<uint64_t *>(slots_of(shared) + shared->slot_count);
+}
+
+static uint64_t stop_order(StopReason reason, int64_t kill_at_ms) {
+    return uint64_t(kill_at_ms) << 8 | uint64_t(reason);
+}
 
 // The board's header, for the pool and its workers; users see slots only.
 struct detail::Access {
@@ -844,7 +866,7 @@ Scoreboard::~Scoreboard() { destroy(); }
 
 PREFORK_COLD int Scoreboard::create(int slots, std::string *error, const LogFn &log) {
     remove_stale_semaphores(log);
-    size_t size = sizeof(Shared) + size_t(slots) * sizeof(Slot);
+    size_t size = sizeof(Shared) + size_t(slots) * (sizeof(Slot) + sizeof(uint64_t));  // stop orders last
     int shm = shmget(IPC_PRIVATE, size, IPC_CREAT | 0600);
     if (shm < 0) {
         *error = describe_ipc_error("shmget", errno);
@@ -1496,6 +1518,21 @@ static int busy_for_same_client(WorkerState &w, Slot &mine, const sockaddr_stora
 
 static void serve_accepted(WorkerState &w, int fd, int listener_index);
 
+// How often a waiting worker reports to the watchdog: a third of its
+// timeout, at least every 100 ms; -1 (never) without a watchdog.
+static int report_interval_ms(const Options &options) {
+    return options.timeout > 0 ? std::max(100, int(options.timeout * 1000 / 3)) : -1;
+}
+
+// Reads the worker's signal pipe: a SIGTERM or SIGINT byte means stop; the
+// others (a pause's poke; in single_process mode, the parent's signals)
+// only woke the wait.
+static void take_signals(WorkerState &w) {
+    drain_pipe(w.signal_read_end, [&](unsigned char byte) {
+        if (byte == SIGTERM || byte == SIGINT) w.stop = true;
+    });
+}
+
 // Accepts a connection on the listener and serves it. false if there was
 // none to accept.
 static bool accept_and_serve(WorkerState &w, int listener_index) {
@@ -1552,8 +1589,7 @@ static void worker_loop(WorkerState &w) {
     if (w.run->life_pipe[0] >= 0) fds.push_back(w.run->life_pipe[0]);
     sys::Waiter waiter(fds, listeners);
     std::vector<char> ready(fds.size());
-    int heartbeat_every = w.config->options.timeout > 0
-                              ? std::max(100, int(w.config->options.timeout * 1000 / 3)) : -1;
+    int heartbeat_every = report_interval_ms(w.config->options);
     sigset_t serving, waiting;
     sigemptyset(&serving);
     sigaddset(&serving, SIGTERM);
@@ -1567,10 +1603,7 @@ static void worker_loop(WorkerState &w) {
             break;
         }
         store(w.run->board.slot(w.slot).heartbeat_ms, now_ms());
-        if (ready[listeners])
-            drain_pipe(w.signal_read_end, [&](unsigned char byte) {
-                if (byte == SIGTERM || byte == SIGINT) w.stop = true;
-            });
+        if (ready[listeners]) take_signals(w);
         if (w.run->life_pipe[0] >= 0 && ready[listeners + 1]) {
             w.logf(LogLevel::warning, "the parent is gone; worker exiting");
             w.stop = true;
@@ -1640,6 +1673,75 @@ bool Worker::stopping() const {
     in_->told_to_stop = (sigpending(&pending) == 0 && sigismember(&pending, SIGTERM) == 1) ||
                         (!w.config->options.single_process && sys::parent_gone(w.run->parent_pid));
     return in_->told_to_stop;
+}
+
+// Waits as the worker loop does, on the handler's descriptor instead of the
+// listeners: SIGTERM is let in for the wait only, and its byte lands in the
+// worker's signal pipe, polled with the life pipe (EOF: the parent is gone).
+// A graceful restart and a drain come with a SIGTERM too. The stop is
+// checked before the descriptor, so a client that keeps talking cannot
+// hold a stopping worker.
+int Worker::wait(int fd, short events, int timeout_ms) {
+    WorkerState &w = *in_;
+    sigset_t mask;
+    sigprocmask(SIG_SETMASK, nullptr, &mask);
+    sigdelset(&mask, SIGTERM);
+    pollfd fds[3] = {{fd, events, 0}, {w.signal_read_end, POLLIN, 0}, {w.run->life_pipe[0], POLLIN, 0}};
+    nfds_t count = fds[2].fd >= 0 ? 3 : 2;
+    int64_t deadline = now_ms() + timeout_ms;
+    int report_every = report_interval_ms(w.config->options);
+    for (bool polled = false;; polled = true) {
+        if (polled) {
+            heartbeat();
+            if (fds[1].revents) take_signals(w);
+            if (count == 3 && fds[2].revents) w.told_to_stop = true;
+        }
+        if (stopping()) {
+            errno = ECANCELED;
+            return -1;
+        }
+        if (fds[0].revents & POLLNVAL) {
+            errno = EBADF;
+            return -1;
+        }
+        if (fds[0].revents) return 1;
+        int64_t left = timeout_ms < 0 ? INT_MAX : std::max<int64_t>(0, deadline - now_ms());
+        if (polled && left == 0) return 0;
+        int slice = int(std::min<int64_t>(left, report_every < 0 ? INT_MAX : report_every));
+        if (sys::poll_with_mask(fds, count, slice, &mask) < 0) return -1;
+    }
+}
+
+// True once the parent has died. Its life pipe says so first: a dying
+// process closes its descriptors before its children get a new parent.
+static bool parent_died(WorkerState &w) {
+    pollfd life = {w.run->life_pipe[0], POLLIN, 0};
+    return life.fd >= 0 && (sys::poll(&life, 1, 0) > 0 || getppid() != w.run->parent_pid);
+}
+
+// The parent's order for this slot, or the drain, whichever kills first;
+// failing both, what can be seen from here.
+StopReason Worker::stop_reason(int64_t *deadline_ms) const {
+    WorkerState &w = *in_;
+    StopReason reason = StopReason::none;
+    int64_t deadline = 0;
+    Shared *shared = w.run->shared;
+    if (stopping() && parent_died(w)) {
+        reason = StopReason::parent_gone;
+    } else if (stopping()) {
+        uint64_t order = load(stop_orders_of(shared)[w.slot]);
+        reason = StopReason(order & 0xff);
+        deadline = int64_t(order >> 8);
+        int64_t drain = load(shared->drain_deadline_ms);
+        if (load(shared->draining) && (reason == StopReason::none || drain < deadline)) {
+            reason = StopReason::drain;
+            deadline = drain;
+        }
+        if (reason == StopReason::none)
+            reason = w.config->options.single_process ? StopReason::drain : StopReason::signal;
+    }
+    if (deadline_ms) *deadline_ms = deadline;
+    return reason;
 }
 
 void Worker::count_request(const char *request_line, uint64_t bytes) {
@@ -1800,6 +1902,25 @@ void reset_signals_for_exec() {
     for (int sig : parent_signals) set_disposition(sig, SIG_DFL);
 }
 
+// The order matters: the groups and the group id while still root, the
+// user id last. Once a process has given up root, setuid(0) must fail; if
+// it does not (a saved set-user-ID of 0 that setuid() did not clear), the
+// privileges were not dropped at all, and the caller must not go on.
+PREFORK_COLD int drop_privileges(const std::string &user, std::string *error) {
+    const passwd *account = getpwnam(user.c_str());
+    const char *why = "no such user";
+    if (account && account->pw_uid == geteuid()) return 0;
+    if (account && initgroups(account->pw_name, account->pw_gid) == 0 && setgid(account->pw_gid) == 0 &&
+        setuid(account->pw_uid) == 0) {
+        if (account->pw_uid == 0 || setuid(0) != 0) return 0;
+        why = "root privileges could be regained";
+    } else if (account) {
+        why = strerror(errno);
+    }
+    *error = format("cannot become user %s: %s", user.c_str(), why);
+    return -1;
+}
+
 /* ---------------------------------------------------------------------------
    Parent. One poll() loop over the self-pipe and the wake pipe; each turn
    runs one maintenance pass that spawns, retires and watches workers and
@@ -1926,6 +2047,8 @@ PREFORK_COLD static void hand_backlog(ServerState &s) {
 static void begin_stop(ServerState &s, Phase phase, const char *why) {
     if (s.pool.phase == Phase::stopping || s.pool.phase == phase) return;
     s.pool.phase = phase;
+    s.pool.drain_deadline_ms = graceful_deadline(s.config.options);
+    store(s.run.shared->drain_deadline_ms, s.pool.drain_deadline_ms);  // before the flag that says it counts
     store(s.run.shared->draining, uint32_t(1));
     // A drain refuses new connections at once, unless a new parent of an
     // upgrade listens on the same sockets (or we are that new parent and
@@ -1938,7 +2061,6 @@ static void begin_stop(ServerState &s, Phase phase, const char *why) {
         sys::close(l.fd);
         l.fd = -1;
     }
-    s.pool.drain_deadline_ms = graceful_deadline(s.config.options);
     notify(s, "STOPPING=1");
     stop_upgrade(s, phase == Phase::draining ? SIGTERM : SIGINT,
                      s.pool.drain_deadline_ms + int64_t(s.config.options.kill_grace * 1000));
@@ -1968,6 +2090,7 @@ static int spawn_worker(ServerState &s, size_t share) {
     Slot &shared_slot = s.run.board.slot(int(slot));
     under_lock(s, [&] {
         memset(&shared_slot, 0, sizeof shared_slot);
+        stop_orders_of(s.run.shared)[slot] = 0;
         shared_slot.generation = s.pool.generation;
         shared_slot.started_ms = now;
         shared_slot.heartbeat_ms = now;
@@ -2160,6 +2283,7 @@ static void watch_workers(ServerState &s, int64_t now) {
                    state == SlotState::starting ? "starting" : "idle", int(child.pid),
                    (now - heartbeat) / 1000.0);
         time_out(child, now + int64_t(s.config.options.kill_grace * 1000));
+        store(stop_orders_of(s.run.shared)[i], stop_order(StopReason::timeout, child.kill_at_ms));
         want_deadline(s.pool, child.kill_at_ms);
     }
 }
@@ -2177,7 +2301,9 @@ static void retire_one_idle(ServerState &s, int idle) {
     if (!oldest) return;
     s.logf(LogLevel::info, "retiring idle worker %d, the oldest of %d idle (max_spare_servers %d)",
            int(oldest->pid), idle, s.config.options.max_spare_servers);
-    tell_to_stop(*oldest, graceful_deadline(s.config.options));
+    int64_t deadline = graceful_deadline(s.config.options);
+    store(stop_orders_of(s.run.shared)[oldest - s.pool.children.data()], stop_order(StopReason::retire, deadline));
+    tell_to_stop(*oldest, deadline);
 }
 
 // Spawns what the pool lacks and retires one spare too many.
@@ -2293,15 +2419,21 @@ static void notify_progress(ServerState &s, int64_t now) {
     s.notifier.status_sent_ms = now;
 }
 
+// The old workers' orders go out before the new generation number, which
+// makes their stopping() true: whoever sees the one finds the other.
 static void graceful_restart(ServerState &s) {
     notify(s, format("RELOADING=1\nMONOTONIC_USEC=%lld", (long long)now_ms() * 1000));
+    int64_t deadline = graceful_deadline(s.config.options);
+    for (size_t i = 0; i < s.pool.children.size(); i++)
+        if (s.pool.children[i].pid && s.pool.children[i].state == ChildState::running)
+            store(stop_orders_of(s.run.shared)[i], stop_order(StopReason::restart, deadline));
     s.pool.generation++;
     store(s.run.shared->generation, s.pool.generation);
     s.pool.ramp_target = s.config.options.start_servers;
     s.logf(LogLevel::notice, "graceful restart: starting generation %u", s.pool.generation);
     maintain_pool(s);  // the new generation first, then retire the old one
     for (Child &child : s.pool.children)
-        if (child.pid && child.generation != s.pool.generation) tell_to_stop(child, graceful_deadline(s.config.options));
+        if (child.pid && child.generation != s.pool.generation) tell_to_stop(child, deadline);
 }
 
 /* ---------------------------------------------------------------------------

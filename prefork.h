@@ -47,7 +47,9 @@
      count), or -1 with one sentence in that object's error(), which keeps
      the last failure's. Scoreboard::create returns 0, or -1 with the
      sentence in *error; Scoreboard::lock and unlock return 0, or -1 with
-     errno set.
+     errno set; Worker::wait returns 1 (ready) or 0 (timed out), or -1
+     with errno set (ECANCELED: the worker should stop). drop_privileges
+     returns 0, or -1 with the sentence in *error.
      The HTTP parsers return the bytes they consumed (check_request: 0), or
      http_malformed (-1) with *status set to the answer the request deserves
      (400, 414, 431, 501, 505): answer it, then close. parse_request may also
@@ -92,8 +94,11 @@
                                UNIX sockets); i < listener_count().
      server.on_connection(h)   Required. h(worker, fd) (a ConnectionHandler)
                                serves one accepted connection in a worker;
-                               fd is blocking and close-on-exec, and the
-                               library closes it when h returns. An
+                               fd is a blocking socket without timeouts (a
+                               read() waits for the client as long as it
+                               takes: wait with worker.wait()), close-on-
+                               exec, and the library closes it when h
+                               returns. An
                                exception escaping h is logged and closes
                                fd; the worker goes on.
      server.on_refusal(h)      h gets the connections over
@@ -148,6 +153,32 @@
                                SIGTERM, or the parent died (the last two
                                are seen within 10 ms). Check it between
                                requests.
+     worker.wait(fd, events, timeout_ms)
+                               Waits until fd is ready for events (POLLIN,
+                               POLLOUT: a read or write will not block),
+                               timeout_ms passes (-1: no bound) or the
+                               worker should stop (see ERRORS), whichever
+                               is first. The stop is seen at once (SIGTERM is let in for the
+                               wait, the parent's death is watched) and
+                               comes first: on entry too, and over a ready
+                               fd. Reports to the watchdog while it waits.
+                               Call it from the handler's thread, to wait
+                               for a client's next command; in a stop,
+                               write a last answer with plain write().
+     worker.stop_reason(&deadline_ms)
+                               Why the worker should stop (a StopReason)
+                               and, in *deadline_ms unless null, when
+                               SIGKILL comes (CLOCK_MONOTONIC ms; 0 when
+                               nothing will kill it): none, not stopping;
+                               restart (SIGHUP or SIGUSR1: finish the work
+                               in hand, graceful_timeout after the
+                               restart); drain (the server stops: when its
+                               graceful_timeout ends; 0 in single_process
+                               mode); retire (a spare too many:
+                               graceful_timeout); timeout (the watchdog:
+                               kill_grace); parent_gone (0); signal (a
+                               SIGTERM from outside the pool; 0). When
+                               two apply, the one that kills first.
      worker.pool_full()        True when no worker is idle and max_clients
                                are running: the moment to close idle
                                keep-alive connections so new clients get
@@ -221,7 +252,7 @@
                                AF_INET6, IPv4-mapped ones as IPv4; else 0).
                                flags and request_seq are the library's.
 
-   API: LOGGING AND EXEC
+   API: LOGGING, PRIVILEGES AND EXEC
      LogLevel                  debug, info, notice, warning, error.
      LogFn                     void(LogLevel, const char *message): a sink
                                gets one line without its newline, in the
@@ -230,7 +261,21 @@
                                [notice] [pid 123] message" (local time) in
                                one write(2), so lines from several processes
                                do not interleave; cut at 1200 bytes.
+     log_to_stderr_at(least)   A LogFn that is log_to_stderr for lines of
+                               level least and above, and drops the rest:
+                               log_to_stderr_at(LogLevel::info) hides debug.
      log_level_name(level)     "debug" ... "error".
+     drop_privileges(user, &error)
+                               Makes the whole process user (a name in the
+                               passwd database): its groups (initgroups),
+                               then its group id, then its user id; then
+                               checks that setuid(0) fails. Does nothing
+                               when the effective uid is user's already.
+                               Call it in the parent after listen(), before
+                               run(), so every worker inherits it; on
+                               failure the process may be half changed:
+                               exit. error: "cannot become user NAME:
+                               no such user" (or strerror's text).
      reset_signals_for_exec()  For a handler about to exec in a child it
                                forked: unblocks every signal and restores
                                the default disposition of those prefork
@@ -396,10 +441,10 @@
      max_rss_kib [0]            Replace a worker whose peak resident memory
                                 passed this after a connection (0 = off).
      timeout [0]                Seconds a worker may go without a heartbeat
-                                (busy: per connection, heartbeat() or
-                                count_request(); idle: the worker reports by
-                                itself; starting: until it is ready) before
-                                SIGTERM (0 = off),
+                                (busy: per connection, heartbeat(),
+                                count_request() or wait(); idle: the
+                                worker reports by itself; starting: until
+                                it is ready) before SIGTERM (0 = off),
      kill_grace [2]             then SIGKILL this many seconds later.
      graceful_timeout [30]      Bound on a graceful stop or restart; workers
                                 still busy then are killed.
@@ -481,8 +526,8 @@
      Once a stop has begun, SIGHUP, SIGUSR1 and SIGUSR2 are ignored.
      Workers are signalled by pid only, never through the process group.
      A worker takes SIGTERM between connections only: it stays blocked while
-     a handler runs, so it never interrupts the handler's system calls, and
-     worker.stopping() reports it. In single_process mode only SIGTERM and
+     a handler runs, so it never interrupts the handler's system calls,
+     worker.stopping() reports it, and worker.wait() lets it in. In single_process mode only SIGTERM and
      SIGINT act: either ends run() once the connection in hand is served,
      and the connections still queued are reset.
 
@@ -525,7 +570,9 @@ enum class LogLevel { debug, info, notice, warning, error };
 using LogFn = std::function<void(LogLevel, const char *message)>;
 
 void log_to_stderr(LogLevel level, const char *message);
+LogFn log_to_stderr_at(LogLevel least);
 const char *log_level_name(LogLevel level);
+int drop_privileges(const std::string &user, std::string *error);
 
 void reset_signals_for_exec();
 
@@ -621,6 +668,8 @@ private:
 using ConnectionHandler = std::function<void(Worker &, int fd)>;
 using InitHook = std::function<bool(Worker &)>;
 
+enum class StopReason : uint8_t { none, restart, drain, retire, timeout, parent_gone, signal };
+
 class Worker {
 public:
     int slot() const;
@@ -631,6 +680,8 @@ public:
     void start_listening();
     bool listening() const;
     bool stopping() const;
+    int wait(int fd, short events, int timeout_ms);
+    StopReason stop_reason(int64_t *deadline_ms = nullptr) const;
     void count_request(const char *request_line, uint64_t bytes);
     void note_request(const char *request_line);
     void set_activity(char letter);
