@@ -89,7 +89,7 @@ $(BUILD)/example: $(BUILD)/test/example.o $(BUILD)/prefork.o
 	$(CXX) $(ALL_CXXFLAGS) $(LDFLAGS) -o $@ $^
 
 # Programs on the library as a user writes them; make test runs them.
-EXAMPLES = $(BUILD)/example_json_api
+EXAMPLES = $(BUILD)/example_json_api $(BUILD)/example_line_kv
 examples: $(EXAMPLES)
 $(BUILD)/example_%: $(BUILD)/test/example_%.o $(BUILD)/prefork.o
 	$(CXX) $(ALL_CXXFLAGS) $(LDFLAGS) -o $@ $^

@@ -113,3 +113,36 @@ TEST(Examples, JsonApiStoresReadsAndDeletesKeys) {
     int status = e.stop();
     EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << status;
 }
+
+TEST(Examples, LineServerAnswersAndLetsAnIdleClientGoAtAStop) {
+    ASSERT_EQ(access(example_path("example_line_kv").c_str(), X_OK), 0)
+        << "no " << example_path("example_line_kv") << ": make examples";
+    Example e("example_line_kv", {"unix:@/s.sock", "@"});
+    ASSERT_TRUE(e.ready());
+    {
+        Client c(e.address());
+        ASSERT_TRUE(c.send("GET a\nSET a hello world\nGET a\nSET ../x 1\nNOPE a\n"));
+        EXPECT_EQ(c.line(), "NOT_FOUND");
+        EXPECT_EQ(c.line(), "OK");
+        EXPECT_EQ(c.line(), "VALUE hello world");
+        EXPECT_EQ(c.line(), "ERROR keys are [a-z0-9_-]+");
+        EXPECT_EQ(c.line(), "ERROR unknown command");
+        ASSERT_TRUE(c.send("QUIT\n"));
+        std::string rest;
+        EXPECT_TRUE(c.until_eof(&rest, 5000));
+        EXPECT_EQ(rest, "");
+    }
+    Client other(e.address());  // another connection, maybe another worker
+    ASSERT_TRUE(other.send("GET a\nDEL a\nGET a\n"));
+    EXPECT_EQ(other.line(), "VALUE hello world");
+    EXPECT_EQ(other.line(), "OK");
+    EXPECT_EQ(other.line(), "NOT_FOUND");
+    // The client now idles between commands, its handler in worker.wait():
+    // SIGTERM reaches it at once, long before graceful_timeout (30 s).
+    int64_t sent = harness::now_ms();
+    ASSERT_TRUE(e.signal(SIGTERM));
+    EXPECT_EQ(other.line(5000), "BYE server stopping");
+    EXPECT_LT(harness::now_ms() - sent, 5000);
+    int status = e.wait_exit(10000);
+    EXPECT_TRUE(status >= 0 && WIFEXITED(status) && WEXITSTATUS(status) == 0) << status;
+}
