@@ -3855,7 +3855,7 @@ static void split_target(std::string_view target, std::string_view *path, std::s
 
 // Runs the route's handler on the request it matched (in.matches). A
 // handler that throws, or sets a status outside 100-599, is answered 500.
-__attribute__((noinline)) static void run_route(ServiceState &in, Route &route, HttpContext &ctx, HttpResponse &r) {
+static void run_route(ServiceState &in, Route &route, HttpContext &ctx, HttpResponse &r) {
     // One capture per group, an empty one for a group that took no part.
     ctx.captures.clear();
     for (size_t g = 1; g <= route.regex.re_nsub; g++) {
@@ -3877,7 +3877,8 @@ __attribute__((noinline)) static void run_route(ServiceState &in, Route &route, 
 }
 
 // Finds the handler for the request and runs it; 404 or 405 when none
-// fits. "OPTIONS *" asks about the server (RFC 9110 section 9.3.7): 204,
+// fits. "OPTIONS *" (the only method fill_context lets through with the
+// target "*") asks about the server (RFC 9110 section 9.3.7): 204,
 // with every method a route names in Allow.
 static void dispatch(ServiceState &in, HttpContext &ctx, HttpResponse &r) {
     bool head = ctx.method == "HEAD", asterisk = in.path == "*";
@@ -4148,8 +4149,7 @@ static void append_escaped(std::string &out, std::string_view text, bool json) {
 }
 
 // "%g" without the leading zero Apache drops: ".00259347".
-static std::string apache_number(double value) {
-    char text[40];
+static const char *apache_number(double value, char (&text)[40]) {
     snprintf(text, sizeof text, "%g", value);
     return text[0] == '0' && text[1] == '.' ? text + 1 : text;
 }
@@ -4157,21 +4157,23 @@ static std::string apache_number(double value) {
 // "?auto": mod_status's machine-readable page, key: value lines.
 static void append_status_auto(std::string &out, const Snapshot &s, std::string_view host,
                                const std::string &server_name, double uptime, const std::string &letters) {
-    char line[256];
-    out += std::string(host.empty() ? "localhost" : host) + "\n";
+    char line[512], per_second[40], bytes_per_second[40], bytes_per_request[40];
+    if (host.empty()) host = "localhost";
+    out.append(host.data(), host.size());
+    out += "\nServerVersion: ";
+    out += server_name;
     snprintf(line, sizeof line,
-             "ServerVersion: %s\nServerMPM: prefork\nParentServerConfigGeneration: %u\n"
-             "ServerUptimeSeconds: %lld\nTotal Accesses: %llu\nTotal kBytes: %llu\nUptime: %lld\n",
-             server_name.c_str(), s.generation, (long long)uptime, (unsigned long long)s.requests,
-             (unsigned long long)(s.bytes / 1024), (long long)uptime);
+             "\nServerMPM: prefork\nParentServerConfigGeneration: %u\nServerUptimeSeconds: %lld\n"
+             "Total Accesses: %llu\nTotal kBytes: %llu\nUptime: %lld\nReqPerSec: %s\nBytesPerSec: %s\n"
+             "BytesPerReq: %s\nBusyWorkers: %d\nIdleWorkers: %d\nProcesses: %d\nScoreboard: ",
+             s.generation, (long long)uptime, (unsigned long long)s.requests, (unsigned long long)(s.bytes / 1024),
+             (long long)uptime, apache_number(double(s.requests) / uptime, per_second),
+             apache_number(double(s.bytes) / uptime, bytes_per_second),
+             apache_number(s.requests ? double(s.bytes) / double(s.requests) : 0, bytes_per_request), s.busy,
+             s.idle, s.busy + s.idle + s.starting + s.exiting);
     out += line;
-    out += "ReqPerSec: " + apache_number(double(s.requests) / uptime) + "\n";
-    out += "BytesPerSec: " + apache_number(double(s.bytes) / uptime) + "\n";
-    out += "BytesPerReq: " + apache_number(s.requests ? double(s.bytes) / double(s.requests) : 0) + "\n";
-    snprintf(line, sizeof line, "BusyWorkers: %d\nIdleWorkers: %d\nProcesses: %d\n", s.busy, s.idle,
-             s.busy + s.idle + s.starting + s.exiting);
-    out += line;
-    out += "Scoreboard: " + letters + "\n";
+    out += letters;
+    out += '\n';
 }
 
 // The JSON object's or the HTML page's totals, up to where the workers
@@ -4552,9 +4554,23 @@ static bool read_body(ServiceState &in, const HttpOptions &o, Link &link, HttpRe
     return true;
 }
 
+// Whether a segment of the (decoded) path is "." or "..". A client
+// removes them before it sends (RFC 3986 section 5.2.4); one that did not
+// is refused (400) rather than answered for a path it did not mean, and
+// no route or file ever sees them.
+static bool has_dot_segment(std::string_view path) {
+    for (size_t i = 0; i < path.size(); i++) {
+        if (path[i] != '/' || i + 1 == path.size() || path[i + 1] != '.') continue;
+        size_t end = i + 2 < path.size() && path[i + 2] == '.' ? i + 3 : i + 2;
+        if (end == path.size() || path[end] == '/') return true;
+    }
+    return false;
+}
+
 // Fills in.context, what the handler sees, from the request. false when
-// the path does not start with "/" (nor is the target "*") or does not
-// percent-decode: the request deserves a 400.
+// the request deserves a 400: the path does not start with "/", does not
+// percent-decode or has a dot segment, or the target is "*" with a method
+// other than OPTIONS.
 static bool fill_context(ServiceState &in, Worker &worker, const HttpRequest &request, std::string_view body) {
     HttpContext &ctx = in.context;
     ctx.method = request.method;
@@ -4567,9 +4583,11 @@ static bool fill_context(ServiceState &in, Worker &worker, const HttpRequest &re
     split_target(request.target, &ctx.raw_path, &ctx.query);
     if (request.target == "*") {
         in.path = "*";
-    } else if (ctx.raw_path.empty() || ctx.raw_path[0] != '/' || !percent_decode(ctx.raw_path, &in.path)) {
-        return false;
+        return request.method == "OPTIONS";  // the asterisk-form is OPTIONS' alone
     }
+    if (ctx.raw_path.empty() || ctx.raw_path[0] != '/' || !percent_decode(ctx.raw_path, &in.path) ||
+        has_dot_segment(in.path))
+        return false;
     ctx.path = in.path;
     return true;
 }

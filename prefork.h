@@ -265,9 +265,13 @@
                                under other methods: 405 with Allow. An
                                exception escaping h, or a status outside
                                100-599, is logged, answered 500, and the
-                               connection closed. The target "*" (OPTIONS
-                               *) is answered 204, Allow naming every
-                               method a route names.
+                               connection closed. "OPTIONS *" is answered
+                               204, Allow naming every method a route
+                               names; "*" with another method is 400, and
+                               so is a path with a "." or ".." segment
+                               (after percent-decoding: clients remove
+                               them before sending, RFC 3986 5.2.4), which
+                               no route or file sees.
      http.serve_directory(docroot)
                                Opens docroot now, then serves the files
                                under it for every path not routed before

@@ -1108,3 +1108,20 @@ TEST(HttpStatus, AutoServerVersionIsProductSlashVersion) {
                             "\nScoreboard: ", "\nUptime: ", "\nReqPerSec: ", "\nBytesPerSec: ", "\nBytesPerReq: "})
         EXPECT_NE(r.body.find(key), std::string::npos) << key << r.body;
 }
+
+// A dot segment is refused with 400, never a misleading 404 nor a climb
+// out of the docroot; "*" is OPTIONS' alone.
+TEST(HttpFiles, DotSegmentsAre400AndAsteriskIsOptionsOnly) {
+    Docroot root;
+    HttpServer s;
+    ASSERT_EQ(s.http->serve_directory(root.path), 0);
+    ASSERT_TRUE(s.start());
+    for (const char *target : {"/sub/../index.html", "/./index.html", "/sub/.", "/sub/..", "/..", "/../x",
+                               "/sub/%2e%2e/index.html", "/sub/%2E/index.html", "/a/..%2fb", "/%2e",
+                               "http://x/sub/../index.html"})
+        EXPECT_EQ(get(s, target).status, 400) << target;
+    EXPECT_EQ(get(s, "/index.html").status, 200);
+    EXPECT_EQ(get(s, "/sub/...").status, 404) << "three dots are a name, not a dot segment";
+    EXPECT_EQ(get(s, "/sub/..x").status, 404);
+    EXPECT_EQ(get(s, "*").status, 400) << "GET * is not a request";
+}
