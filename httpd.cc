@@ -438,7 +438,7 @@ int main(int argc, char **argv) {
     send_logs_to_stderr(server, config.options.debug_scoreboard);
     if (!take_passed_listeners(server, config.listens) || !find_account(config.user)) return 2;
     if (!open_logs(config) || !listen_all(server, config.listens)) return 1;
-    config.http_options.server_name = "prefork-httpd/0.1";
+    config.http_options.server_name = "prefork-httpd/0.1.0";
     prefork::HttpService http(config.http_options);
     if (!serve_status_and_docroot(http, config)) return 2;
     if (!wire(server, http, config, argc, argv)) return 1;

@@ -3452,30 +3452,29 @@ bool percent_decode(std::string_view in, std::string *out) {
     return true;
 }
 
+// RFC 9110 section 15's reason phrases, and RFC 6585's 429 and 431: each
+// entry is the code's three digits, then its phrase, NUL-terminated; an
+// empty entry ends the table. One string, not a switch, for size.
+static const char reason_table[] =
+    "100Continue\0" "101Switching Protocols\0" "200OK\0" "201Created\0" "202Accepted\0"
+    "203Non-Authoritative Information\0" "204No Content\0" "205Reset Content\0" "206Partial Content\0"
+    "300Multiple Choices\0" "301Moved Permanently\0" "302Found\0" "303See Other\0" "304Not Modified\0"
+    "305Use Proxy\0" "307Temporary Redirect\0" "308Permanent Redirect\0" "400Bad Request\0"
+    "401Unauthorized\0" "402Payment Required\0" "403Forbidden\0" "404Not Found\0"
+    "405Method Not Allowed\0" "406Not Acceptable\0" "407Proxy Authentication Required\0"
+    "408Request Timeout\0" "409Conflict\0" "410Gone\0" "411Length Required\0" "412Precondition Failed\0"
+    "413Content Too Large\0" "414URI Too Long\0" "415Unsupported Media Type\0"
+    "416Range Not Satisfiable\0" "417Expectation Failed\0" "421Misdirected Request\0"
+    "422Unprocessable Content\0" "426Upgrade Required\0" "428Precondition Required\0"
+    "429Too Many Requests\0" "431Request Header Fields Too Large\0" "500Internal Server Error\0"
+    "501Not Implemented\0" "502Bad Gateway\0" "503Service Unavailable\0" "504Gateway Timeout\0"
+    "505HTTP Version Not Supported\0";
+
 const char *http_reason(int status) {
-    switch (status) {
-    case 100: return "Continue";
-    case 200: return "OK";
-    case 201: return "Created";
-    case 204: return "No Content";
-    case 206: return "Partial Content";
-    case 301: return "Moved Permanently";
-    case 302: return "Found";
-    case 304: return "Not Modified";
-    case 400: return "Bad Request";
-    case 403: return "Forbidden";
-    case 404: return "Not Found";
-    case 405: return "Method Not Allowed";
-    case 408: return "Request Timeout";
-    case 413: return "Content Too Large";
-    case 414: return "URI Too Long";
-    case 416: return "Range Not Satisfiable";
-    case 431: return "Request Header Fields Too Large";
-    case 500: return "Internal Server Error";
-    case 501: return "Not Implemented";
-    case 503: return "Service Unavailable";
-    case 505: return "HTTP Version Not Supported";
-    }
+    if (status < 100 || status > 599) return "";
+    char code[3] = {char('0' + status / 100), char('0' + status / 10 % 10), char('0' + status % 10)};
+    for (const char *entry = reason_table; *entry; entry += strlen(entry) + 1)
+        if (memcmp(entry, code, 3) == 0) return entry + 3;
     return "";
 }
 
@@ -3485,12 +3484,32 @@ std::string_view HttpContext::header(std::string_view name) const {
     return std::string_view();
 }
 
+// The fields the responder owns: a handler's framing (Content-Length,
+// Transfer-Encoding) or Connection beside the responder's own would let a
+// proxy read the response two ways (-1: refused). Date (1) and Server (2)
+// a handler's one replaces, once. 0 for the others, mostly told apart by
+// length alone.
+enum : int { field_date = 1, field_server = 2 };
+
+static int own_field(std::string_view name) {
+    switch (name.size()) {
+    case 4: return equals_nocase(name, "date") ? field_date : 0;
+    case 6: return equals_nocase(name, "server") ? field_server : 0;
+    case 10: return equals_nocase(name, "connection") ? -1 : 0;
+    case 14: return equals_nocase(name, "content-length") ? -1 : 0;
+    case 17: return equals_nocase(name, "transfer-encoding") ? -1 : 0;
+    }
+    return 0;
+}
+
 bool HttpResponse::header(std::string_view name, std::string_view value) {
-    if (name.empty()) return false;
+    int own = own_field(name);
+    if (name.empty() || own < 0 || (replaced_ & own)) return false;
     for (char ch : name)
         if (!is_tchar((unsigned char)ch)) return false;
     for (char ch : value)
         if (ch == '\r' || ch == '\n' || ch == '\0') return false;
+    replaced_ |= uint8_t(own);
     fields_.append(name.data(), name.size());
     fields_ += ": ";
     fields_.append(value.data(), value.size());
@@ -3512,6 +3531,7 @@ struct HttpResponder {
     static void reset(HttpResponse &r) {
         r.status_ = 200;
         r.close_ = false;
+        r.replaced_ = 0;
         r.fields_.clear();
         r.body_.clear();
         r.file(-1, 0, 0);
@@ -3520,6 +3540,7 @@ struct HttpResponder {
     static const std::string &body(const HttpResponse &r) { return r.body_; }
     static const std::string &fields(const HttpResponse &r) { return r.fields_; }
     static bool closing(const HttpResponse &r) { return r.close_; }
+    static bool replaced(const HttpResponse &r, int field) { return r.replaced_ & field; }
     static int file_fd(const HttpResponse &r) { return r.file_fd_; }
     static uint64_t file_offset(const HttpResponse &r) { return r.file_offset_; }
     static uint64_t file_length(const HttpResponse &r) { return r.file_length_; }
@@ -3636,13 +3657,31 @@ HttpService::~HttpService() {
     for (int fd : in_->roots) sys::close(fd);
 }
 
+// "*", or a method as requests spell them: a token without lowercase
+// letters (methods are case-sensitive, and a request's "get" is not GET).
+static bool valid_route_method(const std::string &method) {
+    if (method.empty()) return false;
+    for (char ch : method)
+        if (!is_tchar((unsigned char)ch) || (ch >= 'a' && ch <= 'z')) return false;
+    return true;
+}
+
 PREFORK_COLD int HttpService::route(const std::string &method, const std::string &path_regex, HttpHandler handler) {
     std::unique_ptr<Route> route(new Route);
-    int rc = regcomp(&route->regex, path_regex.c_str(), REG_EXTENDED);
+    const char *refusal = !valid_route_method(method) ? "the method must be \"*\" or an uppercase token"
+                          : !handler                  ? "no handler"
+                                                      : nullptr;
+    char why[256];
+    int rc = refusal ? 0 : regcomp(&route->regex, path_regex.c_str(), REG_EXTENDED);
     if (rc != 0) {
-        char why[256];
         regerror(rc, &route->regex, why, sizeof why);
-        error_ = format("bad route regex '%s': %s", path_regex.c_str(), why);
+        refusal = why;
+    } else if (!refusal && route->regex.re_nsub > 9) {
+        regfree(&route->regex);
+        refusal = "over 9 groups";
+    }
+    if (refusal) {
+        error_ = format("bad route %s %s: %s", method.c_str(), path_regex.c_str(), refusal);
         return -1;
     }
     route->method = method;
@@ -3837,11 +3876,17 @@ static void build_head(ServiceState &in, const HttpOptions &options, const HttpR
     append_number(out, uint64_t(status));
     out += ' ';
     out += http_reason(status);
-    out += "\r\nDate: ";
-    out += in.date.at(time(nullptr), http_date_pattern, false);
-    out += "\r\nServer: ";
-    out += options.server_name;
     out += "\r\n";
+    if (!HttpResponder::replaced(r, field_date)) {
+        out += "Date: ";
+        out += in.date.at(time(nullptr), http_date_pattern, false);
+        out += "\r\n";
+    }
+    if (!HttpResponder::replaced(r, field_server)) {
+        out += "Server: ";
+        out += options.server_name;
+        out += "\r\n";
+    }
     if (!bodiless) {
         if (!HttpResponder::has_field(r, "content-type") && !HttpResponder::body(r).empty())
             out += "Content-Type: text/plain; charset=utf-8\r\n";
@@ -3940,42 +3985,54 @@ static void split_target(std::string_view target, std::string_view *path, std::s
     *query = question == std::string_view::npos ? std::string_view() : target.substr(question + 1);
 }
 
-// Finds the handler for the request and runs it; 404 or 405 when none fits.
+// Runs the route's handler on the request it matched (in.matches). A
+// handler that throws, or sets a status outside 100-599, is answered 500.
+static void run_route(ServiceState &in, Route &route, HttpContext &ctx, HttpResponse &r) {
+    // One capture per group, an empty one for a group that took no part.
+    ctx.captures.clear();
+    for (size_t g = 1; g <= route.regex.re_nsub; g++) {
+        const regmatch_t &m = in.matches[g];
+        ctx.captures.push_back(m.rm_so < 0 ? std::string_view()
+                                           : std::string_view(in.path).substr(size_t(m.rm_so),
+                                                                              size_t(m.rm_eo - m.rm_so)));
+    }
+    std::string what;
+    bool threw = !sys::run_guarded([&] { route.handler(ctx, r); }, &what);
+    if (!threw && r.status() >= 100 && r.status() <= 599) return;
+    char status[16];
+    snprintf(status, sizeof status, "%d", r.status());
+    ctx.worker->log(LogLevel::error, "route %s %s %s: %s; answering 500", route.method.c_str(),
+                    route.pattern.c_str(), threw ? "threw" : "set the bad status", threw ? what.c_str() : status);
+    HttpResponder::reset(r);
+    answer_status(r, 500);
+    r.close_connection();
+}
+
+// Finds the handler for the request and runs it; 404 or 405 when none
+// fits. "OPTIONS *" (the only method fill_context lets through with the
+// target "*") asks about the server (RFC 9110 section 9.3.7): 204,
+// with every method a route names in Allow.
 static void dispatch(ServiceState &in, HttpContext &ctx, HttpResponse &r) {
-    bool head = ctx.method == "HEAD";
+    bool head = ctx.method == "HEAD", asterisk = in.path == "*";
     std::string allow;
     for (auto &each : in.routes) {
         Route &route = *each;
-        if (!route_matches(route, in.path, in.matches)) continue;
+        if (!asterisk && !route_matches(route, in.path, in.matches)) continue;
         bool fits = route.method == "*" || route.method == ctx.method || (head && route.method == "GET");
-        if (!fits) {
-            auto listed = [&](std::string_view method) {
-                bool found = false;
-                for_each_token(allow, [&](std::string_view m) { found |= m == method; });
-                return found;
-            };
-            if (!listed(route.method)) {
-                if (!allow.empty()) allow += ", ";
-                allow += route.method;
-                if (route.method == "GET" && !listed("HEAD")) allow += ", HEAD";
-            }
-            continue;
+        if (!asterisk && fits) return run_route(in, route, ctx, r);
+        auto listed = [&](std::string_view method) {
+            bool found = false;
+            for_each_token(allow, [&](std::string_view m) { found |= m == method; });
+            return found;
+        };
+        if (route.method != "*" && !listed(route.method)) {
+            if (!allow.empty()) allow += ", ";
+            allow += route.method;
+            if (route.method == "GET" && !listed("HEAD")) allow += ", HEAD";
         }
-        ctx.captures.clear();
-        for (size_t g = 1; g < 10 && in.matches[g].rm_so >= 0; g++)
-            ctx.captures.push_back(std::string_view(in.path).substr(size_t(in.matches[g].rm_so),
-                                                                     size_t(in.matches[g].rm_eo - in.matches[g].rm_so)));
-        std::string what;
-        if (!sys::run_guarded([&] { route.handler(ctx, r); }, &what)) {
-            ctx.worker->log(LogLevel::error, "route %s %s threw: %s; answering 500", route.method.c_str(),
-                            route.pattern.c_str(), what.c_str());
-            HttpResponder::reset(r);
-            answer_status(r, 500);
-            r.close_connection();
-        }
-        return;
     }
-    answer_status(r, allow.empty() ? 404 : 405);
+    if (asterisk) r.status(204);
+    else answer_status(r, allow.empty() ? 404 : 405);
     if (!allow.empty()) r.header("Allow", allow);
 }
 
@@ -4224,8 +4281,7 @@ static void append_escaped(std::string &out, std::string_view text, bool json) {
 }
 
 // "%g" without the leading zero Apache drops: ".00259347".
-static std::string apache_number(double value) {
-    char text[40];
+static const char *apache_number(double value, char (&text)[40]) {
     snprintf(text, sizeof text, "%g", value);
     return text[0] == '0' && text[1] == '.' ? text + 1 : text;
 }
@@ -4233,21 +4289,23 @@ static std::string apache_number(double value) {
 // "?auto": mod_status's machine-readable page, key: value lines.
 static void append_status_auto(std::string &out, const Snapshot &s, std::string_view host,
                                const std::string &server_name, double uptime, const std::string &letters) {
-    char line[256];
-    out += std::string(host.empty() ? "localhost" : host) + "\n";
+    char line[512], per_second[40], bytes_per_second[40], bytes_per_request[40];
+    if (host.empty()) host = "localhost";
+    out.append(host.data(), host.size());
+    out += "\nServerVersion: ";
+    out += server_name;
     snprintf(line, sizeof line,
-             "ServerVersion: %s\nServerMPM: prefork\nParentServerConfigGeneration: %u\n"
-             "ServerUptimeSeconds: %lld\nTotal Accesses: %llu\nTotal kBytes: %llu\nUptime: %lld\n",
-             server_name.c_str(), s.generation, (long long)uptime, (unsigned long long)s.requests,
-             (unsigned long long)(s.bytes / 1024), (long long)uptime);
+             "\nServerMPM: prefork\nParentServerConfigGeneration: %u\nServerUptimeSeconds: %lld\n"
+             "Total Accesses: %llu\nTotal kBytes: %llu\nUptime: %lld\nReqPerSec: %s\nBytesPerSec: %s\n"
+             "BytesPerReq: %s\nBusyWorkers: %d\nIdleWorkers: %d\nProcesses: %d\nScoreboard: ",
+             s.generation, (long long)uptime, (unsigned long long)s.requests, (unsigned long long)(s.bytes / 1024),
+             (long long)uptime, apache_number(double(s.requests) / uptime, per_second),
+             apache_number(double(s.bytes) / uptime, bytes_per_second),
+             apache_number(s.requests ? double(s.bytes) / double(s.requests) : 0, bytes_per_request), s.busy,
+             s.idle, s.busy + s.idle + s.starting + s.exiting);
     out += line;
-    out += "ReqPerSec: " + apache_number(double(s.requests) / uptime) + "\n";
-    out += "BytesPerSec: " + apache_number(double(s.bytes) / uptime) + "\n";
-    out += "BytesPerReq: " + apache_number(s.requests ? double(s.bytes) / double(s.requests) : 0) + "\n";
-    snprintf(line, sizeof line, "BusyWorkers: %d\nIdleWorkers: %d\nProcesses: %d\n", s.busy, s.idle,
-             s.busy + s.idle + s.starting + s.exiting);
-    out += line;
-    out += "Scoreboard: " + letters + "\n";
+    out += letters;
+    out += '\n';
 }
 
 // The JSON object's or the HTML page's totals, up to where the workers
@@ -4628,9 +4686,23 @@ static bool read_body(ServiceState &in, const HttpOptions &o, Link &link, HttpRe
     return true;
 }
 
+// Whether a segment of the (decoded) path is "." or "..". A client
+// removes them before it sends (RFC 3986 section 5.2.4); one that did not
+// is refused (400) rather than answered for a path it did not mean, and
+// no route or file ever sees them.
+static bool has_dot_segment(std::string_view path) {
+    for (size_t i = 0; i < path.size(); i++) {
+        if (path[i] != '/' || i + 1 == path.size() || path[i + 1] != '.') continue;
+        size_t end = i + 2 < path.size() && path[i + 2] == '.' ? i + 3 : i + 2;
+        if (end == path.size() || path[end] == '/') return true;
+    }
+    return false;
+}
+
 // Fills in.context, what the handler sees, from the request. false when
-// the path does not start with "/" (nor is the target "*") or does not
-// percent-decode: the request deserves a 400.
+// the request deserves a 400: the path does not start with "/", does not
+// percent-decode or has a dot segment, or the target is "*" with a method
+// other than OPTIONS.
 static bool fill_context(ServiceState &in, Worker &worker, const HttpRequest &request, std::string_view body) {
     HttpContext &ctx = in.context;
     ctx.method = request.method;
@@ -4643,9 +4715,11 @@ static bool fill_context(ServiceState &in, Worker &worker, const HttpRequest &re
     split_target(request.target, &ctx.raw_path, &ctx.query);
     if (request.target == "*") {
         in.path = "*";
-    } else if (ctx.raw_path.empty() || ctx.raw_path[0] != '/' || !percent_decode(ctx.raw_path, &in.path)) {
-        return false;
+        return request.method == "OPTIONS";  // the asterisk-form is OPTIONS' alone
     }
+    if (ctx.raw_path.empty() || ctx.raw_path[0] != '/' || !percent_decode(ctx.raw_path, &in.path) ||
+        has_dot_segment(in.path))
+        return false;
     ctx.path = in.path;
     return true;
 }

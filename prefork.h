@@ -300,13 +300,23 @@
      http.route(method, path_regex, h)
                                Routes to h (HttpHandler: void(HttpContext &,
                                HttpResponse &)). method "*" matches any,
-                               "GET" HEAD too; path_regex is POSIX extended,
-                               matched against the percent-decoded path.
-                               First match wins; its groups (up to 9) are
-                               the captures. No match: 404; a path matched
-                               only under other methods: 405 with Allow. An
-                               exception escaping h is logged, answered 500,
-                               and the connection closed.
+                               "GET" HEAD too, else an uppercase token
+                               (refused: a lowercase or empty method, a
+                               null h, over 9 groups); path_regex is POSIX
+                               extended, matched against the percent-decoded
+                               path. First match wins; c.captures has one
+                               entry per group (empty for a group that took
+                               no part). No match: 404; a path matched only
+                               under other methods: 405 with Allow. An
+                               exception escaping h, or a status outside
+                               100-599, is logged, answered 500, and the
+                               connection closed. "OPTIONS *" is answered
+                               204, Allow naming every method a route
+                               names; "*" with another method is 400, and
+                               so is a path with a "." or ".." segment
+                               (after percent-decoding: clients remove
+                               them before sending, RFC 3986 5.2.4), which
+                               no route or file sees.
      http.serve_directory(docroot)
                                Opens docroot now, then serves the files
                                under it for every path not routed before
@@ -343,7 +353,11 @@
      HttpResponse r            r.status(code) [200] sets it, r.status()
                                reads it; r.header(name, value) adds a field
                                (false, nothing added, for a name that is not
-                               a token or a value with CR, LF or NUL);
+                               a token, a value with CR, LF or NUL, or the
+                               responder's framing: Content-Length,
+                               Transfer-Encoding, Connection); a Date or
+                               Server field replaces the responder's (a
+                               second one is refused);
                                r.body(data) appends; r.file(fd, offset,
                                length) sends that much of the open file fd
                                instead of a body (the response owns fd);
@@ -396,7 +410,9 @@
                                max_body.
      percent_decode(in, &out)  out = in with %XX decoded; false for a bad
                                escape or a NUL (%00 or raw).
-     http_reason(status)       "Not Found"; "" for a code it does not know.
+     http_reason(status)       "Not Found": RFC 9110's table, and 428, 429,
+                               431 (RFC 6585); "" for a code it does not
+                               know.
 
    HttpOptions (defaults in brackets)
      request_timeout [10 s]     A request head must be whole within it (else
@@ -409,7 +425,9 @@
      pressure_timeout [0.5 s]   Caps the timeouts above while the pool is full
                                 (see slow clients).
      max_body [1 MiB]           A bigger body is 413.
-     server_name ["prefork"]    The Server field and the status page's name.
+     server_name ["prefork"]    The Server field and the status page's name
+                                (its ServerVersion line: give it the form
+                                Product/X.Y.Z, which apache_exporter needs).
      access_log_fd [-1]         Combined Log Format lines go there (-1:
                                 none), buffered: written once per connection
                                 or 8 KiB.
@@ -821,6 +839,7 @@ private:
     uint64_t file_offset_ = 0, file_length_ = 0;
     int status_ = 200;
     bool close_ = false;
+    uint8_t replaced_ = 0;  // 1: the handler set Date, 2: Server
     std::string fields_;  // "Name: value\r\n" lines
     std::string body_;
 };

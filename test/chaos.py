@@ -78,6 +78,13 @@ attack lasts the whole ATTACK_S.
             /sleep and 5 requests in the listen queue, then SIGTERM: a new
             connect() is refused within 100 ms, the 2 sleeps and the 5
             queued requests are answered 200 (none reset), exit 0.
+  exporter  Prometheus' apache_exporter (Debian's prometheus-apache-exporter)
+            scraping httpd's /server-status?auto: within 10 s its /metrics
+            has apache_up 1, apache_version 0.01 (its reading of httpd's
+            ServerVersion prefork-httpd/0.1.0: major + minor/100 + ...),
+            apache_accesses_total, apache_workers and apache_scoreboard, and
+            it is still running (it panicked on a ServerVersion that was not
+            Product/X.Y.Z).
   balancer  haproxy (health checks every 200 ms, redispatch, 3 retries) in
             front of two httpds under wrk load (2 threads, 16 connections):
             stop and start each in turn, waiting for haproxy to see it UP,
@@ -1259,12 +1266,63 @@ def balancer(ctx):
                 + (f"; FAILED STEPS: {'; '.join(failures)}" if failures else ""))
 
 
+def fetch(port, path, timeout=2.0):
+    """A GET of http://127.0.0.1:port/path: the body, or "" on failure."""
+    try:
+        s = socket.create_connection(("127.0.0.1", port), timeout=timeout)
+        s.settimeout(timeout)
+        s.sendall(f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n".encode())
+        data = recv_all(s)
+        s.close()
+    except OSError:
+        return ""
+    return data.partition(b"\r\n\r\n")[2].decode("latin-1")
+
+
+def exporter(ctx):
+    if not ctx.apache_exporter:
+        return None, "prometheus-apache-exporter not installed"
+    srv = ctx.start("exporter", [])
+    for _ in range(3):
+        request(srv.port)
+    port = bench_pool.free_port()
+    log = os.path.join(ctx.workdir, "exporter.log")
+    with open(log, "wb") as out:
+        p = subprocess.Popen([ctx.apache_exporter,
+                              f"--scrape_uri=http://127.0.0.1:{srv.port}/server-status?auto",
+                              f"--telemetry.address=127.0.0.1:{port}"],
+                             stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+    metrics = ""
+    try:
+        def scraped():
+            nonlocal metrics
+            metrics = fetch(port, "/metrics")
+            return re.search(r"^apache_up 1$", metrics, re.M) is not None
+        up = eventually(scraped, 10, 0.2)
+        alive = p.poll() is None
+    finally:
+        stop(p, 5)
+    wanted = [r'^apache_up 1$', r'^apache_version 0\.01$',
+              r'^apache_accesses_total [1-9]', r'^apache_workers\{state="idle"\} [0-9]',
+              r'^apache_scoreboard\{state="idle"\} [0-9]', r'^apache_uptime_seconds_total [0-9]']
+    missing = [w for w in wanted if not re.search(w, metrics, re.M)]
+    with open(log, "rb") as f:
+        said = f.read().decode("latin-1")
+    ok = up and alive and not missing and "panic" not in said
+    found = [line for line in metrics.splitlines() if line.startswith(("apache_up", "apache_version",
+                                                                       "apache_accesses_total", "apache_workers"))]
+    return ok, (f"apache_up 1: {up}; exporter still running: {alive}; "
+                f"missing: {missing or 'none'}; {'; '.join(found)}"
+                + (f"; exporter log: {said[-400:]}" if not ok else ""))
+
+
 SCENARIOS = [("massacre", massacre), ("restarts", restarts), ("drain", drain),
              ("slowloris", slowloris), ("hung", hung), ("crashloop", crash_loop),
              ("nproc", fork_failure), ("leaks", leaks), ("privilege", privilege),
              ("upgrade", upgrade), ("slowheaders", slowheaders), ("slowbody", slowbody),
              ("slowread", slowread), ("crashstorm", crashstorm), ("throw", throw),
-             ("slowlink", slowlink), ("stopping", stopping), ("balancer", balancer)]
+             ("slowlink", slowlink), ("stopping", stopping), ("exporter", exporter),
+             ("balancer", balancer)]
 
 
 class Context:
@@ -1274,6 +1332,7 @@ class Context:
         self.chaos_server = os.path.abspath(args.chaos_server)
         self.wrk = Wrk(args.wrk)
         self.nginx, self.haproxy, self.slowhttptest = args.nginx, args.haproxy, args.slowhttptest
+        self.apache_exporter = args.apache_exporter
         self.servers = []
 
     def start(self, tag, extra):
@@ -1308,6 +1367,7 @@ def main():
     ap.add_argument("--nginx", default="", help="for comparison in the slow* scenarios")
     ap.add_argument("--haproxy", default="", help="for balancer")
     ap.add_argument("--slowhttptest", default="", help="for the slow* scenarios")
+    ap.add_argument("--apache-exporter", default="", help="for exporter")
     ap.add_argument("--only", default="", help="comma-separated scenario names (default: all)")
     args = ap.parse_args()
     if not args.wrk:

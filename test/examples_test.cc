@@ -108,7 +108,8 @@ TEST(Examples, JsonApiStoresReadsAndDeletesKeys) {
     }
     EXPECT_TRUE(starts_with(http(a, "DELETE", "/kv/greeting"), "HTTP/1.1 204 "));
     EXPECT_TRUE(starts_with(http(a, "DELETE", "/kv/greeting"), "HTTP/1.1 404 "));
-    EXPECT_TRUE(starts_with(http(a, "GET", "/kv/../etc"), "HTTP/1.1 404 "));  // not a key name
+    EXPECT_TRUE(starts_with(http(a, "GET", "/kv/../etc"), "HTTP/1.1 400 "));  // dot segments: refused
+    EXPECT_TRUE(starts_with(http(a, "GET", "/kv/a.b"), "HTTP/1.1 404 "));     // not a key name
     EXPECT_TRUE(starts_with(http(a, "POST", "/kv/greeting"), "HTTP/1.1 405 "));
     int status = e.stop();
     EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << status;

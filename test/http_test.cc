@@ -994,3 +994,143 @@ TEST(Http, AnEndlessChunkedTrailerIsRefused) {
     EXPECT_EQ(r.status, 413);
     EXPECT_TRUE(s.still_answers());
 }
+
+// Issue 12: a capture per group, always; an unmatched group is empty.
+TEST(HttpRoutes, EveryGroupHasACaptureEvenAnEmptyOne) {
+    HttpServer s;
+    ASSERT_EQ(s.http->route("GET", "^/m(a)?(b)$", [](prefork::HttpContext &c, prefork::HttpResponse &r) {
+        r.body(std::to_string(c.captures.size()) + "[" + std::string(c.captures.at(0)) + "][" +
+               std::string(c.captures.at(1)) + "]");
+    }), 0);
+    ASSERT_TRUE(s.start());
+    EXPECT_EQ(get(s, "/mb").body, "2[][b]");
+    EXPECT_EQ(get(s, "/mab").body, "2[a][b]");
+}
+
+TEST(HttpRoutes, ALowercaseOrEmptyMethodANullHandlerAndTenGroupsAreRefused) {
+    prefork::HttpService http;
+    auto h = [](prefork::HttpContext &, prefork::HttpResponse &) {};
+    EXPECT_EQ(http.route("get", "^/x$", h), -1);
+    EXPECT_NE(http.error().find("uppercase"), std::string::npos) << http.error();
+    EXPECT_EQ(http.route("", "^/x$", h), -1);
+    EXPECT_EQ(http.route("G T", "^/x$", h), -1);
+    EXPECT_EQ(http.route("GET", "^/x$", prefork::HttpHandler()), -1);
+    EXPECT_NE(http.error().find("no handler"), std::string::npos) << http.error();
+    EXPECT_EQ(http.route("GET", "^/(a)(b)(c)(d)(e)(f)(g)(h)(i)(j)$", h), -1);
+    EXPECT_EQ(http.route("GET", "^/(a)(b)(c)(d)(e)(f)(g)(h)(i)$", h), 0);
+    EXPECT_EQ(http.route("*", "^/y$", h), 0);
+    EXPECT_EQ(http.route("M-SEARCH", "^/z$", h), 0);
+}
+
+// The framing is the responder's: a handler cannot add a second
+// Content-Length, a Transfer-Encoding or Connection; its Date and Server
+// replace the responder's, once.
+TEST(HttpResponses, AHandlerCannotSetTheFramingAndReplacesDateAndServer) {
+    HttpServer s;
+    ASSERT_EQ(s.http->route("GET", "^/framing$", [](prefork::HttpContext &, prefork::HttpResponse &r) {
+        std::string refused;
+        for (const char *name : {"Content-Length", "content-length", "Transfer-Encoding", "TRANSFER-ENCODING",
+                                 "Connection", "connection"})
+            if (!r.header(name, "5")) refused += "x";
+        bool date = r.header("Date", "Sun, 06 Nov 1994 08:49:37 GMT");
+        bool again = r.header("date", "Mon, 07 Nov 1994 08:49:37 GMT");
+        bool server = r.header("Server", "mine/1.0.0");
+        r.body(refused + (date ? "D" : "-") + (again ? "D" : "-") + (server ? "S" : "-"));
+    }), 0);
+    ASSERT_TRUE(s.start());
+    std::string answer = raw_exchange(raw_connect(s.t.address()),
+                                      "GET /framing HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+    std::string head = answer.substr(0, answer.find("\r\n\r\n") + 2);
+    EXPECT_EQ(answer.substr(answer.find("\r\n\r\n") + 4), "xxxxxxD-S") << answer;
+    auto count = [&](const std::string &field) {
+        size_t n = 0;
+        for (size_t at = head.find(field); at != std::string::npos; at = head.find(field, at + 1)) n++;
+        return n;
+    };
+    EXPECT_EQ(count("\r\nContent-Length: "), 1u) << head;
+    EXPECT_EQ(count("\r\nTransfer-Encoding"), 0u) << head;
+    EXPECT_EQ(count("\r\nConnection: "), 1u) << head;
+    EXPECT_EQ(count("\r\nDate: "), 1u) << head;
+    EXPECT_EQ(count("\r\nServer: "), 1u) << head;
+    EXPECT_NE(head.find("\r\nDate: Sun, 06 Nov 1994 08:49:37 GMT\r\n"), std::string::npos) << head;
+    EXPECT_NE(head.find("\r\nServer: mine/1.0.0\r\n"), std::string::npos) << head;
+}
+
+TEST(HttpResponses, EveryRfc9110StatusHasItsReasonAndABadStatusIsA500) {
+    struct Case { int status; const char *reason; };
+    const Case cases[] = {{202, "Accepted"}, {303, "See Other"}, {307, "Temporary Redirect"},
+                          {308, "Permanent Redirect"}, {401, "Unauthorized"}, {409, "Conflict"}, {410, "Gone"},
+                          {415, "Unsupported Media Type"}, {422, "Unprocessable Content"},
+                          {429, "Too Many Requests"}, {502, "Bad Gateway"}, {504, "Gateway Timeout"},
+                          {200, "OK"}, {404, "Not Found"}, {505, "HTTP Version Not Supported"}};
+    for (const Case &k : cases) EXPECT_STREQ(prefork::http_reason(k.status), k.reason) << k.status;
+    EXPECT_STREQ(prefork::http_reason(99), "");
+    EXPECT_STREQ(prefork::http_reason(600), "");
+    EXPECT_STREQ(prefork::http_reason(299), "");
+    HttpServer s;
+    ASSERT_EQ(s.http->route("GET", "^/status/([0-9-]+)$", [](prefork::HttpContext &c, prefork::HttpResponse &r) {
+        r.status(atoi(std::string(c.captures.at(0)).c_str()));
+        r.body("x");
+    }), 0);
+    ASSERT_TRUE(s.start());
+    EXPECT_EQ(get(s, "/status/429").status, 429);
+    for (const char *bad : {"/status/600", "/status/99", "/status/-1", "/status/0"}) {
+        Response r = get(s, bad);
+        EXPECT_EQ(r.status, 500) << bad;
+    }
+    EXPECT_TRUE(s.t.wait_log("set the bad status: 600; answering 500")) << s.t.log();
+}
+
+// RFC 9110 section 9.3.7: "OPTIONS *" asks about the server.
+TEST(HttpRoutes, OptionsAsteriskIsAnsweredWithAllow) {
+    HttpServer s;
+    ASSERT_TRUE(s.start());
+    std::string answer =
+        raw_exchange(raw_connect(s.t.address()), "OPTIONS * HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+    EXPECT_EQ(answer.compare(0, 12, "HTTP/1.1 204"), 0) << answer;
+    EXPECT_NE(answer.find("\r\nAllow: GET, HEAD"), std::string::npos) << answer;
+}
+
+// The ?auto page's ServerVersion reads Product/X.Y.Z (apache_exporter
+// splits it so), and the lines collectd's apache plugin reads are there.
+TEST(HttpStatus, AutoServerVersionIsProductSlashVersion) {
+    HttpServer s;
+    s.options.server_name = "prefork-httpd/0.1.0";
+    s.rebuild();
+    ASSERT_EQ(s.http->serve_status("/server-status"), 0);
+    ASSERT_TRUE(s.start());
+    Response r = get(s, "/server-status?auto");
+    ASSERT_EQ(r.status, 200);
+    // ^ServerVersion: [A-Za-z0-9_-]+/[0-9]+\.[0-9]+\.[0-9]+ (no <regex>: GCC warns inside it under ASan)
+    size_t at = r.body.find("\nServerVersion: ");
+    ASSERT_NE(at, std::string::npos) << r.body;
+    std::string version = r.body.substr(at + 16, r.body.find('\n', at + 1) - at - 16);
+    size_t slash = version.find('/');
+    ASSERT_NE(slash, std::string::npos) << version;
+    EXPECT_GT(slash, 0u) << version;
+    for (char ch : version.substr(0, slash)) EXPECT_TRUE(isalnum((unsigned char)ch) || ch == '_' || ch == '-') << version;
+    unsigned major = 0, minor = 0, patch = 0;
+    int used = 0;
+    EXPECT_EQ(sscanf(version.c_str() + slash + 1, "%u.%u.%u%n", &major, &minor, &patch, &used), 3) << version;
+    EXPECT_TRUE(used > 0 && isdigit((unsigned char)version[slash + 1])) << version;
+    for (const char *key : {"\nTotal Accesses: ", "\nTotal kBytes: ", "\nBusyWorkers: ", "\nIdleWorkers: ",
+                            "\nScoreboard: ", "\nUptime: ", "\nReqPerSec: ", "\nBytesPerSec: ", "\nBytesPerReq: "})
+        EXPECT_NE(r.body.find(key), std::string::npos) << key << r.body;
+}
+
+// A dot segment is refused with 400, never a misleading 404 nor a climb
+// out of the docroot; "*" is OPTIONS' alone.
+TEST(HttpFiles, DotSegmentsAre400AndAsteriskIsOptionsOnly) {
+    Docroot root;
+    HttpServer s;
+    ASSERT_EQ(s.http->serve_directory(root.path), 0);
+    ASSERT_TRUE(s.start());
+    for (const char *target : {"/sub/../index.html", "/./index.html", "/sub/.", "/sub/..", "/..", "/../x",
+                               "/sub/%2e%2e/index.html", "/sub/%2E/index.html", "/a/..%2fb", "/%2e",
+                               "http://x/sub/../index.html"})
+        EXPECT_EQ(get(s, target).status, 400) << target;
+    EXPECT_EQ(get(s, "/index.html").status, 200);
+    EXPECT_EQ(get(s, "/sub/...").status, 404) << "three dots are a name, not a dot segment";
+    EXPECT_EQ(get(s, "/sub/..x").status, 404);
+    EXPECT_EQ(get(s, "*").status, 400) << "GET * is not a request";
+}
