@@ -425,8 +425,9 @@
      pressure_timeout [0.5 s]   Caps the timeouts above while the pool is full
                                 (see slow clients).
      max_body [1 MiB]           A bigger body is 413.
-     server_name ["prefork"]    The Server field and the status page's name
-                                (its ServerVersion line: give it the form
+     server_name ["prefork/0.1.0"]
+                                The Server field and the status page's name
+                                (its ServerVersion line: keep the form
                                 Product/X.Y.Z, which apache_exporter needs).
      access_log_fd [-1]         Combined Log Format lines go there (-1:
                                 none), buffered: written once per connection
@@ -806,7 +807,7 @@ struct HttpOptions {
                                     // while no worker is idle and the pool is
                                     // at max_clients (see "slow clients")
     size_t max_body = 1 << 20;      // bytes; a bigger body is 413
-    std::string server_name = "prefork";
+    std::string server_name = "prefork/0.1.0";
     int access_log_fd = -1;         // Combined Log Format lines go here (-1: none);
                                     // buffered, written once per connection or 8 KiB
 };

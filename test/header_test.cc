@@ -35,6 +35,6 @@ TEST(Header, HttpDefaultsMatchTheManual) {
     EXPECT_EQ(o.min_rate, 500);
     EXPECT_EQ(o.pressure_timeout, 0.5);
     EXPECT_EQ(o.max_body, size_t(1) << 20);
-    EXPECT_EQ(o.server_name, "prefork");
+    EXPECT_EQ(o.server_name, "prefork/0.1.0");
     EXPECT_EQ(o.access_log_fd, -1);
 }
