@@ -18,9 +18,13 @@
 #include <vector>
 
 
+// httpd's own code runs at start-up and at signals, never per request (the
+// library serves those): compiled for size.
+#define STARTUP __attribute__((cold))
+
 static const char version[] = "httpd (prefork) 0.1.0";
 
-static void usage(FILE *out) {
+STARTUP static void usage(FILE *out) {
     fprintf(out,
             "usage: httpd [options] [DOCROOT]   (serves DOCROOT, default: the current directory)\n"
             "  --listen ADDR                 PORT, HOST:PORT, [V6]:PORT or unix:PATH (repeatable;\n"
@@ -56,7 +60,7 @@ static void usage(FILE *out) {
 // Writes "PID\n" (this process's pid unless told) to path through a
 // temporary file and rename(2), so no reader ever sees a half-written file.
 // 0 / -1 with errno.
-static int write_pid_file(const std::string &path, pid_t pid = getpid()) {
+STARTUP static int write_pid_file(const std::string &path, pid_t pid = getpid()) {
     std::string temporary = path + ".tmp." + std::to_string(getpid());
     FILE *f = fopen(temporary.c_str(), "w");
     if (!f) return -1;
@@ -74,7 +78,7 @@ static int write_pid_file(const std::string &path, pid_t pid = getpid()) {
 // upgrade it names the new parent, which removes it in its turn. The new
 // parent of an upgrade that failed after it wrote the file gives it back
 // to the old parent, which serves on.
-static void remove_pid_file(const std::string &path, bool give_back) {
+STARTUP static void remove_pid_file(const std::string &path, bool give_back) {
     FILE *f = fopen(path.c_str(), "r");
     if (!f) return;
     int pid = 0;
@@ -85,7 +89,7 @@ static void remove_pid_file(const std::string &path, bool give_back) {
 
 // Opens path for appending onto descriptor fd (the log rotated away keeps
 // its name no more). On failure the old file stays, and the error is logged.
-static void reopen_onto(prefork::Server &server, const std::string &path, int fd, bool cloexec) {
+STARTUP static void reopen_onto(prefork::Server &server, const std::string &path, int fd, bool cloexec) {
     int fresh = open(path.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
     if (fresh < 0 || dup2(fresh, fd) < 0) {
         server.log(prefork::LogLevel::error, "cannot reopen %s: %s", path.c_str(), strerror(errno));
@@ -96,7 +100,7 @@ static void reopen_onto(prefork::Server &server, const std::string &path, int fd
 }
 
 // Parses a whole decimal number. false if malformed.
-static bool parse_long(const char *text, long *out) {
+STARTUP static bool parse_long(const char *text, long *out) {
     char *end;
     errno = 0;
     long value = strtol(text, &end, 10);
@@ -107,7 +111,7 @@ static bool parse_long(const char *text, long *out) {
 
 // Parses a finite decimal number (seconds, bytes a second). false if
 // malformed, infinite or not a number.
-static bool parse_number(const char *text, double *out) {
+STARTUP static bool parse_number(const char *text, double *out) {
     char *end;
     errno = 0;
     double value = strtod(text, &end);
@@ -135,10 +139,10 @@ static const int go_on = -1;
 // What an option's value came to.
 enum class Setting { taken, bad_value, unknown_option };
 
-static Setting taken_if(bool ok) { return ok ? Setting::taken : Setting::bad_value; }
+STARTUP static Setting taken_if(bool ok) { return ok ? Setting::taken : Setting::bad_value; }
 
 // The pool's numeric options, counts and seconds.
-static Setting set_pool_option(prefork::Options &options, const std::string &name, const char *value) {
+STARTUP static Setting set_pool_option(prefork::Options &options, const std::string &name, const char *value) {
     struct IntOption { const char *name; int *target; };
     const IntOption ints[] = {
         {"--start-servers", &options.start_servers},
@@ -166,7 +170,7 @@ static Setting set_pool_option(prefork::Options &options, const std::string &nam
 }
 
 // The HTTP options: the responder's timeouts and rate, the status page.
-static Setting set_http_option(Config &config, const std::string &name, const char *value) {
+STARTUP static Setting set_http_option(Config &config, const std::string &name, const char *value) {
     prefork::HttpOptions &http = config.http_options;
     if (name == "--request-timeout")
         return taken_if(parse_number(value, &http.request_timeout) && http.request_timeout > 0);
@@ -189,7 +193,7 @@ static Setting set_http_option(Config &config, const std::string &name, const ch
 }
 
 // The options that name a place: a listener, a file, an account.
-static Setting set_place_option(Config &config, const std::string &name, const char *value) {
+STARTUP static Setting set_place_option(Config &config, const std::string &name, const char *value) {
     if (name == "--listen") {
         config.listens.push_back(value);
         return Setting::taken;
@@ -205,7 +209,7 @@ static Setting set_place_option(Config &config, const std::string &name, const c
 }
 
 // Sets one "--name VALUE" option: unknown_option if no group knows name.
-static Setting set_option(Config &config, const std::string &name, const char *value) {
+STARTUP static Setting set_option(Config &config, const std::string &name, const char *value) {
     Setting setting = set_pool_option(config.options, name, value);
     if (setting == Setting::unknown_option) setting = set_http_option(config, name, value);
     if (setting == Setting::unknown_option) setting = set_place_option(config, name, value);
@@ -215,7 +219,7 @@ static Setting set_option(Config &config, const std::string &name, const char *v
 // Reads the arguments in order into config: an argument before --help is
 // read, and may fail, first. go_on, or the exit status: 0 after --help or
 // --version, 2 after one line on stderr for a bad argument.
-static int read_command_line(int argc, char **argv, Config &config) {
+STARTUP static int read_command_line(int argc, char **argv, Config &config) {
     for (int i = 1; i < argc; i++) {
         std::string arg = argv[i];
         if (arg == "--help") {
@@ -263,7 +267,7 @@ static int read_command_line(int argc, char **argv, Config &config) {
 // The options step: the command line, then the library's own checks of the
 // pool options, then what httpd always asks of the pool. go_on, or the
 // exit status (0 after --help or --version, 2 after one line on stderr).
-static int read_options(int argc, char **argv, Config &config) {
+STARTUP static int read_options(int argc, char **argv, Config &config) {
     int status = read_command_line(argc, argv, config);
     if (status != go_on) return status;
     prefork::Options checked = config.options;  // run() logs the normalisations itself
@@ -281,14 +285,14 @@ static int read_options(int argc, char **argv, Config &config) {
 
 // Log lines go to stderr (the error log, once it is open); debug lines only
 // with --debug-scoreboard.
-static void send_logs_to_stderr(prefork::Server &server, bool verbose) {
+STARTUP static void send_logs_to_stderr(prefork::Server &server, bool verbose) {
     server.on_log(prefork::log_to_stderr_at(verbose ? prefork::LogLevel::debug : prefork::LogLevel::info));
 }
 
 // Takes the sockets passed by systemd, or by the old parent of a binary
 // upgrade; with none and no --listen, httpd listens on 8080. false after
 // one line on stderr.
-static bool take_passed_listeners(prefork::Server &server, std::vector<std::string> &listens) {
+STARTUP static bool take_passed_listeners(prefork::Server &server, std::vector<std::string> &listens) {
     int passed = server.listen_inherited();
     if (passed < 0) {
         fprintf(stderr, "httpd: %s\n", server.error().c_str());
@@ -301,7 +305,7 @@ static bool take_passed_listeners(prefork::Server &server, std::vector<std::stri
 // Checks the account the whole process will become, before anything is
 // bound. false after one line on stderr for an unknown user, and for root
 // without --user: the workers would run as root.
-static bool find_account(const std::string &user) {
+STARTUP static bool find_account(const std::string &user) {
     if (!user.empty() && !getpwnam(user.c_str())) {
         fprintf(stderr, "httpd: unknown user '%s' for --user\n", user.c_str());
         return false;
@@ -316,7 +320,7 @@ static bool find_account(const std::string &user) {
 
 // The logs step. They open before privileges go, so they may live where
 // root writes; the error log becomes stderr. false after one line.
-static bool open_logs(Config &config) {
+STARTUP static bool open_logs(Config &config) {
     const std::string &error_log = config.error_log, &access_log = config.access_log;
     if (!error_log.empty() && error_log != "-") {
         int fd = open(error_log.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
@@ -338,7 +342,7 @@ static bool open_logs(Config &config) {
 }
 
 // Binds every --listen (or the default). false after one line on stderr.
-static bool listen_all(prefork::Server &server, const std::vector<std::string> &listens) {
+STARTUP static bool listen_all(prefork::Server &server, const std::vector<std::string> &listens) {
     for (const std::string &spec : listens)
         if (server.listen(spec) != 0) {
             fprintf(stderr, "httpd: %s\n", server.error().c_str());
@@ -349,7 +353,7 @@ static bool listen_all(prefork::Server &server, const std::vector<std::string> &
 
 // What the responder serves: the status page (unless off) and DOCROOT.
 // false after one line on stderr.
-static bool serve_status_and_docroot(prefork::HttpService &http, const Config &config) {
+STARTUP static bool serve_status_and_docroot(prefork::HttpService &http, const Config &config) {
     if ((config.status_path != "off" && http.serve_status(config.status_path, config.status_allow) != 0) ||
         http.serve_directory(config.docroot.empty() ? "." : config.docroot) != 0) {
         fprintf(stderr, "httpd: %s\n", http.error().c_str());
@@ -360,7 +364,7 @@ static bool serve_status_and_docroot(prefork::HttpService &http, const Config &c
 
 // The wiring step: connections to the responder, SIGUSR1 to the logs,
 // SIGUSR2 to this command. false after one line on stderr.
-static bool wire(prefork::Server &server, prefork::HttpService &http, const Config &config, int argc, char **argv) {
+STARTUP static bool wire(prefork::Server &server, prefork::HttpService &http, const Config &config, int argc, char **argv) {
     server.on_connection([&http](prefork::Worker &worker, int fd) { http.serve(worker, fd); });
     server.on_refusal([&http](prefork::Worker &worker, int fd) { http.refuse(worker, fd); });
     // SIGUSR1 (logrotate): the files are opened again by name, as the user
@@ -383,7 +387,7 @@ static bool wire(prefork::Server &server, prefork::HttpService &http, const Conf
 // (/run); removing it at exit is then best effort. The new parent of an
 // upgrade writes it only once its pool is ready: until then the old parent
 // is the one to signal. false after one line on stderr.
-static bool publish_pid_file(prefork::Server &server, const std::string &pid_file) {
+STARTUP static bool publish_pid_file(prefork::Server &server, const std::string &pid_file) {
     if (pid_file.empty()) return true;
     if (!server.upgrading()) {
         if (write_pid_file(pid_file) == 0) return true;
@@ -404,7 +408,7 @@ static bool publish_pid_file(prefork::Server &server, const std::string &pid_fil
 // by run(), so owned by the user too). Nothing to do without --user, or
 // when we are that user already. false after one line on stderr, the pid
 // file removed.
-static bool become_user(const Config &config) {
+STARTUP static bool become_user(const Config &config) {
     std::string error;
     if (config.user.empty() || prefork::drop_privileges(config.user, &error) == 0) return true;
     fprintf(stderr, "httpd: %s\n", error.c_str());
@@ -414,7 +418,7 @@ static bool become_user(const Config &config) {
 
 // Runs the pool until it stops; the exit status (1 after one line on
 // stderr if run() failed).
-static int serve(prefork::Server &server, const std::string &pid_file) {
+STARTUP static int serve(prefork::Server &server, const std::string &pid_file) {
     for (size_t i = 0; i < server.listener_count(); i++)
         server.log(prefork::LogLevel::notice, "listening on %s", server.address(i).c_str());
     int rc = server.run();
@@ -430,7 +434,7 @@ static int serve(prefork::Server &server, const std::string &pid_file) {
 // wiring, the pid file, privileges, then serve. A bad option or setting
 // exits 2; a resource that cannot be had (a log, a listener, the pid file,
 // the user's identity) exits 1.
-int main(int argc, char **argv) {
+STARTUP int main(int argc, char **argv) {
     Config config;
     int status = read_options(argc, argv, config);
     if (status != go_on) return status;
