@@ -3522,6 +3522,7 @@ void HttpResponse::file(int fd, uint64_t offset, uint64_t length) {
     file_fd_ = fd;
     file_offset_ = offset;
     file_length_ = length;
+    file_regular_ = false;
 }
 
 // The responder's side of an HttpResponse, which a handler does not see:
@@ -3542,6 +3543,17 @@ struct HttpResponder {
     static bool closing(const HttpResponse &r) { return r.close_; }
     static bool replaced(const HttpResponse &r, int field) { return r.replaced_ & field; }
     static int file_fd(const HttpResponse &r) { return r.file_fd_; }
+    // A file the caller has already fstat'ed and found regular (static files).
+    static void regular_file(HttpResponse &r, int fd, uint64_t offset, uint64_t length) {
+        r.file(fd, offset, length);
+        r.file_regular_ = true;
+    }
+    // Whether the file, if any, can be sent: a pipe or a socket has no
+    // length to promise in Content-Length, and would send it and then nothing.
+    static bool file_sendable(const HttpResponse &r) {
+        struct stat st;
+        return r.file_fd_ < 0 || r.file_regular_ || (fstat(r.file_fd_, &st) == 0 && S_ISREG(st.st_mode));
+    }
     static uint64_t file_offset(const HttpResponse &r) { return r.file_offset_; }
     static uint64_t file_length(const HttpResponse &r) { return r.file_length_; }
     // The body's length: the file's part when there is a file, else the buffer's.
@@ -3986,7 +3998,8 @@ static void split_target(std::string_view target, std::string_view *path, std::s
 }
 
 // Runs the route's handler on the request it matched (in.matches). A
-// handler that throws, or sets a status outside 100-599, is answered 500.
+// handler that throws, sets a status outside 100-599 or gives a file that
+// is not a regular one is answered 500.
 static void run_route(ServiceState &in, Route &route, HttpContext &ctx, HttpResponse &r) {
     // One capture per group, an empty one for a group that took no part.
     ctx.captures.clear();
@@ -3997,12 +4010,15 @@ static void run_route(ServiceState &in, Route &route, HttpContext &ctx, HttpResp
                                                                               size_t(m.rm_eo - m.rm_so)));
     }
     std::string what;
-    bool threw = !sys::run_guarded([&] { route.handler(ctx, r); }, &what);
-    if (!threw && r.status() >= 100 && r.status() <= 599) return;
-    char status[16];
-    snprintf(status, sizeof status, "%d", r.status());
-    ctx.worker->log(LogLevel::error, "route %s %s %s: %s; answering 500", route.method.c_str(),
-                    route.pattern.c_str(), threw ? "threw" : "set the bad status", threw ? what.c_str() : status);
+    if (sys::run_guarded([&] { route.handler(ctx, r); }, &what)) {
+        if (r.status() < 100 || r.status() > 599) what = "set the bad status: " + std::to_string(r.status());
+        else if (!HttpResponder::file_sendable(r)) what = "gave a file that is not a regular file";
+        else return;
+    } else {
+        what.insert(0, "threw: ");
+    }
+    ctx.worker->log(LogLevel::error, "route %s %s %s; answering 500", route.method.c_str(), route.pattern.c_str(),
+                    what.c_str());
     HttpResponder::reset(r);
     answer_status(r, 500);
     r.close_connection();
@@ -4222,7 +4238,7 @@ static void answer_with_file(const HttpContext &ctx, HttpResponse &r, int fd, ui
         r.header("Content-Range", "bytes " + std::to_string(from) + "-" + std::to_string(from + length - 1) +
                                       "/" + std::to_string(size));
     }
-    r.file(fd, from, length);
+    HttpResponder::regular_file(r, fd, from, length);  // open_servable checked it
 }
 
 // Answers a request from the files beneath root (see serve_directory); mtime

@@ -360,7 +360,9 @@
                                second one is refused);
                                r.body(data) appends; r.file(fd, offset,
                                length) sends that much of the open file fd
-                               instead of a body (the response owns fd);
+                               instead of a body (the response owns fd; fd
+                               must be a regular file, else the answer is
+                               500, fd is closed and the route is logged);
                                r.close_connection() closes after this
                                answer. The responder adds Date, Server,
                                Content-Length, Connection as needed and,
@@ -839,6 +841,7 @@ private:
     uint64_t file_offset_ = 0, file_length_ = 0;
     int status_ = 200;
     bool close_ = false;
+    bool file_regular_ = false;  // the responder knows file_fd_ is a regular file
     uint8_t replaced_ = 0;  // 1: the handler set Date, 2: Server
     std::string fields_;  // "Name: value\r\n" lines
     std::string body_;

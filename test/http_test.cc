@@ -1134,3 +1134,22 @@ TEST(HttpFiles, DotSegmentsAre400AndAsteriskIsOptionsOnly) {
     EXPECT_EQ(get(s, "/sub/..x").status, 404);
     EXPECT_EQ(get(s, "*").status, 400) << "GET * is not a request";
 }
+
+// A pipe has no length to promise: file() on one is a 500 and the route is
+// logged (before, the head promised 5 bytes and none followed).
+TEST(HttpResponses, AFileThatIsNotARegularFileIsA500) {
+    int fds[2];
+    ASSERT_EQ(pipe(fds), 0);
+    HttpServer s;
+    int read_end = fds[0];
+    ASSERT_EQ(s.http->route("GET", "^/pipe$", [read_end](prefork::HttpContext &, prefork::HttpResponse &r) {
+        r.file(dup(read_end), 0, 5);
+    }), 0);
+    ASSERT_TRUE(s.start());
+    Response r = get(s, "/pipe");
+    EXPECT_EQ(r.status, 500);
+    EXPECT_TRUE(s.t.wait_log("route GET ^/pipe$ gave a file that is not a regular file; answering 500")) << s.t.log();
+    EXPECT_TRUE(s.still_answers());
+    close(fds[0]);
+    close(fds[1]);
+}
