@@ -3484,6 +3484,43 @@ std::string_view HttpContext::header(std::string_view name) const {
     return std::string_view();
 }
 
+// A query's name or value, application/x-www-form-urlencoded: "+" is a
+// space (a "%2B" stays a plus), then percent-decoding.
+static bool form_decode(std::string_view in, std::string *out) {
+    std::string spaced(in);
+    std::replace(spaced.begin(), spaced.end(), '+', ' ');
+    return percent_decode(spaced, out);
+}
+
+bool HttpContext::param(std::string_view name, std::string *value) const {
+    std::string key;
+    for (std::string_view rest = query; !rest.empty();) {
+        size_t amp = rest.find('&');
+        std::string_view pair = rest.substr(0, amp);
+        rest = amp == std::string_view::npos ? std::string_view() : rest.substr(amp + 1);
+        size_t equals = pair.find('=');
+        std::string_view raw_value = equals == std::string_view::npos ? std::string_view() : pair.substr(equals + 1);
+        if (form_decode(pair.substr(0, equals), &key) && key == name && form_decode(raw_value, value)) return true;
+    }
+    value->clear();
+    return false;
+}
+
+// The client's address as text: no port, no brackets; "unix" over a UNIX
+// socket, "" when the worker does not know it.
+static std::string peer_text(const Worker &worker) {
+    if (!worker.peer_length()) return std::string();
+    int port = 0;
+    std::string address =
+        describe_address(reinterpret_cast<const sockaddr *>(&worker.peer()), worker.peer_length(), &port);
+    if (address.compare(0, 5, "unix:") == 0) return "unix";
+    if (port && address.rfind(':') != std::string::npos) address.erase(address.rfind(':'));
+    if (address.size() > 2 && address.front() == '[') address = address.substr(1, address.size() - 2);
+    return address;
+}
+
+std::string HttpContext::peer() const { return worker ? peer_text(*worker) : std::string(); }
+
 // The fields the responder owns: a handler's framing (Content-Length,
 // Transfer-Encoding) or Connection beside the responder's own would let a
 // proxy read the response two ways (-1: refused). Date (1) and Server (2)
@@ -4541,17 +4578,11 @@ static void linger_before_close(int fd) {
     }
 }
 
-// The client's address as the access log shows it: no port, no brackets.
+// The client's address as the access log shows it, once per connection.
 static void note_peer(ServiceState &in, const HttpOptions &o, const Worker &worker) {
     if (o.access_log_fd < 0) return;
-    int port = 0;
-    std::string address = worker.peer_length() ? describe_address(reinterpret_cast<const sockaddr *>(&worker.peer()),
-                                                                  worker.peer_length(), &port)
-                                               : std::string("-");
-    if (address.compare(0, 5, "unix:") == 0) address = "unix";
-    else if (port && address.rfind(':') != std::string::npos) address.erase(address.rfind(':'));
-    if (address.size() > 2 && address.front() == '[') address = address.substr(1, address.size() - 2);
-    snprintf(in.peer, sizeof in.peer, "%s", address.c_str());
+    std::string address = peer_text(worker);
+    snprintf(in.peer, sizeof in.peer, "%s", address.empty() ? "-" : address.c_str());
 }
 
 static void flush_log(ServiceState &in, const HttpOptions &o) {

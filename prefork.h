@@ -57,7 +57,7 @@
      ChunkedDecoder::feed has no status: http_malformed means 400, or 413
      with *too_large set.
      Yes-or-no checks return bool: percent_decode, AddressRange::parse and
-     contains, HttpResponse::header. check_options returns "" when the
+     contains, HttpResponse::header, HttpContext::param. check_options returns "" when the
      options are usable, else one sentence naming the bad one.
      Built with exceptions, one escaping a connection handler, an init hook
      or a route handler is caught and logged (see each); on_ready() and
@@ -350,6 +350,17 @@
                                de-chunked), c.captures, c.worker.
                                c.header(name) is the first field of that
                                name (case-insensitive), or "" (null data).
+                               c.param(name, &value): true with value set
+                               for the query's first "name=value" (or bare
+                               "name": value "") whose name, form-decoded
+                               ("+" a space, then %XX), is name; false,
+                               value cleared, when there is none. A pair
+                               that does not decode (a bad escape, a NUL)
+                               is skipped, as if absent.
+                               c.peer() is the client's address, computed
+                               per call: "127.0.0.1", "::1" (no port, no
+                               brackets), "unix" over a UNIX socket, ""
+                               when unknown.
      HttpResponse r            r.status(code) [200] sets it, r.status()
                                reads it; r.header(name, value) adds a field
                                (false, nothing added, for a name that is not
@@ -823,6 +834,8 @@ struct HttpContext {  // views valid during the handler's call only
     std::vector<std::string_view> captures;  // the route regex's groups
     Worker *worker = nullptr;
     std::string_view header(std::string_view name) const;
+    bool param(std::string_view name, std::string *value) const;
+    std::string peer() const;
 };
 
 class HttpResponse {
