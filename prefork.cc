@@ -3486,6 +3486,43 @@ std::string_view HttpContext::header(std::string_view name) const {
     return std::string_view();
 }
 
+// A query's name or value, application/x-www-form-urlencoded: "+" is a
+// space (a "%2B" stays a plus), then percent-decoding.
+static bool form_decode(std::string_view in, std::string *out) {
+    std::string spaced(in);
+    std::replace(spaced.begin(), spaced.end(), '+', ' ');
+    return percent_decode(spaced, out);
+}
+
+bool HttpContext::param(std::string_view name, std::string *value) const {
+    std::string key;
+    for (std::string_view rest = query; !rest.empty();) {
+        size_t amp = rest.find('&');
+        std::string_view pair = rest.substr(0, amp);
+        rest = amp == std::string_view::npos ? std::string_view() : rest.substr(amp + 1);
+        size_t equals = pair.find('=');
+        std::string_view raw_value = equals == std::string_view::npos ? std::string_view() : pair.substr(equals + 1);
+        if (form_decode(pair.substr(0, equals), &key) && key == name && form_decode(raw_value, value)) return true;
+    }
+    value->clear();
+    return false;
+}
+
+// The client's address as text: no port, no brackets; "unix" over a UNIX
+// socket, "" when the worker does not know it.
+static std::string peer_text(const Worker &worker) {
+    if (!worker.peer_length()) return std::string();
+    int port = 0;
+    std::string address =
+        describe_address(reinterpret_cast<const sockaddr *>(&worker.peer()), worker.peer_length(), &port);
+    if (address.compare(0, 5, "unix:") == 0) return "unix";
+    if (port && address.rfind(':') != std::string::npos) address.erase(address.rfind(':'));
+    if (address.size() > 2 && address.front() == '[') address = address.substr(1, address.size() - 2);
+    return address;
+}
+
+std::string HttpContext::peer() const { return worker ? peer_text(*worker) : std::string(); }
+
 // The fields the responder owns: a handler's framing (Content-Length,
 // Transfer-Encoding) or Connection beside the responder's own would let a
 // proxy read the response two ways (-1: refused). Date (1) and Server (2)
@@ -3524,6 +3561,7 @@ void HttpResponse::file(int fd, uint64_t offset, uint64_t length) {
     file_fd_ = fd;
     file_offset_ = offset;
     file_length_ = length;
+    file_regular_ = false;
 }
 
 // The responder's side of an HttpResponse, which a handler does not see:
@@ -3544,6 +3582,17 @@ struct HttpResponder {
     static bool closing(const HttpResponse &r) { return r.close_; }
     static bool replaced(const HttpResponse &r, int field) { return r.replaced_ & field; }
     static int file_fd(const HttpResponse &r) { return r.file_fd_; }
+    // A file the caller has already fstat'ed and found regular (static files).
+    static void regular_file(HttpResponse &r, int fd, uint64_t offset, uint64_t length) {
+        r.file(fd, offset, length);
+        r.file_regular_ = true;
+    }
+    // Whether the file, if any, can be sent: a pipe or a socket has no
+    // length to promise in Content-Length, and would send it and then nothing.
+    static bool file_sendable(const HttpResponse &r) {
+        struct stat st;
+        return r.file_fd_ < 0 || r.file_regular_ || (fstat(r.file_fd_, &st) == 0 && S_ISREG(st.st_mode));
+    }
     static uint64_t file_offset(const HttpResponse &r) { return r.file_offset_; }
     static uint64_t file_length(const HttpResponse &r) { return r.file_length_; }
     // The body's length: the file's part when there is a file, else the buffer's.
@@ -3988,7 +4037,8 @@ static void split_target(std::string_view target, std::string_view *path, std::s
 }
 
 // Runs the route's handler on the request it matched (in.matches). A
-// handler that throws, or sets a status outside 100-599, is answered 500.
+// handler that throws, sets a status outside 100-599 or gives a file that
+// is not a regular one is answered 500.
 static void run_route(ServiceState &in, Route &route, HttpContext &ctx, HttpResponse &r) {
     // One capture per group, an empty one for a group that took no part.
     ctx.captures.clear();
@@ -3999,12 +4049,15 @@ static void run_route(ServiceState &in, Route &route, HttpContext &ctx, HttpResp
                                                                               size_t(m.rm_eo - m.rm_so)));
     }
     std::string what;
-    bool threw = !sys::run_guarded([&] { route.handler(ctx, r); }, &what);
-    if (!threw && r.status() >= 100 && r.status() <= 599) return;
-    char status[16];
-    snprintf(status, sizeof status, "%d", r.status());
-    ctx.worker->log(LogLevel::error, "route %s %s %s: %s; answering 500", route.method.c_str(),
-                    route.pattern.c_str(), threw ? "threw" : "set the bad status", threw ? what.c_str() : status);
+    if (sys::run_guarded([&] { route.handler(ctx, r); }, &what)) {
+        if (r.status() < 100 || r.status() > 599) what = "set the bad status: " + std::to_string(r.status());
+        else if (!HttpResponder::file_sendable(r)) what = "gave a file that is not a regular file";
+        else return;
+    } else {
+        what.insert(0, "threw: ");
+    }
+    ctx.worker->log(LogLevel::error, "route %s %s %s; answering 500", route.method.c_str(), route.pattern.c_str(),
+                    what.c_str());
     HttpResponder::reset(r);
     answer_status(r, 500);
     r.close_connection();
@@ -4224,7 +4277,7 @@ static void answer_with_file(const HttpContext &ctx, HttpResponse &r, int fd, ui
         r.header("Content-Range", "bytes " + std::to_string(from) + "-" + std::to_string(from + length - 1) +
                                       "/" + std::to_string(size));
     }
-    r.file(fd, from, length);
+    HttpResponder::regular_file(r, fd, from, length);  // open_servable checked it
 }
 
 // Answers a request from the files beneath root (see serve_directory); mtime
@@ -4527,17 +4580,11 @@ static void linger_before_close(int fd) {
     }
 }
 
-// The client's address as the access log shows it: no port, no brackets.
+// The client's address as the access log shows it, once per connection.
 static void note_peer(ServiceState &in, const HttpOptions &o, const Worker &worker) {
     if (o.access_log_fd < 0) return;
-    int port = 0;
-    std::string address = worker.peer_length() ? describe_address(reinterpret_cast<const sockaddr *>(&worker.peer()),
-                                                                  worker.peer_length(), &port)
-                                               : std::string("-");
-    if (address.compare(0, 5, "unix:") == 0) address = "unix";
-    else if (port && address.rfind(':') != std::string::npos) address.erase(address.rfind(':'));
-    if (address.size() > 2 && address.front() == '[') address = address.substr(1, address.size() - 2);
-    snprintf(in.peer, sizeof in.peer, "%s", address.c_str());
+    std::string address = peer_text(worker);
+    snprintf(in.peer, sizeof in.peer, "%s", address.empty() ? "-" : address.c_str());
 }
 
 static void flush_log(ServiceState &in, const HttpOptions &o) {

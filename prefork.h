@@ -57,7 +57,7 @@
      ChunkedDecoder::feed has no status: http_malformed means 400, or 413
      with *too_large set.
      Yes-or-no checks return bool: percent_decode, AddressRange::parse and
-     contains, HttpResponse::header. check_options returns "" when the
+     contains, HttpResponse::header, HttpContext::param. check_options returns "" when the
      options are usable, else one sentence naming the bad one.
      Built with exceptions, one escaping a connection handler, an init hook
      or a route handler is caught and logged (see each); on_ready() and
@@ -350,6 +350,17 @@
                                de-chunked), c.captures, c.worker.
                                c.header(name) is the first field of that
                                name (case-insensitive), or "" (null data).
+                               c.param(name, &value): true with value set
+                               for the query's first "name=value" (or bare
+                               "name": value "") whose name, form-decoded
+                               ("+" a space, then %XX), is name; false,
+                               value cleared, when there is none. A pair
+                               that does not decode (a bad escape, a NUL)
+                               is skipped, as if absent.
+                               c.peer() is the client's address, computed
+                               per call: "127.0.0.1", "::1" (no port, no
+                               brackets), "unix" over a UNIX socket, ""
+                               when unknown.
      HttpResponse r            r.status(code) [200] sets it, r.status()
                                reads it; r.header(name, value) adds a field
                                (false, nothing added, for a name that is not
@@ -360,7 +371,9 @@
                                second one is refused);
                                r.body(data) appends; r.file(fd, offset,
                                length) sends that much of the open file fd
-                               instead of a body (the response owns fd);
+                               instead of a body (the response owns fd; fd
+                               must be a regular file, else the answer is
+                               500, fd is closed and the route is logged);
                                r.close_connection() closes after this
                                answer. The responder adds Date, Server,
                                Content-Length, Connection as needed and,
@@ -822,6 +835,8 @@ struct HttpContext {  // views valid during the handler's call only
     std::vector<std::string_view> captures;  // the route regex's groups
     Worker *worker = nullptr;
     std::string_view header(std::string_view name) const;
+    bool param(std::string_view name, std::string *value) const;
+    std::string peer() const;
 };
 
 class HttpResponse {
@@ -840,6 +855,7 @@ private:
     uint64_t file_offset_ = 0, file_length_ = 0;
     int status_ = 200;
     bool close_ = false;
+    bool file_regular_ = false;  // the responder knows file_fd_ is a regular file
     uint8_t replaced_ = 0;  // 1: the handler set Date, 2: Server
     std::string fields_;  // "Name: value\r\n" lines
     std::string body_;

@@ -1134,3 +1134,56 @@ TEST(HttpFiles, DotSegmentsAre400AndAsteriskIsOptionsOnly) {
     EXPECT_EQ(get(s, "/sub/..x").status, 404);
     EXPECT_EQ(get(s, "*").status, 400) << "GET * is not a request";
 }
+
+// A pipe has no length to promise: file() on one is a 500 and the route is
+// logged (before, the head promised 5 bytes and none followed).
+TEST(HttpResponses, AFileThatIsNotARegularFileIsA500) {
+    int fds[2];
+    ASSERT_EQ(pipe(fds), 0);
+    HttpServer s;
+    int read_end = fds[0];
+    ASSERT_EQ(s.http->route("GET", "^/pipe$", [read_end](prefork::HttpContext &, prefork::HttpResponse &r) {
+        r.file(dup(read_end), 0, 5);
+    }), 0);
+    ASSERT_TRUE(s.start());
+    Response r = get(s, "/pipe");
+    EXPECT_EQ(r.status, 500);
+    EXPECT_TRUE(s.t.wait_log("route GET ^/pipe$ gave a file that is not a regular file; answering 500")) << s.t.log();
+    EXPECT_TRUE(s.still_answers());
+    close(fds[0]);
+    close(fds[1]);
+}
+
+// Query parameters are form-decoded ("+" a space, "%2B" a plus), the first
+// of a name wins, a bare name is present and empty, and a pair that does
+// not decode is as if absent.
+TEST(HttpContexts, ParamFindsTheFirstFormDecodedValueAndTellsAbsentFromEmpty) {
+    HttpServer s;
+    ASSERT_EQ(s.http->route("GET", "^/param$", [](prefork::HttpContext &c, prefork::HttpResponse &r) {
+        std::string value = "stale";
+        for (const char *name : {"a", "b c", "empty", "bare", "bad", "missing", "x"}) {
+            bool found = c.param(name, &value);
+            r.body(std::string(name) + (found ? "=[" + value + "]" : (value.empty() ? " absent" : " stale")) + "\n");
+        }
+    }), 0);
+    ASSERT_TRUE(s.start());
+    Response r = get(s, "/param?a=1+2%2B3&b+c=%41&a=second&empty=&bare&bad=%zz&x=%00&x=later");
+    ASSERT_EQ(r.status, 200);
+    EXPECT_EQ(r.body, "a=[1 2+3]\nb c=[A]\nempty=[]\nbare=[]\nbad absent\nmissing absent\nx=[later]\n");
+    r = get(s, "/param");
+    EXPECT_EQ(r.body, "a absent\nb c absent\nempty absent\nbare absent\nbad absent\nmissing absent\nx absent\n");
+}
+
+// c.peer() is the client's address without port or brackets, "unix" over
+// a UNIX socket.
+TEST(HttpContexts, PeerIsTheClientsAddressAsText) {
+    for (std::string spec : {std::string("127.0.0.1:0"), "unix:/tmp/http_test_peer." + std::to_string(getpid())}) {
+        HttpServer s;
+        s.t.listen_specs = {spec};
+        ASSERT_EQ(s.http->route("GET", "^/peer$", [](prefork::HttpContext &c, prefork::HttpResponse &r) {
+            r.body("[" + c.peer() + "]");
+        }), 0);
+        ASSERT_TRUE(s.start());
+        EXPECT_EQ(get(s, "/peer").body, spec[0] == 'u' ? "[unix]" : "[127.0.0.1]") << spec;
+    }
+}
