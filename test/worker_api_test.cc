@@ -147,6 +147,14 @@ static void line_handler(prefork::Worker &w, int fd) {
 // The number after the reason in "stopped REASON LEFT".
 static long long left_in(const std::string &report) { return atoll(report.c_str() + report.rfind(' ') + 1); }
 
+// Has a worker wait with no bound, sends sig to the parent, and returns
+// the worker's report ("" if none came within 3 s).
+static std::string wait_then_signal(TestServer &t, int sig) {
+    Client c(t.address());
+    if (!c.send("wait -1\n") || c.line().compare(0, 8, "waiting ") != 0 || !t.signal(sig)) return "";
+    return c.line(3000);
+}
+
 static void start_line_server(TestServer &t) {
     t.handler = line_handler;
     t.options.start_servers = 1;
@@ -189,11 +197,7 @@ TEST(WorkerWait, ReportsToTheWatchdog) {
 TEST(WorkerWait, AGracefulRestartEndsItAtOnceWithItsDeadline) {
     TestServer t;
     start_line_server(t);
-    Client c(t.address());
-    ASSERT_TRUE(c.send("wait -1\n"));
-    ASSERT_EQ(c.line().compare(0, 8, "waiting "), 0);
-    ASSERT_TRUE(t.signal(SIGHUP));
-    std::string report = c.line(3000);
+    std::string report = wait_then_signal(t, SIGHUP);
     EXPECT_EQ(report.compare(0, 16, "stopped restart "), 0) << report;
     EXPECT_GT(left_in(report), 25000) << report;
     EXPECT_LE(left_in(report), 30000) << report;
@@ -202,11 +206,7 @@ TEST(WorkerWait, AGracefulRestartEndsItAtOnceWithItsDeadline) {
 TEST(WorkerWait, ADrainEndsItAtOnceWithTheDrainsDeadline) {
     TestServer t;
     start_line_server(t);
-    Client c(t.address());
-    ASSERT_TRUE(c.send("wait -1\n"));
-    ASSERT_EQ(c.line().compare(0, 8, "waiting "), 0);
-    ASSERT_TRUE(t.signal(SIGTERM));
-    std::string report = c.line(3000);
+    std::string report = wait_then_signal(t, SIGTERM);
     EXPECT_EQ(report.compare(0, 14, "stopped drain "), 0) << report;
     EXPECT_GT(left_in(report), 25000) << report;
     EXPECT_LE(left_in(report), 30000) << report;
@@ -217,11 +217,7 @@ TEST(WorkerWait, TheParentsDeathEndsIt) {
     TestServer t;
     start_line_server(t);
     t.expect_clean_ipc = false;  // a parent killed leaves its semaphore set
-    Client c(t.address());
-    ASSERT_TRUE(c.send("wait -1\n"));
-    ASSERT_EQ(c.line().compare(0, 8, "waiting "), 0);
-    ASSERT_TRUE(t.signal(SIGKILL));
-    EXPECT_EQ(c.line(3000), "stopped parent_gone 0");
+    EXPECT_EQ(wait_then_signal(t, SIGKILL), "stopped parent_gone 0");
 }
 
 // A SIGTERM that the pool did not send (someone's kill) has no deadline.
@@ -244,11 +240,7 @@ TEST(WorkerWait, WorksInSingleProcessMode) {
     ASSERT_TRUE(a.send("wait 100\n"));
     EXPECT_EQ(a.line().compare(0, 8, "waiting "), 0);
     EXPECT_EQ(a.line(), "timed out");
-    Client b(t.address());
-    ASSERT_TRUE(b.send("wait -1\n"));
-    ASSERT_EQ(b.line().compare(0, 8, "waiting "), 0);
-    ASSERT_TRUE(t.signal(SIGTERM));
-    EXPECT_EQ(b.line(3000), "stopped drain 0");
+    EXPECT_EQ(wait_then_signal(t, SIGTERM), "stopped drain 0");
     EXPECT_EQ(t.wait_exit(5000), 0);
 }
 
