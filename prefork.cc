@@ -1714,9 +1714,9 @@ int Worker::wait(int fd, short events, int timeout_ms) {
 
 // True once the parent has died. Its life pipe says so first: a dying
 // process closes its descriptors before its children get a new parent.
-static bool parent_died(WorkerState &w) {
+static bool parent_died(WorkerState &w, int wait_ms = 0) {
     pollfd life = {w.run->life_pipe[0], POLLIN, 0};
-    return life.fd >= 0 && (sys::poll(&life, 1, 0) > 0 || getppid() != w.run->parent_pid);
+    return life.fd >= 0 && (sys::poll(&life, 1, wait_ms) > 0 || getppid() != w.run->parent_pid);
 }
 
 // The parent's order for this slot, or the drain, whichever kills first;
@@ -1737,8 +1737,13 @@ StopReason Worker::stop_reason(int64_t *deadline_ms) const {
             reason = StopReason::drain;
             deadline = drain;
         }
+        // A SIGTERM without an order is someone's kill, or the parent's
+        // death signal come before its pipe shows EOF (seen under
+        // qemu-user): the pipe gets 20 ms to tell which.
         if (reason == StopReason::none)
-            reason = w.config->options.single_process ? StopReason::drain : StopReason::signal;
+            reason = w.config->options.single_process ? StopReason::drain
+                     : parent_died(w, 20)             ? StopReason::parent_gone
+                                                      : StopReason::signal;
     }
     if (deadline_ms) *deadline_ms = deadline;
     return reason;
