@@ -39,14 +39,7 @@ public:
         group_.start([&] {
             int err = open(log.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
             dup2(err, 2);
-            std::vector<char *> argv;
-            const char *launcher = getenv("PREFORK_TEST_LAUNCHER");
-            if (launcher && *launcher) argv.push_back(const_cast<char *>(launcher));
-            argv.push_back(&program[0]);
-            for (std::string &a : args) argv.push_back(&a[0]);
-            argv.push_back(nullptr);
-            execvp(argv[0], argv.data());
-            return 127;
+            return harness::exec_program(program, args);
         });
     }
     ~Example() {

@@ -479,4 +479,15 @@ int unremoved_segments_of(pid_t creator) {
     return count;
 }
 
+int exec_program(std::string program, std::vector<std::string> args) {
+    std::vector<char *> argv;
+    std::string launcher = getenv("PREFORK_TEST_LAUNCHER") ? getenv("PREFORK_TEST_LAUNCHER") : "";
+    if (!launcher.empty()) argv.push_back(&launcher[0]);
+    argv.push_back(&program[0]);
+    for (std::string &a : args) argv.push_back(&a[0]);
+    argv.push_back(nullptr);
+    execvp(argv[0], argv.data());
+    return 127;
+}
+
 }  // namespace harness

@@ -50,6 +50,10 @@ private:
 // Sends one command on a new connection and returns the whole answer.
 std::string ask(const std::string &address, const std::string &command, int timeout_ms = 5000);
 
+// In a child: runs program with args through PREFORK_TEST_LAUNCHER when it
+// is set (make cross-test: qemu-user). Returns 127 if it could not.
+int exec_program(std::string program, std::vector<std::string> args);
+
 // A child process leading a process group of its own: what it forks stays
 // in the group, so stopping it can take them all, and nothing else.
 class ProcessGroup {

@@ -82,14 +82,7 @@ public:
             int err = open(stderr_.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
             dup2(err, 2);
             if (in_child) in_child();
-            std::vector<char *> argv;
-            std::string launcher = test_launcher();
-            if (!launcher.empty()) argv.push_back(&launcher[0]);
-            argv.push_back(&program[0]);
-            for (std::string &a : args) argv.push_back(&a[0]);
-            argv.push_back(nullptr);
-            execvp(argv[0], argv.data());
-            return 127;
+            return harness::exec_program(program, args);
         });
     }
     ~Httpd() {
