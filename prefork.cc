@@ -3528,6 +3528,40 @@ static std::string peer_text(const Worker &worker) {
 
 std::string HttpContext::peer() const { return worker ? peer_text(*worker) : std::string(); }
 
+// How a response's body is delimited: not at all (a bodiless status),
+// by Content-Length, by chunks (a stream in HTTP/1.1) or by the close (a
+// stream in HTTP/1.0).
+enum class Framing : uint8_t { none, length, chunked, close };
+
+/* Streaming (HttpResponse::write). The head goes out with the first
+   write, framed for a length nobody knows yet: chunked in HTTP/1.1,
+   delimited by the close in HTTP/1.0; then each write is sent at once, as
+   a chunk, with what body() buffered before it. Every write has its own
+   send_timeout and min_rate, so a producer may be as slow as it likes and
+   only the client's stalls count. A stream gives way when the worker should
+   stop, even in the middle of a blocked send: a handler writing in a loop
+   ends then, instead of holding a restart until graceful_timeout's SIGKILL.
+   A cut stream never gets its last chunk, so an HTTP/1.1 client can tell it
+   from a whole one. */
+struct ServiceState;
+struct Link;
+
+struct detail::ResponseStream {
+    ServiceState *in;
+    const HttpOptions *options;
+    Link *link;
+    Worker *worker;
+    bool head_only;         // a HEAD request: the head alone
+    bool keep_alive;        // the request allows another after it
+    int minor_version;
+    bool started = false;   // the head went out
+    bool cut = false;       // a write failed or was refused: the connection closes
+    int status = 0;         // the status that went out
+    Framing framing = Framing::none;
+    uint64_t body_bytes = 0, sent = 0;  // the body's bytes (for the log); all bytes sent
+};
+using detail::ResponseStream;
+
 // The fields the responder owns: a handler's framing (Content-Length,
 // Transfer-Encoding) or Connection beside the responder's own would let a
 // proxy read the response two ways (-1: refused). Date (1) and Server (2)
@@ -3548,7 +3582,7 @@ static int own_field(std::string_view name) {
 
 bool HttpResponse::header(std::string_view name, std::string_view value) {
     int own = own_field(name);
-    if (name.empty() || own < 0 || (replaced_ & own)) return false;
+    if (name.empty() || own < 0 || (replaced_ & own) || (stream_ && stream_->started)) return false;
     for (char ch : name)
         if (!is_tchar((unsigned char)ch)) return false;
     for (char ch : value)
@@ -3587,6 +3621,8 @@ struct HttpResponder {
     static bool closing(const HttpResponse &r) { return r.close_; }
     static bool replaced(const HttpResponse &r, int field) { return r.replaced_ & field; }
     static int file_fd(const HttpResponse &r) { return r.file_fd_; }
+    static detail::ResponseStream *stream(HttpResponse &r) { return r.stream_; }
+    static void attach(HttpResponse &r, detail::ResponseStream *stream) { r.stream_ = stream; }
     // A file the caller has already fstat'ed and found regular (static files).
     static void regular_file(HttpResponse &r, int fd, uint64_t offset, uint64_t length) {
         r.file(fd, offset, length);
@@ -3778,6 +3814,7 @@ struct Link {
     double pressure_timeout = 0.5;
     bool reads_wait = false;         // SO_RCVTIMEO is set: reads may block
     bool sends_wait = false;         // SO_SNDTIMEO is set: sends may block
+    bool gives_way = false;          // a stream: a send gives up when the worker should stop
     Pace sending;
 };
 
@@ -3863,6 +3900,7 @@ static long read_paced(Link &link, std::string &in, Pace &pace) {
 // tick at a time, and the response's clock runs. -1 when its pace has run
 // out.
 static int wait_to_send(Link &link) {
+    if (link.gives_way && link.worker->stopping()) return -1;
     start_pace(link.sending);
     if (!link.sends_wait) {
         set_socket_timeout(link.fd, SO_SNDTIMEO, link.tick_ms / 1000.0);
@@ -3921,10 +3959,9 @@ static int send_text(Link &link, const char *text, size_t length) {
 static const size_t inline_file_max = 16384;
 
 // Builds the response head in in.out: the status line, Date, Server, the
-// framing (none for a bodiless status; text/plain when a body has no
-// Content-Type), Connection where it differs from the version's default,
-// then the handler's fields.
-static void build_head(ServiceState &in, const HttpOptions &options, const HttpResponse &r, bool bodiless,
+// framing (text/plain when a body has no Content-Type), Connection where it
+// differs from the version's default, then the handler's fields.
+static void build_head(ServiceState &in, const HttpOptions &options, const HttpResponse &r, Framing framing,
                        bool keep_alive, int minor_version) {
     std::string &out = in.out;
     int status = r.status();
@@ -3943,12 +3980,16 @@ static void build_head(ServiceState &in, const HttpOptions &options, const HttpR
         out += options.server_name;
         out += "\r\n";
     }
-    if (!bodiless) {
-        if (!HttpResponder::has_field(r, "content-type") && !HttpResponder::body(r).empty())
-            out += "Content-Type: text/plain; charset=utf-8\r\n";
+    bool buffered = framing == Framing::length;
+    if (framing != Framing::none && !HttpResponder::has_field(r, "content-type") &&
+        !(buffered && HttpResponder::body(r).empty()))
+        out += "Content-Type: text/plain; charset=utf-8\r\n";
+    if (buffered) {
         out += "Content-Length: ";
         append_number(out, HttpResponder::body_length(r));
         out += "\r\n";
+    } else if (framing == Framing::chunked) {
+        out += "Transfer-Encoding: chunked\r\n";
     }
     if (!keep_alive) out += "Connection: close\r\n";
     else if (minor_version == 0) out += "Connection: keep-alive\r\n";
@@ -3968,6 +4009,8 @@ static size_t read_file_at(int fd, char *buf, size_t length, uint64_t offset) {
     return got;
 }
 
+static bool bodiless_status(int status) { return status < 200 || status == 204 || status == 304; }
+
 // Sends the response: head and, unless head_only, body, in one send (or
 // the head, then the file by sendfile). Adds the bytes it meant to send
 // to *sent. false when the client did not take them all: the connection
@@ -3976,8 +4019,8 @@ static bool send_response(ServiceState &in, const HttpOptions &options, Link &li
                           bool head_only, bool keep_alive, int minor_version, uint64_t *sent) {
     begin_pace(link.sending, link.send_timeout, link.min_rate);
     int status = r.status();
-    bool bodiless = status == 204 || status == 304 || (status >= 100 && status < 200);
-    build_head(in, options, r, bodiless, keep_alive, minor_version);
+    bool bodiless = bodiless_status(status);
+    build_head(in, options, r, bodiless ? Framing::none : Framing::length, keep_alive, minor_version);
     std::string &out = in.out, &body = HttpResponder::body(r);
     bool file = HttpResponder::file_fd(r) >= 0;
     bool with_body = !head_only && !bodiless;
@@ -4003,6 +4046,76 @@ static bool send_response(ServiceState &in, const HttpOptions &options, Link &li
         ok = send_file(link, HttpResponder::file_fd(r), HttpResponder::file_offset(r), length) == 0;
     r.file(-1, 0, 0);
     return ok;
+}
+
+
+// Builds the stream's head in in.out, for its status (false, nothing
+// built, for a status outside 100-599: run_route answers 500 for it).
+static bool start_stream(ResponseStream &st, HttpResponse &r) {
+    int status = r.status();
+    if (status < 100 || status > 599) return false;
+    bool http10 = st.minor_version == 0;
+    st.framing = bodiless_status(status) ? Framing::none : http10 ? Framing::close : Framing::chunked;
+    st.keep_alive = st.keep_alive && !http10 && !HttpResponder::closing(r) && !st.worker->pool_full();
+    build_head(*st.in, *st.options, r, st.framing, st.keep_alive, st.minor_version);
+    st.started = true;
+    st.status = status;
+    return true;
+}
+
+// Sends the head if it has not gone out, then what body() holds and data
+// as one chunk (nothing after a HEAD or for a bodiless status), and with
+// last the last chunk. false, and the stream cut, when the client is gone
+// or too slow, or the worker should stop while the send waits on it.
+static bool stream_send(ResponseStream &st, HttpResponse &r, std::string_view data, bool last) {
+    bool starting = !st.started;
+    if (starting && !start_stream(st, r)) return false;
+    std::string &pending = HttpResponder::body(r);
+    bool carries = !st.head_only && st.framing != Framing::none;
+    uint64_t length = carries ? pending.size() + data.size() : 0;
+    bool chunked = carries && st.framing == Framing::chunked;
+    char size_line[24];
+    int size_length = length && chunked ? snprintf(size_line, sizeof size_line, "%llx\r\n", (unsigned long long)length) : 0;
+    // The chunk's CRLF, then the last chunk: "\r\n" "0\r\n\r\n".
+    static const char ends[] = "\r\n0\r\n\r\n";
+    size_t skip = size_length ? 0 : 2, end_length = (size_length ? 2 : 0) + (last && chunked ? 5 : 0);
+    iovec pieces[5] = {{starting ? &st.in->out[0] : nullptr, starting ? st.in->out.size() : 0},
+                       {size_line, size_t(size_length)},
+                       {length ? &pending[0] : nullptr, length ? pending.size() : 0},
+                       {length ? const_cast<char *>(data.data()) : nullptr, length ? data.size() : 0},
+                       {const_cast<char *>(ends + skip), end_length}};
+    uint64_t total = pieces[0].iov_len + size_t(size_length) + length + end_length;
+    begin_pace(st.link->sending, st.options->send_timeout, st.options->min_rate);
+    st.link->gives_way = true;
+    bool ok = total == 0 || send_all(*st.link, pieces, 5, false) == 0;
+    pending.clear();
+    if (!ok) st.cut = true;
+    if (!ok) return false;
+    st.body_bytes += length;
+    st.sent += total;
+    st.worker->heartbeat();
+    return true;
+}
+
+// HttpResponse::write: refused (the stream cut) once the worker should
+// stop; false, nothing sent, while a file() is set or for a bad status.
+static bool stream_write(ResponseStream &st, HttpResponse &r, std::string_view data) {
+    if (st.worker->stopping()) st.cut = true;
+    return !st.cut && HttpResponder::file_fd(r) < 0 && stream_send(st, r, data, false);
+}
+
+bool HttpResponse::write(std::string_view data) { return stream_ && stream_write(*stream_, *this, data); }
+
+// Ends a started stream once its handler has returned: what body() still
+// holds and the last chunk. Whether the connection may carry another
+// request. A file set after the first write cannot be sent: the stream is
+// cut (run_route logs the route).
+static bool end_stream(ResponseStream &st, HttpResponse &r) {
+    if (HttpResponder::file_fd(r) >= 0) st.cut = true;
+    if (!st.cut) (void)stream_send(st, r, std::string_view(), true);
+    r.file(-1, 0, 0);
+    st.link->gives_way = false;
+    return !st.cut && st.keep_alive;
 }
 
 // Sets a status with a one-line body that names it.
@@ -4054,15 +4167,21 @@ static void run_route(ServiceState &in, Route &route, HttpContext &ctx, HttpResp
                                                                               size_t(m.rm_eo - m.rm_so)));
     }
     std::string what;
-    if (sys::run_guarded([&] { route.handler(ctx, r); }, &what)) {
-        if (r.status() < 100 || r.status() > 599) what = "set the bad status: " + std::to_string(r.status());
-        else if (!HttpResponder::file_sendable(r)) what = "gave a file that is not a regular file";
-        else return;
-    } else {
-        what.insert(0, "threw: ");
+    bool returned = sys::run_guarded([&] { route.handler(ctx, r); }, &what);
+    ResponseStream *stream = HttpResponder::stream(r);
+    bool streamed = stream && stream->started;
+    if (!returned) what.insert(0, "threw: ");
+    else if (streamed && HttpResponder::file_fd(r) >= 0) what = "set a file after writing";
+    else if (streamed) return;
+    else if (r.status() < 100 || r.status() > 599) what = "set the bad status: " + std::to_string(r.status());
+    else if (!HttpResponder::file_sendable(r)) what = "gave a file that is not a regular file";
+    else return;
+    ctx.worker->log(LogLevel::error, "route %s %s %s; %s", route.method.c_str(), route.pattern.c_str(),
+                    what.c_str(), streamed ? "the stream is cut" : "answering 500");
+    if (streamed) {
+        stream->cut = true;  // its head went out: the client must see it end short
+        return;
     }
-    ctx.worker->log(LogLevel::error, "route %s %s %s; answering 500", route.method.c_str(), route.pattern.c_str(),
-                    what.c_str());
     HttpResponder::reset(r);
     answer_status(r, 500);
     r.close_connection();
@@ -4796,13 +4915,27 @@ static bool answer(ServiceState &in, const HttpOptions &o, Link &link, Worker &w
         send_error(in, o, link, 400);
         return false;
     }
+    bool head = request.method == "HEAD";
+    ResponseStream stream{&in, &o, &link, &worker, head, keep_alive, request.minor_version};
+    HttpResponder::attach(r, &stream);
     dispatch(in, in.context, r);
+    HttpResponder::attach(r, nullptr);
+    if (stream.started) {
+        bool keep = end_stream(stream, r);
+        worker.count_request(nullptr, stream.sent);
+        log_access(in, o, &in.context, request_line(request), stream.status, stream.body_bytes);
+        return keep;
+    }
+    if (stream.cut) {  // the worker should stop before the stream's head went out
+        HttpResponder::reset(r);
+        answer_status(r, 503);
+        r.close_connection();
+    }
     bool keep = keep_alive && !HttpResponder::closing(r) && !worker.stopping() && !worker.pool_full();
-    bool bodiless = request.method == "HEAD" || r.status() == 204 || r.status() == 304;
-    uint64_t body_bytes = bodiless ? 0 : HttpResponder::body_length(r);
+    uint64_t body_bytes = head || bodiless_status(r.status()) ? 0 : HttpResponder::body_length(r);
     int answered = r.status();
     uint64_t sent = 0;
-    if (!send_response(in, o, link, r, request.method == "HEAD", keep, request.minor_version, &sent))
+    if (!send_response(in, o, link, r, head, keep, request.minor_version, &sent))
         keep = false;
     worker.count_request(nullptr, sent);
     log_access(in, o, &in.context, request_line(request), answered, body_bytes);

@@ -57,8 +57,9 @@
      ChunkedDecoder::feed has no status: http_malformed means 400, or 413
      with *too_large set.
      Yes-or-no checks return bool: percent_decode, AddressRange::parse and
-     contains, HttpResponse::header, HttpContext::param. check_options returns "" when the
-     options are usable, else one sentence naming the bad one.
+     contains, HttpResponse::header and write, HttpContext::param.
+     check_options returns "" when the options are usable, else one
+     sentence naming the bad one.
      Built with exceptions, one escaping a connection handler, an init hook
      or a route handler is caught and logged (see each); on_ready() and
      on_reopen() hooks must not throw.
@@ -380,6 +381,25 @@
                                for a body without one, Content-Type
                                text/plain; HEAD, 1xx, 204 and 304 get no
                                body.
+                               r.write(data) streams a body of unknown
+                               length: the first call sends the head
+                               (chunked in HTTP/1.1; in HTTP/1.0 the body
+                               ends at the close), then each call sends
+                               what body() holds and data at once, as one
+                               chunk; the last chunk goes when h returns.
+                               After the head, status() and header() have
+                               no effect (header() returns false). Each
+                               call may stall send_timeout (min_rate) on
+                               the client and counts as a heartbeat. It
+                               returns false, the stream cut (the
+                               connection closes without the last chunk),
+                               when the client is gone or too slow or the
+                               worker should stop, even mid-send: h should
+                               then return. false, nothing sent, while a
+                               file is set or for a status outside
+                               100-599. An exception (or a file) after the
+                               head cuts the stream and is logged; a stop
+                               before it is answered 503.
      AddressRange              An IPv4 or IPv6 network: family, bytes (the
                                address, network order), bits.
                                AddressRange::parse(text, &range) reads
@@ -672,6 +692,7 @@ namespace detail {
 struct ServerState;  // a Server's state, in prefork.cc
 struct WorkerState;  // a worker's own state, in prefork.cc
 struct Access;       // lets prefork.cc reach what users do not call
+struct ResponseStream;  // a streamed HTTP response, in prefork.cc
 }  // namespace detail
 
 class Scoreboard {
@@ -846,11 +867,13 @@ public:
     bool header(std::string_view name, std::string_view value);
     void body(std::string_view data) { body_.append(data.data(), data.size()); }
     void file(int fd, uint64_t offset, uint64_t length);
+    bool write(std::string_view data);
     void close_connection() { close_ = true; }
     ~HttpResponse() { file(-1, 0, 0); }
 
 private:
     friend struct HttpResponder;  // prefork.cc's responder reads and resets it
+    detail::ResponseStream *stream_ = nullptr;  // where write() sends, during a handler
     int file_fd_ = -1;
     uint64_t file_offset_ = 0, file_length_ = 0;
     int status_ = 200;

@@ -15,6 +15,7 @@
 #include <string>
 
 #include <arpa/inet.h>
+#include <fcntl.h>
 #include <netinet/in.h>
 #include <poll.h>
 #include <sys/socket.h>
@@ -1186,4 +1187,256 @@ TEST(HttpContexts, PeerIsTheClientsAddressAsText) {
         ASSERT_TRUE(s.start());
         EXPECT_EQ(get(s, "/peer").body, spec[0] == 'u' ? "[unix]" : "[127.0.0.1]") << spec;
     }
+}
+
+/* Streaming responses (HttpResponse::write). */
+namespace {
+
+// Reads a chunked body: the chunks' data into *body; true once the last
+// chunk and the empty trailer came, false if the connection ended first.
+bool read_chunks(Client &c, std::string *body, std::vector<std::string> *chunks = nullptr, int timeout_ms = 5000) {
+    for (;;) {
+        std::string size_line = c.line(timeout_ms);
+        if (size_line.empty()) return false;
+        size_t size = strtoul(size_line.c_str(), nullptr, 16);
+        if (size == 0) return c.line(timeout_ms) == "\r";
+        std::string data = c.bytes(size, timeout_ms);
+        if (data.size() != size || c.line(timeout_ms) != "\r") return false;
+        if (chunks) chunks->push_back(data);
+        *body += data;
+    }
+}
+
+// A handler's wait on the test: polls for the file every 2 ms, 5 s at most.
+bool wait_for_file(const std::string &path) {
+    return harness::eventually([&] { return access(path.c_str(), F_OK) == 0; }, 5000);
+}
+
+struct StreamServer : HttpServer {
+    std::string gate;  // the "go on" file the /stream handler waits for
+    StreamServer() {
+        char name[] = "/tmp/prefork-test-stream-XXXXXX";
+        gate = std::string(mkdtemp(name)) + "/go";
+        std::string go = gate;
+        http->route("GET", "^/stream$", [go](prefork::HttpContext &, prefork::HttpResponse &r) {
+            r.header("Content-Type", "text/x-stream");
+            r.body("fi");
+            if (!r.write("rst")) return;
+            wait_for_file(go);
+            r.write("second");
+            r.body("!");
+        });
+    }
+    ~StreamServer() {
+        unlink(gate.c_str());
+        rmdir(gate.substr(0, gate.size() - 3).c_str());
+    }
+};
+
+}  // namespace
+
+// The head and each write leave at once, as chunks; the last chunk ends the
+// response, and the connection goes on to the next request.
+TEST(HttpStream, EachWriteLeavesAtOnceAsAChunkAndTheConnectionStaysOpen) {
+    StreamServer s;
+    ASSERT_TRUE(s.start());
+    Client c(s.t.address());
+    ASSERT_TRUE(c.send("GET /stream HTTP/1.1\r\nHost: x\r\n\r\n"));
+    Response r = read_response(c);
+    ASSERT_TRUE(r.ok);
+    EXPECT_EQ(r.status, 200);
+    EXPECT_EQ(r.fields["transfer-encoding"], "chunked");
+    EXPECT_EQ(r.fields.count("content-length"), 0u);
+    EXPECT_EQ(r.fields["content-type"], "text/x-stream");
+    // The first chunk comes while the handler still waits for the gate.
+    EXPECT_EQ(c.line(), "5\r");
+    EXPECT_EQ(c.bytes(7), "first\r\n");
+    int fd = open(s.gate.c_str(), O_CREAT | O_WRONLY, 0600);
+    ASSERT_GE(fd, 0);
+    close(fd);
+    std::string body;
+    std::vector<std::string> chunks;
+    EXPECT_TRUE(read_chunks(c, &body, &chunks));
+    EXPECT_EQ(chunks, (std::vector<std::string>{"second", "!"}));
+    ASSERT_TRUE(c.send("GET /pid HTTP/1.1\r\nHost: x\r\n\r\n"));
+    Response next = read_response(c);
+    EXPECT_TRUE(next.ok && next.status == 200);
+}
+
+// HTTP/1.0 has no chunks: the body ends with the connection. HEAD gets the
+// head a GET would, and no body; the connection goes on. curl reads both.
+TEST(HttpStream, Http10EndsAtTheCloseAndHeadGetsTheHeadAlone) {
+    StreamServer s;
+    int fd = open(s.gate.c_str(), O_CREAT | O_WRONLY, 0600);
+    ASSERT_GE(fd, 0);
+    close(fd);
+    ASSERT_TRUE(s.start());
+    {
+        Client c(s.t.address());
+        ASSERT_TRUE(c.send("GET /stream HTTP/1.0\r\n\r\n"));
+        std::string all;
+        ASSERT_TRUE(c.until_eof(&all));
+        EXPECT_EQ(all.find("Transfer-Encoding"), std::string::npos) << all;
+        EXPECT_EQ(all.find("Content-Length"), std::string::npos) << all;
+        EXPECT_NE(all.find("Connection: close\r\n"), std::string::npos) << all;
+        EXPECT_EQ(all.substr(all.find("\r\n\r\n") + 4), "firstsecond!");
+    }
+    Client c(s.t.address());
+    ASSERT_TRUE(c.send("HEAD /stream HTTP/1.1\r\nHost: x\r\n\r\n"));
+    Response r = read_response(c, true);
+    ASSERT_TRUE(r.ok);
+    EXPECT_EQ(r.fields["transfer-encoding"], "chunked");
+    ASSERT_TRUE(c.send("GET /pid HTTP/1.1\r\nHost: x\r\n\r\n"));
+    Response next = read_response(c);
+    EXPECT_TRUE(next.ok && next.status == 200) << next.body;
+    if (system("command -v curl >/dev/null 2>&1") != 0) GTEST_SKIP() << "curl is not installed";
+    for (const char *version : {"", "-0 "}) {
+        std::string command = "curl -s " + std::string(version) + "http://" + s.t.address() + "/stream";
+        FILE *p = popen(command.c_str(), "r");
+        ASSERT_NE(p, nullptr);
+        char out[256] = {};
+        size_t n = fread(out, 1, sizeof out - 1, p);
+        EXPECT_EQ(pclose(p), 0) << command;
+        EXPECT_EQ(std::string(out, n), "firstsecond!") << command;
+    }
+}
+
+// A client that stops reading cuts the stream after send_timeout; the
+// handler sees write() return false, and the worker goes on.
+TEST(HttpStream, AClientThatStopsReadingCutsTheStreamAfterSendTimeout) {
+    HttpServer s;
+    s.options.send_timeout = 0.5;
+    s.rebuild();
+    s.http->route("GET", "^/flood$", [](prefork::HttpContext &c, prefork::HttpResponse &r) {
+        std::string block(65536, 'f');
+        int64_t start = harness::now_ms();
+        size_t sent = 0;
+        while (sent < (size_t(256) << 20) && r.write(block)) sent += block.size();
+        c.worker->log(prefork::LogLevel::info, "flood ended after %zu bytes in %lld ms", sent,
+                      (long long)(harness::now_ms() - start));
+    });
+    ASSERT_TRUE(s.start());
+    Client c(s.t.address());
+    ASSERT_TRUE(c.send("GET /flood HTTP/1.1\r\nHost: x\r\n\r\n"));
+    ASSERT_TRUE(s.t.wait_log("flood ended after", 1, 10000)) << s.t.log();
+    std::string line = s.t.log_lines("flood ended after").at(0);
+    long long ms = atoll(line.substr(line.find(" in ") + 4).c_str());
+    EXPECT_LT(ms, 5000) << line;
+    EXPECT_EQ(line.find("268435456 bytes"), std::string::npos) << line;
+    EXPECT_TRUE(s.still_answers());
+}
+
+// A stream gives way to a graceful restart at once, even while its send
+// waits on a client that does not read: the old worker leaves long before
+// graceful_timeout, and the client never gets the last chunk.
+TEST(HttpStream, AStreamGivesWayWhenTheWorkerShouldStop) {
+    HttpServer s;
+    s.t.options.start_servers = 1;
+    s.t.options.graceful_timeout = 30;
+    s.http->route("GET", "^/endless$", [](prefork::HttpContext &c, prefork::HttpResponse &r) {
+        std::string block(65536, 'e');
+        size_t sent = 0;
+        int64_t deadline = harness::now_ms() + 20000;
+        while (harness::now_ms() < deadline && r.write(block)) sent += block.size();
+        c.worker->log(prefork::LogLevel::info, "endless ended after %zu bytes, stop reason %d", sent,
+                      int(c.worker->stop_reason()));
+    });
+    ASSERT_TRUE(s.start());
+    ASSERT_TRUE(s.t.wait_workers(1));
+    pid_t old_worker = s.t.workers().at(0);
+    Client c(s.t.address());
+    ASSERT_TRUE(c.send("GET /endless HTTP/1.1\r\nHost: x\r\n\r\n"));
+    Response r = read_response(c);
+    ASSERT_TRUE(r.ok);
+    EXPECT_EQ(r.fields["transfer-encoding"], "chunked");
+    std::string first = c.bytes(1000);
+    EXPECT_EQ(first.size(), 1000u);  // the stream is flowing; now the client stops reading
+    int64_t restart = harness::now_ms();
+    ASSERT_TRUE(s.t.signal(SIGHUP));
+    ASSERT_TRUE(s.t.wait_log("endless ended after", 1, 10000)) << s.t.log();
+    EXPECT_TRUE(harness::eventually([&] { return harness::alive({old_worker}).empty(); }, 10000));
+    EXPECT_LT(harness::now_ms() - restart, 5000);
+    EXPECT_NE(s.t.log_lines("endless ended after").at(0).find("stop reason 1"), std::string::npos) << s.t.log();
+    std::string rest;
+    c.until_eof(&rest, 10000);
+    EXPECT_EQ(rest.find("\r\n0\r\n\r\n"), std::string::npos);  // cut: no last chunk
+    EXPECT_TRUE(s.still_answers());
+}
+
+// Each write is a heartbeat: a stream longer than the watchdog's timeout
+// runs to its end while it keeps writing.
+TEST(HttpStream, WritesAreHeartbeatsForTheWatchdog) {
+    HttpServer s;
+    s.t.options.timeout = 1;
+    s.http->route("GET", "^/slow$", [](prefork::HttpContext &, prefork::HttpResponse &r) {
+        for (int i = 0; i < 25; i++) {
+            int64_t next = harness::now_ms() + 100;
+            if (!r.write(std::to_string(i % 10))) return;
+            while (harness::now_ms() < next) poll(nullptr, 0, 5);  // work, not a wait() (a heartbeat too)
+        }
+    });
+    ASSERT_TRUE(s.start());
+    Client c(s.t.address());
+    ASSERT_TRUE(c.send("GET /slow HTTP/1.1\r\nHost: x\r\n\r\n"));
+    Response r = read_response(c);
+    ASSERT_TRUE(r.ok);
+    std::string body;
+    EXPECT_TRUE(read_chunks(c, &body)) << s.t.log();
+    EXPECT_EQ(body, "0123456789012345678901234");
+}
+
+// After the head, an exception or a file cuts the stream (no last chunk,
+// the route logged) and status() and header() change nothing; before it, a
+// bad status is still a 500, and write() refuses while a file is set.
+TEST(HttpStream, AFailureAfterTheHeadCutsTheStreamAndBeforeItIsA500) {
+    HttpServer s;
+    s.http->route("GET", "^/throw-mid$", [](prefork::HttpContext &, prefork::HttpResponse &r) {
+        r.write("part");
+        throw std::runtime_error("midway");
+    });
+    s.http->route("GET", "^/late$", [](prefork::HttpContext &, prefork::HttpResponse &r) {
+        r.write("x");
+        bool late = r.header("X-Late", "1");
+        r.status(404);
+        r.write(late ? "accepted" : "refused");
+    });
+    s.http->route("GET", "^/bad-status$", [](prefork::HttpContext &, prefork::HttpResponse &r) {
+        r.status(700);
+        r.body(r.write("x") ? "written" : "refused");
+    });
+    s.http->route("GET", "^/file-then-write$", [](prefork::HttpContext &, prefork::HttpResponse &r) {
+        r.file(open("/dev/null", O_RDONLY), 0, 0);
+        bool written = r.write("x");
+        r.file(-1, 0, 0);
+        r.body(written ? "written" : "refused");
+    });
+    ASSERT_TRUE(s.start());
+    {
+        Client c(s.t.address());
+        ASSERT_TRUE(c.send("GET /throw-mid HTTP/1.1\r\nHost: x\r\n\r\n"));
+        Response r = read_response(c);
+        ASSERT_TRUE(r.ok);
+        EXPECT_EQ(r.status, 200);
+        std::string body;
+        EXPECT_FALSE(read_chunks(c, &body));
+        EXPECT_EQ(body, "part");
+        EXPECT_TRUE(s.t.wait_log("route GET ^/throw-mid$ threw: midway; the stream is cut")) << s.t.log();
+    }
+    {
+        Client c(s.t.address());
+        ASSERT_TRUE(c.send("GET /late HTTP/1.1\r\nHost: x\r\n\r\n"));
+        Response r = read_response(c);
+        EXPECT_EQ(r.status, 200);
+        EXPECT_EQ(r.fields.count("x-late"), 0u);
+        std::string body;
+        EXPECT_TRUE(read_chunks(c, &body));
+        EXPECT_EQ(body, "xrefused");
+    }
+    Response bad = get(s, "/bad-status");
+    EXPECT_EQ(bad.status, 500);
+    EXPECT_TRUE(s.t.wait_log("route GET ^/bad-status$ set the bad status: 700; answering 500")) << s.t.log();
+    Response file = get(s, "/file-then-write");
+    EXPECT_EQ(file.status, 200);
+    EXPECT_EQ(file.body, "refused");
+    EXPECT_TRUE(s.still_answers());
 }
