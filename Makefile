@@ -30,7 +30,7 @@ GTEST_LIBS := $(BUILD)/gtest/libgtest_main.a $(BUILD)/gtest/libgtest.a -lpthread
 endif
 TEST_SOURCES = test/header_test.cc test/options_test.cc test/scoreboard_test.cc test/http_parser_test.cc \
                test/listener_test.cc test/pool_test.cc test/http_test.cc test/httpd_test.cc test/harness.cc \
-               test/examples_test.cc test/sys_test.cc test/worker_api_test.cc
+               test/examples_test.cc test/sys_test.cc test/worker_api_test.cc test/cgi_test.cc
 TEST_OBJECTS = $(TEST_SOURCES:test/%.cc=$(BUILD)/test/%.o)
 
 .PHONY: all static size-check function-check examples test asan-test embedded-check bench bench-pool chaos fuzz install clean cross-test cross-test-here
@@ -39,7 +39,7 @@ all: $(HTTPD)
 
 # httpd itself is built lean: no exceptions (the library never throws),
 # no RTTI, no unwind tables, unused sections dropped. That keeps the
-# stripped binary under 128 KiB at -O2 (size-check). The tests link the
+# stripped binary under 160 KiB at -O2 (size-check). The tests link the
 # library built with the plain flags.
 LEAN = -fno-exceptions -fno-rtti -fno-asynchronous-unwind-tables -ffunction-sections -fdata-sections
 $(HTTPD): $(BUILD)/lean/httpd.o $(BUILD)/lean/prefork.o
@@ -56,17 +56,17 @@ $(BUILD)/static/httpd: $(BUILD)/lean/httpd.o $(BUILD)/lean/prefork.o
 	@mkdir -p $(dir $@)
 	$(CXX) $(ALL_CXXFLAGS) $(LDFLAGS) -static -Wl,--gc-sections -o $@ $^
 
-# Stripped sizes; the dynamic httpd must stay under 128 KiB.
+# Stripped sizes; the dynamic httpd must stay under 160 KiB.
 size-check: $(HTTPD)
 	@$(CROSS_COMPILE)strip -o $(BUILD)/httpd.stripped $(HTTPD)
-	@size=$$(wc -c < $(BUILD)/httpd.stripped); echo "httpd stripped: $$size bytes (limit 131072)"; \
-	    test $$size -lt 131072 || { echo "size-check: httpd grew past 128 KiB"; exit 1; }
+	@size=$$(wc -c < $(BUILD)/httpd.stripped); echo "httpd stripped: $$size bytes (limit 163840)"; \
+	    test $$size -lt 163840 || { echo "size-check: httpd grew past 160 KiB"; exit 1; }
 
 $(BUILD)/%.o: %.cc prefork.h
 	@mkdir -p $(dir $@)
 	$(CXX) $(ALL_CXXFLAGS) -I. -c -o $@ $<
 
-$(BUILD)/test/%.o: test/%.cc prefork.h test/harness.h
+$(BUILD)/test/%.o: test/%.cc prefork.h test/harness.h test/httpd_fixture.h
 	@mkdir -p $(dir $@)
 	$(CXX) $(ALL_CXXFLAGS) $(TEST_INCLUDES) -I. -c -o $@ $<
 

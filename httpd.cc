@@ -48,6 +48,9 @@ STARTUP static void usage(FILE *out) {
             "  --status-path PATH            the status page (/server-status; off to disable)\n"
             "  --status-allow CIDR           who may see it (repeatable; default loopback only;\n"
             "                                UNIX-socket clients always may)\n"
+            "  --cgi PREFIX=DIR              run the executable files in DIR as CGI scripts for\n"
+            "                                PREFIX + name (repeatable; e.g. /cgi-bin/=/srv/cgi)\n"
+            "  --cgi-timeout SEC             kill a CGI script running longer (60)\n"
             "  --access-log PATH|-           Combined Log Format access log (none by default)\n"
             "  --error-log PATH|-            where log lines go (- is stderr, the default)\n"
             "  --pid-file PATH               write the parent's pid there while it runs\n"
@@ -129,6 +132,7 @@ struct Config {
     std::string docroot;
     std::string status_path = "/server-status";
     std::vector<prefork::AddressRange> status_allow;
+    std::vector<std::string> cgi;  // "PREFIX=DIR"
     std::string access_log, error_log, pid_file, user;
 };
 
@@ -179,6 +183,7 @@ STARTUP static Setting set_http_option(Config &config, const std::string &name, 
     if (name == "--min-rate") return taken_if(parse_number(value, &http.min_rate) && http.min_rate >= 0);
     if (name == "--pressure-timeout")
         return taken_if(parse_number(value, &http.pressure_timeout) && http.pressure_timeout > 0);
+    if (name == "--cgi-timeout") return taken_if(parse_number(value, &http.cgi_timeout) && http.cgi_timeout > 0);
     if (name == "--status-path") {
         std::string &path = config.status_path = value;
         return taken_if(path == "off" || (path[0] == '/' && path.find_first_of(" ?#") == std::string::npos));
@@ -197,6 +202,11 @@ STARTUP static Setting set_place_option(Config &config, const std::string &name,
     if (name == "--listen") {
         config.listens.push_back(value);
         return Setting::taken;
+    }
+    if (name == "--cgi") {
+        const char *equals = strchr(value, '=');
+        config.cgi.push_back(value);
+        return taken_if(equals && equals != value && equals[1]);
     }
     std::string *target = name == "--access-log" ? &config.access_log
                           : name == "--error-log" ? &config.error_log
@@ -351,11 +361,15 @@ STARTUP static bool listen_all(prefork::Server &server, const std::vector<std::s
     return true;
 }
 
-// What the responder serves: the status page (unless off) and DOCROOT.
-// false after one line on stderr.
+// What the responder serves: the status page (unless off), the CGI
+// directories and DOCROOT. false after one line on stderr.
 STARTUP static bool serve_status_and_docroot(prefork::HttpService &http, const Config &config) {
-    if ((config.status_path != "off" && http.serve_status(config.status_path, config.status_allow) != 0) ||
-        http.serve_directory(config.docroot.empty() ? "." : config.docroot) != 0) {
+    bool ok = config.status_path == "off" || http.serve_status(config.status_path, config.status_allow) == 0;
+    for (const std::string &cgi : config.cgi) {
+        size_t equals = cgi.find('=');
+        ok = ok && http.serve_cgi(cgi.substr(0, equals), cgi.substr(equals + 1)) == 0;
+    }
+    if (!ok || http.serve_directory(config.docroot.empty() ? "." : config.docroot) != 0) {
         fprintf(stderr, "httpd: %s\n", http.error().c_str());
         return false;
     }

@@ -152,6 +152,18 @@ static int dup2(int fd, int target) {
     return retry([&] { return ::dup2(fd, target); });
 }
 
+// Closes every descriptor from lowest up, in a child about to exec
+// (Linux 5.9: close_range(); else close() on each number below
+// RLIMIT_NOFILE, at most 65536 of them).
+static void close_from(int lowest) {
+#if defined(__linux__) && defined(SYS_close_range)
+    if (syscall(SYS_close_range, lowest, ~0U, 0) == 0) return;
+#endif
+    rlimit limit;
+    long top = getrlimit(RLIMIT_NOFILE, &limit) == 0 && limit.rlim_cur != RLIM_INFINITY ? long(limit.rlim_cur) : 65536;
+    for (long fd = lowest; fd < std::min(top, 65536L); fd++) ::close(int(fd));
+}
+
 // Set on a descriptor made elsewhere (inherited, or on a system that
 // cannot make it so at birth). 0, or -1 with errno; cannot be interrupted.
 static int set_close_on_exec(int fd) {
@@ -3554,6 +3566,7 @@ struct detail::ResponseStream {
     bool head_only;         // a HEAD request: the head alone
     bool keep_alive;        // the request allows another after it
     int minor_version;
+    bool raw = false;       // the handler's bytes are the response, head and all (nph- CGI)
     bool started = false;   // the head went out
     bool cut = false;       // a write failed or was refused: the connection closes
     int status = 0;         // the status that went out
@@ -4054,13 +4067,18 @@ static bool send_response(ServiceState &in, const HttpOptions &options, Link &li
 static bool start_stream(ResponseStream &st, HttpResponse &r) {
     int status = r.status();
     if (status < 100 || status > 599) return false;
+    st.status = status;
+    if (st.raw) {  // no head of ours, no framing: the bytes end at the close
+        st.in->out.clear();
+        st.framing = Framing::close;
+        st.keep_alive = false;
+        return st.started = true;
+    }
     bool http10 = st.minor_version == 0;
     st.framing = bodiless_status(status) ? Framing::none : http10 ? Framing::close : Framing::chunked;
     st.keep_alive = st.keep_alive && !http10 && !HttpResponder::closing(r) && !st.worker->pool_full();
     build_head(*st.in, *st.options, r, st.framing, st.keep_alive, st.minor_version);
-    st.started = true;
-    st.status = status;
-    return true;
+    return st.started = true;
 }
 
 // Sends the head if it has not gone out, then what body() holds and data
@@ -4071,7 +4089,7 @@ static bool stream_send(ResponseStream &st, HttpResponse &r, std::string_view da
     bool starting = !st.started;
     if (starting && !start_stream(st, r)) return false;
     std::string &pending = HttpResponder::body(r);
-    bool carries = !st.head_only && st.framing != Framing::none;
+    bool carries = st.raw || (!st.head_only && st.framing != Framing::none);
     uint64_t length = carries ? pending.size() + data.size() : 0;
     bool chunked = carries && st.framing == Framing::chunked;
     char size_line[24];
@@ -4140,6 +4158,19 @@ static void send_error(ServiceState &in, const HttpOptions &options, Link &link,
     (void)send_response(in, options, link, r, false, false, 1, &sent);
     log_access(in, options, nullptr, "-", status, body);
     in.linger = status != 408;  // a client too slow for the timeout gets no more time
+}
+
+// Whether a segment of the (decoded) path is "." or "..". A client
+// removes them before it sends (RFC 3986 section 5.2.4); one that did not
+// is refused (400) rather than answered for a path it did not mean, and
+// no route or file ever sees them.
+static bool has_dot_segment(std::string_view path) {
+    for (size_t i = 0; i < path.size(); i++) {
+        if (path[i] != '/' || i + 1 == path.size() || path[i + 1] != '.') continue;
+        size_t end = i + 2 < path.size() && path[i + 2] == '.' ? i + 3 : i + 2;
+        if (end == path.size() || path[end] == '/') return true;
+    }
+    return false;
 }
 
 // Splits the target into path and query; the path of an absolute-form
@@ -4432,6 +4463,450 @@ static void serve_file(int root, CachedTime &mtime, HttpContext &ctx, HttpRespon
     answer_with_file(ctx, r, fd, uint64_t(st.st_size), etag, modified);
 }
 
+/* CGI/1.1 (RFC 3875). A request for PREFIX + name [+ /path/info] runs the
+   executable file DIR/name in a child of the worker: a process group of
+   its own, a clean environment of meta-variables, the body on stdin,
+   stdout's header fields read and the rest streamed to the client as it
+   comes (HttpResponse::write), stderr logged line by line. The worker stays
+   with the script: it polls the three pipes, reports to the watchdog, and
+   kills the whole group when the script outlives cgi_timeout, the client
+   goes away or the worker should stop. The script is found as a static
+   file is, beneath DIR with no symlink followed and no dotfile. */
+struct CgiMount {
+    std::string prefix, directory;
+    int dir_fd = -1;
+    int redirects = 0;  // internal redirects in progress (a loop stops at 5)
+};
+
+// A script's process and our ends of its pipes.
+struct CgiChild {
+    pid_t pid = -1;
+    int in = -1, out = -1, err = -1;  // its stdin, stdout, stderr
+    std::string name;                 // SCRIPT_NAME, for the log
+};
+
+// Finds the script for rest, the path after the prefix: the first segment
+// path that is a regular file, below directories. 0 with *script (relative
+// to the mount) and *path_info set; else the status to answer: 404 (no
+// such file, a dotfile), 403 (a directory, a symlink, not executable).
+PREFORK_COLD static int find_script(const CgiMount &m, std::string_view rest, std::string *script, std::string_view *path_info) {
+    for (size_t slash = 0;;) {
+        slash = rest.find('/', slash);
+        std::string part(rest.substr(0, slash));
+        if (part.empty() || !path_is_servable("/" + part)) return 404;
+        int fd = sys::open_beneath(m.dir_fd, part.c_str(), O_RDONLY | O_NONBLOCK);
+        struct stat st;
+        if (fd < 0) return errno == ENOENT || errno == ENOTDIR ? 404 : 403;
+        bool known = fstat(fd, &st) == 0;
+        sys::close(fd);
+        if (known && S_ISDIR(st.st_mode) && slash != std::string_view::npos) {
+            slash++;
+            continue;
+        }
+        if (!known || !S_ISREG(st.st_mode) || !(st.st_mode & 0111)) return 403;
+        *script = part;
+        *path_info = slash == std::string_view::npos ? std::string_view() : rest.substr(slash);
+        return 0;
+    }
+}
+
+// "HTTP_" and the field's name, uppercase, "-" as "_".
+static std::string cgi_field_name(std::string_view field) {
+    std::string name = "HTTP_";
+    for (char ch : field) name += ch == '-' ? '_' : char(toupper((unsigned char)ch));
+    return name;
+}
+
+// The request's fields as HTTP_* variables; repeats joined with ", ".
+// Content-Type and Content-Length have their own variables; Proxy
+// (HTTP_PROXY would set a proxy for the script's own requests: httpoxy)
+// and Authorization (a password) are not passed.
+PREFORK_COLD static void add_field_variables(std::vector<std::string> &env, const HttpContext &ctx) {
+    size_t first = env.size();
+    for (size_t i = 0; i < ctx.header_count; i++) {
+        std::string_view field = ctx.headers[i].name;
+        if (equals_nocase(field, "proxy") || equals_nocase(field, "authorization") ||
+            equals_nocase(field, "content-type") || equals_nocase(field, "content-length"))
+            continue;
+        std::string name = cgi_field_name(field) + "=";
+        auto same = std::find_if(env.begin() + long(first), env.end(),
+                                 [&](const std::string &v) { return v.compare(0, name.size(), name) == 0; });
+        if (same != env.end()) *same += ", " + std::string(ctx.headers[i].value);
+        else env.push_back(name + std::string(ctx.headers[i].value));
+    }
+}
+
+static void add_variable(std::vector<std::string> &env, const char *name, std::string_view value) {
+    std::string variable = name;
+    variable += '=';
+    variable.append(value.data(), value.size());
+    env.push_back(std::move(variable));
+}
+
+// The meta-variables of RFC 3875 section 4.1 for the script, and a PATH.
+PREFORK_COLD static std::vector<std::string> cgi_environment(const CgiMount &m, const HttpOptions &o,
+                                                             const HttpContext &ctx, const std::string &script,
+                                                             std::string_view path_info, int fd) {
+    sockaddr_storage local;
+    socklen_t length = sizeof local;
+    int ports[2] = {0, 0};  // ours, the client's
+    if (getsockname(fd, reinterpret_cast<sockaddr *>(&local), &length) == 0)
+        (void)describe_address(reinterpret_cast<sockaddr *>(&local), length, &ports[0]);
+    (void)describe_address(reinterpret_cast<const sockaddr *>(&ctx.worker->peer()), ctx.worker->peer_length(),
+                           &ports[1]);
+    char numbers[2][16];
+    for (int i = 0; i < 2; i++) snprintf(numbers[i], sizeof numbers[i], "%d", ports[i]);
+    std::string_view host = ctx.header("host");
+    host = host.substr(0, host.empty() || host[0] != '[' ? host.find(':') : host.find(']') + 1);
+    std::string name = m.prefix + script, file = m.directory + "/" + script;
+    std::vector<std::string> env;
+    const std::pair<const char *, std::string_view> variables[] = {
+        {"GATEWAY_INTERFACE", "CGI/1.1"}, {"PATH", "/usr/local/bin:/usr/bin:/bin"},
+        {"SERVER_SOFTWARE", o.server_name}, {"SERVER_NAME", host.empty() ? "localhost" : host},
+        {"SERVER_PORT", numbers[0]}, {"SERVER_PROTOCOL", ctx.minor_version ? "HTTP/1.1" : "HTTP/1.0"},
+        {"REQUEST_METHOD", ctx.method}, {"REQUEST_URI", ctx.target}, {"SCRIPT_NAME", name},
+        {"SCRIPT_FILENAME", file}, {"QUERY_STRING", ctx.query}, {"REMOTE_PORT", numbers[1]},
+        {"DOCUMENT_ROOT", m.directory}, {"REDIRECT_STATUS", "200"}};
+    for (const auto &v : variables) add_variable(env, v.first, v.second);
+    add_variable(env, "REMOTE_ADDR", ctx.peer());
+    if (!path_info.empty()) {
+        add_variable(env, "PATH_INFO", path_info);
+        add_variable(env, "PATH_TRANSLATED", m.directory + std::string(path_info));
+    }
+    if (ctx.header("content-type").data()) add_variable(env, "CONTENT_TYPE", ctx.header("content-type"));
+    if (ctx.header("content-length").data() || ctx.header("transfer-encoding").data())
+        add_variable(env, "CONTENT_LENGTH", std::to_string(ctx.body.size()));
+    add_field_variables(env, ctx);
+    return env;
+}
+
+// In the forked child: the pipes become 0, 1 and 2 (blocking), every
+// other descriptor is closed, the signals are as a new program expects,
+// and the script runs in its own directory. Never returns.
+PREFORK_COLD [[noreturn]] static void exec_script(const int (&fds)[3], const std::string &path, char *const *env) {
+    for (int i = 0; i < 3; i++) {
+        if (sys::dup2(fds[i], i) < 0) _exit(127);
+        fcntl(i, F_SETFL, fcntl(i, F_GETFL) & ~O_NONBLOCK);  // not set_flags(): that adds close-on-exec
+    }
+    sys::close_from(3);
+    reset_signals_for_exec();
+    std::string dir = path.substr(0, path.rfind('/'));
+    char *const argv[] = {const_cast<char *>(path.c_str()), nullptr};
+    if (chdir(dir.c_str()) == 0) execve(path.c_str(), argv, env);
+    dprintf(2, "cannot run %s: %s\n", path.c_str(), strerror(errno));
+    _exit(127);
+}
+
+// Starts the script in a process group of its own, with the three pipes.
+// 0, or -1 with errno.
+PREFORK_COLD static int spawn_script(CgiChild &c, const std::string &path, const std::vector<std::string> &env) {
+    std::vector<char *> envp;
+    for (const std::string &v : env) envp.push_back(const_cast<char *>(v.c_str()));
+    envp.push_back(nullptr);
+    int in[2] = {-1, -1}, out[2] = {-1, -1}, err[2] = {-1, -1};
+    if (sys::pipe(in) < 0 || sys::pipe(out) < 0 || sys::pipe(err) < 0) c.pid = -1;
+    else c.pid = fork();
+    if (c.pid == 0) {
+        setpgid(0, 0);
+        exec_script({in[0], out[1], err[1]}, path, envp.data());
+    }
+    int saved = errno;
+    if (c.pid > 0) setpgid(c.pid, c.pid);  // as the child does: whichever runs first
+    for (int fd : {in[0], out[1], err[1]}) sys::close(fd);
+    c.in = in[1], c.out = out[0], c.err = err[0];
+    errno = saved;
+    return c.pid > 0 ? 0 : -1;
+}
+
+// Ends the script's whole group, and reaps the script.
+static void kill_script(CgiChild &c) {
+    kill(-c.pid, SIGKILL);
+    int status;
+    sys::waitpid(c.pid, &status, 0);
+    c.pid = -1;
+}
+
+// Logs the whole lines in err (the script's stderr so far) and keeps the
+// rest; with all, the rest too. A line is cut at 1000 bytes.
+PREFORK_COLD static void log_script_lines(Worker &worker, const CgiChild &c, std::string &err, bool all) {
+    size_t at = 0;
+    for (;;) {
+        size_t end = err.find('\n', at);
+        if (end == std::string::npos && !(all && at < err.size()) && err.size() - at < 1000) break;
+        size_t stop = end == std::string::npos ? std::min(err.size(), at + 1000) : end;
+        std::string_view line = std::string_view(err).substr(at, std::min<size_t>(stop - at, 1000));
+        worker.log(LogLevel::error, "cgi %s[%d]: %.*s", c.name.c_str(), int(c.pid), int(line.size()), line.data());
+        at = end == std::string::npos ? stop : end + 1;
+    }
+    err.erase(0, at);
+}
+
+// The script's side of a request, while the worker relays it.
+struct CgiRelay {
+    CgiChild child;
+    std::string head;            // stdout until the empty line that ends the head
+    std::string err;             // stderr's unfinished line
+    size_t fed = 0;              // bytes of the body on its stdin so far
+    bool head_done = false;      // (nph- scripts have no head of ours)
+    std::string local;           // a local Location, served instead of the output
+    int status = 0;              // the answer when nothing went out (502, 503, 504)
+    const char *why = nullptr;   // why the script is killed
+    int64_t deadline_ms = 0;     // cgi_timeout
+};
+
+static std::string_view trim_space(std::string_view s) {
+    while (!s.empty() && (s.front() == ' ' || s.front() == '\t')) s.remove_prefix(1);
+    while (!s.empty() && (s.back() == ' ' || s.back() == '\t')) s.remove_suffix(1);
+    return s;
+}
+
+// Applies the script's head (its lines, without the empty one) to r:
+// Status, Location (a local path is kept in *local; a URL is a 302
+// unless Status says otherwise), Content-Type and the other fields, but
+// not the responder's framing. 0, or 502 for a line that is not a field
+// or a bad Status.
+PREFORK_COLD static int apply_script_head(std::string_view head, HttpResponse &r, std::string *local) {
+    bool has_status = false;
+    std::string_view location;
+    while (!head.empty()) {
+        size_t end = head.find('\n');
+        std::string_view line = head.substr(0, end);
+        head = end == std::string_view::npos ? std::string_view() : head.substr(end + 1);
+        if (!line.empty() && line.back() == '\r') line.remove_suffix(1);
+        size_t colon = line.find(':');
+        if (colon == std::string_view::npos || colon == 0) return 502;
+        std::string_view name = line.substr(0, colon), value = trim_space(line.substr(colon + 1));
+        if (equals_nocase(name, "status")) {
+            int code = 0;
+            auto parsed = std::from_chars(value.data(), value.data() + std::min<size_t>(value.size(), 3), code);
+            if (value.size() < 3 || parsed.ptr != value.data() + 3 || code < 100 || code > 599) return 502;
+            r.status(code);
+            has_status = true;
+        } else if (equals_nocase(name, "location") && !value.empty() && value[0] == '/') {
+            location = value;
+        } else if (!r.header(name, value) && own_field(name) == 0) {
+            return 502;
+        } else if (equals_nocase(name, "location") && !has_status) {
+            r.status(302);
+        }
+    }
+    if (!location.empty()) *local = std::string(location);
+    return 0;
+}
+
+// Where the head in text ends: the index after its empty line (with
+// *head_length the bytes before that line), or npos while it has not.
+static size_t script_head_end(const std::string &text, size_t *head_length) {
+    for (size_t at = 0; (at = text.find('\n', at)) != std::string::npos; at++) {
+        size_t line_start = at > 0 && text[at - 1] == '\r' ? at - 1 : at;
+        if (line_start == 0 || text[line_start - 1] == '\n') {
+            *head_length = line_start;
+            return at + 1;
+        }
+    }
+    return std::string::npos;
+}
+
+// Takes n bytes of the script's stdout: the head first (applied to r once
+// whole), then the body to the client. false when the relay must end:
+// the client is gone or too slow (the stream is cut), or the head is bad
+// (cr.status set).
+PREFORK_COLD static bool take_output(CgiRelay &cr, HttpResponse &r, const char *data, size_t n) {
+    if (cr.head_done) {
+        if (!cr.local.empty() || r.write(std::string_view(data, n))) return true;
+        cr.why = "the stream was cut";
+        return false;
+    }
+    cr.head.append(data, n);
+    size_t head_length = 0, end = script_head_end(cr.head, &head_length);
+    if (end == std::string::npos) {
+        if (cr.head.size() <= http_max_header_block) return true;
+        cr.why = "sent a head over 16 KiB";
+    } else if (apply_script_head(std::string_view(cr.head).substr(0, head_length), r, &cr.local) != 0) {
+        cr.why = "sent a malformed head";
+    }
+    if (cr.why) {
+        cr.status = 502;
+        return false;
+    }
+    cr.head_done = true;
+    std::string rest = cr.head.substr(end);
+    cr.head.clear();
+    return rest.empty() || take_output(cr, r, rest.data(), rest.size());
+}
+
+// Whether the client has closed its side or reset the connection; bytes
+// it sent (a pipelined request) stay where they are.
+static bool client_gone(int fd) {
+    char byte;
+    ssize_t n = recv(fd, &byte, 1, MSG_PEEK | MSG_DONTWAIT);
+    return n == 0 || (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR);
+}
+
+// Gives the script the next part of the body; closes its stdin once all
+// is in, or once it stops reading.
+PREFORK_COLD static void feed_script(CgiRelay &cr, std::string_view body) {
+    ssize_t n = sys::write(cr.child.in, body.data() + cr.fed, body.size() - cr.fed);
+    if (n > 0) cr.fed += size_t(n);
+    if (cr.fed == body.size() || (n < 0 && errno != EAGAIN)) {
+        sys::close(cr.child.in);
+        cr.child.in = -1;
+    }
+}
+
+// Reads what the script wrote to stderr and logs its whole lines. false
+// at its end.
+PREFORK_COLD static bool take_errors(CgiRelay &cr, Worker &worker) {
+    char buf[4096];
+    ssize_t n = sys::read(cr.child.err, buf, sizeof buf);
+    if (n < 0 && errno == EAGAIN) return true;
+    if (n > 0) cr.err.append(buf, size_t(n));
+    log_script_lines(worker, cr.child, cr.err, n <= 0);
+    if (n > 0) return true;
+    sys::close(cr.child.err);
+    cr.child.err = -1;
+    return false;
+}
+
+// Relays between the script and the client until the script's stdout
+// ends, or until the script must be killed (cr.why): cgi_timeout, the
+// client gone, the worker stopping, a bad head. Reports to the watchdog.
+PREFORK_COLD static void pump_script(CgiRelay &cr, HttpContext &ctx, HttpResponse &r, int client_fd) {
+    Worker &worker = *ctx.worker;
+    char buf[16384];
+    while (!cr.why && cr.child.out >= 0) {
+        pollfd p[3] = {{cr.child.out, POLLIN, 0}, {cr.child.err, POLLIN, 0}, {cr.child.in, POLLOUT, 0}};
+        int64_t left = cr.deadline_ms - now_ms();
+        int n = left > 0 ? sys::poll(p, 3, int(std::min<int64_t>(left, 250))) : 0;
+        worker.heartbeat();
+        if (left <= 0) cr.why = "ran past cgi_timeout", cr.status = 504;
+        else if (worker.stopping()) cr.why = "the worker is stopping", cr.status = 503;
+        else if (n == 0 && client_gone(client_fd)) cr.why = "the client went away", cr.status = 400;
+        if (cr.why) break;
+        if (p[2].revents) feed_script(cr, ctx.body);
+        if (p[1].revents) take_errors(cr, worker);
+        if (!p[0].revents) continue;
+        ssize_t got = sys::read(cr.child.out, buf, sizeof buf);
+        if (got < 0 && errno == EAGAIN) continue;
+        if (got > 0 && take_output(cr, r, buf, size_t(got))) continue;
+        sys::close(cr.child.out);
+        cr.child.out = -1;
+    }
+}
+
+// After stdout ended: the rest of stderr, then the script's exit, both
+// within cgi_timeout; a script that is still there then is killed. Logs a
+// script that died of a signal or ended before its head.
+PREFORK_COLD static void finish_script(CgiRelay &cr, Worker &worker) {
+    int status = 0;
+    pid_t reaped = 0;
+    while (!cr.why && (cr.child.err >= 0 || reaped == 0)) {
+        int64_t left = cr.deadline_ms - now_ms();
+        if (left <= 0) cr.why = "ran past cgi_timeout";
+        pollfd p = {cr.child.err, POLLIN, 0};
+        if (cr.child.err >= 0 && left > 0 && sys::poll(&p, 1, int(std::min<int64_t>(left, 250))) > 0)
+            take_errors(cr, worker);
+        if (cr.child.err < 0 && reaped == 0) {
+            reaped = sys::waitpid(cr.child.pid, &status, WNOHANG);
+            if (reaped == 0) sys::poll(nullptr, 0, 5);
+        }
+        worker.heartbeat();
+    }
+    if (cr.why) {
+        log_script_lines(worker, cr.child, cr.err, true);
+        worker.log(LogLevel::error, "cgi %s[%d] %s: killed", cr.child.name.c_str(), int(cr.child.pid), cr.why);
+        kill_script(cr.child);
+    } else if (!cr.head_done) {
+        worker.log(LogLevel::error, "cgi %s[%d] ended without a head (%s %d)", cr.child.name.c_str(),
+                   int(cr.child.pid), WIFSIGNALED(status) ? "signal" : "exit status",
+                   WIFSIGNALED(status) ? WTERMSIG(status) : WEXITSTATUS(status));
+        cr.status = 502;
+    }
+    for (int fd : {cr.child.in, cr.child.out, cr.child.err}) sys::close(fd);
+}
+
+// Serves a script's local Location (RFC 3875 section 6.2.2) as a GET of
+// that path through the routes again, at most 5 deep; 502 for a path that
+// is not one.
+PREFORK_COLD static void redirect_internally(ServiceState &in, CgiMount &m, HttpContext &ctx, HttpResponse &r,
+                                const std::string &location) {
+    HttpResponder::reset(r);
+    std::string_view path, query;
+    split_target(location, &path, &query);
+    if (m.redirects >= 5 || !percent_decode(path, &in.path) || has_dot_segment(in.path)) {
+        ctx.worker->log(LogLevel::error, "cgi under %s: cannot redirect to %s", m.prefix.c_str(), location.c_str());
+        return answer_status(r, 502);
+    }
+    ctx.method = "GET";
+    ctx.target = location;
+    ctx.raw_path = path;
+    ctx.path = in.path;
+    ctx.query = query;
+    ctx.body = std::string_view();
+    m.redirects++;
+    dispatch(in, ctx, r);
+    m.redirects--;
+}
+
+// The route serve_cgi() adds: finds the script, runs it, relays it.
+PREFORK_COLD static void run_cgi(ServiceState &in, const HttpOptions &o, CgiMount &m, HttpContext &ctx, HttpResponse &r) {
+    std::string script;
+    std::string_view path_info;
+    int status = find_script(m, ctx.path.substr(m.prefix.size()), &script, &path_info);
+    if (status) return answer_status(r, status);
+    ResponseStream &stream = *HttpResponder::stream(r);
+    CgiRelay cr;
+    cr.child.name = m.prefix + script;
+    cr.deadline_ms = now_ms() + int64_t(o.cgi_timeout * 1000);
+    std::string path = m.directory + "/" + script;
+    if (spawn_script(cr.child, path, cgi_environment(m, o, ctx, script, path_info, stream.link->fd)) < 0) {
+        ctx.worker->log(LogLevel::error, "cgi %s: cannot start: %s", cr.child.name.c_str(), strerror(errno));
+        return answer_status(r, 500);
+    }
+    bool nph = path.compare(path.rfind('/') + 1, 4, "nph-") == 0;  // its output is the response, whole
+    stream.raw = cr.head_done = nph;
+    if (ctx.body.empty()) feed_script(cr, ctx.body);
+    pump_script(cr, ctx, r, stream.link->fd);
+    finish_script(cr, *ctx.worker);
+    if (stream.started && cr.why) stream.cut = true;
+    else if (!stream.started && cr.status) answer_status(r, cr.status);
+    else if (!cr.local.empty()) redirect_internally(in, m, ctx, r, cr.local);
+}
+
+// "^" and text, with the characters a regex gives a meaning to escaped.
+static std::string literal_pattern(const std::string &text) {
+    std::string pattern = "^";
+    for (char ch : text) {
+        if (strchr(regex_specials, ch)) pattern += '\\';
+        pattern += ch;
+    }
+    return pattern;
+}
+
+PREFORK_COLD int HttpService::serve_cgi(const std::string &prefix, const std::string &directory) {
+    if (prefix.empty() || prefix.front() != '/' || prefix.back() != '/') {
+        error_ = format("bad CGI prefix %s: it must start and end with \"/\"", prefix.c_str());
+        return -1;
+    }
+    CgiMount m;
+    m.prefix = prefix;
+    char *real = realpath(directory.c_str(), nullptr);
+    m.dir_fd = real ? sys::openat(AT_FDCWD, real, O_RDONLY | O_DIRECTORY) : -1;
+    if (m.dir_fd < 0) {
+        error_ = format("cannot run CGI scripts from %s: %s", directory.c_str(), strerror(errno));
+        free(real);
+        return -1;
+    }
+    m.directory = real;
+    free(real);
+    in_->roots.push_back(m.dir_fd);  // closed with the service
+    ServiceState *in = in_.get();
+    const HttpOptions *o = &options_;
+    return route("*", literal_pattern(prefix), [in, o, m](HttpContext &ctx, HttpResponse &r) mutable {
+        run_cgi(*in, *o, m, ctx, r);
+    });
+}
+
 /* The status page, after Apache's mod_status: HTML for people, "?auto" in
    mod_status's machine-readable format (so collectd's apache plugin and
    Prometheus' apache_exporter read it unchanged), and "?json". */
@@ -4612,14 +5087,8 @@ PREFORK_COLD int HttpService::serve_status(const std::string &path, const std::v
         AddressRange::parse("::1", &range);
         who.push_back(range);
     }
-    std::string pattern = "^";
-    for (char ch : path) {
-        if (strchr(regex_specials, ch)) pattern += '\\';
-        pattern += ch;
-    }
-    pattern += "$";
     std::string name = options_.server_name;
-    return route("GET", pattern, [name, who](HttpContext &ctx, HttpResponse &r) {
+    return route("GET", literal_pattern(path) + "$", [name, who](HttpContext &ctx, HttpResponse &r) {
         if (status_allowed(ctx, who)) status_page(ctx, r, name);
         else answer_status(r, 403);
     });
@@ -4857,19 +5326,6 @@ static bool read_body(ServiceState &in, const HttpOptions &o, Link &link, HttpRe
         *next = head_length + size_t(info.content_length);
     }
     return true;
-}
-
-// Whether a segment of the (decoded) path is "." or "..". A client
-// removes them before it sends (RFC 3986 section 5.2.4); one that did not
-// is refused (400) rather than answered for a path it did not mean, and
-// no route or file ever sees them.
-static bool has_dot_segment(std::string_view path) {
-    for (size_t i = 0; i < path.size(); i++) {
-        if (path[i] != '/' || i + 1 == path.size() || path[i + 1] != '.') continue;
-        size_t end = i + 2 < path.size() && path[i + 2] == '.' ? i + 3 : i + 2;
-        if (end == path.size() || path[end] == '/') return true;
-    }
-    return false;
 }
 
 // Fills in.context, what the handler sees, from the request. false when

@@ -841,6 +841,7 @@ struct HttpOptions {
                                     // while no worker is idle and the pool is
                                     // at max_clients (see "slow clients")
     size_t max_body = 1 << 20;      // bytes; a bigger body is 413
+    double cgi_timeout = 60;        // seconds a CGI script may run
     std::string server_name = "prefork/0.1.0";
     int access_log_fd = -1;         // Combined Log Format lines go here (-1: none);
                                     // buffered, written once per connection or 8 KiB
@@ -904,6 +905,7 @@ public:
     int route(const std::string &method, const std::string &path_regex, HttpHandler handler);
     int serve_directory(const std::string &docroot);
     int serve_status(const std::string &path, const std::vector<AddressRange> &allow = {});
+    int serve_cgi(const std::string &prefix, const std::string &directory);
     void serve(Worker &worker, int fd);
     void refuse(Worker &worker, int fd);
     const std::string &error() const { return error_; }
