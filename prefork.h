@@ -43,9 +43,10 @@
    ERRORS (one convention per layer; the entries below do not repeat it)
      The pool and the responder: the calls that can fail (Server's listen,
      listen_fd, listen_inherited, enable_upgrade and run; HttpService's
-     route, serve_directory and serve_status) return 0 (listen_inherited: a
-     count), or -1 with one sentence in that object's error(), which keeps
-     the last failure's. Scoreboard::create returns 0, or -1 with the
+     route, serve_directory, serve_status and serve_cgi) return 0
+     (listen_inherited: a count), or -1 with one sentence in that
+     object's error(), which keeps the last failure's.
+     Scoreboard::create returns 0, or -1 with the
      sentence in *error; Scoreboard::lock and unlock return 0, or -1 with
      errno set; Worker::wait returns 1 (ready) or 0 (timed out), or -1
      with errno set (ECANCELED: the worker should stop). drop_privileges
@@ -334,6 +335,32 @@
                                vector of AddressRange) get it, others 403;
                                none given: loopback only (127.0.0.0/8, ::1).
                                Clients over a UNIX socket always get it.
+     http.serve_cgi(prefix, directory)
+                               Runs the executable files beneath directory
+                               as CGI/1.1 scripts (RFC 3875) for prefix +
+                               name [+ /path/info] [+ ?query], any method;
+                               prefix starts and ends with "/". A script is
+                               found as a static file is (404; 403 for a
+                               directory, a symlink or a file without x)
+                               and runs in its own process group, in its
+                               directory, with descriptors 0-2 only and
+                               the RFC's meta-variables (DOCUMENT_ROOT is
+                               directory), REQUEST_URI, SCRIPT_FILENAME,
+                               REMOTE_PORT, REDIRECT_STATUS=200, a PATH and
+                               HTTP_* for the fields but Proxy and
+                               Authorization; nothing else of the
+                               environment. The body (de-chunked) is its
+                               stdin. Its head's Status, Location (a local
+                               path is served instead, as a GET; a URL is
+                               a 302) and other fields, but not framing,
+                               make the response, and the rest is streamed
+                               (r.write); an nph-NAME script's output is
+                               the response as it is. Its stderr is logged
+                               a line at a time. It is killed with its
+                               group past cgi_timeout (504 before its
+                               head), when its client leaves or when the
+                               worker should stop (503); a head that is
+                               malformed, missing or over 16 KiB is 502.
      http.serve(worker, fd)    Serves one connection (keep-alive, pipelining,
                                100-continue, chunked bodies) until the
                                client closes, a timeout or an error answer,
@@ -458,6 +485,7 @@
      pressure_timeout [0.5 s]   Caps the timeouts above while the pool is full
                                 (see slow clients).
      max_body [1 MiB]           A bigger body is 413.
+     cgi_timeout [60 s]         A CGI script may run this long.
      server_name ["prefork/0.1.0"]
                                 The Server field and the status page's name
                                 (its ServerVersion line: keep the form

@@ -296,3 +296,31 @@ TEST(Cgi, BadCgiOptionsAreRefused) {
         EXPECT_NE(h.stderr_text().find("httpd: "), std::string::npos) << h.stderr_text();
     }
 }
+
+// A real CGI application packaged in Debian: cgit (package cgit), through
+// a wrapper script as it is usually deployed, on a repository made here:
+// its index, a page it routes by PATH_INFO, and a file's raw bytes.
+TEST(Cgi, RunsCgitFromDebian) {
+    NEED_HTTPD();
+    NEED_CURL();
+    if (access("/usr/lib/cgit/cgit.cgi", X_OK) != 0 || system("command -v git >/dev/null 2>&1") != 0)
+        GTEST_SKIP() << "cgit or git is not installed (.ci/run installs them)";
+    Site site;
+    std::string repo = site.root + "/demo.git", work = site.root + "/work";
+    std::string make_repo = "set -e; git init -q -b main " + work + "; cd " + work +
+                            "; printf 'hello from cgit\\n' > README; git add README; "
+                            "git -c user.name=Test -c user.email=test@example.com commit -q -m 'first commit'; "
+                            "git clone -q --bare " + work + " " + repo;
+    ASSERT_EQ(system(("sh -c \"" + make_repo + "\" >/dev/null 2>&1").c_str()), 0);
+    site.file("cgitrc", "virtual-root=/cgi-bin/cgit.sh/\ncache-size=0\nrepo.url=demo\nrepo.path=" + repo +
+                            "\nrepo.desc=a repository for the test\n", 0644);
+    site.script("cgit.sh", "CGIT_CONFIG=" + site.root + "/cgitrc exec /usr/lib/cgit/cgit.cgi\n");
+    Httpd h(site.args());
+    ASSERT_TRUE(h.running()) << h.stderr_text();
+    std::string index = curl(h, "http://x/cgi-bin/cgit.sh/");
+    EXPECT_NE(index.find("a repository for the test"), std::string::npos) << index.substr(0, 2000);
+    std::string log = curl(h, "http://x/cgi-bin/cgit.sh/demo/log/");
+    EXPECT_NE(log.find("first commit"), std::string::npos) << log.substr(0, 2000);
+    EXPECT_EQ(curl(h, "http://x/cgi-bin/cgit.sh/demo/plain/README"), "hello from cgit\n") << h.stderr_text();
+    EXPECT_EQ(curl(h, "-o /dev/null -w '%{http_code}' http://x/cgi-bin/cgit.sh/nothing/here/"), "404");
+}
