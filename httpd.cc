@@ -134,6 +134,7 @@ struct Config {
     std::vector<prefork::AddressRange> status_allow;
     std::vector<std::string> cgi;  // "PREFIX=DIR"
     std::string access_log, error_log, pid_file, user;
+    bool default_user = false;  // root without --user: user was chosen here
 };
 
 // A step of main() that may end the program returns go_on, or the exit
@@ -313,16 +314,19 @@ STARTUP static bool take_passed_listeners(prefork::Server &server, std::vector<s
 }
 
 // Checks the account the whole process will become, before anything is
-// bound. false after one line on stderr for an unknown user, and for root
-// without --user: the workers would run as root.
-STARTUP static bool find_account(const std::string &user) {
-    if (!user.empty() && !getpwnam(user.c_str())) {
-        fprintf(stderr, "httpd: unknown user '%s' for --user\n", user.c_str());
-        return false;
+// bound. Root without --user becomes www-data where it exists, else
+// nobody, as nginx and Apache do (only --user root keeps root). false
+// after one line on stderr for an unknown user.
+STARTUP static bool find_account(Config &config) {
+    if (geteuid() == 0 && config.user.empty()) {
+        config.user = getpwnam("www-data") ? "www-data" : "nobody";
+        config.default_user = true;
     }
-    if (geteuid() == 0 && user.empty()) {
-        fprintf(stderr, "httpd: refusing to run the workers as root: give --user NAME "
-                        "(or --user root to insist)\n");
+    if (!config.user.empty() && !getpwnam(config.user.c_str())) {
+        fprintf(stderr, config.default_user ? "httpd: started as root without --user, and there is no %s "
+                                              "account: give --user NAME\n"
+                                            : "httpd: unknown user '%s' for --user\n",
+                config.user.c_str());
         return false;
     }
     return true;
@@ -419,12 +423,22 @@ STARTUP static bool publish_pid_file(prefork::Server &server, const std::string 
 // The privileges step. The whole process becomes the user, parent
 // included: once the listeners, the logs and the pid file are open, the
 // parent only forks, signals its own workers and reads the scoreboard (made
-// by run(), so owned by the user too). Nothing to do without --user, or
-// when we are that user already. false after one line on stderr, the pid
-// file removed.
-STARTUP static bool become_user(const Config &config) {
+// by run(), so owned by the user too). Nothing to do without a user, or
+// when we are that user already. Logs a user chosen by default, and warns
+// when the user cannot read the docroot. false after one line on stderr,
+// the pid file removed.
+STARTUP static bool become_user(prefork::Server &server, const Config &config) {
     std::string error;
-    if (config.user.empty() || prefork::drop_privileges(config.user, &error) == 0) return true;
+    if (config.user.empty() || prefork::drop_privileges(config.user, &error) == 0) {
+        const char *docroot = config.docroot.empty() ? "." : config.docroot.c_str();
+        if (config.default_user)
+            server.log(prefork::LogLevel::notice, "started as root without --user: running as %s",
+                       config.user.c_str());
+        if (access(docroot, R_OK | X_OK) != 0)
+            server.log(prefork::LogLevel::warning, "%s cannot read the docroot %s: %s", config.user.c_str(), docroot,
+                       strerror(errno));
+        return true;
+    }
     fprintf(stderr, "httpd: %s\n", error.c_str());
     if (!config.pid_file.empty()) remove_pid_file(config.pid_file, false);
     return false;
@@ -454,13 +468,13 @@ STARTUP int main(int argc, char **argv) {
     if (status != go_on) return status;
     prefork::Server server(config.options);
     send_logs_to_stderr(server, config.options.debug_scoreboard);
-    if (!take_passed_listeners(server, config.listens) || !find_account(config.user)) return 2;
+    if (!take_passed_listeners(server, config.listens) || !find_account(config)) return 2;
     if (!open_logs(config) || !listen_all(server, config.listens)) return 1;
     config.http_options.server_name = "prefork-httpd/0.1.0";
     prefork::HttpService http(config.http_options);
     if (!serve_status_and_docroot(http, config)) return 2;
     if (!wire(server, http, config, argc, argv)) return 1;
     if (!publish_pid_file(server, config.pid_file)) return 1;
-    if (!become_user(config)) return 1;
+    if (!become_user(server, config)) return 1;
     return serve(server, config.pid_file);
 }

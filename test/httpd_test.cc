@@ -182,17 +182,36 @@ TEST(HttpdProgram, UserDropsPrivilegesAfterBinding) {
     EXPECT_EQ(c.line(), "HTTP/1.1 404 Not Found\r");
 }
 
-TEST(HttpdProgram, RootWithoutUserIsRefused) {
+// Root without --user runs as www-data (else nobody), says so, and warns
+// when that user cannot read the docroot; --user root still insists.
+TEST(HttpdProgram, RootWithoutUserRunsAsWwwDataOrNobody) {
     NEED_HTTPD();
     if (geteuid() != 0) GTEST_SKIP() << "needs root";
-    Httpd h({"--listen", "unix:@/s.sock", "@"}, false);
-    int status = h.wait(5000);
-    ASSERT_GE(status, 0) << "httpd ran its workers as root";
-    EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 2);
-    EXPECT_EQ(h.stderr_text(),
-              "httpd: refusing to run the workers as root: give --user NAME (or --user root to insist)\n");
-    struct stat st;
-    EXPECT_NE(stat((h.scratch() + "/s.sock").c_str(), &st), 0) << "it bound before refusing";
+    const passwd *account = getpwnam("www-data");
+    if (!account) account = getpwnam("nobody");
+    ASSERT_NE(account, nullptr);
+    std::string name = account->pw_name;
+    uid_t uid = account->pw_uid;
+    Httpd h({"--listen", "unix:@/s.sock", "--pid-file", "@/httpd.pid", "@"}, false);
+    ASSERT_TRUE(h.running()) << h.stderr_text();
+    EXPECT_TRUE(h.wait_log("started as root without --user: running as " + name, 1)) << h.stderr_text();
+    EXPECT_EQ(h.stderr_text().find("cannot read the docroot"), std::string::npos) << h.stderr_text();
+    std::string status = slurp("/proc/" + std::to_string(h.pid()) + "/status");
+    std::string uids = status.substr(status.find("Uid:"), status.find('\n', status.find("Uid:")) - status.find("Uid:"));
+    std::string u = std::to_string(uid);
+    EXPECT_EQ(uids, "Uid:\t" + u + "\t" + u + "\t" + u + "\t" + u) << status;
+    Client c(h.address());
+    ASSERT_TRUE(c.send("GET /missing HTTP/1.1\r\nHost: x\r\n\r\n"));
+    EXPECT_EQ(c.line(), "HTTP/1.1 404 Not Found\r");
+
+    char dir[] = "/tmp/prefork-private-XXXXXX";
+    std::string private_root = mkdtemp(dir);
+    chmod(private_root.c_str(), 0700);
+    Httpd hidden({"--listen", "unix:@/s.sock", private_root}, false);
+    ASSERT_TRUE(hidden.running()) << hidden.stderr_text();
+    EXPECT_TRUE(hidden.wait_log(name + " cannot read the docroot " + private_root + ": Permission denied", 1))
+        << hidden.stderr_text();
+    rmdir(private_root.c_str());
 }
 
 // systemd socket activation: a listening socket passed as fd 3 with
