@@ -33,7 +33,7 @@ TEST_SOURCES = test/header_test.cc test/options_test.cc test/scoreboard_test.cc 
                test/examples_test.cc test/sys_test.cc test/worker_api_test.cc test/cgi_test.cc
 TEST_OBJECTS = $(TEST_SOURCES:test/%.cc=$(BUILD)/test/%.o)
 
-.PHONY: all static size-check function-check examples test asan-test embedded-check bench bench-pool chaos fuzz install clean cross-test cross-test-here
+.PHONY: all static board board-check size-check function-check examples test asan-test embedded-check bench bench-pool chaos fuzz install clean cross-test cross-test-here
 
 all: $(HTTPD)
 
@@ -55,6 +55,21 @@ static: $(BUILD)/static/httpd
 $(BUILD)/static/httpd: $(BUILD)/lean/httpd.o $(BUILD)/lean/prefork.o
 	@mkdir -p $(dir $@)
 	$(CXX) $(ALL_CXXFLAGS) $(LDFLAGS) -static -Wl,--gc-sections -o $@ $^
+
+# For a board without libstdc++.so: the C++ runtime linked in, libc still
+# shared (host names and --user keep working through its NSS).
+board: $(BUILD)/board/httpd
+$(BUILD)/board/httpd: $(BUILD)/lean/httpd.o $(BUILD)/lean/prefork.o
+	@mkdir -p $(dir $@)
+	$(CXX) $(ALL_CXXFLAGS) $(LDFLAGS) -static-libstdc++ -static-libgcc -Wl,--gc-sections -o $@ $^
+	@$(CROSS_COMPILE)strip -o $@.stripped $@ && echo "$@: $$(wc -c < $@.stripped) bytes stripped; needs:" \
+	    $$($(CROSS_COMPILE)readelf -d $@ | sed -n 's/.*(NEEDED).*\[\(.*\)\]/\1/p')
+
+# The board build must need no C++ runtime library.
+board-check: $(BUILD)/board/httpd
+	@! $(CROSS_COMPILE)readelf -d $< | grep -E 'NEEDED.*(libstdc\+\+|libgcc_s)' || \
+	    { echo "board-check: $< still needs the C++ runtime"; exit 1; }
+	@echo "board-check: $< needs no libstdc++.so or libgcc_s.so"
 
 # Stripped sizes; the dynamic httpd must stay under 160 KiB.
 size-check: $(HTTPD)
@@ -112,7 +127,7 @@ embedded-check:
 function-check:
 	@python3 test/function_lengths.py --limit 60 prefork.cc httpd.cc
 
-test: all $(BUILD)/prefork_test $(BUILD)/chaos_server examples example-check embedded-check size-check function-check
+test: all $(BUILD)/prefork_test $(BUILD)/chaos_server examples example-check embedded-check size-check board-check function-check
 	PREFORK_TEST_EXAMPLES=$(BUILD) timeout 300 $(BUILD)/prefork_test
 
 # The same suite under AddressSanitizer and UndefinedBehaviorSanitizer (the
