@@ -57,6 +57,8 @@ STARTUP static void usage(FILE *out) {
             "  --user NAME                   run as this user once the listeners are bound\n"
             "  --single-process              serve in one process, no fork (debugging)\n"
             "  --debug-scoreboard            log the scoreboard every second\n"
+            "  --config FILE                 options from FILE, a \"name value\" per line (the\n"
+            "                                command line wins; SIGHUP reads it again)\n"
             "  --help, --version\n");
 }
 
@@ -133,8 +135,9 @@ struct Config {
     std::string status_path = "/server-status";
     std::vector<prefork::AddressRange> status_allow;
     std::vector<std::string> cgi;  // "PREFIX=DIR"
-    std::string access_log, error_log, pid_file, user;
+    std::string access_log, error_log, pid_file, user, config_file;
     bool default_user = false;  // root without --user: user was chosen here
+    bool docroot_from_file = false;  // the command line's DOCROOT replaces it
 };
 
 // A step of main() that may end the program returns go_on, or the exit
@@ -213,6 +216,7 @@ STARTUP static Setting set_place_option(Config &config, const std::string &name,
                           : name == "--error-log" ? &config.error_log
                           : name == "--pid-file"  ? &config.pid_file
                           : name == "--user"      ? &config.user
+                          : name == "--config"    ? &config.config_file
                                                   : nullptr;
     if (!target) return Setting::unknown_option;
     *target = value;
@@ -227,59 +231,115 @@ STARTUP static Setting set_option(Config &config, const std::string &name, const
     return setting;
 }
 
+// An argument, from the command line or a line of the config file.
+struct Argument {
+    std::string text;
+    std::string where;  // "" on the command line, else "FILE:LINE: "
+};
+
 // Reads the arguments in order into config: an argument before --help is
-// read, and may fail, first. go_on, or the exit status: 0 after --help or
-// --version, 2 after one line on stderr for a bad argument.
-STARTUP static int read_command_line(int argc, char **argv, Config &config) {
-    for (int i = 1; i < argc; i++) {
-        std::string arg = argv[i];
-        if (arg == "--help") {
-            usage(stdout);
+// read, and may fail, first; an option's value comes from the same place
+// (a line of the file takes its value from that line). A DOCROOT on the
+// command line replaces the file's. go_on, or the exit status: 0 after
+// --help or --version, 2 with one sentence in *error for a bad argument.
+STARTUP static int read_arguments(const std::vector<Argument> &args, Config &config, std::string *error) {
+    for (size_t i = 0; i < args.size(); i++) {
+        const std::string &arg = args[i].text, &where = args[i].where;
+        if ((arg == "--help" || arg == "--version") && where.empty()) {
+            if (arg == "--help") usage(stdout);
+            else puts(version);
             return 0;
         }
-        if (arg == "--version") {
-            puts(version);
-            return 0;
-        }
-        if (arg == "--single-process") {
-            config.options.single_process = true;
-            continue;
-        }
-        if (arg == "--debug-scoreboard") {
-            config.options.debug_scoreboard = true;
+        if (arg == "--single-process" || arg == "--debug-scoreboard") {
+            (arg == "--single-process" ? config.options.single_process : config.options.debug_scoreboard) = true;
             continue;
         }
         if (arg.compare(0, 2, "--") != 0) {
-            if (!config.docroot.empty()) {
-                fprintf(stderr, "httpd: unexpected argument '%s' (one DOCROOT only; see --help)\n", argv[i]);
+            if (!config.docroot.empty() && !(config.docroot_from_file && where.empty())) {
+                *error = where + "unexpected argument '" + arg + "' (one DOCROOT only; see --help)";
                 return 2;
             }
             config.docroot = arg;
+            config.docroot_from_file = !where.empty();
             continue;
         }
-        if (i + 1 >= argc) {
-            fprintf(stderr, "httpd: option %s needs a value\n", argv[i]);
+        if (i + 1 >= args.size() || args[i + 1].where != where) {
+            *error = where + "option " + arg + " needs a value";
             return 2;
         }
-        const char *value = argv[++i];
-        Setting setting = set_option(config, arg, value);
-        if (setting == Setting::unknown_option) {
-            fprintf(stderr, "httpd: unknown option %s (see --help)\n", arg.c_str());
-            return 2;
-        }
-        if (setting == Setting::bad_value) {
-            fprintf(stderr, "httpd: bad value '%s' for %s\n", value, arg.c_str());
-            return 2;
-        }
+        const std::string &value = args[++i].text;
+        Setting setting = set_option(config, arg, value.c_str());
+        if (setting == Setting::unknown_option) *error = where + "unknown option " + arg + " (see --help)";
+        if (setting == Setting::bad_value) *error = where + "bad value '" + value + "' for " + arg;
+        if (setting != Setting::taken) return 2;
     }
     return go_on;
+}
+
+// Appends the config file's lines to args: "name value" is --name value,
+// "docroot PATH" the DOCROOT, a name alone a flag (single-process); "#"
+// at a line's start or after a blank begins a comment. false with one
+// sentence in *error.
+STARTUP static bool read_config_file(const std::string &path, std::vector<Argument> &args, std::string *error) {
+    FILE *f = fopen(path.c_str(), "re");
+    if (!f) {
+        *error = "cannot read the config file " + path + ": " + strerror(errno);
+        return false;
+    }
+    char *line = nullptr;
+    size_t capacity = 0;
+    for (int number = 1; getline(&line, &capacity, f) >= 0; number++) {
+        std::string text = line, where = path + ":" + std::to_string(number) + ": ";
+        size_t hash = text.find('#');
+        while (hash != std::string::npos && hash > 0 && text[hash - 1] != ' ' && text[hash - 1] != '\t')
+            hash = text.find('#', hash + 1);
+        text = text.substr(0, hash);
+        size_t start = text.find_first_not_of(" \t\r\n"), end = text.find_last_not_of(" \t\r\n");
+        if (start == std::string::npos) continue;
+        text = text.substr(start, end + 1 - start);
+        size_t blank = text.find_first_of(" \t");
+        std::string name = text.substr(0, blank), value;
+        if (blank != std::string::npos) value = text.substr(text.find_first_not_of(" \t", blank));
+        if (name.compare(0, 2, "--") == 0) name.erase(0, 2);
+        if (name == "config" || name == "help" || name == "version") {
+            *error = where + name + " cannot be set in a config file";
+            break;
+        }
+        args.push_back({name == "docroot" ? value : "--" + name, where});
+        if (name != "docroot" && !value.empty()) args.push_back({value, where});
+    }
+    free(line);
+    fclose(f);
+    return error->empty();
+}
+
+// The config file (--config FILE) and then the command line, which wins:
+// its repeatable options replace the file's lists, its DOCROOT the file's.
+// go_on, or the exit status with one sentence in *error (0 after --help).
+STARTUP static int read_command_line(int argc, char **argv, Config &config, std::string *error) {
+    std::vector<Argument> args, command_line;
+    for (int i = 1; i < argc; i++) command_line.push_back({argv[i], ""});
+    for (int i = 1; i + 1 < argc; i++)
+        if (std::string(argv[i]) == "--config") config.config_file = argv[i + 1];
+    if (!config.config_file.empty() && !read_config_file(config.config_file, args, error)) return 2;
+    int status = read_arguments(args, config, error);
+    if (status != go_on) return status;
+    auto given = [&](const char *name) {
+        return std::any_of(command_line.begin(), command_line.end(), [&](const Argument &a) { return a.text == name; });
+    };
+    if (given("--listen")) config.listens.clear();
+    if (given("--cgi")) config.cgi.clear();
+    if (given("--status-allow")) config.status_allow.clear();
+    return read_arguments(command_line, config, error);
 }
 
 // The options step: the command line, then the library's own checks of the
 // pool options, then what httpd always asks of the pool. go_on, or the
 // exit status (0 after --help or --version, 2 after one line on stderr).
 STARTUP static int read_options(int argc, char **argv, Config &config) {
-    int status = read_command_line(argc, argv, config);
+    std::string error;
+    int status = read_command_line(argc, argv, config, &error);
+    if (!error.empty()) fprintf(stderr, "httpd: %s\n", error.c_str());
     if (status != go_on) return status;
     prefork::Options checked = config.options;  // run() logs the normalisations itself
     std::string bad = prefork::check_options(checked, nullptr);
@@ -380,8 +440,36 @@ STARTUP static bool serve_status_and_docroot(prefork::HttpService &http, const C
     return true;
 }
 
+// SIGHUP with a config file: reads it and the command line again, and
+// gives the next generation what can change without binding again: the
+// HTTP timeouts, min-rate and cgi-timeout. The rest (listeners, pool
+// sizes, mounts, the user) waits for a binary upgrade (SIGUSR2), which
+// runs httpd anew. A file that no longer reads keeps the settings in use.
+STARTUP static void read_settings_again(prefork::Server &server, prefork::HttpService &http, int argc, char **argv) {
+    Config fresh;
+    std::string error;
+    if (read_command_line(argc, argv, fresh, &error) != go_on) {
+        server.log(prefork::LogLevel::error, "SIGHUP: %s; keeping the settings in use", error.c_str());
+        return;
+    }
+    prefork::HttpOptions o = http.options();
+    const prefork::HttpOptions &n = fresh.http_options;
+    o.request_timeout = n.request_timeout;
+    o.keepalive_timeout = n.keepalive_timeout;
+    o.min_rate = n.min_rate;
+    o.pressure_timeout = n.pressure_timeout;
+    o.cgi_timeout = n.cgi_timeout;
+    http.set_options(o);
+    server.log(prefork::LogLevel::notice,
+               "SIGHUP: %s read again: request-timeout %g, keepalive-timeout %g, min-rate %g, "
+               "pressure-timeout %g, cgi-timeout %g",
+               fresh.config_file.c_str(), o.request_timeout, o.keepalive_timeout, o.min_rate, o.pressure_timeout,
+               o.cgi_timeout);
+}
+
 // The wiring step: connections to the responder, SIGUSR1 to the logs,
-// SIGUSR2 to this command. false after one line on stderr.
+// SIGHUP to the config file, SIGUSR2 to this command. false after one
+// line on stderr.
 STARTUP static bool wire(prefork::Server &server, prefork::HttpService &http, const Config &config, int argc, char **argv) {
     server.on_connection([&http](prefork::Worker &worker, int fd) { http.serve(worker, fd); });
     server.on_refusal([&http](prefork::Worker &worker, int fd) { http.refuse(worker, fd); });
@@ -393,6 +481,8 @@ STARTUP static bool wire(prefork::Server &server, prefork::HttpService &http, co
         if (!access_log.empty() && access_log != "-")
             reopen_onto(server, access_log, config.http_options.access_log_fd, true);
     });
+    if (!config.config_file.empty())
+        server.on_restart([&server, &http, argc, argv] { read_settings_again(server, http, argc, argv); });
     // SIGUSR2 runs this command again: the binary on disk then.
     if (server.enable_upgrade(argc, argv) != 0) {
         fprintf(stderr, "httpd: %s\n", server.error().c_str());

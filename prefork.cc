@@ -1041,6 +1041,7 @@ struct Config {
     ConnectionHandler handler;
     ConnectionHandler refusal;     // max_clients_per_ip; null: close
     std::function<void()> reopen;  // SIGUSR1
+    std::function<void()> restart; // SIGHUP, before the new generation
     std::function<bool()> ready;   // once the pool is first up
     std::vector<std::string> upgrade_command;  // SIGUSR2 runs it; empty: off
     std::vector<InitHook> hooks;
@@ -2855,7 +2856,9 @@ static void handle_signal(ServerState &s, int signal) {
     case SIGTERM: begin_stop(s, Phase::draining, "SIGTERM"); break;
     case SIGINT: begin_stop(s, Phase::stopping, "SIGINT"); break;
     case SIGHUP:
-        if (s.pool.phase == Phase::running) graceful_restart(s);
+        if (s.pool.phase != Phase::running) break;
+        if (s.config.restart) s.config.restart();  // e.g. settings read again, for the new workers
+        graceful_restart(s);
         break;
     case SIGUSR1:
         // Reopen the logs: the parent by the hook, the workers by being
@@ -3011,6 +3014,7 @@ int Server::port(size_t i) const { return state_->config.listeners.at(i).port; }
 void Server::on_connection(ConnectionHandler handler) { state_->config.handler = std::move(handler); }
 void Server::on_refusal(ConnectionHandler handler) { state_->config.refusal = std::move(handler); }
 void Server::on_reopen(std::function<void()> hook) { state_->config.reopen = std::move(hook); }
+void Server::on_restart(std::function<void()> hook) { state_->config.restart = std::move(hook); }
 void Server::on_ready(std::function<bool()> hook) { state_->config.ready = std::move(hook); }
 void Server::on_worker_start(InitHook hook) { state_->config.hooks.push_back(std::move(hook)); }
 void Server::on_log(LogFn log) { state_->config.log = std::move(log); }

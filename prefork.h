@@ -118,6 +118,10 @@
      server.on_reopen(h)       h() runs in the parent on SIGUSR1: reopen the
                                log files onto the same descriptors (open,
                                then dup2); the workers are then replaced.
+     server.on_restart(h)      h() runs in the parent on SIGHUP, before the
+                               new generation is forked: what it changes
+                               (say, http.set_options()) the new workers
+                               inherit.
      server.on_log(f)          Where log lines go (see LogFn); without a
                                sink the library is silent.
      server.log(level, fmt, ...)
@@ -370,6 +374,10 @@
                                the request, and logs it: the handler for
                                on_refusal().
      http.error(), options()   The last failure's sentence; the HttpOptions.
+     http.set_options(o)       Replaces them for the connections this
+                               process serves from now on (workers forked
+                               later inherit them: call it from
+                               on_restart()); routes and mounts stay.
      HttpContext c             What h sees; views valid during the call only:
                                c.method, c.target and c.raw_path (the path)
                                as sent, c.path (percent-decoded), c.query
@@ -799,6 +807,7 @@ public:
     void on_connection(ConnectionHandler handler);
     void on_refusal(ConnectionHandler handler);
     void on_reopen(std::function<void()> hook);
+    void on_restart(std::function<void()> hook);
     void on_ready(std::function<bool()> hook);
     void on_worker_start(InitHook hook);
     void on_log(LogFn log);
@@ -938,6 +947,7 @@ public:
     void refuse(Worker &worker, int fd);
     const std::string &error() const { return error_; }
     const HttpOptions &options() const { return options_; }
+    void set_options(const HttpOptions &options) { options_ = options; }
 
 private:
     struct Internals;  // routes and reused buffers, defined in prefork.cc

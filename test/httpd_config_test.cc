@@ -1,0 +1,133 @@
+// httpd_config_test.cc - httpd's --config FILE: options read from a file,
+// the command line winning over it, errors naming the file and line, and
+// SIGHUP reading it again for the settings that can change.
+#include "httpd_fixture.h"
+
+#include <csignal>
+#include <cstdio>
+#include <string>
+#include <vector>
+
+#include <sys/wait.h>
+#include <unistd.h>
+
+namespace {
+
+// A scratch directory with a docroot and a config file in it.
+struct ConfigDir {
+    std::string path;
+    ConfigDir() {
+        char name[] = "/tmp/prefork-config-XXXXXX";
+        path = mkdtemp(name);
+        chmod(path.c_str(), 0755);
+        mkdir((path + "/www").c_str(), 0755);
+        mkdir((path + "/other").c_str(), 0755);
+        write("www/page.txt", "from www\n");
+        write("other/page.txt", "from other\n");
+    }
+    ~ConfigDir() {
+        std::string rm = "rm -rf " + path;
+        if (system(rm.c_str()) != 0) {}
+    }
+    void write(const std::string &name, const std::string &text) const {
+        FILE *f = fopen((path + "/" + name).c_str(), "w");
+        if (!f) return;
+        fputs(text.c_str(), f);
+        fclose(f);
+    }
+    std::string file() const { return path + "/httpd.conf"; }
+};
+
+// Sends GET path on a new connection; the first line of the answer.
+std::string status_line(const Httpd &h, const std::string &path) {
+    Client c(h.address());
+    c.send("GET " + path + " HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+    return c.line();
+}
+
+std::string body_of(const Httpd &h, const std::string &path) {
+    Client c(h.address());
+    c.send("GET " + path + " HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+    std::string all;
+    c.until_eof(&all);
+    size_t end = all.find("\r\n\r\n");
+    return end == std::string::npos ? "" : all.substr(end + 4);
+}
+
+}  // namespace
+
+// Options come from the file, comments and blank lines skipped; the
+// command line wins, its lists replacing the file's.
+TEST(HttpdConfig, TheFileSetsOptionsAndTheCommandLineWins) {
+    NEED_HTTPD();
+    ConfigDir d;
+    d.write("httpd.conf", "# httpd's settings\n\n"
+                          "listen unix:" + d.path + "/from-file.sock   # not used: the command line names one\n"
+                          "docroot " + d.path + "/www\n"
+                          "status-path /file-status\n"
+                          "  keepalive-timeout 7\t# and a comment\n");
+    Httpd h({"--config", d.file(), "--listen", "unix:@/s.sock"});
+    ASSERT_TRUE(h.running()) << h.stderr_text();
+    EXPECT_EQ(body_of(h, "/page.txt"), "from www\n");
+    EXPECT_EQ(status_line(h, "/file-status?auto"), "HTTP/1.1 200 OK\r");
+    EXPECT_NE(access((d.path + "/from-file.sock").c_str(), F_OK), 0) << "the file's listen was used too";
+    // The command line's DOCROOT and status path replace the file's.
+    Httpd other({"--config", d.file(), "--listen", "unix:@/s.sock", "--status-path", "/cli-status",
+                 d.path + "/other"});
+    ASSERT_TRUE(other.running()) << other.stderr_text();
+    EXPECT_EQ(body_of(other, "/page.txt"), "from other\n");
+    EXPECT_EQ(status_line(other, "/cli-status?auto"), "HTTP/1.1 200 OK\r");
+    EXPECT_EQ(status_line(other, "/file-status?auto"), "HTTP/1.1 404 Not Found\r");
+}
+
+// A bad line is refused at start with the file and line named, exit 2.
+TEST(HttpdConfig, ABadLineNamesTheFileAndLine) {
+    NEED_HTTPD();
+    ConfigDir d;
+    struct Case { std::string text, says; };
+    for (const Case &c : std::vector<Case>{
+             {"# fine\nmax-clients many\n", "httpd.conf:2: bad value 'many' for --max-clients"},
+             {"listen\nmax-clients 5\n", "httpd.conf:1: option --listen needs a value"},
+             {"\n\nno-such-option 1\n", "httpd.conf:3: unknown option --no-such-option"},
+             {"config /etc/other.conf\n", "httpd.conf:1: config cannot be set in a config file"}}) {
+        d.write("httpd.conf", c.text);
+        Httpd h({"--config", d.file(), "--listen", "unix:@/s.sock"});
+        int status = h.wait(5000);
+        EXPECT_TRUE(status >= 0 && WIFEXITED(status) && WEXITSTATUS(status) == 2) << c.text;
+        EXPECT_NE(h.stderr_text().find(c.says), std::string::npos) << h.stderr_text();
+    }
+    Httpd missing({"--config", d.path + "/none.conf", "--listen", "unix:@/s.sock"});
+    EXPECT_EQ(WEXITSTATUS(missing.wait(5000)), 2);
+    EXPECT_NE(missing.stderr_text().find("cannot read the config file " + d.path + "/none.conf"), std::string::npos);
+}
+
+// SIGHUP reads the file again: a shorter keepalive-timeout holds for the
+// new workers. A file that no longer reads keeps the settings in use.
+TEST(HttpdConfig, SighupReadsTheFileAgain) {
+    NEED_HTTPD();
+    ConfigDir d;
+    d.write("httpd.conf", "keepalive-timeout 30\ndocroot " + d.path + "/www\n");
+    Httpd h({"--config", d.file(), "--listen", "unix:@/s.sock", "--start-servers", "2"});
+    ASSERT_TRUE(h.running()) << h.stderr_text();
+    d.write("httpd.conf", "keepalive-timeout 0.3\ndocroot " + d.path + "/www\n");
+    ASSERT_EQ(kill(h.pid(), SIGHUP), 0);
+    ASSERT_TRUE(h.wait_log("read again: request-timeout 10, keepalive-timeout 0.3,", 1)) << h.stderr_text();
+    // The old generation's workers leave; a new one closes an idle
+    // kept-alive connection after 0.3 s, not 30.
+    ASSERT_TRUE(h.wait_log("generation 2", 1)) << h.stderr_text();
+    bool closed_soon = false;
+    for (int attempt = 0; attempt < 10 && !closed_soon; attempt++) {
+        Client c(h.address());
+        c.send("GET /page.txt HTTP/1.1\r\nHost: x\r\n\r\n");
+        std::string all;
+        int64_t start = harness::now_ms();
+        bool eof = c.until_eof(&all, 2000);  // an old worker may still take one: it would keep it 30 s
+        closed_soon = eof && harness::now_ms() - start < 1500 && all.find("from www") != std::string::npos;
+    }
+    EXPECT_TRUE(closed_soon) << h.stderr_text();
+    d.write("httpd.conf", "keepalive-timeout soon\n");
+    ASSERT_EQ(kill(h.pid(), SIGHUP), 0);
+    EXPECT_TRUE(h.wait_log("SIGHUP: " + d.file() + ":1: bad value 'soon' for --keepalive-timeout; keeping the "
+                           "settings in use", 1))
+        << h.stderr_text();
+}
