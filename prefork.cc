@@ -3699,6 +3699,9 @@ struct ServiceState {
     std::string log;         // access log lines not yet written
     char peer[64] = "-";     // the client's address, once per connection
     bool linger = false;     // a request was refused: drain the client before closing
+    std::vector<std::string> prefixes;  // serve_directory's: the files beneath roots[i] answer
+                                        // the paths under prefixes[i] ("/", "/static/")
+    CachedTime mtime;                   // a file's Last-Modified
 };
 
 struct HttpService::Internals : ServiceState {};
@@ -4068,10 +4071,15 @@ static void run_route(ServiceState &in, Route &route, HttpContext &ctx, HttpResp
     r.close_connection();
 }
 
-// Finds the handler for the request and runs it; 404 or 405 when none
-// fits. "OPTIONS *" (the only method fill_context lets through with the
-// target "*") asks about the server (RFC 9110 section 9.3.7): 204,
-// with every method a route names in Allow.
+static bool serve_static(ServiceState &in, HttpContext &ctx, HttpResponse &r);
+
+// Finds the handler for the request and runs it. When none fits: 405 if
+// routes match the path under other methods, else the static files
+// (serve_static), else 404. So the files are a fallback, whatever the order
+// in which routes and directories were added. "OPTIONS *" (the only
+// method fill_context lets through with the target "*") asks about the
+// server (RFC 9110 section 9.3.7): 204, with every method a route names in
+// Allow.
 static void dispatch(ServiceState &in, HttpContext &ctx, HttpResponse &r) {
     bool head = ctx.method == "HEAD", asterisk = in.path == "*";
     std::string allow;
@@ -4092,7 +4100,8 @@ static void dispatch(ServiceState &in, HttpContext &ctx, HttpResponse &r) {
         }
     }
     if (asterisk) r.status(204);
-    else answer_status(r, allow.empty() ? 404 : 405);
+    else if (!allow.empty()) answer_status(r, 405);
+    else if (!serve_static(in, ctx, r)) answer_status(r, 404);
     if (!allow.empty()) r.header("Allow", allow);
 }
 
@@ -4285,16 +4294,19 @@ static void answer_with_file(const HttpContext &ctx, HttpResponse &r, int fd, ui
     HttpResponder::regular_file(r, fd, from, length);  // open_servable checked it
 }
 
-// Answers a request from the files beneath root (see serve_directory); mtime
-// formats Last-Modified.
-static void serve_file(int root, CachedTime &mtime, HttpContext &ctx, HttpResponse &r) {
+// Answers a request from the files beneath root, served under prefix (see
+// serve_directory); mtime formats Last-Modified. The whole path is checked,
+// and the prefix passed the same check: the path beneath the prefix is held
+// to the rules a path at "/" is.
+static void serve_file(int root, std::string_view prefix, CachedTime &mtime, HttpContext &ctx, HttpResponse &r) {
     if (ctx.method != "GET" && ctx.method != "HEAD") {
         answer_status(r, 405);
         r.header("Allow", "GET, HEAD");
         return;
     }
     if (!path_is_servable(ctx.path)) return answer_status(r, 404);
-    std::string relative(ctx.path.substr(1));
+    // "" for the prefix without its final "/": open_servable redirects it.
+    std::string relative(ctx.path.substr(std::min(ctx.path.size(), prefix.size())));
     struct stat st;
     int fd = open_servable(root, ctx, r, relative, &st);
     if (fd < 0) return;
@@ -4311,6 +4323,23 @@ static void serve_file(int root, CachedTime &mtime, HttpContext &ctx, HttpRespon
     r.header("Content-Type", mime_type(relative));
     r.header("Accept-Ranges", "bytes");
     answer_with_file(ctx, r, fd, uint64_t(st.st_size), etag, modified);
+}
+
+// Serves the request from the mount with the longest prefix that starts
+// the path, or that is the path and a final "/" (redirected there). false
+// when no mount holds the path.
+static bool serve_static(ServiceState &in, HttpContext &ctx, HttpResponse &r) {
+    size_t best = 0, longest = 0;
+    for (size_t i = 0; i < in.prefixes.size(); i++) {
+        std::string_view prefix = in.prefixes[i];
+        bool holds = ctx.path.substr(0, prefix.size()) == prefix || ctx.path == prefix.substr(0, prefix.size() - 1);
+        if (holds && prefix.size() > longest) {
+            best = i;
+            longest = prefix.size();
+        }
+    }
+    if (longest) serve_file(in.roots[best], in.prefixes[best], in.mtime, ctx, r);
+    return longest > 0;
 }
 
 /* The status page, after Apache's mod_status: HTML for people, "?auto" in
@@ -4506,17 +4535,28 @@ PREFORK_COLD int HttpService::serve_status(const std::string &path, const std::v
     });
 }
 
-PREFORK_COLD int HttpService::serve_directory(const std::string &docroot) {
+PREFORK_COLD int HttpService::serve_directory(const std::string &prefix, const std::string &docroot) {
+    bool taken = false;
+    for (const std::string &served : in_->prefixes) taken |= served == prefix;
+    // A prefix is a path that could be served, ending in "/".
+    if (taken || prefix.empty() || prefix.back() != '/' || !path_is_servable(prefix)) {
+        error_ = format("cannot serve %s at %s: %s", docroot.c_str(), prefix.c_str(),
+                        taken ? "that prefix is served already"
+                              : "a prefix starts and ends with \"/\" and has no empty segment nor one "
+                                "starting with \".\"");
+        return -1;
+    }
     int root = sys::openat(AT_FDCWD, docroot.c_str(), O_RDONLY | O_DIRECTORY);
     if (root < 0) {
         error_ = format("cannot serve %s: %s", docroot.c_str(), strerror(errno));
         return -1;
     }
     in_->roots.push_back(root);
-    return route("*", "^/", [root, mtime = CachedTime()](HttpContext &ctx, HttpResponse &r) mutable {
-        serve_file(root, mtime, ctx, r);
-    });
+    in_->prefixes.push_back(std::string(prefix));
+    return 0;
 }
+
+PREFORK_COLD int HttpService::serve_directory(const std::string &docroot) { return serve_directory("/", docroot); }
 
 /* The access log, in Apache's Combined Log Format:
    host - - [time] "request" status bytes "referer" "user-agent"

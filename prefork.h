@@ -317,15 +317,24 @@
                                (after percent-decoding: clients remove
                                them before sending, RFC 3986 5.2.4), which
                                no route or file sees.
-     http.serve_directory(docroot)
-                               Opens docroot now, then serves the files
-                               under it for every path not routed before
-                               (add it last): GET and HEAD (else 405),
-                               index.html for a directory (a path without
-                               its final "/" is redirected), ETag and
-                               Last-Modified with 304, one byte range (206,
-                               416). Dotfiles, "..", "//", backslashes and
-                               symlinks (none is followed) are never served.
+     http.serve_directory(prefix, docroot), serve_directory(docroot)
+                               Opens docroot now and serves the files under
+                               it at prefix ("/" in the second form): under
+                               "/static/", /static/css/a.css is
+                               docroot/css/a.css, and /static is redirected
+                               to /static/. The files answer only the paths
+                               no route matches under any method, whatever
+                               the order of the calls; the longest prefix
+                               holding a path wins. A prefix starts and ends
+                               with "/" and has no empty segment nor one
+                               starting with "."; another one, or one
+                               served already, is refused. GET and HEAD
+                               (else 405), index.html for a directory (a
+                               path without its final "/" is redirected),
+                               ETag and Last-Modified with 304, one byte
+                               range (206, 416). Dotfiles, "..", "//",
+                               backslashes and symlinks (none is followed)
+                               are never served.
      http.serve_status(path, allow)
                                Answers GET path with the scoreboard: HTML,
                                "?auto" in mod_status's machine-readable
@@ -880,6 +889,7 @@ public:
 
     int route(const std::string &method, const std::string &path_regex, HttpHandler handler);
     int serve_directory(const std::string &docroot);
+    int serve_directory(const std::string &prefix, const std::string &docroot);
     int serve_status(const std::string &path, const std::vector<AddressRange> &allow = {});
     void serve(Worker &worker, int fd);
     void refuse(Worker &worker, int fd);
