@@ -3702,6 +3702,8 @@ struct ServiceState {
     std::vector<std::string> prefixes;  // serve_directory's: the files beneath roots[i] answer
                                         // the paths under prefixes[i] ("/", "/static/")
     CachedTime mtime;                   // a file's Last-Modified
+    std::function<void(const HttpContext *, int, HttpResponse &)> render_error;  // on_error's
+    bool library_answer = false;  // answer_status() set the response: render_answer() gives its body
 };
 
 struct HttpService::Internals : ServiceState {};
@@ -3774,7 +3776,7 @@ struct Pace {
 // call gives up every tick to look at the clock and the pool.
 struct Link {
     int fd = -1;
-    const Worker *worker = nullptr;  // asked whether the pool is full
+    Worker *worker = nullptr;  // asked whether the pool is full
     int tick_ms = 100;
     double send_timeout = 30;        // a response's Pace
     double min_rate = 500;
@@ -4008,9 +4010,45 @@ static bool send_response(ServiceState &in, const HttpOptions &options, Link &li
     return ok;
 }
 
-// Sets a status with a one-line body that names it.
-static void answer_status(HttpResponse &r, int status) {
+// Sets a status of the library's own (an error, or the redirect to a
+// directory's "/"), whose body render_answer() gives just before it is sent.
+static void answer_status(ServiceState &in, HttpResponse &r, int status) {
     r.status(status);
+    in.library_answer = true;
+}
+
+// Adds from's fields to to through header(): its "Name: value\r\n" lines
+// passed header()'s checks once already.
+static void copy_fields(const HttpResponse &from, HttpResponse &to) {
+    const std::string &fields = HttpResponder::fields(from);
+    for (size_t at = 0, colon, end; at < fields.size(); at = end + 2) {
+        colon = fields.find(':', at);
+        end = fields.find('\r', colon);
+        to.header(std::string_view(&fields[at], colon - at), std::string_view(&fields[colon + 2], end - colon - 2));
+    }
+}
+
+// Writes the body of a response answer_status() set, once, just before it
+// is sent. From 400 on, an on_error hook writes into a response of its
+// own, whose body and fields are added: its status is not taken, and a
+// hook that throws leaves nothing behind (it is logged to worker). Else,
+// or then, one line that names the status. ctx is null before routing.
+static void render_answer(ServiceState &in, Worker *worker, const HttpContext *ctx, HttpResponse &r) {
+    if (!in.library_answer) return;
+    in.library_answer = false;
+    int status = r.status();
+    if (in.render_error && status >= 400) {
+        HttpResponse own;
+        own.status(status);
+        std::string what;
+        if (sys::run_guarded([&] { in.render_error(ctx, status, own); }, &what)) {
+            copy_fields(own, r);
+            r.body(HttpResponder::body(own));
+            return;
+        }
+        if (worker) worker->log(LogLevel::error, "the error hook threw: %s; answering %d with the default body",
+                                what.c_str(), status);
+    }
     char text[64];
     snprintf(text, sizeof text, "%d %s\n", status, http_reason(status));
     r.body(text);
@@ -4024,7 +4062,8 @@ static void log_access(ServiceState &in, const HttpOptions &o, const HttpContext
 static void send_error(ServiceState &in, const HttpOptions &options, Link &link, int status) {
     HttpResponse &r = in.response;
     HttpResponder::reset(r);
-    answer_status(r, status);
+    answer_status(in, r, status);
+    render_answer(in, link.worker, nullptr, r);
     uint64_t body = HttpResponder::body(r).size();
     uint64_t sent = 0;
     (void)send_response(in, options, link, r, false, false, 1, &sent);
@@ -4067,7 +4106,7 @@ static void run_route(ServiceState &in, Route &route, HttpContext &ctx, HttpResp
     ctx.worker->log(LogLevel::error, "route %s %s %s; answering 500", route.method.c_str(), route.pattern.c_str(),
                     what.c_str());
     HttpResponder::reset(r);
-    answer_status(r, 500);
+    answer_status(in, r, 500);
     r.close_connection();
 }
 
@@ -4080,7 +4119,7 @@ static bool serve_static(ServiceState &in, HttpContext &ctx, HttpResponse &r);
 // method fill_context lets through with the target "*") asks about the
 // server (RFC 9110 section 9.3.7): 204, with every method a route names in
 // Allow.
-static void dispatch(ServiceState &in, HttpContext &ctx, HttpResponse &r) {
+static void route_request(ServiceState &in, HttpContext &ctx, HttpResponse &r) {
     bool head = ctx.method == "HEAD", asterisk = in.path == "*";
     std::string allow;
     for (auto &each : in.routes) {
@@ -4100,9 +4139,15 @@ static void dispatch(ServiceState &in, HttpContext &ctx, HttpResponse &r) {
         }
     }
     if (asterisk) r.status(204);
-    else if (!allow.empty()) answer_status(r, 405);
-    else if (!serve_static(in, ctx, r)) answer_status(r, 404);
+    else if (!allow.empty()) answer_status(in, r, 405);
+    else if (!serve_static(in, ctx, r)) answer_status(in, r, 404);
     if (!allow.empty()) r.header("Allow", allow);
+}
+
+// Answers the request in r, its body and all, ready to send.
+static void dispatch(ServiceState &in, HttpContext &ctx, HttpResponse &r) {
+    route_request(in, ctx, r);
+    render_answer(in, ctx.worker, &ctx, r);
 }
 
 /* Static files. The path is checked twice: lexically (no segment may be
@@ -4207,11 +4252,11 @@ static int parse_range(std::string_view value, uint64_t size, uint64_t *from, ui
 // directory its index.html (relative then ends in "index.html"), or a
 // redirect when the path lacks its final "/". The fd of a regular file,
 // with *st set; or -1 with the answer set in r (301, 403, 404).
-static int open_servable(int root, const HttpContext &ctx, HttpResponse &r, std::string &relative,
-                         struct stat *st) {
+static int open_servable(ServiceState &in, int root, const HttpContext &ctx, HttpResponse &r,
+                         std::string &relative, struct stat *st) {
     int fd = sys::open_beneath(root, relative.empty() ? "." : relative.c_str(), O_RDONLY | O_NONBLOCK);
     if (fd < 0) {
-        answer_status(r, errno == ENOENT || errno == ENOTDIR ? 404 : 403);
+        answer_status(in, r, errno == ENOENT || errno == ENOTDIR ? 404 : 403);
         return -1;
     }
     if (fstat(fd, st) != 0) st->st_mode = 0;  // neither a directory nor a file: 403
@@ -4221,14 +4266,14 @@ static int open_servable(int root, const HttpContext &ctx, HttpResponse &r, std:
             std::string location(ctx.raw_path);
             location += '/';
             if (!ctx.query.empty()) location += "?" + std::string(ctx.query);
-            answer_status(r, 301);
+            answer_status(in, r, 301);
             r.header("Location", location);
             return -1;
         }
         int index = sys::openat(fd, "index.html", O_RDONLY | O_NONBLOCK | O_NOFOLLOW);
         sys::close(fd);
         if (index < 0) {
-            answer_status(r, 403);  // no index: no listing either
+            answer_status(in, r, 403);  // no index: no listing either
             return -1;
         }
         fd = index;
@@ -4237,7 +4282,7 @@ static int open_servable(int root, const HttpContext &ctx, HttpResponse &r, std:
     }
     if (!S_ISREG(st->st_mode)) {
         sys::close(fd);
-        answer_status(r, 403);
+        answer_status(in, r, 403);
         return -1;
     }
     return fd;
@@ -4272,8 +4317,8 @@ static bool copy_is_current(const HttpContext &ctx, const char *etag, time_t mti
 
 // Answers with the file, whole or the one range asked for (206) while
 // If-Range still names this version; 416 for a range outside it. Takes fd.
-static void answer_with_file(const HttpContext &ctx, HttpResponse &r, int fd, uint64_t size, const char *etag,
-                             const char *modified) {
+static void answer_with_file(ServiceState &in, const HttpContext &ctx, HttpResponse &r, int fd, uint64_t size,
+                             const char *etag, const char *modified) {
     uint64_t from = 0, length = size;
     std::string_view range = ctx.header("range");
     // If-Range: the range holds only for the representation the client has.
@@ -4282,7 +4327,7 @@ static void answer_with_file(const HttpContext &ctx, HttpResponse &r, int fd, ui
     int ranged = range.data() ? parse_range(range, size, &from, &length) : 0;
     if (ranged < 0) {
         sys::close(fd);
-        answer_status(r, 416);
+        answer_status(in, r, 416);
         r.header("Content-Range", "bytes */" + std::to_string(size));
         return;
     }
@@ -4294,25 +4339,25 @@ static void answer_with_file(const HttpContext &ctx, HttpResponse &r, int fd, ui
     HttpResponder::regular_file(r, fd, from, length);  // open_servable checked it
 }
 
-// Answers a request from the files beneath root, served under prefix (see
-// serve_directory); mtime formats Last-Modified. The whole path is checked,
+// Answers a request from the files beneath in.roots[mount], served under
+// in.prefixes[mount] (see serve_directory). The whole path is checked,
 // and the prefix passed the same check: the path beneath the prefix is held
 // to the rules a path at "/" is.
-static void serve_file(int root, std::string_view prefix, CachedTime &mtime, HttpContext &ctx, HttpResponse &r) {
+static void serve_file(ServiceState &in, size_t mount, HttpContext &ctx, HttpResponse &r) {
     if (ctx.method != "GET" && ctx.method != "HEAD") {
-        answer_status(r, 405);
+        answer_status(in, r, 405);
         r.header("Allow", "GET, HEAD");
         return;
     }
-    if (!path_is_servable(ctx.path)) return answer_status(r, 404);
+    if (!path_is_servable(ctx.path)) return answer_status(in, r, 404);
     // "" for the prefix without its final "/": open_servable redirects it.
-    std::string relative(ctx.path.substr(std::min(ctx.path.size(), prefix.size())));
+    std::string relative(ctx.path.substr(std::min(ctx.path.size(), in.prefixes[mount].size())));
     struct stat st;
-    int fd = open_servable(root, ctx, r, relative, &st);
+    int fd = open_servable(in, in.roots[mount], ctx, r, relative, &st);
     if (fd < 0) return;
     char etag[48];
     format_etag(st, etag);
-    const char *modified = mtime.at(st.st_mtime, http_date_pattern, false);
+    const char *modified = in.mtime.at(st.st_mtime, http_date_pattern, false);
     r.header("ETag", etag);
     r.header("Last-Modified", modified);
     if (copy_is_current(ctx, etag, st.st_mtime)) {
@@ -4322,7 +4367,7 @@ static void serve_file(int root, std::string_view prefix, CachedTime &mtime, Htt
     }
     r.header("Content-Type", mime_type(relative));
     r.header("Accept-Ranges", "bytes");
-    answer_with_file(ctx, r, fd, uint64_t(st.st_size), etag, modified);
+    answer_with_file(in, ctx, r, fd, uint64_t(st.st_size), etag, modified);
 }
 
 // Serves the request from the mount with the longest prefix that starts
@@ -4338,7 +4383,7 @@ static bool serve_static(ServiceState &in, HttpContext &ctx, HttpResponse &r) {
             longest = prefix.size();
         }
     }
-    if (longest) serve_file(in.roots[best], in.prefixes[best], in.mtime, ctx, r);
+    if (longest) serve_file(in, best, ctx, r);
     return longest > 0;
 }
 
@@ -4529,9 +4574,10 @@ PREFORK_COLD int HttpService::serve_status(const std::string &path, const std::v
     }
     pattern += "$";
     std::string name = options_.server_name;
-    return route("GET", pattern, [name, who](HttpContext &ctx, HttpResponse &r) {
+    ServiceState *in = in_.get();
+    return route("GET", pattern, [name, who, in](HttpContext &ctx, HttpResponse &r) {
         if (status_allowed(ctx, who)) status_page(ctx, r, name);
-        else answer_status(r, 403);
+        else answer_status(*in, r, 403);
     });
 }
 
@@ -4557,6 +4603,10 @@ PREFORK_COLD int HttpService::serve_directory(const std::string &prefix, const s
 }
 
 PREFORK_COLD int HttpService::serve_directory(const std::string &docroot) { return serve_directory("/", docroot); }
+
+void HttpService::on_error(std::function<void(const HttpContext *, int, HttpResponse &)> render) {
+    in_->render_error = std::move(render);
+}
 
 /* The access log, in Apache's Combined Log Format:
    host - - [time] "request" status bytes "referer" "user-agent"
@@ -4895,8 +4945,9 @@ void HttpService::refuse(Worker &worker, int fd) {
     link.send_timeout = std::min(options_.send_timeout, 2.0);  // a refusal is not worth a long wait
     HttpResponse &r = in.response;
     HttpResponder::reset(r);
-    answer_status(r, 503);
+    answer_status(in, r, 503);
     r.header("Retry-After", "1");
+    render_answer(in, &worker, nullptr, r);
     uint64_t sent = 0, body = HttpResponder::body(r).size();
     (void)send_response(in, options_, link, r, false, false, 1, &sent);
     log_access(in, options_, nullptr, "-", 503, body);

@@ -327,7 +327,7 @@
                                the order of the calls; the longest prefix
                                holding a path wins. A prefix starts and ends
                                with "/" and has no empty segment nor one
-                               starting with "."; another one, or one
+                               starting with "."; any other, or one
                                served already, is refused. GET and HEAD
                                (else 405), index.html for a directory (a
                                path without its final "/" is redirected),
@@ -342,6 +342,26 @@
                                vector of AddressRange) get it, others 403;
                                none given: loopback only (127.0.0.0/8, ::1).
                                Clients over a UNIX socket always get it.
+     http.on_error(render)     Renders the library's own answers from 400
+                               on, never a handler's: 404 and 405 from
+                               routing, 500 for a failed handler, the
+                               static files' 403, 404, 405 and 416, the
+                               status page's 403, the responder's 400,
+                               408, 413, 414, 431, 501 and 505, refuse()'s
+                               503. render is void(const HttpContext *c,
+                               int status, HttpResponse &r); c is null for
+                               the answers given before a request is
+                               routed (the responder's and refuse()'s). r
+                               is a response of render's own, with the
+                               status set: its body and fields (header()'s
+                               rules hold) go out after the library's own
+                               fields (Allow, Content-Range, Retry-After),
+                               and the status stays: a status render
+                               sets, a file it gives (closed) and
+                               close_connection() are ignored. A render
+                               that throws is logged, and the default body
+                               goes out ("404 Not Found\n", text/plain).
+                               HEAD still gets no body.
      http.serve(worker, fd)    Serves one connection (keep-alive, pipelining,
                                100-continue, chunked bodies) until the
                                client closes, a timeout or an error answer,
@@ -891,6 +911,7 @@ public:
     int serve_directory(const std::string &docroot);
     int serve_directory(const std::string &prefix, const std::string &docroot);
     int serve_status(const std::string &path, const std::vector<AddressRange> &allow = {});
+    void on_error(std::function<void(const HttpContext *c, int status, HttpResponse &r)> render);
     void serve(Worker &worker, int fd);
     void refuse(Worker &worker, int fd);
     const std::string &error() const { return error_; }

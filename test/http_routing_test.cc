@@ -9,6 +9,7 @@
 
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <memory>
 #include <stdexcept>
 #include <string>
@@ -185,4 +186,119 @@ TEST(HttpRouting, ABadOrTakenPrefixIsRefused) {
     EXPECT_EQ(http.serve_directory("/", assets.path), -1);
     EXPECT_EQ(http.serve_directory("/a/b-c_d/", "/no/such/dir"), -1);
     EXPECT_EQ(http.error(), "cannot serve /no/such/dir: No such file or directory");
+}
+
+namespace {
+
+// An on_error hook as a JSON API writes it, naming what it was given; it
+// also tries to change the status, which must not take.
+void render_json(const prefork::HttpContext *c, int status, prefork::HttpResponse &r) {
+    r.status(299);
+    r.header("Content-Type", "application/json");
+    r.header("X-Rendered", "yes");
+    r.body("{\"status\":" + std::to_string(status) + ",\"path\":" + (c ? "\"" + std::string(c->path) + "\"" : "null") +
+           "}");
+}
+
+void serve_json_errors(Service &s, const std::string &docroot) {
+    s.http.on_error(render_json);
+    s.http.route("GET", "^/boom$", [](prefork::HttpContext &, prefork::HttpResponse &r) {
+        r.body("half");
+        throw std::runtime_error("thrown on purpose");
+    });
+    s.http.route("PUT", "^/things$", [](prefork::HttpContext &, prefork::HttpResponse &) {});
+    s.http.route("GET", "^/own$", [](prefork::HttpContext &, prefork::HttpResponse &r) {
+        r.status(404);
+        r.body("the handler's own 404\n");
+    });
+    s.http.serve_directory("/files/", docroot);
+}
+
+}  // namespace
+
+TEST(HttpErrors, TheHookRendersTheLibrarysAnswersKeepingTheirStatus) {
+    Files root;
+    root.add("a.txt", "a file\n");
+    Service s;
+    serve_json_errors(s, root.path);
+    ASSERT_TRUE(s.start());
+    struct Case { const char *target; int status; const char *body; };
+    const Case cases[] = {
+        {"/nowhere", 404, "{\"status\":404,\"path\":\"/nowhere\"}"},
+        {"/things", 405, "{\"status\":405,\"path\":\"/things\"}"},
+        {"/boom", 500, "{\"status\":500,\"path\":\"/boom\"}"},
+        {"/files/none.txt", 404, "{\"status\":404,\"path\":\"/files/none.txt\"}"},
+        {"/a/../b", 400, "{\"status\":400,\"path\":null}"},  // refused before routing: no context
+    };
+    for (const Case &k : cases) {
+        Answer a = s.get(k.target);
+        EXPECT_EQ(a.status, k.status) << k.target << ": " << a.head;
+        EXPECT_EQ(a.body, k.body) << k.target;
+        EXPECT_TRUE(a.has("Content-Type: application/json")) << k.target << ": " << a.head;
+        EXPECT_TRUE(a.has("X-Rendered: yes")) << k.target << ": " << a.head;
+        EXPECT_TRUE(a.has("Content-Length: " + std::to_string(strlen(k.body)))) << k.target << ": " << a.head;
+    }
+    EXPECT_TRUE(s.get("/things").has("Allow: PUT")) << "the library's fields stay";
+    // A request the parser refuses: 400 before anything was routed.
+    Answer bad = send_and_read(s.t.address(), "GET  / HTTP/1.1\r\nHost: x\r\n\r\n");
+    EXPECT_EQ(bad.status, 400) << bad.head;
+    EXPECT_EQ(bad.body, "{\"status\":400,\"path\":null}");
+    // HEAD: the same head, no body.
+    Answer head = ask(s.t.address(), "HEAD", "/nowhere");
+    EXPECT_EQ(head.status, 404);
+    EXPECT_TRUE(head.has("Content-Length: " + std::to_string(strlen(cases[0].body)))) << head.head;
+    EXPECT_TRUE(head.has("Content-Type: application/json")) << head.head;
+    EXPECT_EQ(head.body, "");
+}
+
+TEST(HttpErrors, TheHookLeavesHandlersAnswersAndRedirectsAlone) {
+    Files root;
+    root.add("sub/index.html", "sub\n");
+    Service s;
+    serve_json_errors(s, root.path);
+    ASSERT_TRUE(s.start());
+    Answer own = s.get("/own");
+    EXPECT_EQ(own.status, 404);
+    EXPECT_EQ(own.body, "the handler's own 404\n");
+    EXPECT_FALSE(own.has("X-Rendered: yes")) << own.head;
+    Answer moved = s.get("/files/sub");
+    EXPECT_EQ(moved.status, 301);
+    EXPECT_EQ(moved.body, "301 Moved Permanently\n");
+    EXPECT_FALSE(moved.has("X-Rendered: yes")) << moved.head;
+}
+
+TEST(HttpErrors, AHookThatThrowsFallsBackToTheDefaultBodyAndIsLogged) {
+    Service s;
+    s.http.on_error([](const prefork::HttpContext *, int, prefork::HttpResponse &r) {
+        r.header("Content-Type", "application/json");
+        r.body("{\"half\":");
+        throw std::runtime_error("the renderer broke");
+    });
+    ASSERT_TRUE(s.start());
+    Answer a = s.get("/nowhere");
+    EXPECT_EQ(a.status, 404);
+    EXPECT_EQ(a.body, "404 Not Found\n");
+    EXPECT_TRUE(a.has("Content-Type: text/plain; charset=utf-8")) << a.head;
+    EXPECT_EQ(a.head.find("application/json"), std::string::npos) << a.head;
+    EXPECT_TRUE(s.t.wait_log("the error hook threw: the renderer broke; answering 404 with the default body"))
+        << s.t.log();
+}
+
+// refuse()'s 503 is rendered too, Retry-After kept: a second connection from
+// an address that holds its one worker already.
+TEST(HttpErrors, TheHookRendersARefusal) {
+    Service s;
+    s.t.options.max_clients_per_ip = 1;
+    s.t.options.start_servers = 3;
+    s.http.on_error(render_json);
+    s.http.route("GET", "^/hello$", [](prefork::HttpContext &, prefork::HttpResponse &r) { text(r, "hello\n"); });
+    ASSERT_TRUE(s.start());
+    Client held(s.t.address());  // kept alive: its worker stays with it
+    ASSERT_TRUE(held.send("GET /hello HTTP/1.1\r\nHost: x\r\n\r\n"));
+    ASSERT_NE(held.line(), "");
+    Answer refused;
+    EXPECT_TRUE(harness::eventually([&] { return (refused = s.get("/hello")).status == 503; })) << refused.head;
+    EXPECT_EQ(refused.body, "{\"status\":503,\"path\":null}");
+    EXPECT_TRUE(refused.has("Retry-After: 1")) << refused.head;
+    EXPECT_TRUE(refused.has("Content-Type: application/json")) << refused.head;
 }
