@@ -3752,6 +3752,13 @@ struct ServiceState {
     std::string log;         // access log lines not yet written
     char peer[64] = "-";     // the client's address, once per connection
     bool linger = false;     // a request was refused: drain the client before closing
+    std::vector<std::string> prefixes;  // serve_directory's: the files beneath roots[i] answer
+                                        // the paths under prefixes[i] ("/", "/static/")
+    CachedTime mtime;                   // a file's Last-Modified
+    std::function<void(const HttpContext *, int, HttpResponse &)> render_error;  // on_error's
+    bool library_answer = false;  // answer_status() set the response: render_answer() gives its body
+    std::vector<int> cgi_dirs;    // serve_cgi's directories
+    std::string document_root;    // the directory served at "/", absolute: CGI's DOCUMENT_ROOT
 };
 
 struct HttpService::Internals : ServiceState {};
@@ -3764,6 +3771,7 @@ HttpService::HttpService(const HttpOptions &options) : options_(options), in_(ne
 HttpService::~HttpService() {
     for (auto &route : in_->routes) regfree(&route->regex);
     for (int fd : in_->roots) sys::close(fd);
+    for (int fd : in_->cgi_dirs) sys::close(fd);
 }
 
 // "*", or a method as requests spell them: a token without lowercase
@@ -3824,7 +3832,7 @@ struct Pace {
 // call gives up every tick to look at the clock and the pool.
 struct Link {
     int fd = -1;
-    const Worker *worker = nullptr;  // asked whether the pool is full
+    Worker *worker = nullptr;  // asked whether the pool is full
     int tick_ms = 100;
     double send_timeout = 30;        // a response's Pace
     double min_rate = 500;
@@ -4140,9 +4148,45 @@ static bool end_stream(ResponseStream &st, HttpResponse &r) {
     return !st.cut && st.keep_alive;
 }
 
-// Sets a status with a one-line body that names it.
-static void answer_status(HttpResponse &r, int status) {
+// Sets a status of the library's own (an error, or the redirect to a
+// directory's "/"), whose body render_answer() gives just before it is sent.
+static void answer_status(ServiceState &in, HttpResponse &r, int status) {
     r.status(status);
+    in.library_answer = true;
+}
+
+// Adds from's fields to to through header(): its "Name: value\r\n" lines
+// passed header()'s checks once already.
+static void copy_fields(const HttpResponse &from, HttpResponse &to) {
+    const std::string &fields = HttpResponder::fields(from);
+    for (size_t at = 0, colon, end; at < fields.size(); at = end + 2) {
+        colon = fields.find(':', at);
+        end = fields.find('\r', colon);
+        to.header(std::string_view(&fields[at], colon - at), std::string_view(&fields[colon + 2], end - colon - 2));
+    }
+}
+
+// Writes the body of a response answer_status() set, once, just before it
+// is sent. From 400 on, an on_error hook writes into a response of its
+// own, whose body and fields are added: its status is not taken, and a
+// hook that throws leaves nothing behind (it is logged to worker). Else,
+// or then, one line that names the status. ctx is null before routing.
+static void render_answer(ServiceState &in, Worker *worker, const HttpContext *ctx, HttpResponse &r) {
+    if (!in.library_answer) return;
+    in.library_answer = false;
+    int status = r.status();
+    if (in.render_error && status >= 400) {
+        HttpResponse own;
+        own.status(status);
+        std::string what;
+        if (sys::run_guarded([&] { in.render_error(ctx, status, own); }, &what)) {
+            copy_fields(own, r);
+            r.body(HttpResponder::body(own));
+            return;
+        }
+        if (worker) worker->log(LogLevel::error, "the error hook threw: %s; answering %d with the default body",
+                                what.c_str(), status);
+    }
     char text[64];
     snprintf(text, sizeof text, "%d %s\n", status, http_reason(status));
     r.body(text);
@@ -4156,7 +4200,8 @@ static void log_access(ServiceState &in, const HttpOptions &o, const HttpContext
 static void send_error(ServiceState &in, const HttpOptions &options, Link &link, int status) {
     HttpResponse &r = in.response;
     HttpResponder::reset(r);
-    answer_status(r, status);
+    answer_status(in, r, status);
+    render_answer(in, link.worker, nullptr, r);
     uint64_t body = HttpResponder::body(r).size();
     uint64_t sent = 0;
     (void)send_response(in, options, link, r, false, false, 1, &sent);
@@ -4218,15 +4263,20 @@ static void run_route(ServiceState &in, Route &route, HttpContext &ctx, HttpResp
         return;
     }
     HttpResponder::reset(r);
-    answer_status(r, 500);
+    answer_status(in, r, 500);
     r.close_connection();
 }
 
-// Finds the handler for the request and runs it; 404 or 405 when none
-// fits. "OPTIONS *" (the only method fill_context lets through with the
-// target "*") asks about the server (RFC 9110 section 9.3.7): 204,
-// with every method a route names in Allow.
-static void dispatch(ServiceState &in, HttpContext &ctx, HttpResponse &r) {
+static bool serve_static(ServiceState &in, HttpContext &ctx, HttpResponse &r);
+
+// Finds the handler for the request and runs it. When none fits: 405 if
+// routes match the path under other methods, else the static files
+// (serve_static), else 404. So the files are a fallback, whatever the order
+// in which routes and directories were added. "OPTIONS *" (the only
+// method fill_context lets through with the target "*") asks about the
+// server (RFC 9110 section 9.3.7): 204, with every method a route names in
+// Allow.
+static void route_request(ServiceState &in, HttpContext &ctx, HttpResponse &r) {
     bool head = ctx.method == "HEAD", asterisk = in.path == "*";
     std::string allow;
     for (auto &each : in.routes) {
@@ -4246,8 +4296,15 @@ static void dispatch(ServiceState &in, HttpContext &ctx, HttpResponse &r) {
         }
     }
     if (asterisk) r.status(204);
-    else answer_status(r, allow.empty() ? 404 : 405);
+    else if (!allow.empty()) answer_status(in, r, 405);
+    else if (!serve_static(in, ctx, r)) answer_status(in, r, 404);
     if (!allow.empty()) r.header("Allow", allow);
+}
+
+// Answers the request in r, its body and all, ready to send.
+static void dispatch(ServiceState &in, HttpContext &ctx, HttpResponse &r) {
+    route_request(in, ctx, r);
+    render_answer(in, ctx.worker, &ctx, r);
 }
 
 /* Static files. The path is checked twice: lexically (no segment may be
@@ -4352,11 +4409,11 @@ static int parse_range(std::string_view value, uint64_t size, uint64_t *from, ui
 // directory its index.html (relative then ends in "index.html"), or a
 // redirect when the path lacks its final "/". The fd of a regular file,
 // with *st set; or -1 with the answer set in r (301, 403, 404).
-static int open_servable(int root, const HttpContext &ctx, HttpResponse &r, std::string &relative,
-                         struct stat *st) {
+static int open_servable(ServiceState &in, int root, const HttpContext &ctx, HttpResponse &r,
+                         std::string &relative, struct stat *st) {
     int fd = sys::open_beneath(root, relative.empty() ? "." : relative.c_str(), O_RDONLY | O_NONBLOCK);
     if (fd < 0) {
-        answer_status(r, errno == ENOENT || errno == ENOTDIR ? 404 : 403);
+        answer_status(in, r, errno == ENOENT || errno == ENOTDIR ? 404 : 403);
         return -1;
     }
     if (fstat(fd, st) != 0) st->st_mode = 0;  // neither a directory nor a file: 403
@@ -4366,14 +4423,14 @@ static int open_servable(int root, const HttpContext &ctx, HttpResponse &r, std:
             std::string location(ctx.raw_path);
             location += '/';
             if (!ctx.query.empty()) location += "?" + std::string(ctx.query);
-            answer_status(r, 301);
+            answer_status(in, r, 301);
             r.header("Location", location);
             return -1;
         }
         int index = sys::openat(fd, "index.html", O_RDONLY | O_NONBLOCK | O_NOFOLLOW);
         sys::close(fd);
         if (index < 0) {
-            answer_status(r, 403);  // no index: no listing either
+            answer_status(in, r, 403);  // no index: no listing either
             return -1;
         }
         fd = index;
@@ -4382,7 +4439,7 @@ static int open_servable(int root, const HttpContext &ctx, HttpResponse &r, std:
     }
     if (!S_ISREG(st->st_mode)) {
         sys::close(fd);
-        answer_status(r, 403);
+        answer_status(in, r, 403);
         return -1;
     }
     return fd;
@@ -4417,8 +4474,8 @@ static bool copy_is_current(const HttpContext &ctx, const char *etag, time_t mti
 
 // Answers with the file, whole or the one range asked for (206) while
 // If-Range still names this version; 416 for a range outside it. Takes fd.
-static void answer_with_file(const HttpContext &ctx, HttpResponse &r, int fd, uint64_t size, const char *etag,
-                             const char *modified) {
+static void answer_with_file(ServiceState &in, const HttpContext &ctx, HttpResponse &r, int fd, uint64_t size,
+                             const char *etag, const char *modified) {
     uint64_t from = 0, length = size;
     std::string_view range = ctx.header("range");
     // If-Range: the range holds only for the representation the client has.
@@ -4427,7 +4484,7 @@ static void answer_with_file(const HttpContext &ctx, HttpResponse &r, int fd, ui
     int ranged = range.data() ? parse_range(range, size, &from, &length) : 0;
     if (ranged < 0) {
         sys::close(fd);
-        answer_status(r, 416);
+        answer_status(in, r, 416);
         r.header("Content-Range", "bytes */" + std::to_string(size));
         return;
     }
@@ -4439,22 +4496,25 @@ static void answer_with_file(const HttpContext &ctx, HttpResponse &r, int fd, ui
     HttpResponder::regular_file(r, fd, from, length);  // open_servable checked it
 }
 
-// Answers a request from the files beneath root (see serve_directory); mtime
-// formats Last-Modified.
-static void serve_file(int root, CachedTime &mtime, HttpContext &ctx, HttpResponse &r) {
+// Answers a request from the files beneath in.roots[mount], served under
+// in.prefixes[mount] (see serve_directory). The whole path is checked,
+// and the prefix passed the same check: the path beneath the prefix is held
+// to the rules a path at "/" is.
+static void serve_file(ServiceState &in, size_t mount, HttpContext &ctx, HttpResponse &r) {
     if (ctx.method != "GET" && ctx.method != "HEAD") {
-        answer_status(r, 405);
+        answer_status(in, r, 405);
         r.header("Allow", "GET, HEAD");
         return;
     }
-    if (!path_is_servable(ctx.path)) return answer_status(r, 404);
-    std::string relative(ctx.path.substr(1));
+    if (!path_is_servable(ctx.path)) return answer_status(in, r, 404);
+    // "" for the prefix without its final "/": open_servable redirects it.
+    std::string relative(ctx.path.substr(std::min(ctx.path.size(), in.prefixes[mount].size())));
     struct stat st;
-    int fd = open_servable(root, ctx, r, relative, &st);
+    int fd = open_servable(in, in.roots[mount], ctx, r, relative, &st);
     if (fd < 0) return;
     char etag[48];
     format_etag(st, etag);
-    const char *modified = mtime.at(st.st_mtime, http_date_pattern, false);
+    const char *modified = in.mtime.at(st.st_mtime, http_date_pattern, false);
     r.header("ETag", etag);
     r.header("Last-Modified", modified);
     if (copy_is_current(ctx, etag, st.st_mtime)) {
@@ -4464,7 +4524,24 @@ static void serve_file(int root, CachedTime &mtime, HttpContext &ctx, HttpRespon
     }
     r.header("Content-Type", mime_type(relative));
     r.header("Accept-Ranges", "bytes");
-    answer_with_file(ctx, r, fd, uint64_t(st.st_size), etag, modified);
+    answer_with_file(in, ctx, r, fd, uint64_t(st.st_size), etag, modified);
+}
+
+// Serves the request from the mount with the longest prefix that starts
+// the path, or that is the path and a final "/" (redirected there). false
+// when no mount holds the path.
+static bool serve_static(ServiceState &in, HttpContext &ctx, HttpResponse &r) {
+    size_t best = 0, longest = 0;
+    for (size_t i = 0; i < in.prefixes.size(); i++) {
+        std::string_view prefix = in.prefixes[i];
+        bool holds = ctx.path.substr(0, prefix.size()) == prefix || ctx.path == prefix.substr(0, prefix.size() - 1);
+        if (holds && prefix.size() > longest) {
+            best = i;
+            longest = prefix.size();
+        }
+    }
+    if (longest) serve_file(in, best, ctx, r);
+    return longest > 0;
 }
 
 /* CGI/1.1 (RFC 3875). A request for PREFIX + name [+ /path/info] runs the
@@ -4550,7 +4627,8 @@ static void add_variable(std::vector<std::string> &env, const char *name, std::s
 // The meta-variables of RFC 3875 section 4.1 for the script, and a PATH.
 PREFORK_COLD static std::vector<std::string> cgi_environment(const CgiMount &m, const HttpOptions &o,
                                                              const HttpContext &ctx, const std::string &script,
-                                                             std::string_view path_info, int fd) {
+                                                             std::string_view path_info, int fd,
+                                                             const std::string &document_root) {
     sockaddr_storage local;
     socklen_t length = sizeof local;
     int ports[2] = {0, 0};  // ours, the client's
@@ -4570,12 +4648,12 @@ PREFORK_COLD static std::vector<std::string> cgi_environment(const CgiMount &m, 
         {"SERVER_PORT", numbers[0]}, {"SERVER_PROTOCOL", ctx.minor_version ? "HTTP/1.1" : "HTTP/1.0"},
         {"REQUEST_METHOD", ctx.method}, {"REQUEST_URI", ctx.target}, {"SCRIPT_NAME", name},
         {"SCRIPT_FILENAME", file}, {"QUERY_STRING", ctx.query}, {"REMOTE_PORT", numbers[1]},
-        {"DOCUMENT_ROOT", m.directory}, {"REDIRECT_STATUS", "200"}};
+        {"DOCUMENT_ROOT", document_root}, {"REDIRECT_STATUS", "200"}};
     for (const auto &v : variables) add_variable(env, v.first, v.second);
     add_variable(env, "REMOTE_ADDR", ctx.peer());
     if (!path_info.empty()) {
         add_variable(env, "PATH_INFO", path_info);
-        add_variable(env, "PATH_TRANSLATED", m.directory + std::string(path_info));
+        add_variable(env, "PATH_TRANSLATED", document_root + std::string(path_info));
     }
     if (ctx.header("content-type").data()) add_variable(env, "CONTENT_TYPE", ctx.header("content-type"));
     if (ctx.header("content-length").data() || ctx.header("transfer-encoding").data())
@@ -4839,7 +4917,7 @@ PREFORK_COLD static void redirect_internally(ServiceState &in, CgiMount &m, Http
     split_target(location, &path, &query);
     if (m.redirects >= 5 || !percent_decode(path, &in.path) || has_dot_segment(in.path)) {
         ctx.worker->log(LogLevel::error, "cgi under %s: cannot redirect to %s", m.prefix.c_str(), location.c_str());
-        return answer_status(r, 502);
+        return answer_status(in, r, 502);
     }
     ctx.method = "GET";
     ctx.target = location;
@@ -4857,15 +4935,16 @@ PREFORK_COLD static void run_cgi(ServiceState &in, const HttpOptions &o, CgiMoun
     std::string script;
     std::string_view path_info;
     int status = find_script(m, ctx.path.substr(m.prefix.size()), &script, &path_info);
-    if (status) return answer_status(r, status);
+    if (status) return answer_status(in, r, status);
     ResponseStream &stream = *HttpResponder::stream(r);
     CgiRelay cr;
     cr.child.name = m.prefix + script;
     cr.deadline_ms = now_ms() + int64_t(o.cgi_timeout * 1000);
     std::string path = m.directory + "/" + script;
-    if (spawn_script(cr.child, path, cgi_environment(m, o, ctx, script, path_info, stream.link->fd)) < 0) {
+    if (spawn_script(cr.child, path, cgi_environment(m, o, ctx, script, path_info, stream.link->fd,
+                                                   in.document_root.empty() ? m.directory : in.document_root)) < 0) {
         ctx.worker->log(LogLevel::error, "cgi %s: cannot start: %s", cr.child.name.c_str(), strerror(errno));
-        return answer_status(r, 500);
+        return answer_status(in, r, 500);
     }
     bool nph = path.compare(path.rfind('/') + 1, 4, "nph-") == 0;  // its output is the response, whole
     stream.raw = cr.head_done = nph;
@@ -4873,8 +4952,13 @@ PREFORK_COLD static void run_cgi(ServiceState &in, const HttpOptions &o, CgiMoun
     pump_script(cr, ctx, r, stream.link->fd);
     finish_script(cr, *ctx.worker);
     if (stream.started && cr.why) stream.cut = true;
-    else if (!stream.started && cr.status) answer_status(r, cr.status);
+    else if (!stream.started && cr.status) answer_status(in, r, cr.status);
     else if (!cr.local.empty()) redirect_internally(in, m, ctx, r, cr.local);
+}
+
+// A prefix is a path that could be served, ending in "/".
+static bool valid_mount_prefix(const std::string &prefix) {
+    return !prefix.empty() && prefix.back() == '/' && path_is_servable(prefix);
 }
 
 // "^" and text, with the characters a regex gives a meaning to escaped.
@@ -4888,8 +4972,10 @@ static std::string literal_pattern(const std::string &text) {
 }
 
 PREFORK_COLD int HttpService::serve_cgi(const std::string &prefix, const std::string &directory) {
-    if (prefix.empty() || prefix.front() != '/' || prefix.back() != '/') {
-        error_ = format("bad CGI prefix %s: it must start and end with \"/\"", prefix.c_str());
+    if (!valid_mount_prefix(prefix)) {
+        error_ = format("bad CGI prefix %s: a prefix starts and ends with \"/\" and has no empty segment nor one "
+                        "starting with \".\"",
+                        prefix.c_str());
         return -1;
     }
     CgiMount m;
@@ -4903,7 +4989,7 @@ PREFORK_COLD int HttpService::serve_cgi(const std::string &prefix, const std::st
     }
     m.directory = real;
     free(real);
-    in_->roots.push_back(m.dir_fd);  // closed with the service
+    in_->cgi_dirs.push_back(m.dir_fd);  // closed with the service
     ServiceState *in = in_.get();
     const HttpOptions *o = &options_;
     return route("*", literal_pattern(prefix), [in, o, m](HttpContext &ctx, HttpResponse &r) mutable {
@@ -5092,22 +5178,40 @@ PREFORK_COLD int HttpService::serve_status(const std::string &path, const std::v
         who.push_back(range);
     }
     std::string name = options_.server_name;
-    return route("GET", literal_pattern(path) + "$", [name, who](HttpContext &ctx, HttpResponse &r) {
+    ServiceState *in = in_.get();
+    return route("GET", literal_pattern(path) + "$", [name, who, in](HttpContext &ctx, HttpResponse &r) {
         if (status_allowed(ctx, who)) status_page(ctx, r, name);
-        else answer_status(r, 403);
+        else answer_status(*in, r, 403);
     });
 }
 
-PREFORK_COLD int HttpService::serve_directory(const std::string &docroot) {
+PREFORK_COLD int HttpService::serve_directory(const std::string &prefix, const std::string &docroot) {
+    bool taken = false;
+    for (const std::string &served : in_->prefixes) taken |= served == prefix;
+    if (taken || !valid_mount_prefix(prefix)) {
+        error_ = format("cannot serve %s at %s: %s", docroot.c_str(), prefix.c_str(),
+                        taken ? "that prefix is served already"
+                              : "a prefix starts and ends with \"/\" and has no empty segment nor one "
+                                "starting with \".\"");
+        return -1;
+    }
     int root = sys::openat(AT_FDCWD, docroot.c_str(), O_RDONLY | O_DIRECTORY);
     if (root < 0) {
         error_ = format("cannot serve %s: %s", docroot.c_str(), strerror(errno));
         return -1;
     }
     in_->roots.push_back(root);
-    return route("*", "^/", [root, mtime = CachedTime()](HttpContext &ctx, HttpResponse &r) mutable {
-        serve_file(root, mtime, ctx, r);
-    });
+    in_->prefixes.push_back(std::string(prefix));
+    char *real = prefix == "/" ? realpath(docroot.c_str(), nullptr) : nullptr;
+    if (real) in_->document_root = real;
+    free(real);
+    return 0;
+}
+
+PREFORK_COLD int HttpService::serve_directory(const std::string &docroot) { return serve_directory("/", docroot); }
+
+void HttpService::on_error(std::function<void(const HttpContext *, int, HttpResponse &)> render) {
+    in_->render_error = std::move(render);
 }
 
 /* The access log, in Apache's Combined Log Format:
@@ -5388,7 +5492,8 @@ static bool answer(ServiceState &in, const HttpOptions &o, Link &link, Worker &w
     }
     if (stream.cut) {  // the worker should stop before the stream's head went out
         HttpResponder::reset(r);
-        answer_status(r, 503);
+        answer_status(in, r, 503);
+        render_answer(in, &worker, &in.context, r);
         r.close_connection();
     }
     bool keep = keep_alive && !HttpResponder::closing(r) && !worker.stopping() && !worker.pool_full();
@@ -5448,8 +5553,9 @@ void HttpService::refuse(Worker &worker, int fd) {
     link.send_timeout = std::min(options_.send_timeout, 2.0);  // a refusal is not worth a long wait
     HttpResponse &r = in.response;
     HttpResponder::reset(r);
-    answer_status(r, 503);
+    answer_status(in, r, 503);
     r.header("Retry-After", "1");
+    render_answer(in, &worker, nullptr, r);
     uint64_t sent = 0, body = HttpResponder::body(r).size();
     (void)send_response(in, options_, link, r, false, false, 1, &sent);
     log_access(in, options_, nullptr, "-", 503, body);

@@ -61,9 +61,9 @@
      contains, HttpResponse::header and write, HttpContext::param.
      check_options returns "" when the options are usable, else one
      sentence naming the bad one.
-     Built with exceptions, one escaping a connection handler, an init hook
-     or a route handler is caught and logged (see each); on_ready() and
-     on_reopen() hooks must not throw.
+     Built with exceptions, one escaping a connection handler, an init hook,
+     a route handler or an on_error() hook is caught and logged (see each);
+     on_ready(), on_reopen() and on_restart() hooks must not throw.
 
    API: THE SERVER (the parent; set it up, then run())
      Server(options)           Keeps a copy of the options (see OPTIONS).
@@ -312,7 +312,8 @@
                                extended, matched against the percent-decoded
                                path. First match wins; c.captures has one
                                entry per group (empty for a group that took
-                               no part). No match: 404; a path matched only
+                               no part). No match: the static files (see
+                               serve_directory), else 404; a path matched only
                                under other methods: 405 with Allow. An
                                exception escaping h, or a status outside
                                100-599, is logged, answered 500, and the
@@ -323,15 +324,24 @@
                                (after percent-decoding: clients remove
                                them before sending, RFC 3986 5.2.4), which
                                no route or file sees.
-     http.serve_directory(docroot)
-                               Opens docroot now, then serves the files
-                               under it for every path not routed before
-                               (add it last): GET and HEAD (else 405),
-                               index.html for a directory (a path without
-                               its final "/" is redirected), ETag and
-                               Last-Modified with 304, one byte range (206,
-                               416). Dotfiles, "..", "//", backslashes and
-                               symlinks (none is followed) are never served.
+     http.serve_directory(prefix, docroot), serve_directory(docroot)
+                               Opens docroot now and serves the files under
+                               it at prefix ("/" in the second form): under
+                               "/static/", /static/css/a.css is
+                               docroot/css/a.css, and /static is redirected
+                               to /static/. The files answer only the paths
+                               no route matches under any method, whatever
+                               the order of the calls; the longest prefix
+                               holding a path wins. A prefix starts and ends
+                               with "/" and has no empty segment nor one
+                               starting with "."; any other, or one
+                               served already, is refused. GET and HEAD
+                               (else 405), index.html for a directory (a
+                               path without its final "/" is redirected),
+                               ETag and Last-Modified with 304, one byte
+                               range (206, 416). Dotfiles, "..", "//",
+                               backslashes and symlinks (none is followed)
+                               are never served.
      http.serve_status(path, allow)
                                Answers GET path with the scoreboard: HTML,
                                "?auto" in mod_status's machine-readable
@@ -342,13 +352,14 @@
      http.serve_cgi(prefix, directory)
                                Runs the executable files beneath directory
                                as CGI/1.1 scripts (RFC 3875) for prefix +
-                               name [+ /path/info] [+ ?query], any method;
-                               prefix starts and ends with "/". A script is
+                               name [+ /path/info] [+ ?query], any method
+                               (prefix as for serve_directory). A script is
                                found as a static file is (404; 403 for a
                                directory, a symlink or a file without x)
                                and runs in its own process group, in its
                                directory, with descriptors 0-2 only and
                                the RFC's meta-variables (DOCUMENT_ROOT is
+                               the directory served at "/", else
                                directory), REQUEST_URI, SCRIPT_FILENAME,
                                REMOTE_PORT, REDIRECT_STATUS=200, a PATH and
                                HTTP_* for the fields but Proxy and
@@ -365,6 +376,26 @@
                                head), when its client leaves or when the
                                worker should stop (503); a head that is
                                malformed, missing or over 16 KiB is 502.
+     http.on_error(render)     Renders the library's own answers from 400
+                               on, never a handler's: 404 and 405 from
+                               routing, 500 for a failed handler, the
+                               static files' 403, 404, 405 and 416, the
+                               status page's 403, the responder's 400,
+                               408, 413, 414, 431, 501 and 505, refuse()'s
+                               503. render is void(const HttpContext *c,
+                               int status, HttpResponse &r); c is null for
+                               the answers given before a request is
+                               routed (the responder's and refuse()'s). r
+                               is a response of render's own, with the
+                               status set: its body and fields (header()'s
+                               rules hold) go out after the library's own
+                               fields (Allow, Content-Range, Retry-After),
+                               and the status stays: a status render
+                               sets, a file it gives (closed) and
+                               close_connection() are ignored. A render
+                               that throws is logged, and the default body
+                               goes out ("404 Not Found\n", text/plain).
+                               HEAD still gets no body.
      http.serve(worker, fd)    Serves one connection (keep-alive, pipelining,
                                100-continue, chunked bodies) until the
                                client closes, a timeout or an error answer,
@@ -941,8 +972,10 @@ public:
 
     int route(const std::string &method, const std::string &path_regex, HttpHandler handler);
     int serve_directory(const std::string &docroot);
+    int serve_directory(const std::string &prefix, const std::string &docroot);
     int serve_status(const std::string &path, const std::vector<AddressRange> &allow = {});
     int serve_cgi(const std::string &prefix, const std::string &directory);
+    void on_error(std::function<void(const HttpContext *c, int status, HttpResponse &r)> render);
     void serve(Worker &worker, int fd);
     void refuse(Worker &worker, int fd);
     const std::string &error() const { return error_; }

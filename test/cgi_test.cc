@@ -124,7 +124,8 @@ TEST(Cgi, TheScriptSeesTheMetaVariablesAndACleanEnvironment) {
     EXPECT_EQ(variable(env, "SCRIPT_NAME"), "/cgi-bin/env.sh");
     EXPECT_EQ(variable(env, "SCRIPT_FILENAME"), site.root + "/cgi-bin/env.sh");
     EXPECT_EQ(variable(env, "PATH_INFO"), "/more/path info");
-    EXPECT_EQ(variable(env, "PATH_TRANSLATED"), site.root + "/cgi-bin/more/path info");
+    EXPECT_EQ(variable(env, "PATH_TRANSLATED"), site.root + "/www/more/path info");
+    EXPECT_EQ(variable(env, "DOCUMENT_ROOT"), site.root + "/www");
     EXPECT_EQ(variable(env, "QUERY_STRING"), "q=1&r=two");
     EXPECT_EQ(variable(env, "REMOTE_ADDR"), "unix");
     EXPECT_EQ(variable(env, "HTTP_X_PROBE"), "a, b");

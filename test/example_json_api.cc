@@ -39,6 +39,9 @@ int main(int argc, char **argv) {
     Server server;
     server.on_log(log_to_stderr);
     HttpService http;
+    http.on_error([](const HttpContext *, int status, HttpResponse &r) {  // the library's 404, 405...
+        json(r, status, "{\"error\":" + quoted(http_reason(status)) + "}");
+    });
     const char *key = "^/kv/([A-Za-z0-9_-]{1,64})$";  // the route keeps names to these bytes
     http.route("GET", key, [&](HttpContext &c, HttpResponse &r) {
         std::ifstream in(dir + "/" + std::string(c.captures[0]), std::ios::binary);

@@ -101,9 +101,17 @@ TEST(Examples, JsonApiStoresReadsAndDeletesKeys) {
     }
     EXPECT_TRUE(starts_with(http(a, "DELETE", "/kv/greeting"), "HTTP/1.1 204 "));
     EXPECT_TRUE(starts_with(http(a, "DELETE", "/kv/greeting"), "HTTP/1.1 404 "));
-    EXPECT_TRUE(starts_with(http(a, "GET", "/kv/../etc"), "HTTP/1.1 400 "));  // dot segments: refused
-    EXPECT_TRUE(starts_with(http(a, "GET", "/kv/a.b"), "HTTP/1.1 404 "));     // not a key name
-    EXPECT_TRUE(starts_with(http(a, "POST", "/kv/greeting"), "HTTP/1.1 405 "));
+    // The library's own errors, rendered as JSON by its on_error hook.
+    std::string dots = http(a, "GET", "/kv/../etc"), name = http(a, "GET", "/kv/a.b");
+    std::string method = http(a, "POST", "/kv/greeting");
+    EXPECT_TRUE(starts_with(dots, "HTTP/1.1 400 ")) << dots;  // dot segments: refused
+    EXPECT_EQ(body_of(dots), "{\"error\":\"Bad Request\"}\n");
+    EXPECT_TRUE(starts_with(name, "HTTP/1.1 404 ")) << name;  // not a key name: no route
+    EXPECT_EQ(body_of(name), "{\"error\":\"Not Found\"}\n");
+    EXPECT_NE(name.find("Content-Type: application/json\r\n"), std::string::npos) << name;
+    EXPECT_TRUE(starts_with(method, "HTTP/1.1 405 ")) << method;
+    EXPECT_EQ(body_of(method), "{\"error\":\"Method Not Allowed\"}\n");
+    EXPECT_NE(method.find("\r\nAllow: GET, HEAD, PUT, DELETE\r\n"), std::string::npos) << method;
     int status = e.stop();
     EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << status;
 }
