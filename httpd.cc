@@ -51,6 +51,11 @@ STARTUP static void usage(FILE *out) {
             "  --cgi PREFIX=DIR              run the executable files in DIR as CGI scripts for\n"
             "                                PREFIX + name (repeatable; e.g. /cgi-bin/=/srv/cgi)\n"
             "  --cgi-timeout SEC             kill a CGI script running longer (60)\n"
+            "  --allow PREFIX=CIDR           only these clients may reach PREFIX (repeatable)\n"
+            "  --deny PREFIX=CIDR            these clients may not (repeatable; the longest\n"
+            "                                prefix with rules decides, its first match wins)\n"
+            "  --error-page CODE=PATH        send DOCROOT/PATH for the server's own CODE answers\n"
+            "                                (400-599, repeatable; .html as HTML, else text)\n"
             "  --access-log PATH|-           Combined Log Format access log (none by default)\n"
             "  --error-log PATH|-            where log lines go (- is stderr, the default)\n"
             "  --pid-file PATH               write the parent's pid there while it runs\n"
@@ -125,6 +130,13 @@ STARTUP static bool parse_number(const char *text, double *out) {
     return true;
 }
 
+// An --error-page, read at start: sent for its status in the library's
+// place, the status kept.
+struct ErrorPage {
+    int status;
+    std::string type, body;
+};
+
 // Everything the command line says, and what main() derives from it. It
 // lives in main() as long as the server does: the hooks read it.
 struct Config {
@@ -135,6 +147,9 @@ struct Config {
     std::string status_path = "/server-status";
     std::vector<prefork::AddressRange> status_allow;
     std::vector<std::string> cgi;  // "PREFIX=DIR"
+    std::vector<std::string> access;  // "--allow PREFIX=CIDR" or "--deny PREFIX=CIDR", in order
+    std::vector<std::string> error_page_options;  // "CODE=PATH"
+    std::vector<ErrorPage> error_pages;           // what they name, read
     std::string access_log, error_log, pid_file, user, config_file;
     bool default_user = false;  // root without --user: user was chosen here
     bool docroot_from_file = false;  // the command line's DOCROOT replaces it
@@ -206,6 +221,21 @@ STARTUP static Setting set_place_option(Config &config, const std::string &name,
     if (name == "--listen") {
         config.listens.push_back(value);
         return Setting::taken;
+    }
+    if (name == "--allow" || name == "--deny") {
+        const char *equals = strchr(value, '=');
+        prefork::AddressRange range;
+        config.access.push_back(name + " " + value);
+        return taken_if(equals && equals != value && prefork::AddressRange::parse(equals + 1, &range));
+    }
+    if (name == "--error-page") {
+        long code = 0;
+        std::string text = value;
+        size_t equals = text.find('=');
+        config.error_page_options.push_back(text);
+        return taken_if(equals != std::string::npos && parse_long(text.substr(0, equals).c_str(), &code) &&
+                        code >= 400 && code <= 599 && text.compare(equals + 1, 1, "/") == 0 &&
+                        text.find("/..", equals) == std::string::npos);
     }
     if (name == "--cgi") {
         const char *equals = strchr(value, '=');
@@ -329,6 +359,8 @@ STARTUP static int read_command_line(int argc, char **argv, Config &config, std:
     };
     if (given("--listen")) config.listens.clear();
     if (given("--cgi")) config.cgi.clear();
+    if (given("--error-page")) config.error_page_options.clear();
+    if (given("--allow") || given("--deny")) config.access.clear();
     if (given("--status-allow")) config.status_allow.clear();
     return read_arguments(command_line, config, error);
 }
@@ -425,13 +457,53 @@ STARTUP static bool listen_all(prefork::Server &server, const std::vector<std::s
     return true;
 }
 
+// Reads the --error-page files beneath the docroot and has the responder
+// send them for their statuses. false after one line on stderr.
+STARTUP static bool use_error_pages(prefork::HttpService &http, Config &config) {
+    for (const std::string &option : config.error_page_options) {
+        size_t equals = option.find('=');
+        std::string path = (config.docroot.empty() ? "." : config.docroot) + option.substr(equals);
+        path.erase(path.find('='), 1);
+        FILE *f = fopen(path.c_str(), "re");
+        ErrorPage page = {atoi(option.c_str()), "text/html; charset=utf-8", ""};
+        char chunk[4096];
+        for (size_t n; f && (n = fread(chunk, 1, sizeof chunk, f)) > 0;) page.body.append(chunk, n);
+        if (!f || ferror(f)) {
+            fprintf(stderr, "httpd: cannot read the error page %s: %s\n", path.c_str(), strerror(errno));
+            if (f) fclose(f);
+            return false;
+        }
+        fclose(f);
+        if (path.size() < 5 || path.compare(path.size() - 5, 5, ".html") != 0) page.type = "text/plain; charset=utf-8";
+        config.error_pages.push_back(page);
+    }
+    if (config.error_pages.empty()) return true;
+    http.on_error([&config](const prefork::HttpContext *, int status, prefork::HttpResponse &r) {
+        for (const ErrorPage &page : config.error_pages)
+            if (page.status == status) {
+                r.header("Content-Type", page.type);
+                r.body(page.body);
+                return;
+            }
+    });
+    return true;
+}
+
 // What the responder serves: the status page (unless off), the CGI
-// directories and DOCROOT. false after one line on stderr.
+// directories, the access rules and DOCROOT. false after one line on
+// stderr.
 STARTUP static bool serve_status_and_docroot(prefork::HttpService &http, const Config &config) {
     bool ok = config.status_path == "off" || http.serve_status(config.status_path, config.status_allow) == 0;
     for (const std::string &cgi : config.cgi) {
         size_t equals = cgi.find('=');
         ok = ok && http.serve_cgi(cgi.substr(0, equals), cgi.substr(equals + 1)) == 0;
+    }
+    for (const std::string &rule : config.access) {  // "--allow PREFIX=CIDR"
+        size_t blank = rule.find(' '), equals = rule.find('=');
+        std::string prefix = rule.substr(blank + 1, equals - blank - 1);
+        prefork::AddressRange range;
+        prefork::AddressRange::parse(rule.substr(equals + 1), &range);
+        ok = ok && (rule[2] == 'a' ? http.allow_from(prefix, range) : http.deny_from(prefix, range)) == 0;
     }
     if (!ok || http.serve_directory(config.docroot.empty() ? "." : config.docroot) != 0) {
         fprintf(stderr, "httpd: %s\n", http.error().c_str());
@@ -562,7 +634,7 @@ STARTUP int main(int argc, char **argv) {
     if (!open_logs(config) || !listen_all(server, config.listens)) return 1;
     config.http_options.server_name = "prefork-httpd/0.1.0";
     prefork::HttpService http(config.http_options);
-    if (!serve_status_and_docroot(http, config)) return 2;
+    if (!serve_status_and_docroot(http, config) || !use_error_pages(http, config)) return 2;
     if (!wire(server, http, config, argc, argv)) return 1;
     if (!publish_pid_file(server, config.pid_file)) return 1;
     if (!become_user(server, config)) return 1;

@@ -3758,6 +3758,12 @@ struct ServiceState {
     std::function<void(const HttpContext *, int, HttpResponse &)> render_error;  // on_error's
     bool library_answer = false;  // answer_status() set the response: render_answer() gives its body
     std::vector<int> cgi_dirs;    // serve_cgi's directories
+    struct AccessRule {
+        std::string prefix;
+        AddressRange range;
+        bool allow;
+    };
+    std::vector<AccessRule> access;  // allow_from's and deny_from's, in order
     std::string document_root;    // the directory served at "/", absolute: CGI's DOCUMENT_ROOT
 };
 
@@ -4301,9 +4307,41 @@ static void route_request(ServiceState &in, HttpContext &ctx, HttpResponse &r) {
     if (!allow.empty()) r.header("Allow", allow);
 }
 
-// Answers the request in r, its body and all, ready to send.
+// Whether the path is prefix ("/admin/") or under it, or is prefix without
+// its final "/" ("/admin").
+static bool under_prefix(std::string_view path, std::string_view prefix) {
+    return path.substr(0, prefix.size()) == prefix || path == prefix.substr(0, prefix.size() - 1);
+}
+
+// The access rules (allow_from, deny_from) of the longest prefix that has
+// any and holds the path decide: the first, in the order given, whose
+// range holds the client; when none does, a prefix with an allow rule
+// refuses and one with deny rules only lets in. A client over a UNIX
+// socket has no address, and no rule applies to it.
+static bool access_allowed(const ServiceState &in, const HttpContext &ctx) {
+    size_t longest = 0;
+    for (const auto &rule : in.access)
+        if (rule.prefix.size() > longest && under_prefix(ctx.path, rule.prefix)) longest = rule.prefix.size();
+    const sockaddr *peer = reinterpret_cast<const sockaddr *>(&ctx.worker->peer());
+    if (!longest || !ctx.worker->peer_length() || peer->sa_family == AF_UNIX) return true;
+    bool allow_rules = false;
+    for (const auto &rule : in.access) {
+        if (rule.prefix.size() != longest || !under_prefix(ctx.path, rule.prefix)) continue;
+        if (rule.range.contains(peer, ctx.worker->peer_length())) return rule.allow;
+        allow_rules |= rule.allow;
+    }
+    return !allow_rules;
+}
+
+// Answers the request in r, its body and all, ready to send: 403 for a
+// client the access rules keep out, else what the routes or files say.
 static void dispatch(ServiceState &in, HttpContext &ctx, HttpResponse &r) {
-    route_request(in, ctx, r);
+    if (in.path == "*" || access_allowed(in, ctx)) {
+        route_request(in, ctx, r);
+    } else {
+        ctx.worker->log(LogLevel::info, "the access rules refuse %s to %s", in.path.c_str(), ctx.peer().c_str());
+        answer_status(in, r, 403);
+    }
     render_answer(in, ctx.worker, &ctx, r);
 }
 
@@ -5209,6 +5247,26 @@ PREFORK_COLD int HttpService::serve_directory(const std::string &prefix, const s
 }
 
 PREFORK_COLD int HttpService::serve_directory(const std::string &docroot) { return serve_directory("/", docroot); }
+
+PREFORK_COLD static int add_access_rule(ServiceState &in, std::string *error, const std::string &prefix,
+                                        const AddressRange &range, bool allow) {
+    if (!valid_mount_prefix(prefix)) {
+        *error = format("bad access rule prefix %s: a prefix starts and ends with \"/\" and has no empty segment "
+                        "nor one starting with \".\"",
+                        prefix.c_str());
+        return -1;
+    }
+    in.access.push_back({prefix, range, allow});
+    return 0;
+}
+
+int HttpService::allow_from(const std::string &prefix, const AddressRange &range) {
+    return add_access_rule(*in_, &error_, prefix, range, true);
+}
+
+int HttpService::deny_from(const std::string &prefix, const AddressRange &range) {
+    return add_access_rule(*in_, &error_, prefix, range, false);
+}
 
 void HttpService::on_error(std::function<void(const HttpContext *, int, HttpResponse &)> render) {
     in_->render_error = std::move(render);

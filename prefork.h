@@ -43,7 +43,8 @@
    ERRORS (one convention per layer; the entries below do not repeat it)
      The pool and the responder: the calls that can fail (Server's listen,
      listen_fd, listen_inherited, enable_upgrade and run; HttpService's
-     route, serve_directory, serve_status and serve_cgi) return 0
+     route, serve_directory, serve_status, serve_cgi, allow_from and
+     deny_from) return 0
      (listen_inherited: a count), or -1 with one sentence in that
      object's error(), which keeps the last failure's.
      Scoreboard::create returns 0, or -1 with the
@@ -396,6 +397,16 @@
                                that throws is logged, and the default body
                                goes out ("404 Not Found\n", text/plain).
                                HEAD still gets no body.
+     http.allow_from(prefix, range), deny_from(prefix, range)
+                               Access rules by client address (prefix as
+                               for serve_directory; "/" for all): the rules
+                               of the longest prefix that has any and
+                               holds the path decide, the first in the
+                               order given whose range holds the client;
+                               when none does, a prefix with an allow rule
+                               refuses, one with deny rules only lets in.
+                               Refused: 403, before routing. No rule
+                               applies to clients over a UNIX socket.
      http.serve(worker, fd)    Serves one connection (keep-alive, pipelining,
                                100-continue, chunked bodies) until the
                                client closes, a timeout or an error answer,
@@ -975,6 +986,8 @@ public:
     int serve_directory(const std::string &prefix, const std::string &docroot);
     int serve_status(const std::string &path, const std::vector<AddressRange> &allow = {});
     int serve_cgi(const std::string &prefix, const std::string &directory);
+    int allow_from(const std::string &prefix, const AddressRange &range);
+    int deny_from(const std::string &prefix, const AddressRange &range);
     void on_error(std::function<void(const HttpContext *c, int status, HttpResponse &r)> render);
     void serve(Worker &worker, int fd);
     void refuse(Worker &worker, int fd);

@@ -14,6 +14,9 @@
 #include <stdexcept>
 #include <string>
 
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -301,4 +304,72 @@ TEST(HttpErrors, TheHookRendersARefusal) {
     EXPECT_EQ(refused.body, "{\"status\":503,\"path\":null}");
     EXPECT_TRUE(refused.has("Retry-After: 1")) << refused.head;
     EXPECT_TRUE(refused.has("Content-Type: application/json")) << refused.head;
+}
+
+/* Access rules by client address (allow_from, deny_from). */
+namespace {
+
+// GET target from a given loopback source address; the status, 0 if the
+// exchange failed.
+int status_from(const std::string &address, const char *source, const std::string &target) {
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    sockaddr_in from{}, to{};
+    from.sin_family = to.sin_family = AF_INET;
+    inet_pton(AF_INET, source, &from.sin_addr);
+    inet_pton(AF_INET, "127.0.0.1", &to.sin_addr);
+    to.sin_port = htons(uint16_t(atoi(address.substr(address.rfind(':') + 1).c_str())));
+    int status = 0;
+    timeval limit = {5, 0};
+    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &limit, sizeof limit);
+    if (bind(fd, reinterpret_cast<sockaddr *>(&from), sizeof from) == 0 &&
+        connect(fd, reinterpret_cast<sockaddr *>(&to), sizeof to) == 0) {
+        std::string request = "GET " + target + " HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n";
+        char answer[64] = {};
+        if (write(fd, request.data(), request.size()) == ssize_t(request.size()) &&
+            read(fd, answer, sizeof answer - 1) > 12 && strncmp(answer, "HTTP/1.1 ", 9) == 0)
+            status = atoi(answer + 9);
+    }
+    close(fd);
+    return status;
+}
+
+prefork::AddressRange range(const char *text) {
+    prefork::AddressRange r;
+    EXPECT_TRUE(prefork::AddressRange::parse(text, &r)) << text;
+    return r;
+}
+
+}  // namespace
+
+// The longest prefix with rules decides; among its rules the first match
+// wins; with none matching, allow rules mean "only these" and deny rules
+// alone "all but these". The prefix without its "/" is covered too.
+TEST(HttpAccess, TheLongestPrefixWithRulesDecidesAndItsFirstMatchWins) {
+    Service s;
+    s.http.route("GET", "^/", [](prefork::HttpContext &, prefork::HttpResponse &r) { text(r, "ok\n"); });
+    ASSERT_EQ(s.http.allow_from("/admin/", range("127.0.0.2")), 0);
+    ASSERT_EQ(s.http.deny_from("/", range("127.0.0.3/32")), 0);
+    ASSERT_EQ(s.http.deny_from("/admin/open/", range("127.0.0.9")), 0);
+    ASSERT_EQ(s.http.allow_from("/first/", range("127.0.0.0/8")), 0);
+    ASSERT_EQ(s.http.deny_from("/first/", range("127.0.0.2")), 0);
+    ASSERT_EQ(s.http.deny_from("/then/", range("127.0.0.2")), 0);
+    ASSERT_EQ(s.http.allow_from("/then/", range("127.0.0.0/8")), 0);
+    EXPECT_EQ(s.http.allow_from("admin/", range("127.0.0.1")), -1);
+    EXPECT_NE(s.http.error().find("bad access rule prefix admin/"), std::string::npos) << s.http.error();
+    EXPECT_EQ(s.http.deny_from("/a/../", range("127.0.0.1")), -1);
+    ASSERT_TRUE(s.start());
+    const std::string &at = s.t.address();
+    EXPECT_EQ(status_from(at, "127.0.0.1", "/page"), 200);
+    EXPECT_EQ(status_from(at, "127.0.0.3", "/page"), 403);
+    EXPECT_EQ(status_from(at, "127.0.0.1", "/admin/"), 403);
+    EXPECT_EQ(status_from(at, "127.0.0.1", "/admin"), 403);
+    EXPECT_EQ(status_from(at, "127.0.0.1", "/admin/x/y"), 403);
+    EXPECT_EQ(status_from(at, "127.0.0.2", "/admin/x/y"), 200);
+    EXPECT_EQ(status_from(at, "127.0.0.3", "/admin/"), 403);
+    EXPECT_EQ(status_from(at, "127.0.0.1", "/admin/open/x"), 200);
+    EXPECT_EQ(status_from(at, "127.0.0.9", "/admin/open/x"), 403);
+    EXPECT_EQ(status_from(at, "127.0.0.2", "/first/x"), 200);
+    EXPECT_EQ(status_from(at, "127.0.0.2", "/then/x"), 403);
+    EXPECT_EQ(status_from(at, "127.0.0.1", "/then/x"), 200);
+    EXPECT_TRUE(s.t.wait_log("the access rules refuse /admin/ to 127.0.0.1")) << s.t.log();
 }

@@ -8,6 +8,8 @@
 #include <string>
 #include <vector>
 
+#include <netinet/in.h>
+#include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -130,4 +132,72 @@ TEST(HttpdConfig, SighupReadsTheFileAgain) {
     EXPECT_TRUE(h.wait_log("SIGHUP: " + d.file() + ":1: bad value 'soon' for --keepalive-timeout; keeping the "
                            "settings in use", 1))
         << h.stderr_text();
+}
+
+// --error-page sends a file of the docroot for the server's own answers of
+// that status, which stays; a handler's or a file's own body is not
+// touched. A missing page stops httpd at start.
+TEST(HttpdSite, ErrorPagesKeepTheirStatus) {
+    NEED_HTTPD();
+    ConfigDir d;
+    d.write("www/errors.html", "<h1>nothing here</h1>\n");
+    d.write("www/forbidden.txt", "keep out\n");
+    Httpd h({"--listen", "unix:@/s.sock", "--error-page", "404=/errors.html", "--error-page", "405=/forbidden.txt",
+             d.path + "/www"});
+    ASSERT_TRUE(h.running()) << h.stderr_text();
+    Client c(h.address());
+    c.send("GET /missing HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+    std::string all;
+    c.until_eof(&all);
+    EXPECT_EQ(all.compare(0, 24, "HTTP/1.1 404 Not Found\r\n"), 0) << all;
+    EXPECT_NE(all.find("Content-Type: text/html; charset=utf-8\r\n"), std::string::npos) << all;
+    EXPECT_EQ(all.substr(all.find("\r\n\r\n") + 4), "<h1>nothing here</h1>\n");
+    Client p(h.address());
+    p.send("DELETE /page.txt HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+    p.until_eof(&all);
+    EXPECT_EQ(all.compare(0, 33, "HTTP/1.1 405 Method Not Allowed\r\n"), 0) << all;
+    EXPECT_EQ(all.substr(all.find("\r\n\r\n") + 4), "keep out\n");
+    EXPECT_EQ(body_of(h, "/page.txt"), "from www\n");
+    for (const char *bad : {"404=/none.html", "200=/errors.html", "404=errors.html", "404=/../x"}) {
+        Httpd refused({"--listen", "unix:@/s.sock", "--error-page", bad, d.path + "/www"});
+        EXPECT_EQ(WEXITSTATUS(refused.wait(5000)), 2) << bad;
+        EXPECT_NE(refused.stderr_text().find("httpd: "), std::string::npos) << refused.stderr_text();
+    }
+}
+
+// --allow and --deny by prefix, over TCP from two loopback addresses: the
+// longest prefix with rules decides.
+TEST(HttpdSite, AllowAndDenyByPrefix) {
+    NEED_HTTPD();
+    ConfigDir d;
+    mkdir((d.path + "/www/admin").c_str(), 0755);
+    d.write("www/admin/index.html", "admin\n");
+    int port = 0;
+    {
+        int probe = socket(AF_INET, SOCK_STREAM, 0);
+        sockaddr_in a{};
+        a.sin_family = AF_INET;
+        a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+        socklen_t len = sizeof a;
+        bind(probe, reinterpret_cast<sockaddr *>(&a), sizeof a);
+        getsockname(probe, reinterpret_cast<sockaddr *>(&a), &len);
+        port = ntohs(a.sin_port);
+        close(probe);
+    }
+    std::string listen = "127.0.0.1:" + std::to_string(port);
+    Httpd h({"--listen", listen, "--allow", "/admin/=127.0.0.2", "--deny", "/=127.0.0.3/32", d.path + "/www"});
+    ASSERT_TRUE(eventually([&] { return Client(listen).connected(); })) << h.stderr_text();
+    auto code = [&](const char *source, const std::string &path) {
+        return run("curl -s -o /dev/null -w '%{http_code}' --interface " + std::string(source) + " http://" + listen +
+                   path);
+    };
+    if (system("command -v curl >/dev/null 2>&1") != 0) GTEST_SKIP() << "curl is not installed";
+    EXPECT_EQ(code("127.0.0.1", "/page.txt"), "200");
+    EXPECT_EQ(code("127.0.0.3", "/page.txt"), "403");
+    EXPECT_EQ(code("127.0.0.1", "/admin/"), "403");
+    EXPECT_EQ(code("127.0.0.2", "/admin/"), "200");
+    Httpd bad({"--listen", "unix:@/s.sock", "--allow", "/admin/=not-an-address", d.path + "/www"});
+    EXPECT_EQ(WEXITSTATUS(bad.wait(5000)), 2);
+    EXPECT_NE(bad.stderr_text().find("bad value '/admin/=not-an-address' for --allow"), std::string::npos)
+        << bad.stderr_text();
 }
