@@ -4710,6 +4710,7 @@ PREFORK_COLD [[noreturn]] static void exec_script(const int (&fds)[3], const std
     }
     sys::close_from(3);
     reset_signals_for_exec();
+    sys::set_parent_death_signal(SIGKILL);  // a worker killed outright takes its script along (Linux)
     std::string dir = path.substr(0, path.rfind('/'));
     char *const argv[] = {const_cast<char *>(path.c_str()), nullptr};
     if (chdir(dir.c_str()) == 0) execve(path.c_str(), argv, env);

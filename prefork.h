@@ -375,7 +375,8 @@
                                a line at a time. It is killed with its
                                group past cgi_timeout (504 before its
                                head), when its client leaves or when the
-                               worker should stop (503); a head that is
+                               worker should stop (503), and (Linux) it
+                               dies with a worker killed outright; a head that is
                                malformed, missing or over 16 KiB is 502.
      http.on_error(render)     Renders the library's own answers from 400
                                on, never a handler's: 404 and 405 from

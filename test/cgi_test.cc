@@ -325,3 +325,25 @@ TEST(Cgi, RunsCgitFromDebian) {
     EXPECT_EQ(curl(h, "http://x/cgi-bin/cgit.sh/demo/plain/README"), "hello from cgit\n") << h.stderr_text();
     EXPECT_EQ(curl(h, "-o /dev/null -w '%{http_code}' http://x/cgi-bin/cgit.sh/nothing/here/"), "404");
 }
+
+// A worker killed outright (SIGKILL) takes its script along: the script
+// gets SIGKILL as its parent dies (Linux).
+TEST(Cgi, AScriptDiesWithItsKilledWorker) {
+    NEED_HTTPD();
+    Site site;
+    Httpd h(site.args());
+    ASSERT_TRUE(h.running()) << h.stderr_text();
+    Client c(h.address());
+    ASSERT_TRUE(c.send("GET /cgi-bin/hang.sh HTTP/1.1\r\nHost: x\r\n\r\n"));
+    EXPECT_EQ(c.line(), "HTTP/1.1 200 OK\r");
+    pid_t script = pid_from(site.root + "/hang.pid");
+    std::string stat = slurp("/proc/" + std::to_string(script) + "/stat");
+    size_t after_name = stat.rfind(')');
+    ASSERT_NE(after_name, std::string::npos);
+    pid_t worker = pid_t(atol(stat.c_str() + after_name + 4));  // ") S PPID"
+    ASSERT_GT(worker, 1);
+    ASSERT_NE(worker, h.pid());
+    ASSERT_EQ(kill(worker, SIGKILL), 0);
+    EXPECT_TRUE(eventually([&] { return !process_alive(script); })) << "the script outlived its worker";
+    kill(pid_from(site.root + "/hang-child.pid"), SIGKILL);  // its own child is not covered: end it here
+}
