@@ -3544,6 +3544,16 @@ static std::string peer_text(const Worker &worker) {
 
 std::string HttpContext::peer() const { return worker ? peer_text(*worker) : std::string(); }
 
+// Whether the client has closed its side or reset the connection; bytes
+// it sent (a pipelined request) stay where they are.
+static bool client_gone(int fd) {
+    char byte;
+    ssize_t n = recv(fd, &byte, 1, MSG_PEEK | MSG_DONTWAIT);
+    return n == 0 || (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR);
+}
+
+bool HttpContext::client_gone() const { return fd >= 0 && prefork::client_gone(fd); }
+
 // How a response's body is delimited: not at all (a bodiless status),
 // by Content-Length, by chunks (a stream in HTTP/1.1) or by the close (a
 // stream in HTTP/1.0).
@@ -3758,6 +3768,7 @@ struct ServiceState {
     std::function<void(const HttpContext *, int, HttpResponse &)> render_error;  // on_error's
     bool library_answer = false;  // answer_status() set the response: render_answer() gives its body
     std::vector<int> cgi_dirs;    // serve_cgi's directories
+    std::vector<std::string> cgi_prefixes;  // ... and their prefixes
     struct AccessRule {
         std::string prefix;
         AddressRange range;
@@ -4133,14 +4144,21 @@ static bool stream_send(ResponseStream &st, HttpResponse &r, std::string_view da
     return true;
 }
 
-// HttpResponse::write: refused (the stream cut) once the worker should
-// stop; false, nothing sent, while a file() is set or for a bad status.
+// HttpResponse::write: false once the stream is cut, and once the head
+// went out for a response that carries no body (HEAD, 204, 304): nothing
+// more will be sent, and the response ends whole. false, nothing sent,
+// while a file() is set or for a bad status.
 static bool stream_write(ResponseStream &st, HttpResponse &r, std::string_view data) {
-    if (st.worker->stopping()) st.cut = true;
-    return !st.cut && HttpResponder::file_fd(r) < 0 && stream_send(st, r, data, false);
+    if (st.cut || HttpResponder::file_fd(r) >= 0 || !stream_send(st, r, data, false)) return false;
+    return st.raw || (!st.head_only && st.framing != Framing::none);
 }
 
 bool HttpResponse::write(std::string_view data) { return stream_ && stream_write(*stream_, *this, data); }
+
+void HttpResponse::abort() {
+    close_ = true;
+    if (stream_) stream_->cut = true;
+}
 
 // Ends a started stream once its handler has returned: what body() still
 // holds and the last chunk. Whether the connection may carry another
@@ -4762,6 +4780,8 @@ PREFORK_COLD static void log_script_lines(Worker &worker, const CgiChild &c, std
     err.erase(0, at);
 }
 
+static const char client_went_away[] = "the client went away";
+
 // The script's side of a request, while the worker relays it.
 struct CgiRelay {
     CgiChild child;
@@ -4834,8 +4854,8 @@ static size_t script_head_end(const std::string &text, size_t *head_length) {
 // (cr.status set).
 PREFORK_COLD static bool take_output(CgiRelay &cr, HttpResponse &r, const char *data, size_t n) {
     if (cr.head_done) {
-        if (!cr.local.empty() || r.write(std::string_view(data, n))) return true;
-        cr.why = "the stream was cut";
+        if (!cr.local.empty() || r.write(std::string_view(data, n)) || !HttpResponder::stream(r)->cut) return true;
+        cr.why = client_went_away;
         return false;
     }
     cr.head.append(data, n);
@@ -4853,15 +4873,7 @@ PREFORK_COLD static bool take_output(CgiRelay &cr, HttpResponse &r, const char *
     cr.head_done = true;
     std::string rest = cr.head.substr(end);
     cr.head.clear();
-    return rest.empty() || take_output(cr, r, rest.data(), rest.size());
-}
-
-// Whether the client has closed its side or reset the connection; bytes
-// it sent (a pipelined request) stay where they are.
-static bool client_gone(int fd) {
-    char byte;
-    ssize_t n = recv(fd, &byte, 1, MSG_PEEK | MSG_DONTWAIT);
-    return n == 0 || (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR);
+    return take_output(cr, r, rest.data(), rest.size());  // an empty rest sends the head alone
 }
 
 // Gives the script the next part of the body; closes its stdin once all
@@ -4889,6 +4901,13 @@ PREFORK_COLD static bool take_errors(CgiRelay &cr, Worker &worker) {
     return false;
 }
 
+// Whether the worker's stop will kill it within half a second: a script
+// runs on through a graceful stop, until just before that.
+static bool stop_is_near(const Worker &worker) {
+    int64_t deadline = 0;
+    return worker.stop_reason(&deadline) != StopReason::none && deadline && now_ms() >= deadline - 500;
+}
+
 // Relays between the script and the client until the script's stdout
 // ends, or until the script must be killed (cr.why): cgi_timeout, the
 // client gone, the worker stopping, a bad head. Reports to the watchdog.
@@ -4901,8 +4920,8 @@ PREFORK_COLD static void pump_script(CgiRelay &cr, HttpContext &ctx, HttpRespons
         int n = left > 0 ? sys::poll(p, 3, int(std::min<int64_t>(left, 250))) : 0;
         worker.heartbeat();
         if (left <= 0) cr.why = "ran past cgi_timeout", cr.status = 504;
-        else if (worker.stopping()) cr.why = "the worker is stopping", cr.status = 503;
-        else if (n == 0 && client_gone(client_fd)) cr.why = "the client went away", cr.status = 400;
+        else if (stop_is_near(worker)) cr.why = "would outlive the worker's stop", cr.status = 503;
+        else if (n == 0 && client_gone(client_fd)) cr.why = client_went_away, cr.status = 400;
         if (cr.why) break;
         if (p[2].revents) feed_script(cr, ctx.body);
         if (p[1].revents) take_errors(cr, worker);
@@ -4935,7 +4954,8 @@ PREFORK_COLD static void finish_script(CgiRelay &cr, Worker &worker) {
     }
     if (cr.why) {
         log_script_lines(worker, cr.child, cr.err, true);
-        worker.log(LogLevel::error, "cgi %s[%d] %s: killed", cr.child.name.c_str(), int(cr.child.pid), cr.why);
+        worker.log(cr.why == client_went_away ? LogLevel::info : LogLevel::error, "cgi %s[%d] %s: killed",
+                   cr.child.name.c_str(), int(cr.child.pid), cr.why);
         kill_script(cr.child);
     } else if (!cr.head_done) {
         worker.log(LogLevel::error, "cgi %s[%d] ended without a head (%s %d)", cr.child.name.c_str(),
@@ -5000,6 +5020,13 @@ static bool valid_mount_prefix(const std::string &prefix) {
     return !prefix.empty() && prefix.back() == '/' && path_is_servable(prefix);
 }
 
+// Whether files or CGI scripts are served at prefix already.
+static bool mounted(const ServiceState &in, const std::string &prefix) {
+    return std::count(in.prefixes.begin(), in.prefixes.end(), prefix) +
+               std::count(in.cgi_prefixes.begin(), in.cgi_prefixes.end(), prefix) >
+           0;
+}
+
 // "^" and text, with the characters a regex gives a meaning to escaped.
 static std::string literal_pattern(const std::string &text) {
     std::string pattern = "^";
@@ -5011,6 +5038,10 @@ static std::string literal_pattern(const std::string &text) {
 }
 
 PREFORK_COLD int HttpService::serve_cgi(const std::string &prefix, const std::string &directory) {
+    if (mounted(*in_, prefix)) {
+        error_ = format("cannot run CGI scripts at %s: that prefix is served already", prefix.c_str());
+        return -1;
+    }
     if (!valid_mount_prefix(prefix)) {
         error_ = format("bad CGI prefix %s: a prefix starts and ends with \"/\" and has no empty segment nor one "
                         "starting with \".\"",
@@ -5029,6 +5060,7 @@ PREFORK_COLD int HttpService::serve_cgi(const std::string &prefix, const std::st
     m.directory = real;
     free(real);
     in_->cgi_dirs.push_back(m.dir_fd);  // closed with the service
+    in_->cgi_prefixes.push_back(prefix);
     ServiceState *in = in_.get();
     const HttpOptions *o = &options_;
     return route("*", literal_pattern(prefix), [in, o, m](HttpContext &ctx, HttpResponse &r) mutable {
@@ -5225,8 +5257,7 @@ PREFORK_COLD int HttpService::serve_status(const std::string &path, const std::v
 }
 
 PREFORK_COLD int HttpService::serve_directory(const std::string &prefix, const std::string &docroot) {
-    bool taken = false;
-    for (const std::string &served : in_->prefixes) taken |= served == prefix;
+    bool taken = mounted(*in_, prefix);
     if (taken || !valid_mount_prefix(prefix)) {
         error_ = format("cannot serve %s at %s: %s", docroot.c_str(), prefix.c_str(),
                         taken ? "that prefix is served already"
@@ -5534,6 +5565,7 @@ static bool answer(ServiceState &in, const HttpOptions &o, Link &link, Worker &w
     HttpResponse &r = in.response;
     HttpResponder::reset(r);
     worker.set_activity('W');
+    in.context.fd = link.fd;
     if (!fill_context(in, worker, request, body)) {
         send_error(in, o, link, 400);
         return false;
@@ -5549,9 +5581,9 @@ static bool answer(ServiceState &in, const HttpOptions &o, Link &link, Worker &w
         log_access(in, o, &in.context, request_line(request), stream.status, stream.body_bytes);
         return keep;
     }
-    if (stream.cut) {  // the worker should stop before the stream's head went out
+    if (stream.cut) {  // aborted before the head went out
         HttpResponder::reset(r);
-        answer_status(in, r, 503);
+        answer_status(in, r, 500);
         render_answer(in, &worker, &in.context, r);
         r.close_connection();
     }

@@ -59,7 +59,8 @@
      ChunkedDecoder::feed has no status: http_malformed means 400, or 413
      with *too_large set.
      Yes-or-no checks return bool: percent_decode, AddressRange::parse and
-     contains, HttpResponse::header and write, HttpContext::param.
+     contains, HttpResponse::header and write, HttpContext::param and
+     client_gone.
      check_options returns "" when the options are usable, else one
      sentence naming the bad one.
      Built with exceptions, one escaping a connection handler, an init hook,
@@ -374,10 +375,14 @@
                                the response as it is. Its stderr is logged
                                a line at a time. It is killed with its
                                group past cgi_timeout (504 before its
-                               head), when its client leaves or when the
-                               worker should stop (503), and (Linux) it
-                               dies with a worker killed outright; a head that is
-                               malformed, missing or over 16 KiB is 502.
+                               head), when its client leaves, or half a
+                               second before the worker's stop would kill
+                               the worker (503; it runs on through a
+                               graceful restart until then); (Linux) it
+                               dies with a worker killed outright. A head
+                               that is malformed, missing or over 16 KiB
+                               is 502. A prefix served by files or CGI
+                               already is refused (both ways).
      http.on_error(render)     Renders the library's own answers from 400
                                on, never a handler's: 404 and 405 from
                                routing, 500 for a failed handler, the
@@ -440,6 +445,12 @@
                                per call: "127.0.0.1", "::1" (no port, no
                                brackets), "unix" over a UNIX socket, ""
                                when unknown.
+                               c.fd is the connection, to wait on (say,
+                               c.worker->wait(c.fd, POLLIN, ms) while
+                               working); reading or writing it breaks the
+                               framing. c.client_gone() is true once the
+                               client closed or reset the connection (a
+                               peek; pipelined bytes stay).
      HttpResponse r            r.status(code) [200] sets it, r.status()
                                reads it; r.header(name, value) adds a field
                                (false, nothing added, for a name that is not
@@ -468,16 +479,26 @@
                                After the head, status() and header() have
                                no effect (header() returns false). Each
                                call may stall send_timeout (min_rate) on
-                               the client and counts as a heartbeat. It
-                               returns false, the stream cut (the
-                               connection closes without the last chunk),
-                               when the client is gone or too slow or the
-                               worker should stop, even mid-send: h should
-                               then return. false, nothing sent, while a
-                               file is set or for a status outside
-                               100-599. An exception (or a file) after the
-                               head cuts the stream and is logged; a stop
-                               before it is answered 503.
+                               the client, and gives up at once when the
+                               worker should stop while it waits on the
+                               client; it counts as a heartbeat. A stop
+                               does not end a stream that flows: a handler
+                               that writes without end checks
+                               c.worker->stopping() (a graceful restart
+                               kills it after graceful_timeout). write()
+                               returns false when the stream is cut (the
+                               client is gone or too slow; the connection
+                               closes without the last chunk) and, the
+                               response ending whole, once the head went
+                               out for HEAD, 204 or 304: h should then
+                               return. false, nothing sent, while a file
+                               is set or for a status outside 100-599. An
+                               exception (or a file) after the head cuts
+                               the stream and is logged.
+                               r.abort() ends the response short: after
+                               the head, no last chunk (the client sees it
+                               incomplete) and the connection closes;
+                               before it, the answer is 500.
      AddressRange              An IPv4 or IPv6 network: family, bytes (the
                                address, network order), bits.
                                AddressRange::parse(text, &range) reads
@@ -936,9 +957,11 @@ struct HttpContext {  // views valid during the handler's call only
     std::string_view body;
     std::vector<std::string_view> captures;  // the route regex's groups
     Worker *worker = nullptr;
+    int fd = -1;  // the connection: to wait on, never to read or write
     std::string_view header(std::string_view name) const;
     bool param(std::string_view name, std::string *value) const;
     std::string peer() const;
+    bool client_gone() const;
 };
 
 class HttpResponse {
@@ -949,6 +972,7 @@ public:
     void body(std::string_view data) { body_.append(data.data(), data.size()); }
     void file(int fd, uint64_t offset, uint64_t length);
     bool write(std::string_view data);
+    void abort();
     void close_connection() { close_ = true; }
     ~HttpResponse() { file(-1, 0, 0); }
 

@@ -347,3 +347,17 @@ TEST(Cgi, AScriptDiesWithItsKilledWorker) {
     EXPECT_TRUE(eventually([&] { return !process_alive(script); })) << "the script outlived its worker";
     kill(pid_from(site.root + "/hang-child.pid"), SIGKILL);  // its own child is not covered: end it here
 }
+
+// A script's head leaves as soon as it is whole, before its body.
+TEST(Cgi, TheHeadLeavesBeforeTheBody) {
+    NEED_HTTPD();
+    Site site;
+    site.script("later.sh", "printf 'Content-Type: text/plain\\n\\n'\nsleep 2\necho later\n");
+    Httpd h(site.args());
+    ASSERT_TRUE(h.running()) << h.stderr_text();
+    Client c(h.address());
+    ASSERT_TRUE(c.send("GET /cgi-bin/later.sh HTTP/1.1\r\nHost: x\r\n\r\n"));
+    EXPECT_EQ(c.line(1000), "HTTP/1.1 200 OK\r");
+    std::string body;
+    EXPECT_FALSE(c.until_eof(&body, 100));  // the body is not there yet
+}

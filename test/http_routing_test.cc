@@ -373,3 +373,15 @@ TEST(HttpAccess, TheLongestPrefixWithRulesDecidesAndItsFirstMatchWins) {
     EXPECT_EQ(status_from(at, "127.0.0.1", "/then/x"), 200);
     EXPECT_TRUE(s.t.wait_log("the access rules refuse /admin/ to 127.0.0.1")) << s.t.log();
 }
+
+// Files and CGI scripts cannot share a prefix, whichever comes first.
+TEST(HttpRouting, FilesAndCgiCannotShareAPrefix) {
+    Files root;
+    prefork::HttpService http;
+    ASSERT_EQ(http.serve_directory("/x/", root.path), 0) << http.error();
+    EXPECT_EQ(http.serve_cgi("/x/", root.path), -1);
+    EXPECT_NE(http.error().find("that prefix is served already"), std::string::npos) << http.error();
+    ASSERT_EQ(http.serve_cgi("/y/", root.path), 0) << http.error();
+    EXPECT_EQ(http.serve_directory("/y/", root.path), -1);
+    EXPECT_NE(http.error().find("that prefix is served already"), std::string::npos) << http.error();
+}

@@ -1440,3 +1440,80 @@ TEST(HttpStream, AFailureAfterTheHeadCutsTheStreamAndBeforeItIsA500) {
     EXPECT_EQ(file.body, "refused");
     EXPECT_TRUE(s.still_answers());
 }
+
+// A stream that flows finishes whole across a graceful restart: the stop
+// only ends a send that waits on its client.
+TEST(HttpStream, AFlowingStreamFinishesAcrossAGracefulRestart) {
+    HttpServer s;
+    s.t.options.start_servers = 1;
+    s.http->route("GET", "^/ten$", [](prefork::HttpContext &, prefork::HttpResponse &r) {
+        for (int i = 0; i < 10; i++) {
+            if (!r.write(std::to_string(i))) return;
+            int64_t next = harness::now_ms() + 100;
+            while (harness::now_ms() < next) poll(nullptr, 0, 5);
+        }
+    });
+    ASSERT_TRUE(s.start());
+    ASSERT_TRUE(s.t.wait_workers(1));
+    Client c(s.t.address());
+    ASSERT_TRUE(c.send("GET /ten HTTP/1.1\r\nHost: x\r\n\r\n"));
+    ASSERT_TRUE(read_response(c).ok);
+    EXPECT_EQ(c.line(), "1\r");
+    EXPECT_EQ(c.line(), "0\r");
+    ASSERT_TRUE(s.t.signal(SIGHUP));
+    std::string body = "0";
+    EXPECT_TRUE(read_chunks(c, &body)) << s.t.log();
+    EXPECT_EQ(body, "0123456789");
+}
+
+// HEAD: write() says false once the head is out, and the response ends
+// whole; abort() cuts a stream short, or is a 500 before its head;
+// c.client_gone() sees a client that left.
+TEST(HttpStream, HeadEndsWritesAbortCutsAndClientGoneSeesALeaver) {
+    HttpServer s;
+    s.http->route("GET", "^/count$", [](prefork::HttpContext &c, prefork::HttpResponse &r) {
+        int writes = 0;
+        while (writes < 1000 && r.write("x")) writes++;
+        c.worker->log(prefork::LogLevel::info, "count wrote %d", writes);
+    });
+    s.http->route("GET", "^/abort-after$", [](prefork::HttpContext &, prefork::HttpResponse &r) {
+        r.write("part");
+        r.abort();
+    });
+    s.http->route("GET", "^/abort-before$", [](prefork::HttpContext &, prefork::HttpResponse &r) {
+        r.body("never");
+        r.abort();
+    });
+    s.http->route("GET", "^/watch$", [](prefork::HttpContext &c, prefork::HttpResponse &r) {
+        int64_t start = harness::now_ms();
+        while (!c.client_gone() && harness::now_ms() - start < 5000) poll(nullptr, 0, 10);
+        c.worker->log(prefork::LogLevel::info, "watch: gone %d", int(c.client_gone()));
+        r.body("late");
+    });
+    ASSERT_TRUE(s.start());
+    {
+        Client c(s.t.address());
+        ASSERT_TRUE(c.send("HEAD /count HTTP/1.1\r\nHost: x\r\n\r\n"));
+        Response r = read_response(c, true);
+        EXPECT_EQ(r.fields["transfer-encoding"], "chunked");
+        EXPECT_TRUE(s.t.wait_log("count wrote 0")) << s.t.log();
+        ASSERT_TRUE(c.send("GET /pid HTTP/1.1\r\nHost: x\r\n\r\n"));
+        EXPECT_EQ(read_response(c).status, 200);
+    }
+    {
+        Client c(s.t.address());
+        ASSERT_TRUE(c.send("GET /abort-after HTTP/1.1\r\nHost: x\r\n\r\n"));
+        ASSERT_TRUE(read_response(c).ok);
+        std::string body;
+        EXPECT_FALSE(read_chunks(c, &body));
+        EXPECT_EQ(body, "part");
+    }
+    Response before = get(s, "/abort-before");
+    EXPECT_EQ(before.status, 500);
+    EXPECT_EQ(before.fields["connection"], "close");
+    {
+        Client c(s.t.address());
+        ASSERT_TRUE(c.send("GET /watch HTTP/1.1\r\nHost: x\r\n\r\n"));
+    }  // the client leaves before any answer
+    EXPECT_TRUE(s.t.wait_log("watch: gone 1")) << s.t.log();
+}
