@@ -59,6 +59,7 @@
      Yes-or-no checks return bool: percent_decode, AddressRange::parse and
      contains, HttpResponse::header, HttpContext::param. check_options returns "" when the
      options are usable, else one sentence naming the bad one.
+     check_password returns a PasswordVerdict: anything but match refuses.
      Built with exceptions, one escaping a connection handler, an init hook
      or a route handler is caught and logged (see each); on_ready() and
      on_reopen() hooks must not throw.
@@ -387,6 +388,18 @@
                                untouched, for anything else);
                                range.contains(address, length) takes an
                                IPv4-mapped IPv6 address as the IPv4 one.
+     check_password(password, hash)
+                               One htpasswd entry's hash against a password:
+                               a PasswordVerdict, match or mismatch, or
+                               unusable for a plaintext, malformed or
+                               unknown entry (never matched). Schemes:
+                               bcrypt ($2y$, $2b$, $2a$; cost 04-31; only
+                               72 bytes of password count), Apache MD5
+                               ($apr1$), MD5-crypt ($1$), SHA-256-crypt and
+                               SHA-512-crypt ($5$, $6$; "rounds=" 1000 to
+                               999999999, default 5000) and {SHA}. Compared
+                               in constant time. A bcrypt check costs
+                               2^cost Blowfish key set-ups.
 
    The parser, usable on its own: pico-shaped, views into the caller's
    buffer, the caller's header array, bounded sizes, no allocation; strict
@@ -870,6 +883,10 @@ struct AddressRange {
     static bool parse(const std::string &text, AddressRange *range);
     bool contains(const sockaddr *address, socklen_t length) const;
 };
+
+enum class PasswordVerdict { match, mismatch, unusable };
+
+PasswordVerdict check_password(std::string_view password, std::string_view hash);
 
 class HttpService {
 public:
