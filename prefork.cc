@@ -28,6 +28,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <ctime>
+#include <map>
 #include <exception>
 #include <type_traits>
 
@@ -5152,6 +5153,129 @@ PasswordVerdict check_password(std::string_view password, std::string_view hash)
         return verdict(base64(MessageDigest(HashKind::sha1).add(password).digest(), alphabet, true), hash.substr(5));
     }
     return PasswordVerdict::unusable;  // plaintext, crypt's DES, or a scheme we do not know
+}
+
+/* A password file as htpasswd writes it, re-read when it changes. Each
+   check() stats the file (a few microseconds; Apache re-reads the whole
+   file on every request) and reads it again when its device, inode, size,
+   mtime or ctime differ from the copy in memory, so an edit is seen by the
+   next request and costs nothing until then. A password verified against
+   this version of the file is remembered as SHA-256(random salt, password):
+   a kept-alive client pays bcrypt once, and the process never holds the
+   password itself. Only matches are remembered, so a guess always pays. */
+struct PasswordEntry {
+    std::string hash;
+    unsigned line;  // for the log
+};
+
+struct PasswordFile::Internals {
+    std::map<std::string, PasswordEntry, std::less<>> users;
+    bool loaded = false;
+    struct stat version = {};
+    std::map<std::string, std::string, std::less<>> verified;  // user -> salted SHA-256 of the password
+    std::string salt;                                      // 16 random bytes, or "" (remember nothing)
+};
+
+enum : size_t { password_memory_users = 64 };
+
+PasswordFile::PasswordFile(const std::string &path) : path_(path), in_(new Internals) {
+    unsigned char salt[16];
+    if (getentropy(salt, sizeof salt) == 0) in_->salt.assign(reinterpret_cast<const char *>(salt), sizeof salt);
+}
+
+PasswordFile::~PasswordFile() = default;
+PasswordFile::PasswordFile(PasswordFile &&) noexcept = default;
+PasswordFile &PasswordFile::operator=(PasswordFile &&) noexcept = default;
+
+size_t PasswordFile::users() const { return in_->users.size(); }
+
+static bool same_version(const struct stat &a, const struct stat &b) {
+    return a.st_dev == b.st_dev && a.st_ino == b.st_ino && a.st_size == b.st_size &&
+           a.st_mtim.tv_sec == b.st_mtim.tv_sec && a.st_mtim.tv_nsec == b.st_mtim.tv_nsec &&
+           a.st_ctim.tv_sec == b.st_ctim.tv_sec && a.st_ctim.tv_nsec == b.st_ctim.tv_nsec;
+}
+
+// "user:hash" lines; a further ":field" is ignored, a CR before the LF
+// dropped; blank lines, "#" comments and lines without ":" or without a
+// user name skipped; of a user's repeated lines the first counts (as in
+// Apache's mod_authn_file).
+static void parse_password_lines(std::string_view text, std::map<std::string, PasswordEntry, std::less<>> *users) {
+    unsigned number = 0;
+    while (!text.empty()) {
+        size_t end = std::min(text.find('\n'), text.size());
+        std::string_view line = text.substr(0, end);
+        text.remove_prefix(std::min(end + 1, text.size()));
+        number++;
+        if (!line.empty() && line.back() == '\r') line.remove_suffix(1);
+        size_t colon = line.find(':');
+        if (line.empty() || line[0] == '#' || colon == std::string_view::npos || colon == 0) continue;
+        std::string_view hash = line.substr(colon + 1);
+        hash = hash.substr(0, hash.find(':'));
+        users->emplace(std::string(line.substr(0, colon)), PasswordEntry{std::string(hash), number});
+    }
+}
+
+// The whole of a file open for reading: 0, or -1 with errno.
+static int read_whole(int fd, std::string *text) {
+    char buffer[4096];
+    for (;;) {
+        ssize_t n = sys::read(fd, buffer, sizeof buffer);
+        if (n < 0) return -1;
+        if (n == 0) return 0;
+        text->append(buffer, size_t(n));
+    }
+}
+
+int PasswordFile::refresh() {
+    struct stat now;
+    if (stat(path_.c_str(), &now) == 0 && in_->loaded && same_version(now, in_->version)) return 0;
+    in_->users.clear();
+    in_->verified.clear();
+    in_->loaded = false;
+    std::string text;
+    int fd = sys::openat(AT_FDCWD, path_.c_str(), O_RDONLY);
+    if (fd < 0 || fstat(fd, &now) != 0 || read_whole(fd, &text) != 0) {
+        error_ = format("cannot read %s: %s", path_.c_str(), strerror(errno));
+        sys::close(fd);
+        return -1;
+    }
+    sys::close(fd);
+    parse_password_lines(text, &in_->users);
+    in_->version = now;
+    in_->loaded = true;
+    return 0;
+}
+
+static void append_log_field(std::string &out, std::string_view text);
+
+// SHA-256 of the process's salt and the password: what is remembered.
+static std::string password_fingerprint(const std::string &salt, std::string_view password) {
+    return MessageDigest(HashKind::sha256).add(salt).add(password).digest();
+}
+
+PasswordVerdict PasswordFile::check(std::string_view user, std::string_view password) {
+    if (refresh() != 0) return PasswordVerdict::unusable;
+    auto entry = in_->users.find(user);
+    if (entry == in_->users.end()) {
+        std::string name;
+        append_log_field(name, user.substr(0, 64));  // the client's bytes, escaped
+        error_ = format("no user \"%s\" in %s", name.c_str(), path_.c_str());
+        return PasswordVerdict::unknown_user;
+    }
+    auto remembered = in_->verified.find(user);
+    if (remembered != in_->verified.end() && same_bytes(remembered->second, password_fingerprint(in_->salt, password)))
+        return PasswordVerdict::match;
+    PasswordVerdict result = check_password(password, entry->second.hash);
+    if (result == PasswordVerdict::match && !in_->salt.empty()) {
+        if (in_->verified.size() >= password_memory_users) in_->verified.clear();
+        in_->verified[entry->first] = password_fingerprint(in_->salt, password);
+    } else if (result == PasswordVerdict::mismatch) {
+        error_ = format("wrong password for \"%s\" (%s)", entry->first.c_str(), path_.c_str());
+    } else if (result == PasswordVerdict::unusable) {
+        error_ = format("the entry for \"%s\" (%s line %u) is plaintext, malformed or of a scheme prefork cannot check",
+                        entry->first.c_str(), path_.c_str(), entry->second.line);
+    }
+    return result;
 }
 
 /* The access log, in Apache's Combined Log Format:

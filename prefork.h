@@ -59,7 +59,10 @@
      Yes-or-no checks return bool: percent_decode, AddressRange::parse and
      contains, HttpResponse::header, HttpContext::param. check_options returns "" when the
      options are usable, else one sentence naming the bad one.
-     check_password returns a PasswordVerdict: anything but match refuses.
+     Passwords: check_password and PasswordFile::check return a
+     PasswordVerdict (anything but match refuses; check also leaves one
+     sentence in error() to log); PasswordFile::refresh returns 0, or -1
+     with the sentence in error().
      Built with exceptions, one escaping a connection handler, an init hook
      or a route handler is caught and logged (see each); on_ready() and
      on_reopen() hooks must not throw.
@@ -399,7 +402,31 @@
                                SHA-512-crypt ($5$, $6$; "rounds=" 1000 to
                                999999999, default 5000) and {SHA}. Compared
                                in constant time. A bcrypt check costs
-                               2^cost Blowfish key set-ups.
+                               2^cost Blowfish key set-ups (see PasswordFile).
+     PasswordFile f(path)      An htpasswd file, read when first needed and
+                               again whenever its device, inode, size, mtime
+                               or ctime change (one stat() per check).
+                               Lines are "user:hash[:ignored]"; a CR before
+                               the LF is dropped; blank lines, "#" comments
+                               and lines without ":" or a user are skipped;
+                               of a user's repeated lines the first counts.
+                               Moves, not copies; not thread-safe (one per
+                               thread, or a lock).
+     f.check(user, password)   A PasswordVerdict: match, or, with one
+                               sentence in f.error() naming the user and
+                               the file (never the password), mismatch,
+                               unknown_user, or unusable (the user's entry
+                               is not a hash check_password takes, or the
+                               file cannot be read). A match is remembered
+                               as a salted SHA-256 of the password (never
+                               the password) until the file changes, for
+                               up to 64 users, so a kept-alive client does
+                               not pay bcrypt again; a failure never is.
+     f.refresh()               Reads the file now if it changed (check()
+                               does so itself); -1 while it cannot be read.
+     f.users(), path(), error()
+                               How many users the file names, its path, the
+                               last failure's sentence.
 
    The parser, usable on its own: pico-shaped, views into the caller's
    buffer, the caller's header array, bounded sizes, no allocation; strict
@@ -884,9 +911,29 @@ struct AddressRange {
     bool contains(const sockaddr *address, socklen_t length) const;
 };
 
-enum class PasswordVerdict { match, mismatch, unusable };
+enum class PasswordVerdict { match, mismatch, unknown_user, unusable };
 
 PasswordVerdict check_password(std::string_view password, std::string_view hash);
+
+class PasswordFile {
+public:
+    explicit PasswordFile(const std::string &path);
+    ~PasswordFile();
+    PasswordFile(PasswordFile &&) noexcept;
+    PasswordFile &operator=(PasswordFile &&) noexcept;
+
+    PasswordVerdict check(std::string_view user, std::string_view password);
+    int refresh();
+    size_t users() const;
+    const std::string &path() const { return path_; }
+    const std::string &error() const { return error_; }
+
+private:
+    struct Internals;  // the entries, the file's version, the verified passwords
+    std::string path_;
+    std::string error_;
+    std::unique_ptr<Internals> in_;
+};
 
 class HttpService {
 public:

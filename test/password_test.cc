@@ -1,4 +1,4 @@
-// password_test.cc - the password hashes (issue 13, Basic auth).
+// password_test.cc - the password hashes and PasswordFile (issue 13, Basic auth).
 //
 // Three kinds of vectors. Fixed, published ones: RFC 1321's MD5 suite,
 // FIPS 180's SHA examples, Eric Young's Blowfish ECB set, the bcrypt
@@ -16,6 +16,8 @@
 #include <string>
 #include <vector>
 
+#include <sys/stat.h>
+#include <unistd.h>
 
 // The primitives are internal to prefork.cc; these are their declarations there.
 namespace prefork::detail {
@@ -27,6 +29,7 @@ void blowfish_encrypt(std::string_view key, uint32_t *left, uint32_t *right);
 namespace {
 
 using prefork::check_password;
+using prefork::PasswordFile;
 using prefork::PasswordVerdict;
 using prefork::detail::HashKind;
 
@@ -242,6 +245,129 @@ TEST(PasswordHash, OpensslPasswdsHashesOfEveryScheme) {
             expect_made(hash, password);
         }
     }
+}
+
+// A scratch directory for password files, removed at the end.
+class PasswordFileTest : public ::testing::Test {
+protected:
+    void SetUp() override {
+        char pattern[] = "/tmp/prefork-password-XXXXXX";
+        ASSERT_NE(mkdtemp(pattern), nullptr);
+        dir_ = pattern;
+        path_ = dir_ + "/htpasswd";
+    }
+    void TearDown() override { run("rm -rf '" + dir_ + "'"); }
+
+    // Replaces the file as editors and htpasswd do: a new file renamed over it.
+    void write_file(const std::string &text) {
+        std::string temporary = path_ + ".new";
+        FILE *f = fopen(temporary.c_str(), "w");
+        ASSERT_NE(f, nullptr);
+        fputs(text.c_str(), f);
+        fclose(f);
+        ASSERT_EQ(rename(temporary.c_str(), path_.c_str()), 0);
+    }
+
+    std::string dir_, path_;
+};
+
+// Published hashes of known passwords, one of each scheme family.
+const std::string alice = "alice:$2y$05$CCCCCCCCCCCCCCCCCCCCC.E5YPO9kmyuRGyh0XouQYb4YMJKvyOeW\n";  // U*U
+const std::string bob = "bob:$1$saltstri$YMyguxXMBpd2TEZ.vS/3q1\n";                             // Hello world!
+const std::string carol = "carol:{SHA}qZk+NkcGgWq6PiVxeFDCbJzQ2J0=\n";                           // abc
+
+TEST_F(PasswordFileTest, ChecksEachUsersEntry) {
+    write_file(alice + bob + carol);
+    PasswordFile file(path_);
+    EXPECT_EQ(file.refresh(), 0);
+    EXPECT_EQ(file.users(), 3u);
+    EXPECT_EQ(file.check("alice", "U*U"), PasswordVerdict::match);
+    EXPECT_EQ(file.check("bob", "Hello world!"), PasswordVerdict::match);
+    EXPECT_EQ(file.check("carol", "abc"), PasswordVerdict::match);
+    EXPECT_EQ(file.check("carol", "U*U"), PasswordVerdict::mismatch);
+    EXPECT_NE(file.error().find("carol"), std::string::npos) << file.error();
+    EXPECT_EQ(file.error().find("U*U"), std::string::npos) << "the password never reaches the log";
+    EXPECT_EQ(file.check("dave", "abc"), PasswordVerdict::unknown_user);
+    EXPECT_NE(file.error().find("dave"), std::string::npos) << file.error();
+    EXPECT_EQ(file.check("", "abc"), PasswordVerdict::unknown_user);
+}
+
+TEST_F(PasswordFileTest, SkipsCommentsBlankAndMalformedLinesAndKeepsTheFirstOfADuplicate) {
+    write_file("# the admins\n\n" + alice + "no colon here\n:nobody\r\n" +
+               "bob:$1$saltstri$YMyguxXMBpd2TEZ.vS/3q1:a comment field\r\n" + "alice:{SHA}qZk+NkcGgWq6PiVxeFDCbJzQ2J0=\n" +
+               "#carol:{SHA}qZk+NkcGgWq6PiVxeFDCbJzQ2J0=");
+    PasswordFile file(path_);
+    EXPECT_EQ(file.refresh(), 0);
+    EXPECT_EQ(file.users(), 2u);
+    EXPECT_EQ(file.check("alice", "U*U"), PasswordVerdict::match);
+    EXPECT_EQ(file.check("alice", "abc"), PasswordVerdict::mismatch);
+    EXPECT_EQ(file.check("bob", "Hello world!"), PasswordVerdict::match);
+    EXPECT_EQ(file.check("#carol", "abc"), PasswordVerdict::unknown_user);
+    EXPECT_EQ(file.check("no colon here", ""), PasswordVerdict::unknown_user);
+}
+
+TEST_F(PasswordFileTest, RefusesAPlaintextEntryAndSaysWhereItIs) {
+    write_file(alice + "plain:secret\n");
+    PasswordFile file(path_);
+    EXPECT_EQ(file.check("plain", "secret"), PasswordVerdict::unusable);
+    EXPECT_NE(file.error().find("plain"), std::string::npos) << file.error();
+    EXPECT_NE(file.error().find("line 2"), std::string::npos) << file.error();
+    EXPECT_EQ(file.error().find("secret"), std::string::npos) << file.error();
+}
+
+TEST_F(PasswordFileTest, AnUnreadableFileRefusesEveryone) {
+    PasswordFile file(path_);
+    EXPECT_EQ(file.refresh(), -1);
+    EXPECT_NE(file.error().find(path_), std::string::npos) << file.error();
+    EXPECT_EQ(file.check("alice", "U*U"), PasswordVerdict::unusable);
+    write_file(alice);
+    EXPECT_EQ(file.check("alice", "U*U"), PasswordVerdict::match);
+    ASSERT_EQ(unlink(path_.c_str()), 0);
+    EXPECT_EQ(file.check("alice", "U*U"), PasswordVerdict::unusable) << "a removed file is not remembered";
+}
+
+TEST_F(PasswordFileTest, SeesTheFileChangeOnDisk) {
+    write_file(alice + bob);
+    PasswordFile file(path_);
+    EXPECT_EQ(file.check("carol", "abc"), PasswordVerdict::unknown_user);
+    EXPECT_EQ(file.check("bob", "Hello world!"), PasswordVerdict::match);
+    write_file(alice + carol);
+    EXPECT_EQ(file.check("carol", "abc"), PasswordVerdict::match);
+    EXPECT_EQ(file.check("bob", "Hello world!"), PasswordVerdict::unknown_user) << "a removed user is refused";
+}
+
+TEST_F(PasswordFileTest, TheMemoryOfVerifiedPasswordsAcceptsNoOther) {
+    write_file(alice);
+    PasswordFile file(path_);
+    EXPECT_EQ(file.check("alice", "U*U"), PasswordVerdict::match);
+    EXPECT_EQ(file.check("alice", "U*U"), PasswordVerdict::match);
+    EXPECT_EQ(file.check("alice", "U*U*"), PasswordVerdict::mismatch);
+    EXPECT_EQ(file.check("alice", ""), PasswordVerdict::mismatch);
+    EXPECT_EQ(file.check("alice", "U*U"), PasswordVerdict::match);
+}
+
+TEST_F(PasswordFileTest, AChangedPasswordIsCheckedAfreshNotRemembered) {
+    write_file(alice);
+    PasswordFile file(path_);
+    EXPECT_EQ(file.check("alice", "U*U"), PasswordVerdict::match);
+    // alice's password becomes "U*U*"; the file keeps its size, so only the
+    // inode and times tell the versions apart.
+    write_file("alice:$2y$05$CCCCCCCCCCCCCCCCCCCCC.VGOzA784oUp/Z0DY336zx7pLYAy0lwK\n");  // U*U*
+    EXPECT_EQ(file.check("alice", "U*U"), PasswordVerdict::mismatch);
+    EXPECT_EQ(file.check("alice", "U*U*"), PasswordVerdict::match);
+}
+
+TEST_F(PasswordFileTest, ReadsAFileMadeByHtpasswd) {
+    if (!have("htpasswd")) GTEST_SKIP() << "htpasswd is not installed (Debian: apache2-utils)";
+    ASSERT_FALSE(run("htpasswd -cbB -C 4 '" + path_ + "' alice 'alice pass' 2>&1").empty());
+    ASSERT_FALSE(run("htpasswd -bm '" + path_ + "' bob bobpass 2>&1").empty());
+    PasswordFile file(path_);
+    EXPECT_EQ(file.check("alice", "alice pass"), PasswordVerdict::match);
+    EXPECT_EQ(file.check("bob", "bobpass"), PasswordVerdict::match);
+    EXPECT_EQ(file.check("bob", "alice pass"), PasswordVerdict::mismatch);
+    ASSERT_FALSE(run("htpasswd -D '" + path_ + "' bob 2>&1").empty());
+    EXPECT_EQ(file.check("bob", "bobpass"), PasswordVerdict::unknown_user);
+    EXPECT_EQ(file.check("alice", "alice pass"), PasswordVerdict::match);
 }
 
 }  // namespace
