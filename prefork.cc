@@ -28,7 +28,6 @@
 #include <cstdlib>
 #include <cstring>
 #include <ctime>
-#include <map>
 #include <exception>
 #include <type_traits>
 
@@ -4617,7 +4616,7 @@ template <class Word> static void store_word(unsigned char *p, Word word, bool b
         p[big_endian ? sizeof(Word) - 1 - i : i] = (unsigned char)word;
 }
 
-static void md5_compress(uint32_t *h, const unsigned char *block) {
+__attribute__((noinline)) static void md5_compress(uint32_t *h, const unsigned char *block) {
     static const uint8_t shifts[16] = {7, 12, 17, 22, 5, 9, 14, 20, 4, 11, 16, 23, 6, 10, 15, 21};
     uint32_t m[16];
     for (int i = 0; i < 16; i++) m[i] = load_word<uint32_t>(block + 4 * i, false);
@@ -4635,7 +4634,7 @@ static void md5_compress(uint32_t *h, const unsigned char *block) {
     h[0] += a, h[1] += b, h[2] += c, h[3] += d;
 }
 
-static void sha1_compress(uint32_t *h, const unsigned char *block) {
+__attribute__((noinline)) static void sha1_compress(uint32_t *h, const unsigned char *block) {
     uint32_t w[80];
     for (int t = 0; t < 16; t++) w[t] = load_word<uint32_t>(block + 4 * t, true);
     for (int t = 16; t < 80; t++) w[t] = rotl32(w[t - 3] ^ w[t - 8] ^ w[t - 14] ^ w[t - 16], 1);
@@ -4657,7 +4656,7 @@ static void sha1_compress(uint32_t *h, const unsigned char *block) {
 // Sigma0 and Sigma1 (three each), then of sigma0 and sigma1 (two rotations
 // and a shift each).
 template <class Word, int Rounds>
-static void sha2_compress(Word *h, const unsigned char *block, const Word *k, const uint8_t *r) {
+__attribute__((noinline)) static void sha2_compress(Word *h, const unsigned char *block, const Word *k, const uint8_t *r) {
     Word w[Rounds], v[8];
     for (int t = 0; t < 16; t++) w[t] = load_word<Word>(block + sizeof(Word) * t, true);
     for (int t = 16; t < Rounds; t++) {
@@ -4690,7 +4689,7 @@ public:
         else std::copy(md_initial, md_initial + 5, words32_);
     }
 
-    MessageDigest &add(std::string_view data) {
+    __attribute__((noinline)) MessageDigest &add(std::string_view data) {
         length_ += data.size();
         while (!data.empty()) {
             size_t take = std::min(block_size() - buffered_, data.size());
@@ -4703,7 +4702,7 @@ public:
     }
 
     // The raw digest; the object is spent.
-    std::string digest() {
+    __attribute__((noinline)) std::string digest() {
         bool big_endian = kind_ != HashKind::md5;
         size_t length_bytes = block_size() / 8;
         unsigned char tail[16] = {};
@@ -4918,7 +4917,7 @@ struct Blowfish {
     // P and the S-boxes replaced, a pair of words at a time, by encrypting
     // the last output XORed with the salt's next 64 bits (cycled). Without
     // a salt this is Blowfish's own key schedule.
-    void expand(std::string_view key, const unsigned char *salt16) {
+    __attribute__((noinline)) void expand(std::string_view key, const unsigned char *salt16) {
         size_t at = 0;
         for (int i = 0; i < 18; i++) words[i] ^= next_word(reinterpret_cast<const unsigned char *>(key.data()), key.size(), &at);
         uint32_t l = 0, r = 0;
@@ -4951,7 +4950,7 @@ void blowfish_encrypt(std::string_view key, uint32_t *left, uint32_t *right) {
 
 // Base64 most significant bits first (RFC 4648's order) in the given
 // alphabet, '=' padded or not.
-static std::string base64(std::string_view bytes, const char *alphabet, bool pad) {
+PREFORK_COLD static std::string base64(std::string_view bytes, const char *alphabet, bool pad) {
     std::string out;
     for (size_t i = 0; i < bytes.size(); i += 3) {
         size_t group = std::min<size_t>(3, bytes.size() - i);
@@ -4965,28 +4964,29 @@ static std::string base64(std::string_view bytes, const char *alphabet, bool pad
     return out;
 }
 
+static const char base64_alphabet[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
 static const char bcrypt_alphabet[] = "./ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
 
-// Decodes exactly n bytes from bcrypt's base64; false on a character
-// outside its alphabet or too few of them (spare low bits are ignored).
-static bool bcrypt_decode(std::string_view text, unsigned char *out, size_t n) {
+// Decodes base64 most significant bits first in the given alphabet, no
+// padding; spare low bits at the end are ignored. false on a character
+// outside the alphabet.
+PREFORK_COLD static bool base64_decode(std::string_view text, const char *alphabet, std::string *out) {
     uint32_t bits = 0;
     int pending = 0;
-    size_t made = 0;
     for (char ch : text) {
-        const char *at = ch ? strchr(bcrypt_alphabet, ch) : nullptr;
+        const char *at = ch ? strchr(alphabet, ch) : nullptr;
         if (!at) return false;
-        bits = bits << 6 | uint32_t(at - bcrypt_alphabet);
+        bits = bits << 6 | uint32_t(at - alphabet);
         pending += 6;
-        if (pending >= 8 && made < n) pending -= 8, out[made++] = (unsigned char)(bits >> pending);
+        if (pending >= 8) pending -= 8, *out += char(bits >> pending);
     }
-    return made == n;
+    return true;
 }
 
 // The crypt family's base64 ("./0-9A-Za-z", least significant bits first):
 // the digest's bytes in the order the scheme lists them, three to four
 // characters, and a last one or two bytes to two or three.
-static std::string crypt_base64(std::string_view digest, const uint8_t *order, size_t n) {
+PREFORK_COLD static std::string crypt_base64(std::string_view digest, const uint8_t *order, size_t n) {
     static const char alphabet[] = "./0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
     std::string out;
     for (size_t i = 0; i < n; i += 3) {
@@ -5009,7 +5009,7 @@ static bool same_bytes(std::string_view a, std::string_view b) {
 
 // A computed hash against the stored one: a stored hash of the wrong length
 // is malformed, not a wrong password.
-static PasswordVerdict verdict(std::string_view computed, std::string_view stored) {
+PREFORK_COLD static PasswordVerdict verdict(std::string_view computed, std::string_view stored) {
     if (computed.size() != stored.size()) return PasswordVerdict::unusable;
     return same_bytes(computed, stored) ? PasswordVerdict::match : PasswordVerdict::mismatch;
 }
@@ -5017,21 +5017,21 @@ static PasswordVerdict verdict(std::string_view computed, std::string_view store
 // bcrypt: "$2b$" (or $2a$, $2y$, computed alike), a two-digit cost 04-31,
 // "$", 22 characters of salt (16 bytes) and 31 of hash (23 bytes). The key
 // is the password with its NUL, cut at 72 bytes.
-static PasswordVerdict check_bcrypt(std::string_view password, std::string_view hash) {
-    unsigned char salt[16];
+PREFORK_COLD static PasswordVerdict check_bcrypt(std::string_view password, std::string_view hash) {
+    std::string salt;
     if (hash.size() != 60 || hash[6] != '$' || !isdigit((unsigned char)hash[4]) || !isdigit((unsigned char)hash[5]))
         return PasswordVerdict::unusable;
     int cost = (hash[4] - '0') * 10 + (hash[5] - '0');
-    if (cost < 4 || cost > 31 || !bcrypt_decode(hash.substr(7, 22), salt, sizeof salt)) return PasswordVerdict::unusable;
+    if (cost < 4 || cost > 31 || !base64_decode(hash.substr(7, 22), bcrypt_alphabet, &salt) || salt.size() != 16)
+        return PasswordVerdict::unusable;
     std::string key(password);
     key += '\0';
     if (key.size() > 72) key.resize(72);
-    std::string_view salt_key(reinterpret_cast<const char *>(salt), sizeof salt);
     std::unique_ptr<Blowfish> cipher(new Blowfish);
-    cipher->expand(key, salt);
+    cipher->expand(key, reinterpret_cast<const unsigned char *>(salt.data()));
     for (uint64_t i = 0; i < uint64_t(1) << cost; i++) {
         cipher->expand(key, nullptr);
-        cipher->expand(salt_key, nullptr);
+        cipher->expand(salt, nullptr);
     }
     static const char magic[] = "OrpheanBeholderScryDoubt";
     uint32_t text[6];
@@ -5046,7 +5046,7 @@ static PasswordVerdict check_bcrypt(std::string_view password, std::string_view 
 
 // MD5-crypt (Poul-Henning Kamp's, FreeBSD 1994), which Apache's "$apr1$"
 // repeats with its own magic: the salt is at most 8 bytes.
-static std::string md5_crypt(std::string_view password, std::string_view magic, std::string_view salt) {
+PREFORK_COLD static std::string md5_crypt(std::string_view password, std::string_view magic, std::string_view salt) {
     static const uint8_t order[16] = {0, 6, 12, 1, 7, 13, 2, 8, 14, 3, 9, 15, 4, 10, 5, 11};
     std::string alternate = MessageDigest(HashKind::md5).add(password).add(salt).add(password).digest();
     MessageDigest first(HashKind::md5);
@@ -5069,7 +5069,7 @@ static std::string md5_crypt(std::string_view password, std::string_view magic, 
 }
 
 // magic, the salt up to the next "$" (at most 8 bytes), "$", 22 characters.
-static PasswordVerdict check_md5_crypt(std::string_view password, std::string_view hash, std::string_view magic) {
+PREFORK_COLD static PasswordVerdict check_md5_crypt(std::string_view password, std::string_view hash, std::string_view magic) {
     std::string_view rest = hash.substr(magic.size());
     size_t dollar = rest.find('$');
     if (dollar == std::string_view::npos || dollar > 8) return PasswordVerdict::unusable;
@@ -5078,14 +5078,14 @@ static PasswordVerdict check_md5_crypt(std::string_view password, std::string_vi
 
 // Drepper's SHA-crypt, steps 1-21 of his specification: text of `length`
 // bytes made of copies of `digest`, for the P and S sequences.
-static std::string repeat_to(std::string_view digest, size_t length) {
+PREFORK_COLD static std::string repeat_to(std::string_view digest, size_t length) {
     std::string out;
     while (out.size() < length) out += digest.substr(0, length - out.size());
     return out;
 }
 
 // The order in which SHA-crypt's base64 takes the digest's bytes.
-static std::string sha_crypt_base64(HashKind kind, std::string_view digest) {
+PREFORK_COLD static std::string sha_crypt_base64(HashKind kind, std::string_view digest) {
     static const uint8_t order256[32] = {0,  10, 20, 21, 1,  11, 12, 22, 2,  3,  13, 23, 24, 4,  14, 15,
                                          25, 5,  6,  16, 26, 27, 7,  17, 18, 28, 8,  9,  19, 29, 31, 30};
     static const uint8_t order512[64] = {
@@ -5096,7 +5096,7 @@ static std::string sha_crypt_base64(HashKind kind, std::string_view digest) {
     return crypt_base64(digest, order256, sizeof order256);
 }
 
-static std::string sha_crypt(HashKind kind, std::string_view password, std::string_view salt, unsigned long rounds) {
+PREFORK_COLD static std::string sha_crypt(HashKind kind, std::string_view password, std::string_view salt, unsigned long rounds) {
     size_t size = kind == HashKind::sha512 ? 64 : 32;
     std::string b = MessageDigest(kind).add(password).add(salt).add(password).digest();
     MessageDigest a(kind);
@@ -5124,7 +5124,7 @@ static std::string sha_crypt(HashKind kind, std::string_view password, std::stri
 // "$5$" or "$6$", then "rounds=N$" (default 5000; N is clamped to 1000 ..
 // 999999999 as the specification says), the salt up to the next "$" (at
 // most 16 bytes), "$", and 43 or 86 characters.
-static PasswordVerdict check_sha_crypt(std::string_view password, std::string_view hash) {
+PREFORK_COLD static PasswordVerdict check_sha_crypt(std::string_view password, std::string_view hash) {
     HashKind kind = hash[1] == '5' ? HashKind::sha256 : HashKind::sha512;
     std::string_view rest = hash.substr(3);
     unsigned long long rounds = 5000;
@@ -5142,16 +5142,14 @@ static PasswordVerdict check_sha_crypt(std::string_view password, std::string_vi
     return verdict(sha_crypt(kind, password, rest.substr(0, dollar), (unsigned long)rounds), rest.substr(dollar + 1));
 }
 
-PasswordVerdict check_password(std::string_view password, std::string_view hash) {
+PREFORK_COLD PasswordVerdict check_password(std::string_view password, std::string_view hash) {
     auto starts = [hash](std::string_view prefix) { return hash.substr(0, prefix.size()) == prefix; };
     if (starts("$2a$") || starts("$2b$") || starts("$2y$")) return check_bcrypt(password, hash);
     if (starts("$apr1$")) return check_md5_crypt(password, hash, "$apr1$");
     if (starts("$1$")) return check_md5_crypt(password, hash, "$1$");
     if (starts("$5$") || starts("$6$")) return check_sha_crypt(password, hash);
-    if (starts("{SHA}")) {
-        static const char alphabet[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-        return verdict(base64(MessageDigest(HashKind::sha1).add(password).digest(), alphabet, true), hash.substr(5));
-    }
+    if (starts("{SHA}"))
+        return verdict(base64(MessageDigest(HashKind::sha1).add(password).digest(), base64_alphabet, true), hash.substr(5));
     return PasswordVerdict::unusable;  // plaintext, crypt's DES, or a scheme we do not know
 }
 
@@ -5160,25 +5158,28 @@ PasswordVerdict check_password(std::string_view password, std::string_view hash)
    file on every request) and reads it again when its device, inode, size,
    mtime or ctime differ from the copy in memory, so an edit is seen by the
    next request and costs nothing until then. A password verified against
-   this version of the file is remembered as SHA-256(random salt, password):
-   a kept-alive client pays bcrypt once, and the process never holds the
-   password itself. Only matches are remembered, so a guess always pays. */
+   this version of the file is remembered beside its entry as SHA-256(random
+   salt, password): a kept-alive client pays bcrypt once, the process never
+   holds the password itself, and the memory is bounded by the file (32
+   bytes a user). Only matches are remembered, so a guess always pays.
+   The users are a list searched in order: htpasswd files are short, and
+   the first of a user's lines then counts, as in Apache's mod_authn_file. */
 struct PasswordEntry {
-    std::string hash;
-    unsigned line;  // for the log
+    std::string_view user, hash;  // in PasswordFile::Internals::text
+    unsigned line;                // for the log
+    bool verified;                // a password matched: its SHA-256(salt, password) follows
+    unsigned char fingerprint[32];
 };
 
 struct PasswordFile::Internals {
-    std::map<std::string, PasswordEntry, std::less<>> users;
+    std::string text;  // the file
+    std::vector<PasswordEntry> users;
     bool loaded = false;
     struct stat version = {};
-    std::map<std::string, std::string, std::less<>> verified;  // user -> salted SHA-256 of the password
-    std::string salt;                                      // 16 random bytes, or "" (remember nothing)
+    std::string salt;  // 16 random bytes, or "" (remember nothing)
 };
 
-enum : size_t { password_memory_users = 64 };
-
-PasswordFile::PasswordFile(const std::string &path) : path_(path), in_(new Internals) {
+PREFORK_COLD PasswordFile::PasswordFile(const std::string &path) : path_(path), in_(new Internals) {
     unsigned char salt[16];
     if (getentropy(salt, sizeof salt) == 0) in_->salt.assign(reinterpret_cast<const char *>(salt), sizeof salt);
 }
@@ -5189,7 +5190,7 @@ PasswordFile &PasswordFile::operator=(PasswordFile &&) noexcept = default;
 
 size_t PasswordFile::users() const { return in_->users.size(); }
 
-static bool same_version(const struct stat &a, const struct stat &b) {
+PREFORK_COLD static bool same_version(const struct stat &a, const struct stat &b) {
     return a.st_dev == b.st_dev && a.st_ino == b.st_ino && a.st_size == b.st_size &&
            a.st_mtim.tv_sec == b.st_mtim.tv_sec && a.st_mtim.tv_nsec == b.st_mtim.tv_nsec &&
            a.st_ctim.tv_sec == b.st_ctim.tv_sec && a.st_ctim.tv_nsec == b.st_ctim.tv_nsec;
@@ -5197,9 +5198,8 @@ static bool same_version(const struct stat &a, const struct stat &b) {
 
 // "user:hash" lines; a further ":field" is ignored, a CR before the LF
 // dropped; blank lines, "#" comments and lines without ":" or without a
-// user name skipped; of a user's repeated lines the first counts (as in
-// Apache's mod_authn_file).
-static void parse_password_lines(std::string_view text, std::map<std::string, PasswordEntry, std::less<>> *users) {
+// user name skipped.
+PREFORK_COLD static void parse_password_lines(std::string_view text, std::vector<PasswordEntry> *users) {
     unsigned number = 0;
     while (!text.empty()) {
         size_t end = std::min(text.find('\n'), text.size());
@@ -5211,12 +5211,12 @@ static void parse_password_lines(std::string_view text, std::map<std::string, Pa
         if (line.empty() || line[0] == '#' || colon == std::string_view::npos || colon == 0) continue;
         std::string_view hash = line.substr(colon + 1);
         hash = hash.substr(0, hash.find(':'));
-        users->emplace(std::string(line.substr(0, colon)), PasswordEntry{std::string(hash), number});
+        users->push_back({line.substr(0, colon), hash, number, false, {}});
     }
 }
 
 // The whole of a file open for reading: 0, or -1 with errno.
-static int read_whole(int fd, std::string *text) {
+PREFORK_COLD static int read_whole(int fd, std::string *text) {
     char buffer[4096];
     for (;;) {
         ssize_t n = sys::read(fd, buffer, sizeof buffer);
@@ -5226,21 +5226,20 @@ static int read_whole(int fd, std::string *text) {
     }
 }
 
-int PasswordFile::refresh() {
+PREFORK_COLD int PasswordFile::refresh() {
     struct stat now;
     if (stat(path_.c_str(), &now) == 0 && in_->loaded && same_version(now, in_->version)) return 0;
     in_->users.clear();
-    in_->verified.clear();
+    in_->text.clear();
     in_->loaded = false;
-    std::string text;
     int fd = sys::openat(AT_FDCWD, path_.c_str(), O_RDONLY);
-    if (fd < 0 || fstat(fd, &now) != 0 || read_whole(fd, &text) != 0) {
+    if (fd < 0 || fstat(fd, &now) != 0 || read_whole(fd, &in_->text) != 0) {
         error_ = format("cannot read %s: %s", path_.c_str(), strerror(errno));
         sys::close(fd);
         return -1;
     }
     sys::close(fd);
-    parse_password_lines(text, &in_->users);
+    parse_password_lines(in_->text, &in_->users);
     in_->version = now;
     in_->loaded = true;
     return 0;
@@ -5249,31 +5248,32 @@ int PasswordFile::refresh() {
 static void append_log_field(std::string &out, std::string_view text);
 
 // SHA-256 of the process's salt and the password: what is remembered.
-static std::string password_fingerprint(const std::string &salt, std::string_view password) {
+PREFORK_COLD static std::string password_fingerprint(const std::string &salt, std::string_view password) {
     return MessageDigest(HashKind::sha256).add(salt).add(password).digest();
 }
 
-PasswordVerdict PasswordFile::check(std::string_view user, std::string_view password) {
+PREFORK_COLD PasswordVerdict PasswordFile::check(std::string_view user, std::string_view password) {
     if (refresh() != 0) return PasswordVerdict::unusable;
-    auto entry = in_->users.find(user);
+    auto entry = std::find_if(in_->users.begin(), in_->users.end(), [user](const PasswordEntry &e) { return e.user == user; });
     if (entry == in_->users.end()) {
         std::string name;
         append_log_field(name, user.substr(0, 64));  // the client's bytes, escaped
         error_ = format("no user \"%s\" in %s", name.c_str(), path_.c_str());
         return PasswordVerdict::unknown_user;
     }
-    auto remembered = in_->verified.find(user);
-    if (remembered != in_->verified.end() && same_bytes(remembered->second, password_fingerprint(in_->salt, password)))
-        return PasswordVerdict::match;
-    PasswordVerdict result = check_password(password, entry->second.hash);
+    std::string fingerprint = password_fingerprint(in_->salt, password);
+    std::string_view remembered(reinterpret_cast<const char *>(entry->fingerprint), sizeof entry->fingerprint);
+    if (entry->verified && same_bytes(remembered, fingerprint)) return PasswordVerdict::match;
+    PasswordVerdict result = check_password(password, entry->hash);
+    std::string name(entry->user);
     if (result == PasswordVerdict::match && !in_->salt.empty()) {
-        if (in_->verified.size() >= password_memory_users) in_->verified.clear();
-        in_->verified[entry->first] = password_fingerprint(in_->salt, password);
+        memcpy(entry->fingerprint, fingerprint.data(), sizeof entry->fingerprint);
+        entry->verified = true;
     } else if (result == PasswordVerdict::mismatch) {
-        error_ = format("wrong password for \"%s\" (%s)", entry->first.c_str(), path_.c_str());
+        error_ = format("wrong password for \"%s\" (%s)", name.c_str(), path_.c_str());
     } else if (result == PasswordVerdict::unusable) {
         error_ = format("the entry for \"%s\" (%s line %u) is plaintext, malformed or of a scheme prefork cannot check",
-                        entry->first.c_str(), path_.c_str(), entry->second.line);
+                        name.c_str(), path_.c_str(), entry->line);
     }
     return result;
 }

@@ -418,15 +418,16 @@
                                unknown_user, or unusable (the user's entry
                                is not a hash check_password takes, or the
                                file cannot be read). A match is remembered
-                               as a salted SHA-256 of the password (never
-                               the password) until the file changes, for
-                               up to 64 users, so a kept-alive client does
-                               not pay bcrypt again; a failure never is.
+                               beside the user's entry as a salted SHA-256
+                               of the password (never the password; 32
+                               bytes a user) until the file changes, so a
+                               kept-alive client does not pay bcrypt again;
+                               a failure never is.
      f.refresh()               Reads the file now if it changed (check()
                                does so itself); -1 while it cannot be read.
      f.users(), path(), error()
-                               How many users the file names, its path, the
-                               last failure's sentence.
+                               How many "user:hash" lines it read, its
+                               path, the last failure's sentence.
 
    The parser, usable on its own: pico-shaped, views into the caller's
    buffer, the caller's header array, bounded sizes, no allocation; strict
