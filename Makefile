@@ -39,7 +39,7 @@ all: $(HTTPD)
 
 # httpd itself is built lean: no exceptions (the library never throws),
 # no RTTI, no unwind tables, unused sections dropped. That keeps the
-# stripped binary under 128 KiB at -O2 (size-check). The tests link the
+# stripped binary under 160 KiB at -O2 (size-check). The tests link the
 # library built with the plain flags.
 LEAN = -fno-exceptions -fno-rtti -fno-asynchronous-unwind-tables -ffunction-sections -fdata-sections
 $(HTTPD): $(BUILD)/lean/httpd.o $(BUILD)/lean/prefork.o
@@ -56,11 +56,11 @@ $(BUILD)/static/httpd: $(BUILD)/lean/httpd.o $(BUILD)/lean/prefork.o
 	@mkdir -p $(dir $@)
 	$(CXX) $(ALL_CXXFLAGS) $(LDFLAGS) -static -Wl,--gc-sections -o $@ $^
 
-# Stripped sizes; the dynamic httpd must stay under 128 KiB.
+# Stripped sizes; the dynamic httpd must stay under 160 KiB.
 size-check: $(HTTPD)
 	@$(CROSS_COMPILE)strip -o $(BUILD)/httpd.stripped $(HTTPD)
-	@size=$$(wc -c < $(BUILD)/httpd.stripped); echo "httpd stripped: $$size bytes (limit 131072)"; \
-	    test $$size -lt 131072 || { echo "size-check: httpd grew past 128 KiB"; exit 1; }
+	@size=$$(wc -c < $(BUILD)/httpd.stripped); echo "httpd stripped: $$size bytes (limit 163840)"; \
+	    test $$size -lt 163840 || { echo "size-check: httpd grew past 160 KiB"; exit 1; }
 
 $(BUILD)/%.o: %.cc prefork.h
 	@mkdir -p $(dir $@)

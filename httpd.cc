@@ -48,6 +48,9 @@ STARTUP static void usage(FILE *out) {
             "  --status-path PATH            the status page (/server-status; off to disable)\n"
             "  --status-allow CIDR           who may see it (repeatable; default loopback only;\n"
             "                                UNIX-socket clients always may)\n"
+            "  --auth PREFIX=FILE            paths under PREFIX need a user and password of the\n"
+            "                                htpasswd FILE (re-read when it changes; repeatable)\n"
+            "  --auth-realm TEXT             the realm browsers show for --auth (httpd)\n"
             "  --access-log PATH|-           Combined Log Format access log (none by default)\n"
             "  --error-log PATH|-            where log lines go (- is stderr, the default)\n"
             "  --pid-file PATH               write the parent's pid there while it runs\n"
@@ -130,6 +133,8 @@ struct Config {
     std::string status_path = "/server-status";
     std::vector<prefork::AddressRange> status_allow;
     std::string access_log, error_log, pid_file, user;
+    std::vector<std::string> auth;  // --auth PREFIX=FILE, checked
+    std::string auth_realm = "httpd";
 };
 
 // A step of main() that may end the program returns go_on, or the exit
@@ -192,10 +197,21 @@ STARTUP static Setting set_http_option(Config &config, const std::string &name, 
     return Setting::unknown_option;
 }
 
-// The options that name a place: a listener, a file, an account.
+// The options that name a place: a listener, a file, an account, a
+// password file for a path prefix.
 STARTUP static Setting set_place_option(Config &config, const std::string &name, const char *value) {
     if (name == "--listen") {
         config.listens.push_back(value);
+        return Setting::taken;
+    }
+    if (name == "--auth") {
+        const char *equals = strchr(value, '=');
+        bool ok = value[0] == '/' && equals && equals[1];
+        if (ok) config.auth.push_back(value);
+        return taken_if(ok);
+    }
+    if (name == "--auth-realm") {
+        config.auth_realm = value;
         return Setting::taken;
     }
     std::string *target = name == "--access-log" ? &config.access_log
@@ -351,10 +367,17 @@ STARTUP static bool listen_all(prefork::Server &server, const std::vector<std::s
     return true;
 }
 
-// What the responder serves: the status page (unless off) and DOCROOT.
-// false after one line on stderr.
+// What the responder serves: the status page (unless off) and DOCROOT,
+// with --auth's prefixes behind passwords (their files are read now, as
+// root when started so; the workers re-read them as --user). false after
+// one line on stderr.
 STARTUP static bool serve_status_and_docroot(prefork::HttpService &http, const Config &config) {
-    if ((config.status_path != "off" && http.serve_status(config.status_path, config.status_allow) != 0) ||
+    bool ok = true;
+    for (const std::string &auth : config.auth) {
+        size_t equals = auth.find('=');
+        ok = ok && http.require_auth(auth.substr(0, equals), auth.substr(equals + 1), config.auth_realm) == 0;
+    }
+    if (!ok || (config.status_path != "off" && http.serve_status(config.status_path, config.status_allow) != 0) ||
         http.serve_directory(config.docroot.empty() ? "." : config.docroot) != 0) {
         fprintf(stderr, "httpd: %s\n", http.error().c_str());
         return false;

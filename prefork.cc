@@ -3680,6 +3680,13 @@ struct CachedTime {
 
 static const char http_date_pattern[] = "%a, %d %b %Y %H:%M:%S GMT";
 
+// A path prefix behind Basic auth (require_auth): its password file and
+// the WWW-Authenticate value of its 401.
+struct AuthZone {
+    std::string prefix, challenge;
+    PasswordFile passwords;
+};
+
 // What an HttpService holds: its routes and docroots, and the buffers
 // reused from one request to the next. The helpers below take it by this
 // name; HttpService::Internals, private in the header, is only its shell.
@@ -3699,6 +3706,8 @@ struct ServiceState {
     std::string log;         // access log lines not yet written
     char peer[64] = "-";     // the client's address, once per connection
     bool linger = false;     // a request was refused: drain the client before closing
+    std::vector<std::unique_ptr<AuthZone>> auth_zones;  // require_auth()'s prefixes
+    std::string remote_user;           // whom this request authenticated as ("": nobody), for the log
 };
 
 struct HttpService::Internals : ServiceState {};
@@ -5278,8 +5287,82 @@ PREFORK_COLD PasswordVerdict PasswordFile::check(std::string_view user, std::str
     return result;
 }
 
+/* Basic auth (RFC 7617) for HttpService::require_auth: the longest
+   protected prefix of the decoded path decides. A missing credential is
+   the browser's first round trip, answered 401 quietly; a wrong one is
+   logged with the user name and the peer, never the password. */
+PREFORK_COLD int HttpService::require_auth(const std::string &prefix, const std::string &password_file,
+                                           const std::string &realm) {
+    bool plain = std::none_of(realm.begin(), realm.end(), [](char ch) {
+        return (unsigned char)ch < 0x20 || ch == 0x7f || ch == '"' || ch == '\\';
+    });
+    bool taken = std::any_of(in_->auth_zones.begin(), in_->auth_zones.end(),
+                             [&](const std::unique_ptr<AuthZone> &zone) { return zone->prefix == prefix; });
+    const char *why = prefix.empty() || prefix[0] != '/' ? "the prefix must start with \"/\""
+                      : taken ? "it is protected already"
+                      : !plain ? "the realm holds a quote, a backslash or a control character"
+                               : nullptr;
+    if (why) {
+        error_ = format("cannot protect %s: %s", prefix.c_str(), why);
+        return -1;
+    }
+    std::unique_ptr<AuthZone> zone(new AuthZone{prefix, "Basic realm=\"" + realm + "\", charset=\"UTF-8\"",
+                                                PasswordFile(password_file)});
+    if (zone->passwords.refresh() != 0) {
+        error_ = format("cannot protect %s: %s", prefix.c_str(), zone->passwords.error().c_str());
+        return -1;
+    }
+    in_->auth_zones.push_back(std::move(zone));
+    return 0;
+}
+
+// The user and password of "Authorization: Basic BASE64(user:password)";
+// false when the field is absent or not that.
+PREFORK_COLD static bool basic_credentials(std::string_view field, std::string *decoded, size_t *colon) {
+    if (field.size() < 6 || strncasecmp(field.data(), "basic ", 6) != 0) return false;
+    std::string_view token = field.substr(6);
+    while (!token.empty() && token[0] == ' ') token.remove_prefix(1);
+    if (token.empty() || token.size() % 4 != 0) return false;
+    for (int i = 0; i < 2 && token.back() == '='; i++) token.remove_suffix(1);
+    if (!base64_decode(token, base64_alphabet, decoded)) return false;
+    *colon = decoded->find(':');
+    return *colon != std::string::npos;
+}
+
+// Whether the request may go on to its route: yes when no protected prefix
+// covers its path or its credentials match (in.remote_user then names the
+// user); else r holds the 401.
+static bool authorized(ServiceState &in, const HttpContext &ctx, HttpResponse &r) {
+    in.remote_user.clear();
+    AuthZone *zone = nullptr;
+    for (auto &each : in.auth_zones)
+        if (in.path.compare(0, each->prefix.size(), each->prefix) == 0 &&
+            (!zone || each->prefix.size() > zone->prefix.size()))
+            zone = each.get();
+    if (!zone) return true;
+    std::string_view field = ctx.header("authorization");
+    std::string decoded;
+    size_t colon = 0;
+    if (basic_credentials(field, &decoded, &colon)) {
+        std::string_view user(decoded.data(), colon), password = std::string_view(decoded).substr(colon + 1);
+        PasswordVerdict verdict = zone->passwords.check(user, password);
+        if (verdict == PasswordVerdict::match) {
+            in.remote_user.assign(user.data(), user.size());
+            return true;
+        }
+        ctx.worker->log(verdict == PasswordVerdict::unusable ? LogLevel::error : LogLevel::warning,
+                        "auth: %s; refused %s", zone->passwords.error().c_str(), in.peer);
+    } else if (!field.empty()) {
+        ctx.worker->log(LogLevel::warning, "auth: credentials that are not Basic user:password; refused %s", in.peer);
+    }
+    answer_status(r, 401);
+    r.header("WWW-Authenticate", zone->challenge);
+    return false;
+}
+
 /* The access log, in Apache's Combined Log Format:
-   host - - [time] "request" status bytes "referer" "user-agent"
+   host - user [time] "request" status bytes "referer" "user-agent"
+   (user: whom Basic auth let in, else "-").
    Quotes, backslashes and control bytes in what the client sent are
    escaped as Apache does (\", \\, \xhh), so a line cannot be forged. */
 static void append_log_field(std::string &out, std::string_view text) {
@@ -5307,7 +5390,9 @@ static void log_access(ServiceState &in, const HttpOptions &o, const HttpContext
     if (o.access_log_fd < 0) return;
     std::string &out = in.log;
     out += in.peer;
-    out += " - - [";
+    out += " - ";
+    append_log_field(out, ctx ? std::string_view(in.remote_user) : std::string_view());
+    out += " [";
     out += in.log_time.at(time(nullptr), "%d/%b/%Y:%H:%M:%S %z", true);
     out += "] \"";
     append_log_field(out, request_line);
@@ -5556,7 +5641,7 @@ static bool answer(ServiceState &in, const HttpOptions &o, Link &link, Worker &w
         send_error(in, o, link, 400);
         return false;
     }
-    dispatch(in, in.context, r);
+    if (authorized(in, in.context, r)) dispatch(in, in.context, r);
     bool keep = keep_alive && !HttpResponder::closing(r) && !worker.stopping() && !worker.pool_full();
     bool bodiless = request.method == "HEAD" || r.status() == 204 || r.status() == 304;
     uint64_t body_bytes = bodiless ? 0 : HttpResponder::body_length(r);

@@ -43,7 +43,7 @@
    ERRORS (one convention per layer; the entries below do not repeat it)
      The pool and the responder: the calls that can fail (Server's listen,
      listen_fd, listen_inherited, enable_upgrade and run; HttpService's
-     route, serve_directory and serve_status) return 0 (listen_inherited: a
+     route, serve_directory, serve_status and require_auth) return 0 (listen_inherited: a
      count), or -1 with one sentence in that object's error(), which keeps
      the last failure's. Scoreboard::create returns 0, or -1 with the
      sentence in *error; Scoreboard::lock and unlock return 0, or -1 with
@@ -337,6 +337,22 @@
                                vector of AddressRange) get it, others 403;
                                none given: loopback only (127.0.0.0/8, ::1).
                                Clients over a UNIX socket always get it.
+     http.require_auth(prefix, password_file, realm)
+                               Basic auth (RFC 7617) for every request whose
+                               percent-decoded path starts with prefix (a
+                               plain string starting with "/"; the longest
+                               protected prefix decides): the credentials
+                               are checked by a PasswordFile of
+                               password_file, read now (an unreadable file
+                               fails) and again when it changes; a missing
+                               or wrong one gets 401 with WWW-Authenticate:
+                               Basic realm="realm" (no quote, backslash or
+                               control character in it; a prefix given
+                               twice fails). A failed attempt is logged
+                               (warning; error for an entry that cannot be
+                               checked) with the user name and the peer,
+                               never the password; the user who passed
+                               fills the access log's third field.
      http.serve(worker, fd)    Serves one connection (keep-alive, pipelining,
                                100-continue, chunked bodies) until the
                                client closes, a timeout or an error answer,
@@ -946,6 +962,7 @@ public:
     int route(const std::string &method, const std::string &path_regex, HttpHandler handler);
     int serve_directory(const std::string &docroot);
     int serve_status(const std::string &path, const std::vector<AddressRange> &allow = {});
+    int require_auth(const std::string &prefix, const std::string &password_file, const std::string &realm);
     void serve(Worker &worker, int fd);
     void refuse(Worker &worker, int fd);
     const std::string &error() const { return error_; }
