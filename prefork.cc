@@ -5319,7 +5319,7 @@ PREFORK_COLD int HttpService::require_auth(const std::string &prefix, const std:
 // The user and password of "Authorization: Basic BASE64(user:password)";
 // false when the field is absent or not that.
 PREFORK_COLD static bool basic_credentials(std::string_view field, std::string *decoded, size_t *colon) {
-    if (field.size() < 6 || strncasecmp(field.data(), "basic ", 6) != 0) return false;
+    if (field.size() < 6 || !equals_nocase(field.substr(0, 6), "basic ")) return false;
     std::string_view token = field.substr(6);
     while (!token.empty() && token[0] == ' ') token.remove_prefix(1);
     if (token.empty() || token.size() % 4 != 0) return false;
