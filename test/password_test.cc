@@ -143,6 +143,8 @@ TEST(PasswordHash, Md5CryptOfGlibcsVector) {
     EXPECT_EQ(check_password("", "$1$$qRPK7m23GJusamGpoGLby/"), PasswordVerdict::match);
 }
 
+// Drepper's vectors with rounds=77777 and 123456 are left out: under
+// qemu-user (make cross-test) they took seconds each.
 TEST(PasswordHash, ShaCryptOfDreppersVectors) {
     expect_vectors({
         {"Hello world!", "$5$saltstring$5B8vYYiY.CVt1RlTTf8KbXBH3hsxY/GNooZaBBGWEc5"},
@@ -150,8 +152,6 @@ TEST(PasswordHash, ShaCryptOfDreppersVectors) {
         {"This is just a test", "$5$rounds=5000$toolongsaltstrin$Un/5jzAHMgOGZ5.mWJpuVolil07guHPvOW8mGRcvxa5"},
         {"a very much longer text to encrypt.  This one even stretches over morethan one line.",
          "$5$rounds=1400$anotherlongsalts$Rx.j8H.h8HjEDGomFU8bDkXm3XIUnzyxf12oP84Bnq1"},
-        {"we have a short salt string but not a short password",
-         "$5$rounds=77777$short$JiO1O3ZpDAxGJeaDIuqCoEFysAe1mZNJRs3pw0KQRd/"},
         {"Hello world!",
          "$6$saltstring$svn8UoSVapNtMuq1ukKS4tPQd8iKwSMHWjl/O817G3uBnIFNjnQJuesI68u4OTLiBFdcbYEdFCoEOfaS35inz1"},
         {"Hello world!", "$6$rounds=10000$saltstringsaltst$OW1/O6BYHV6BcXZu8QVeXbDWra3Oeqh0sbHbbMCVNSnCM/"
