@@ -56,6 +56,9 @@ STARTUP static void usage(FILE *out) {
             "                                prefix with rules decides, its first match wins)\n"
             "  --error-page CODE=PATH        send DOCROOT/PATH for the server's own CODE answers\n"
             "                                (400-599, repeatable; .html as HTML, else text)\n"
+            "  --auth PREFIX=FILE            paths under PREFIX need a user and password of the\n"
+            "                                htpasswd FILE (re-read when it changes; repeatable)\n"
+            "  --auth-realm TEXT             the realm browsers show for --auth (httpd)\n"
             "  --access-log PATH|-           Combined Log Format access log (none by default)\n"
             "  --error-log PATH|-            where log lines go (- is stderr, the default)\n"
             "  --pid-file PATH               write the parent's pid there while it runs\n"
@@ -151,6 +154,8 @@ struct Config {
     std::vector<std::string> error_page_options;  // "CODE=PATH"
     std::vector<ErrorPage> error_pages;           // what they name, read
     std::string access_log, error_log, pid_file, user, config_file;
+    std::vector<std::string> auth;  // --auth PREFIX=FILE, checked
+    std::string auth_realm = "httpd";
     bool default_user = false;  // root without --user: user was chosen here
     bool docroot_from_file = false;  // the command line's DOCROOT replaces it
 };
@@ -216,7 +221,8 @@ STARTUP static Setting set_http_option(Config &config, const std::string &name, 
     return Setting::unknown_option;
 }
 
-// The options that name a place: a listener, a file, an account.
+// The options that name a place: a listener, a file, an account, a
+// password file for a path prefix.
 STARTUP static Setting set_place_option(Config &config, const std::string &name, const char *value) {
     if (name == "--listen") {
         config.listens.push_back(value);
@@ -241,6 +247,16 @@ STARTUP static Setting set_place_option(Config &config, const std::string &name,
         const char *equals = strchr(value, '=');
         config.cgi.push_back(value);
         return taken_if(equals && equals != value && equals[1]);
+    }
+    if (name == "--auth") {
+        const char *equals = strchr(value, '=');
+        bool ok = value[0] == '/' && equals && equals[1];
+        if (ok) config.auth.push_back(value);
+        return taken_if(ok);
+    }
+    if (name == "--auth-realm") {
+        config.auth_realm = value;
+        return Setting::taken;
     }
     std::string *target = name == "--access-log" ? &config.access_log
                           : name == "--error-log" ? &config.error_log
@@ -360,6 +376,7 @@ STARTUP static int read_command_line(int argc, char **argv, Config &config, std:
     if (given("--listen")) config.listens.clear();
     if (given("--cgi")) config.cgi.clear();
     if (given("--error-page")) config.error_page_options.clear();
+    if (given("--auth")) config.auth.clear();
     if (given("--allow") || given("--deny")) config.access.clear();
     if (given("--status-allow")) config.status_allow.clear();
     return read_arguments(command_line, config, error);
@@ -490,10 +507,15 @@ STARTUP static bool use_error_pages(prefork::HttpService &http, Config &config) 
 }
 
 // What the responder serves: the status page (unless off), the CGI
-// directories, the access rules and DOCROOT. false after one line on
-// stderr.
+// directories, the access rules, --auth's prefixes behind passwords (their
+// files are read now, as root when started so; the workers re-read them as
+// --user) and DOCROOT. false after one line on stderr.
 STARTUP static bool serve_status_and_docroot(prefork::HttpService &http, const Config &config) {
     bool ok = config.status_path == "off" || http.serve_status(config.status_path, config.status_allow) == 0;
+    for (const std::string &auth : config.auth) {
+        size_t equals = auth.find('=');
+        ok = ok && http.require_auth(auth.substr(0, equals), auth.substr(equals + 1), config.auth_realm) == 0;
+    }
     for (const std::string &cgi : config.cgi) {
         size_t equals = cgi.find('=');
         ok = ok && http.serve_cgi(cgi.substr(0, equals), cgi.substr(equals + 1)) == 0;

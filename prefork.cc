@@ -1229,7 +1229,7 @@ static std::string describe_address(const sockaddr *address, socklen_t length, i
 }
 
 // Splits "PORT", "HOST:PORT", "[V6]:PORT" into host and port. 0 / -1.
-static int split_host_port(const std::string &spec, std::string *host, std::string *port) {
+PREFORK_COLD static int split_host_port(const std::string &spec, std::string *host, std::string *port) {
     size_t colon;
     if (!spec.empty() && spec[0] == '[') {
         size_t close = spec.find(']');
@@ -1255,7 +1255,7 @@ static int split_host_port(const std::string &spec, std::string *host, std::stri
 }
 
 // The UNIX socket address of path. false when the path is empty or too long.
-static bool unix_address(const std::string &path, sockaddr_un *address) {
+PREFORK_COLD static bool unix_address(const std::string &path, sockaddr_un *address) {
     memset(address, 0, sizeof *address);
     address->sun_family = AF_UNIX;
     if (path.empty() || path.size() >= sizeof address->sun_path) return false;
@@ -1949,12 +1949,12 @@ static const int64_t retire_interval_ms = 250;
 static const int64_t excess_grace_ms = 1000;  // idle above max this long before a retirement
 static const int64_t young_death_ms = 1000;
 
-static int64_t backoff_ms(int failures) {
+PREFORK_COLD static int64_t backoff_ms(int failures) {
     if (failures <= 1) return 0;
     return std::min<int64_t>(int64_t(50) << std::min(failures - 1, 10), 10000);
 }
 
-static void want_deadline(Pool &pool, int64_t at) {
+PREFORK_COLD static void want_deadline(Pool &pool, int64_t at) {
     if (at > 0 && (pool.next_deadline_ms == 0 || at < pool.next_deadline_ms)) pool.next_deadline_ms = at;
 }
 
@@ -1973,7 +1973,7 @@ template <class F> static void under_lock(ServerState &s, F f) {
 
 // A running worker gets SIGTERM now and SIGKILL at kill_at_ms, unless that
 // is 0 (a drain has one deadline for everyone).
-static void tell_to_stop(Child &child, int64_t kill_at_ms) {
+PREFORK_COLD static void tell_to_stop(Child &child, int64_t kill_at_ms) {
     if (child.state != ChildState::running) return;
     child.state = ChildState::stopping;
     child.kill_at_ms = kill_at_ms;
@@ -1982,7 +1982,7 @@ static void tell_to_stop(Child &child, int64_t kill_at_ms) {
 
 // The watchdog's SIGTERM reaches a worker that is already stopping too (a
 // retiree stuck in its last connection), with a deadline of its own.
-static void time_out(Child &child, int64_t kill_at_ms) {
+PREFORK_COLD static void time_out(Child &child, int64_t kill_at_ms) {
     if (child.state == ChildState::killed) return;
     child.state = ChildState::stopping;
     child.timed_out = true;
@@ -1990,20 +1990,20 @@ static void time_out(Child &child, int64_t kill_at_ms) {
     kill(child.pid, SIGTERM);
 }
 
-static void kill_now(Child &child) {
+PREFORK_COLD static void kill_now(Child &child) {
     if (child.state == ChildState::killed) return;
     child.state = ChildState::killed;
     kill(child.pid, SIGKILL);
 }
 
-static int64_t graceful_deadline(const Options &options) {
+PREFORK_COLD static int64_t graceful_deadline(const Options &options) {
     return now_ms() + int64_t(options.graceful_timeout * 1000);
 }
 
 // systemd notifications (Options::notify_systemd), all from the parent.
 // A new parent of an upgrade keeps quiet until it has taken over: the old
 // one speaks for the service until then.
-static void notify(ServerState &s, const std::string &text) {
+PREFORK_COLD static void notify(ServerState &s, const std::string &text) {
     if (s.notifier.fd >= 0 && !taking_over(s))
         sys::notify_send(s.notifier.fd, s.notifier.to, s.notifier.length, text);
 }
@@ -2062,7 +2062,7 @@ PREFORK_COLD static void hand_backlog(ServerState &s) {
     }
 }
 
-static void begin_stop(ServerState &s, Phase phase, const char *why) {
+PREFORK_COLD static void begin_stop(ServerState &s, Phase phase, const char *why) {
     if (s.pool.phase == Phase::stopping || s.pool.phase == phase) return;
     s.pool.phase = phase;
     s.pool.drain_deadline_ms = graceful_deadline(s.config.options);
@@ -2091,7 +2091,7 @@ static void begin_stop(ServerState &s, Phase phase, const char *why) {
     }
 }
 
-static void note_failure(Pool &pool, int64_t now, int64_t at_least_ms) {
+PREFORK_COLD static void note_failure(Pool &pool, int64_t now, int64_t at_least_ms) {
     pool.failures++;
     pool.last_failure_ms = now;
     pool.spawn_not_before_ms = now + std::max(backoff_ms(pool.failures), at_least_ms);
@@ -2100,7 +2100,7 @@ static void note_failure(Pool &pool, int64_t now, int64_t at_least_ms) {
 // Forks one worker into the first free slot (a drain worker for the first
 // `share` connections of the backlog, when share > 0). 0, or -1 if none was
 // forked.
-static int spawn_worker(ServerState &s, size_t share) {
+PREFORK_COLD static int spawn_worker(ServerState &s, size_t share) {
     size_t slot = 0;
     while (slot < s.pool.children.size() && s.pool.children[slot].pid) slot++;
     if (slot == s.pool.children.size()) return -1;
@@ -2158,13 +2158,13 @@ static int spawn_worker(ServerState &s, size_t share) {
 // A crash, as opposed to a worker someone stopped: it exited non-zero, or a
 // signal nobody sends on purpose (SIGSEGV, SIGABRT...) ended it. SIGKILL,
 // SIGTERM and SIGINT come from operators and the OOM killer.
-static bool crashed(int status) {
+PREFORK_COLD static bool crashed(int status) {
     if (WIFEXITED(status)) return WEXITSTATUS(status) != 0;
     int sig = WIFSIGNALED(status) ? WTERMSIG(status) : 0;
     return sig != SIGKILL && sig != SIGTERM && sig != SIGINT;
 }
 
-static std::string describe_status(int status) {
+PREFORK_COLD static std::string describe_status(int status) {
     if (WIFEXITED(status)) return format("exited with status %d", WEXITSTATUS(status));
     if (WIFSIGNALED(status))
         return format("was killed by signal %d (%s)", WTERMSIG(status), strsignal(WTERMSIG(status)));
@@ -2212,7 +2212,7 @@ PREFORK_COLD static void log_death_while_serving(ServerState &s, const Child &ch
 // Logs how one worker ended and decides whether that was a failure. Only a
 // worker that died before it was ready (an init hook, fork or exec trouble)
 // or crashed young while idle feeds the back-off.
-static void judge_exit(ServerState &s, const Child &child, const Slot &slot, int status) {
+PREFORK_COLD static void judge_exit(ServerState &s, const Child &child, const Slot &slot, int status) {
     int64_t now = now_ms();
     int64_t lived = now - child.spawned_ms;
     SlotState state = load(slot.state);
@@ -2242,7 +2242,7 @@ static void judge_exit(ServerState &s, const Child &child, const Slot &slot, int
 }
 
 // Reaps every exited worker (SIGCHLDs coalesce) and frees its slot.
-static void reap_children(ServerState &s) {
+PREFORK_COLD static void reap_children(ServerState &s) {
     int status;
     pid_t pid;
     while ((pid = sys::waitpid(-1, &status, WNOHANG)) > 0) {
@@ -2270,7 +2270,7 @@ static void reap_children(ServerState &s) {
 }
 
 // Kills workers that stopped reporting, and those whose stop grace ran out.
-static void watch_workers(ServerState &s, int64_t now) {
+PREFORK_COLD static void watch_workers(ServerState &s, int64_t now) {
     int64_t timeout_ms = int64_t(s.config.options.timeout * 1000);
     for (size_t i = 0; i < s.pool.children.size(); i++) {
         Child &child = s.pool.children[i];
@@ -2307,7 +2307,7 @@ static void watch_workers(ServerState &s, int64_t now) {
 }
 
 // Retires the oldest idle worker of the current generation.
-static void retire_one_idle(ServerState &s, int idle) {
+PREFORK_COLD static void retire_one_idle(ServerState &s, int idle) {
     Child *oldest = nullptr;
     for (size_t i = 0; i < s.pool.children.size(); i++) {
         Child &child = s.pool.children[i];
@@ -2325,7 +2325,7 @@ static void retire_one_idle(ServerState &s, int idle) {
 }
 
 // Spawns what the pool lacks and retires one spare too many.
-static void size_pool(ServerState &s, int64_t now) {
+PREFORK_COLD static void size_pool(ServerState &s, int64_t now) {
     int idle = 0, starting = 0, current = 0;
     for (size_t i = 0; i < s.pool.children.size(); i++) {
         Child &child = s.pool.children[i];
@@ -2378,7 +2378,7 @@ static void size_pool(ServerState &s, int64_t now) {
     want_deadline(s.pool, retire_at);
 }
 
-static void maintain_pool(ServerState &s) {
+PREFORK_COLD static void maintain_pool(ServerState &s) {
     int64_t now = now_ms();
     s.pool.next_deadline_ms = 0;
     if (s.pool.phase == Phase::running) size_pool(s, now);
@@ -2413,7 +2413,7 @@ static void maintain_pool(ServerState &s) {
 
 // After each pass: READY=1 once a worker of this generation is ready, and
 // the busy/idle counts when they changed (at most once a second).
-static void notify_progress(ServerState &s, int64_t now) {
+PREFORK_COLD static void notify_progress(ServerState &s, int64_t now) {
     if (s.notifier.fd < 0 || s.pool.phase != Phase::running || taking_over(s)) return;
     int busy = 0, idle = 0;
     bool ready = false;
@@ -2439,7 +2439,7 @@ static void notify_progress(ServerState &s, int64_t now) {
 
 // The old workers' orders go out before the new generation number, which
 // makes their stopping() true: whoever sees the one finds the other.
-static void graceful_restart(ServerState &s) {
+PREFORK_COLD static void graceful_restart(ServerState &s) {
     notify(s, format("RELOADING=1\nMONOTONIC_USEC=%lld", (long long)now_ms() * 1000));
     int64_t deadline = graceful_deadline(s.config.options);
     for (size_t i = 0; i < s.pool.children.size(); i++)
@@ -2596,7 +2596,7 @@ PREFORK_COLD static void start_upgrade(ServerState &s) {
 // signal (none if 0) goes now, SIGKILL at kill_at_ms or at an earlier
 // deadline already set. A SIGINT after a SIGTERM gets through, as it would
 // to us; nothing more reaches a new parent already sent SIGKILL.
-static void stop_upgrade(ServerState &s, int signal, int64_t kill_at_ms) {
+PREFORK_COLD static void stop_upgrade(ServerState &s, int signal, int64_t kill_at_ms) {
     OutgoingUpgrade &u = s.upgrade;
     if (u.state != Outgoing::waiting && u.state != Outgoing::stopping) return;
     sys::close(u.channel);
@@ -2608,7 +2608,7 @@ static void stop_upgrade(ServerState &s, int signal, int64_t kill_at_ms) {
 }
 
 // stopping -> killed.
-static void kill_upgrade(ServerState &s) {
+PREFORK_COLD static void kill_upgrade(ServerState &s) {
     s.logf(LogLevel::warning, "upgrade: new parent %d did not exit; sending SIGKILL", int(s.upgrade.pid));
     kill(s.upgrade.pid, SIGKILL);
     s.upgrade.state = Outgoing::killed;
@@ -2677,7 +2677,7 @@ PREFORK_COLD static void upgrade_reaped(ServerState &s, int status) {
 
 // The old parent's deadlines: upgrade_timeout while waiting, SIGKILL while
 // stopping.
-static void watch_upgrade(ServerState &s, int64_t now) {
+PREFORK_COLD static void watch_upgrade(ServerState &s, int64_t now) {
     OutgoingUpgrade &u = s.upgrade;
     if (u.state == Outgoing::waiting && now >= u.deadline_ms) {
         hear_from_upgrade(s);  // a word that came with the deadline still counts
@@ -2744,19 +2744,19 @@ PREFORK_COLD static void hear_from_old_parent(ServerState &s) {
 
 // The socket of an upgrade the parent loop polls: the old parent's channel
 // while waiting, the new parent's while told_ready; else -1.
-static int upgrade_fd(const ServerState &s) {
+PREFORK_COLD static int upgrade_fd(const ServerState &s) {
     if (s.upgrade.state == Outgoing::waiting) return s.upgrade.channel;
     if (s.takeover.state == Incoming::told_ready) return s.takeover.fd;
     return -1;
 }
 
-static void hear_upgrade_fd(ServerState &s) {
+PREFORK_COLD static void hear_upgrade_fd(ServerState &s) {
     if (s.upgrade.state == Outgoing::waiting) hear_from_upgrade(s);
     else if (s.takeover.state == Incoming::told_ready) hear_from_old_parent(s);
 }
 
 // A whole decimal number of at most 9 digits. false if malformed.
-static bool parse_count(const char *text, long *out) {
+PREFORK_COLD static bool parse_count(const char *text, long *out) {
     size_t n = strlen(text);
     if (n == 0 || n > 9 || strspn(text, "0123456789") != n) return false;
     *out = strtol(text, nullptr, 10);
@@ -2802,7 +2802,7 @@ PREFORK_COLD int Server::listen_inherited() {
     return int(count);
 }
 
-bool Server::upgrading() const { return taking_over(*state_); }
+PREFORK_COLD bool Server::upgrading() const { return taking_over(*state_); }
 
 PREFORK_COLD int Server::enable_upgrade(int argc, char *const *argv) {
     ServerState &s = *state_;
@@ -2822,7 +2822,7 @@ PREFORK_COLD int Server::enable_upgrade(int argc, char *const *argv) {
 /* ---------------------------------------------------------------------------
    The parent loop: signals as the pipe brings them, one maintenance pass a
    turn, and a poll() until the nearest deadline. */
-static void check_ready(ServerState &s) {
+PREFORK_COLD static void check_ready(ServerState &s) {
     if (s.pool.was_ready || s.pool.phase != Phase::running) return;
     int ready = 0;
     for (size_t i = 0; i < s.pool.children.size(); i++) {
@@ -2836,7 +2836,7 @@ static void check_ready(ServerState &s) {
         become_ready(s);
 }
 
-static void adjust_spares(ServerState &s, int delta) {
+PREFORK_COLD static void adjust_spares(ServerState &s, int delta) {
     Options &o = s.config.options;
     if (delta < 0 && o.min_spare_servers <= 1) {
         s.logf(LogLevel::notice, "SIGTTOU: min_spare_servers is already 1");
@@ -2850,7 +2850,7 @@ static void adjust_spares(ServerState &s, int delta) {
            delta > 0 ? "SIGTTIN" : "SIGTTOU", o.min_spare_servers, o.max_spare_servers);
 }
 
-static void handle_signal(ServerState &s, int signal) {
+PREFORK_COLD static void handle_signal(ServerState &s, int signal) {
     switch (signal) {
     case SIGCHLD: reap_children(s); break;
     case SIGTERM: begin_stop(s, Phase::draining, "SIGTERM"); break;
@@ -2880,7 +2880,7 @@ static void handle_signal(ServerState &s, int signal) {
     }
 }
 
-static int run_pool(ServerState &s) {
+PREFORK_COLD static int run_pool(ServerState &s) {
     if (sys::pipe(s.run.wake_pipe) < 0 || sys::pipe(s.run.life_pipe) < 0)
         return s.fail(format("pipe: %s", strerror(errno)));
     s.pool.children.assign(size_t(s.config.options.max_clients), Child());
@@ -2923,7 +2923,7 @@ static int run_pool(ServerState &s) {
     return s.pool.result;
 }
 
-static int run_single(ServerState &s) {
+PREFORK_COLD static int run_single(ServerState &s) {
     s.worker.signal_read_end = s.run.signal_pipe[0];
     set_worker_identity(s, 0);
     Slot &slot = s.run.board.slot(0);
@@ -2940,7 +2940,7 @@ static int run_single(ServerState &s) {
 
 // Gets the scoreboard, retrying every ipc_retry_interval while signals may
 // still stop us. 0, or 1 when told to stop first.
-static int acquire_ipc(ServerState &s) {
+PREFORK_COLD static int acquire_ipc(ServerState &s) {
     std::string why;
     while (s.run.board.create(s.config.options.single_process ? 1 : s.config.options.max_clients, &why, s.config.log) != 0) {
         s.logf(LogLevel::error, "cannot create the scoreboard: %s; retrying in %g s", why.c_str(),
@@ -2964,16 +2964,16 @@ static int acquire_ipc(ServerState &s) {
 
 /* ---------------------------------------------------------------------------
    Server: the public face. */
-Server::Server(const Options &options) : state_(new ServerState) { state_->config.options = options; }
+PREFORK_COLD Server::Server(const Options &options) : state_(new ServerState) { state_->config.options = options; }
 
 // Closes the listeners; a UNIX socket file is removed by run() only, since a
 // Server that never ran may be a copy whose socket another process serves.
-Server::~Server() {
+PREFORK_COLD Server::~Server() {
     for (Listener &l : state_->config.listeners) sys::close(l.fd);
 }
 
 // Fills in the address and port a listener really got (port 0 picks one).
-static int describe_listener(ServerState &s, Listener &l) {
+PREFORK_COLD static int describe_listener(ServerState &s, Listener &l) {
     sockaddr_storage bound;
     memset(&bound, 0, sizeof bound);
     socklen_t length = sizeof bound;
@@ -3018,19 +3018,19 @@ void Server::on_restart(std::function<void()> hook) { state_->config.restart = s
 void Server::on_ready(std::function<bool()> hook) { state_->config.ready = std::move(hook); }
 void Server::on_worker_start(InitHook hook) { state_->config.hooks.push_back(std::move(hook)); }
 void Server::on_log(LogFn log) { state_->config.log = std::move(log); }
-bool Server::is_child() const { return state_->worker.is_child; }
-Snapshot Server::snapshot() { return state_->run.board.snapshot(); }
-const Options &Server::options() const { return state_->config.options; }
-const std::string &Server::error() const { return state_->error; }
+PREFORK_COLD bool Server::is_child() const { return state_->worker.is_child; }
+PREFORK_COLD Snapshot Server::snapshot() { return state_->run.board.snapshot(); }
+PREFORK_COLD const Options &Server::options() const { return state_->config.options; }
+PREFORK_COLD const std::string &Server::error() const { return state_->error; }
 
-void Server::log(LogLevel level, const char *fmt, ...) {
+PREFORK_COLD void Server::log(LogLevel level, const char *fmt, ...) {
     va_list args;
     va_start(args, fmt);
     vlog(state_->config.log, level, fmt, args);
     va_end(args);
 }
 
-int Server::run() {
+PREFORK_COLD int Server::run() {
     ServerState &s = *state_;
     std::vector<std::string> notes;
     std::string bad = check_options(s.config.options, &notes);
@@ -3363,7 +3363,7 @@ static int hex_value(char c) {
 // remaining; line counts the line's bytes), then ";extension" or CRLF.
 // 0, or http_malformed (*too_large when the size would take a body of
 // body_size bytes past max_body).
-static int take_size_line_byte(int &state, char ch, uint64_t &remaining, size_t &line, size_t body_size,
+PREFORK_COLD static int take_size_line_byte(int &state, char ch, uint64_t &remaining, size_t &line, size_t body_size,
                                size_t max_body, bool *too_large) {
     if (state == chunk_size) {
         int digit = hex_value(ch);
@@ -3398,7 +3398,7 @@ static int take_size_line_byte(int &state, char ch, uint64_t &remaining, size_t 
 // Takes byte ch of the CRLF after a chunk's data, or of the trailer
 // section after the last chunk (line counts a trailer line's bytes).
 // 0, or http_malformed.
-static int take_chunk_end_byte(int &state, char ch, size_t &line) {
+PREFORK_COLD static int take_chunk_end_byte(int &state, char ch, size_t &line) {
     switch (state) {
     case chunk_data_cr:
         if (ch != '\r') return http_malformed;
@@ -3428,7 +3428,7 @@ static int take_chunk_end_byte(int &state, char ch, size_t &line) {
     return 0;
 }
 
-long ChunkedDecoder::feed(const char *in, size_t len, std::string *out, size_t max_body, bool *too_large) {
+PREFORK_COLD long ChunkedDecoder::feed(const char *in, size_t len, std::string *out, size_t max_body, bool *too_large) {
     *too_large = false;
     size_t i = 0;
     while (i < len && state_ != chunked_done) {
@@ -3509,13 +3509,13 @@ std::string_view HttpContext::header(std::string_view name) const {
 
 // A query's name or value, application/x-www-form-urlencoded: "+" is a
 // space (a "%2B" stays a plus), then percent-decoding.
-static bool form_decode(std::string_view in, std::string *out) {
+PREFORK_COLD static bool form_decode(std::string_view in, std::string *out) {
     std::string spaced(in);
     std::replace(spaced.begin(), spaced.end(), '+', ' ');
     return percent_decode(spaced, out);
 }
 
-bool HttpContext::param(std::string_view name, std::string *value) const {
+PREFORK_COLD bool HttpContext::param(std::string_view name, std::string *value) const {
     std::string key;
     for (std::string_view rest = query; !rest.empty();) {
         size_t amp = rest.find('&');
@@ -3531,7 +3531,7 @@ bool HttpContext::param(std::string_view name, std::string *value) const {
 
 // The client's address as text: no port, no brackets; "unix" over a UNIX
 // socket, "" when the worker does not know it.
-static std::string peer_text(const Worker &worker) {
+PREFORK_COLD static std::string peer_text(const Worker &worker) {
     if (!worker.peer_length()) return std::string();
     int port = 0;
     std::string address =
@@ -3542,7 +3542,7 @@ static std::string peer_text(const Worker &worker) {
     return address;
 }
 
-std::string HttpContext::peer() const { return worker ? peer_text(*worker) : std::string(); }
+PREFORK_COLD std::string HttpContext::peer() const { return worker ? peer_text(*worker) : std::string(); }
 
 // Whether the client has closed its side or reset the connection; bytes
 // it sent (a pipelined request) stay where they are.
@@ -3743,6 +3743,13 @@ struct CachedTime {
 
 static const char http_date_pattern[] = "%a, %d %b %Y %H:%M:%S GMT";
 
+// A path prefix behind Basic auth (require_auth): its password file and
+// the WWW-Authenticate value of its 401.
+struct AuthZone {
+    std::string prefix, challenge;
+    PasswordFile passwords;
+};
+
 // What an HttpService holds: its routes and docroots, and the buffers
 // reused from one request to the next. The helpers below take it by this
 // name; HttpService::Internals, private in the header, is only its shell.
@@ -3776,6 +3783,8 @@ struct ServiceState {
     };
     std::vector<AccessRule> access;  // allow_from's and deny_from's, in order
     std::string document_root;    // the directory served at "/", absolute: CGI's DOCUMENT_ROOT
+    std::vector<std::unique_ptr<AuthZone>> auth_zones;  // require_auth()'s prefixes
+    std::string remote_user;           // whom this request authenticated as ("": nobody), for the log
 };
 
 struct HttpService::Internals : ServiceState {};
@@ -4093,7 +4102,7 @@ static bool send_response(ServiceState &in, const HttpOptions &options, Link &li
 
 // Builds the stream's head in in.out, for its status (false, nothing
 // built, for a status outside 100-599: run_route answers 500 for it).
-static bool start_stream(ResponseStream &st, HttpResponse &r) {
+PREFORK_COLD static bool start_stream(ResponseStream &st, HttpResponse &r) {
     int status = r.status();
     if (status < 100 || status > 599) return false;
     st.status = status;
@@ -4114,7 +4123,7 @@ static bool start_stream(ResponseStream &st, HttpResponse &r) {
 // as one chunk (nothing after a HEAD or for a bodiless status), and with
 // last the last chunk. false, and the stream cut, when the client is gone
 // or too slow, or the worker should stop while the send waits on it.
-static bool stream_send(ResponseStream &st, HttpResponse &r, std::string_view data, bool last) {
+PREFORK_COLD static bool stream_send(ResponseStream &st, HttpResponse &r, std::string_view data, bool last) {
     bool starting = !st.started;
     if (starting && !start_stream(st, r)) return false;
     std::string &pending = HttpResponder::body(r);
@@ -4148,7 +4157,7 @@ static bool stream_send(ResponseStream &st, HttpResponse &r, std::string_view da
 // went out for a response that carries no body (HEAD, 204, 304): nothing
 // more will be sent, and the response ends whole. false, nothing sent,
 // while a file() is set or for a bad status.
-static bool stream_write(ResponseStream &st, HttpResponse &r, std::string_view data) {
+PREFORK_COLD static bool stream_write(ResponseStream &st, HttpResponse &r, std::string_view data) {
     if (st.cut || HttpResponder::file_fd(r) >= 0 || !stream_send(st, r, data, false)) return false;
     return st.raw || (!st.head_only && st.framing != Framing::none);
 }
@@ -4164,7 +4173,7 @@ void HttpResponse::abort() {
 // holds and the last chunk. Whether the connection may carry another
 // request. A file set after the first write cannot be sent: the stream is
 // cut (run_route logs the route).
-static bool end_stream(ResponseStream &st, HttpResponse &r) {
+PREFORK_COLD static bool end_stream(ResponseStream &st, HttpResponse &r) {
     if (HttpResponder::file_fd(r) >= 0) st.cut = true;
     if (!st.cut) (void)stream_send(st, r, std::string_view(), true);
     r.file(-1, 0, 0);
@@ -4221,7 +4230,7 @@ static void log_access(ServiceState &in, const HttpOptions &o, const HttpContext
 
 // Answers a request that could not be served, logs it, and leaves the
 // connection to be closed.
-static void send_error(ServiceState &in, const HttpOptions &options, Link &link, int status) {
+PREFORK_COLD static void send_error(ServiceState &in, const HttpOptions &options, Link &link, int status) {
     HttpResponse &r = in.response;
     HttpResponder::reset(r);
     answer_status(in, r, status);
@@ -4328,7 +4337,8 @@ static void route_request(ServiceState &in, HttpContext &ctx, HttpResponse &r) {
 // Whether the path is prefix ("/admin/") or under it, or is prefix without
 // its final "/" ("/admin").
 static bool under_prefix(std::string_view path, std::string_view prefix) {
-    return path.substr(0, prefix.size()) == prefix || path == prefix.substr(0, prefix.size() - 1);
+    return path.substr(0, prefix.size()) == prefix ||
+           (prefix.size() > 1 && prefix.back() == '/' && path == prefix.substr(0, prefix.size() - 1));
 }
 
 // The access rules (allow_from, deny_from) of the longest prefix that has
@@ -4351,14 +4361,18 @@ static bool access_allowed(const ServiceState &in, const HttpContext &ctx) {
     return !allow_rules;
 }
 
+static bool authorized(ServiceState &in, const HttpContext &ctx, HttpResponse &r);
+
 // Answers the request in r, its body and all, ready to send: 403 for a
-// client the access rules keep out, else what the routes or files say.
+// client the access rules keep out, 401 for one a password must let in,
+// else what the routes or files say.
 static void dispatch(ServiceState &in, HttpContext &ctx, HttpResponse &r) {
-    if (in.path == "*" || access_allowed(in, ctx)) {
-        route_request(in, ctx, r);
-    } else {
+    bool asterisk = in.path == "*";
+    if (!asterisk && !access_allowed(in, ctx)) {
         ctx.worker->log(LogLevel::info, "the access rules refuse %s to %s", in.path.c_str(), ctx.peer().c_str());
         answer_status(in, r, 403);
+    } else if (asterisk || authorized(in, ctx, r)) {
+        route_request(in, ctx, r);
     }
     render_answer(in, ctx.worker, &ctx, r);
 }
@@ -4405,7 +4419,7 @@ static bool path_is_servable(std::string_view path) {
 // An HTTP date in any of the three forms a recipient must accept (RFC 9110
 // section 5.6.7): IMF-fixdate, the obsolete RFC 850 form (two-digit year:
 // 69-99 are 19xx, as POSIX %y has it) and asctime(). -1 when it is none.
-static time_t parse_http_date(std::string_view text) {
+PREFORK_COLD static time_t parse_http_date(std::string_view text) {
     static const char *const patterns[] = {
         http_date_pattern,              // Sun, 06 Nov 1994 08:49:37 GMT
         "%A, %d-%b-%y %H:%M:%S GMT",    // Sunday, 06-Nov-94 08:49:37 GMT
@@ -4426,7 +4440,7 @@ static time_t parse_http_date(std::string_view text) {
 
 // A single "bytes=" range against size. 1 with *from and *length set, 0 to
 // ignore the field (absent, several ranges, another unit), -1 unsatisfiable.
-static int parse_range(std::string_view value, uint64_t size, uint64_t *from, uint64_t *length) {
+PREFORK_COLD static int parse_range(std::string_view value, uint64_t size, uint64_t *from, uint64_t *length) {
     if (value.size() < 6 || !equals_nocase(value.substr(0, 6), "bytes=") ||
         value.find(',') != std::string_view::npos)
         return 0;
@@ -4684,7 +4698,8 @@ static void add_variable(std::vector<std::string> &env, const char *name, std::s
 PREFORK_COLD static std::vector<std::string> cgi_environment(const CgiMount &m, const HttpOptions &o,
                                                              const HttpContext &ctx, const std::string &script,
                                                              std::string_view path_info, int fd,
-                                                             const std::string &document_root) {
+                                                             const std::string &document_root,
+                                                             const std::string &remote_user) {
     sockaddr_storage local;
     socklen_t length = sizeof local;
     int ports[2] = {0, 0};  // ours, the client's
@@ -4707,6 +4722,10 @@ PREFORK_COLD static std::vector<std::string> cgi_environment(const CgiMount &m, 
         {"DOCUMENT_ROOT", document_root}, {"REDIRECT_STATUS", "200"}};
     for (const auto &v : variables) add_variable(env, v.first, v.second);
     add_variable(env, "REMOTE_ADDR", ctx.peer());
+    if (!remote_user.empty()) {
+        add_variable(env, "AUTH_TYPE", "Basic");
+        add_variable(env, "REMOTE_USER", remote_user);
+    }
     if (!path_info.empty()) {
         add_variable(env, "PATH_INFO", path_info);
         add_variable(env, "PATH_TRANSLATED", document_root + std::string(path_info));
@@ -5001,7 +5020,8 @@ PREFORK_COLD static void run_cgi(ServiceState &in, const HttpOptions &o, CgiMoun
     cr.deadline_ms = now_ms() + int64_t(o.cgi_timeout * 1000);
     std::string path = m.directory + "/" + script;
     if (spawn_script(cr.child, path, cgi_environment(m, o, ctx, script, path_info, stream.link->fd,
-                                                   in.document_root.empty() ? m.directory : in.document_root)) < 0) {
+                                                   in.document_root.empty() ? m.directory : in.document_root,
+                                                   in.remote_user)) < 0) {
         ctx.worker->log(LogLevel::error, "cgi %s: cannot start: %s", cr.child.name.c_str(), strerror(errno));
         return answer_status(in, r, 500);
     }
@@ -5071,7 +5091,7 @@ PREFORK_COLD int HttpService::serve_cgi(const std::string &prefix, const std::st
 /* The status page, after Apache's mod_status: HTML for people, "?auto" in
    mod_status's machine-readable format (so collectd's apache plugin and
    Prometheus' apache_exporter read it unchanged), and "?json". */
-static void append_escaped(std::string &out, std::string_view text, bool json) {
+PREFORK_COLD static void append_escaped(std::string &out, std::string_view text, bool json) {
     for (char ch : text) {
         unsigned char u = (unsigned char)ch;
         if (json && (ch == '"' || ch == '\\')) {
@@ -5096,13 +5116,13 @@ static void append_escaped(std::string &out, std::string_view text, bool json) {
 }
 
 // "%g" without the leading zero Apache drops: ".00259347".
-static const char *apache_number(double value, char (&text)[40]) {
+PREFORK_COLD static const char *apache_number(double value, char (&text)[40]) {
     snprintf(text, sizeof text, "%g", value);
     return text[0] == '0' && text[1] == '.' ? text + 1 : text;
 }
 
 // "?auto": mod_status's machine-readable page, key: value lines.
-static void append_status_auto(std::string &out, const Snapshot &s, std::string_view host,
+PREFORK_COLD static void append_status_auto(std::string &out, const Snapshot &s, std::string_view host,
                                const std::string &server_name, double uptime, const std::string &letters) {
     char line[512], per_second[40], bytes_per_second[40], bytes_per_request[40];
     if (host.empty()) host = "localhost";
@@ -5125,7 +5145,7 @@ static void append_status_auto(std::string &out, const Snapshot &s, std::string_
 
 // The JSON object's or the HTML page's totals, up to where the workers
 // are listed.
-static void append_status_totals(std::string &out, const Snapshot &s, bool json, const std::string &server_name,
+PREFORK_COLD static void append_status_totals(std::string &out, const Snapshot &s, bool json, const std::string &server_name,
                                  double uptime, const std::string &letters) {
     char line[256];
     if (json) {
@@ -5151,7 +5171,7 @@ static void append_status_totals(std::string &out, const Snapshot &s, bool json,
 }
 
 // One JSON object or one table row per slot in use.
-static void append_status_workers(std::string &out, const Snapshot &s, bool json) {
+PREFORK_COLD static void append_status_workers(std::string &out, const Snapshot &s, bool json) {
     char line[256];
     bool first = true;
     for (size_t i = 0; i < s.slots.size(); i++) {
@@ -5199,7 +5219,7 @@ PREFORK_COLD static void status_page(HttpContext &ctx, HttpResponse &r, const st
     out += json ? "]}\n" : "</table>\n</body></html>\n";
 }
 
-bool AddressRange::parse(const std::string &text, AddressRange *range) {
+PREFORK_COLD bool AddressRange::parse(const std::string &text, AddressRange *range) {
     AddressRange r;
     size_t slash = text.find('/');
     std::string address = text.substr(0, slash);
@@ -5304,8 +5324,840 @@ void HttpService::on_error(std::function<void(const HttpContext *, int, HttpResp
     in_->render_error = std::move(render);
 }
 
+/* ---------------------------------------------------------------------------
+   Password hashes, for Basic auth: the schemes Apache's htpasswd and
+   `openssl passwd` write (bcrypt, Apache MD5, MD5-crypt, SHA-256/512-crypt,
+   {SHA}). glibc no longer ships crypt(3) in libc, so the primitives are
+   here, written from their specifications: MD5 (RFC 1321), SHA-1, SHA-256
+   and SHA-512 (FIPS 180-4), Blowfish (Schneier, 1993) with the eksblowfish
+   set-up of bcrypt (Provos and Mazieres, 1999), MD5-crypt as FreeBSD and
+   Apache define it, and Drepper's "Unix crypt using SHA-256 and SHA-512".
+   They only check: the entry's own salt and cost recompute its hash from
+   the password, and the two are compared in constant time, so the time a
+   refusal takes does not tell how much of a guess was right. */
+
+// MD5's T[i] = floor(2^32 * |sin(i + 1)|) (RFC 1321 3.4).
+static const uint32_t md5_sines[64] = {
+    0xd76aa478, 0xe8c7b756, 0x242070db, 0xc1bdceee, 0xf57c0faf, 0x4787c62a,
+    0xa8304613, 0xfd469501, 0x698098d8, 0x8b44f7af, 0xffff5bb1, 0x895cd7be,
+    0x6b901122, 0xfd987193, 0xa679438e, 0x49b40821, 0xf61e2562, 0xc040b340,
+    0x265e5a51, 0xe9b6c7aa, 0xd62f105d, 0x02441453, 0xd8a1e681, 0xe7d3fbc8,
+    0x21e1cde6, 0xc33707d6, 0xf4d50d87, 0x455a14ed, 0xa9e3e905, 0xfcefa3f8,
+    0x676f02d9, 0x8d2a4c8a, 0xfffa3942, 0x8771f681, 0x6d9d6122, 0xfde5380c,
+    0xa4beea44, 0x4bdecfa9, 0xf6bb4b60, 0xbebfbc70, 0x289b7ec6, 0xeaa127fa,
+    0xd4ef3085, 0x04881d05, 0xd9d4d039, 0xe6db99e5, 0x1fa27cf8, 0xc4ac5665,
+    0xf4292244, 0x432aff97, 0xab9423a7, 0xfc93a039, 0x655b59c3, 0x8f0ccc92,
+    0xffeff47d, 0x85845dd1, 0x6fa87e4f, 0xfe2ce6e0, 0xa3014314, 0x4e0811a1,
+    0xf7537e82, 0xbd3af235, 0x2ad7d2bb, 0xeb86d391,
+};
+
+// FIPS 180-4 4.2.2 and 4.2.3: the first 32 or 64 bits of the fractional
+// parts of the cube roots of the first 64 or 80 primes; 5.3.3 and 5.3.5:
+// those of the square roots of the first 8 primes start the hash.
+static const uint32_t sha256_roots[64] = {
+    0x428a2f98, 0x71374491, 0xb5c0fbcf, 0xe9b5dba5, 0x3956c25b, 0x59f111f1,
+    0x923f82a4, 0xab1c5ed5, 0xd807aa98, 0x12835b01, 0x243185be, 0x550c7dc3,
+    0x72be5d74, 0x80deb1fe, 0x9bdc06a7, 0xc19bf174, 0xe49b69c1, 0xefbe4786,
+    0x0fc19dc6, 0x240ca1cc, 0x2de92c6f, 0x4a7484aa, 0x5cb0a9dc, 0x76f988da,
+    0x983e5152, 0xa831c66d, 0xb00327c8, 0xbf597fc7, 0xc6e00bf3, 0xd5a79147,
+    0x06ca6351, 0x14292967, 0x27b70a85, 0x2e1b2138, 0x4d2c6dfc, 0x53380d13,
+    0x650a7354, 0x766a0abb, 0x81c2c92e, 0x92722c85, 0xa2bfe8a1, 0xa81a664b,
+    0xc24b8b70, 0xc76c51a3, 0xd192e819, 0xd6990624, 0xf40e3585, 0x106aa070,
+    0x19a4c116, 0x1e376c08, 0x2748774c, 0x34b0bcb5, 0x391c0cb3, 0x4ed8aa4a,
+    0x5b9cca4f, 0x682e6ff3, 0x748f82ee, 0x78a5636f, 0x84c87814, 0x8cc70208,
+    0x90befffa, 0xa4506ceb, 0xbef9a3f7, 0xc67178f2,
+};
+static const uint32_t sha256_initial[8] = {
+    0x6a09e667, 0xbb67ae85, 0x3c6ef372, 0xa54ff53a,
+    0x510e527f, 0x9b05688c, 0x1f83d9ab, 0x5be0cd19,
+};
+static const uint64_t sha512_roots[80] = {
+    0x428a2f98d728ae22, 0x7137449123ef65cd, 0xb5c0fbcfec4d3b2f, 0xe9b5dba58189dbbc,
+    0x3956c25bf348b538, 0x59f111f1b605d019, 0x923f82a4af194f9b, 0xab1c5ed5da6d8118,
+    0xd807aa98a3030242, 0x12835b0145706fbe, 0x243185be4ee4b28c, 0x550c7dc3d5ffb4e2,
+    0x72be5d74f27b896f, 0x80deb1fe3b1696b1, 0x9bdc06a725c71235, 0xc19bf174cf692694,
+    0xe49b69c19ef14ad2, 0xefbe4786384f25e3, 0x0fc19dc68b8cd5b5, 0x240ca1cc77ac9c65,
+    0x2de92c6f592b0275, 0x4a7484aa6ea6e483, 0x5cb0a9dcbd41fbd4, 0x76f988da831153b5,
+    0x983e5152ee66dfab, 0xa831c66d2db43210, 0xb00327c898fb213f, 0xbf597fc7beef0ee4,
+    0xc6e00bf33da88fc2, 0xd5a79147930aa725, 0x06ca6351e003826f, 0x142929670a0e6e70,
+    0x27b70a8546d22ffc, 0x2e1b21385c26c926, 0x4d2c6dfc5ac42aed, 0x53380d139d95b3df,
+    0x650a73548baf63de, 0x766a0abb3c77b2a8, 0x81c2c92e47edaee6, 0x92722c851482353b,
+    0xa2bfe8a14cf10364, 0xa81a664bbc423001, 0xc24b8b70d0f89791, 0xc76c51a30654be30,
+    0xd192e819d6ef5218, 0xd69906245565a910, 0xf40e35855771202a, 0x106aa07032bbd1b8,
+    0x19a4c116b8d2d0c8, 0x1e376c085141ab53, 0x2748774cdf8eeb99, 0x34b0bcb5e19b48a8,
+    0x391c0cb3c5c95a63, 0x4ed8aa4ae3418acb, 0x5b9cca4f7763e373, 0x682e6ff3d6b2b8a3,
+    0x748f82ee5defb2fc, 0x78a5636f43172f60, 0x84c87814a1f0ab72, 0x8cc702081a6439ec,
+    0x90befffa23631e28, 0xa4506cebde82bde9, 0xbef9a3f7b2c67915, 0xc67178f2e372532b,
+    0xca273eceea26619c, 0xd186b8c721c0c207, 0xeada7dd6cde0eb1e, 0xf57d4f7fee6ed178,
+    0x06f067aa72176fba, 0x0a637dc5a2c898a6, 0x113f9804bef90dae, 0x1b710b35131c471b,
+    0x28db77f523047d84, 0x32caab7b40c72493, 0x3c9ebe0a15c9bebc, 0x431d67c49c100d4c,
+    0x4cc5d4becb3e42b6, 0x597f299cfc657e2a, 0x5fcb6fab3ad6faec, 0x6c44198c4a475817,
+};
+static const uint64_t sha512_initial[8] = {
+    0x6a09e667f3bcc908, 0xbb67ae8584caa73b, 0x3c6ef372fe94f82b, 0xa54ff53a5f1d36f1,
+    0x510e527fade682d1, 0x9b05688c2b3e6c1f, 0x1f83d9abfb41bd6b, 0x5be0cd19137e2179,
+};
+
+namespace detail {
+
+enum class HashKind { md5, sha1, sha256, sha512 };
+
+}  // namespace detail
+
+using detail::HashKind;
+
+static uint32_t rotl32(uint32_t x, int n) { return x << n | x >> (32 - n); }
+
+template <class Word> static Word rotr(Word x, int n) { return Word(x >> n | x << (8 * sizeof(Word) - n)); }
+
+// A word from its bytes, most significant first (SHA) or last (MD5), and back.
+template <class Word> static Word load_word(const unsigned char *p, bool big_endian) {
+    Word word = 0;
+    for (size_t i = 0; i < sizeof(Word); i++) word = Word(word << 8 | p[big_endian ? i : sizeof(Word) - 1 - i]);
+    return word;
+}
+
+template <class Word> static void store_word(unsigned char *p, Word word, bool big_endian) {
+    for (size_t i = 0; i < sizeof(Word); i++, word = Word(word >> 8))
+        p[big_endian ? sizeof(Word) - 1 - i : i] = (unsigned char)word;
+}
+
+__attribute__((noinline)) static void md5_compress(uint32_t *h, const unsigned char *block) {
+    static const uint8_t shifts[16] = {7, 12, 17, 22, 5, 9, 14, 20, 4, 11, 16, 23, 6, 10, 15, 21};
+    uint32_t m[16];
+    for (int i = 0; i < 16; i++) m[i] = load_word<uint32_t>(block + 4 * i, false);
+    uint32_t a = h[0], b = h[1], c = h[2], d = h[3];
+    for (int i = 0; i < 64; i++) {
+        int round = i / 16, word;
+        uint32_t f;
+        if (round == 0) f = (b & c) | (~b & d), word = i;
+        else if (round == 1) f = (d & b) | (~d & c), word = (5 * i + 1) % 16;
+        else if (round == 2) f = b ^ c ^ d, word = (3 * i + 5) % 16;
+        else f = c ^ (b | ~d), word = 7 * i % 16;
+        uint32_t next = b + rotl32(a + f + md5_sines[i] + m[word], shifts[round * 4 + i % 4]);
+        a = d, d = c, c = b, b = next;
+    }
+    h[0] += a, h[1] += b, h[2] += c, h[3] += d;
+}
+
+__attribute__((noinline)) static void sha1_compress(uint32_t *h, const unsigned char *block) {
+    uint32_t w[80];
+    for (int t = 0; t < 16; t++) w[t] = load_word<uint32_t>(block + 4 * t, true);
+    for (int t = 16; t < 80; t++) w[t] = rotl32(w[t - 3] ^ w[t - 8] ^ w[t - 14] ^ w[t - 16], 1);
+    uint32_t a = h[0], b = h[1], c = h[2], d = h[3], e = h[4];
+    for (int t = 0; t < 80; t++) {
+        uint32_t f, k;
+        if (t < 20) f = (b & c) | (~b & d), k = 0x5a827999;
+        else if (t < 40) f = b ^ c ^ d, k = 0x6ed9eba1;
+        else if (t < 60) f = (b & c) | (b & d) | (c & d), k = 0x8f1bbcdc;
+        else f = b ^ c ^ d, k = 0xca62c1d6;
+        uint32_t next = rotl32(a, 5) + f + e + k + w[t];
+        e = d, d = c, c = rotl32(b, 30), b = a, a = next;
+    }
+    h[0] += a, h[1] += b, h[2] += c, h[3] += d, h[4] += e;
+}
+
+// SHA-256 and SHA-512 differ only in word size, round count, constants and
+// rotations (FIPS 180-4 4.1.2, 4.1.3, 6.2.2, 6.4.2). r: the rotations of
+// Sigma0 and Sigma1 (three each), then of sigma0 and sigma1 (two rotations
+// and a shift each).
+template <class Word, int Rounds>
+__attribute__((noinline)) static void sha2_compress(Word *h, const unsigned char *block, const Word *k, const uint8_t *r) {
+    Word w[Rounds], v[8];
+    for (int t = 0; t < 16; t++) w[t] = load_word<Word>(block + sizeof(Word) * t, true);
+    for (int t = 16; t < Rounds; t++) {
+        Word s0 = rotr(w[t - 15], r[6]) ^ rotr(w[t - 15], r[7]) ^ Word(w[t - 15] >> r[8]);
+        Word s1 = rotr(w[t - 2], r[9]) ^ rotr(w[t - 2], r[10]) ^ Word(w[t - 2] >> r[11]);
+        w[t] = Word(s1 + w[t - 7] + s0 + w[t - 16]);
+    }
+    std::copy(h, h + 8, v);
+    for (int t = 0; t < Rounds; t++) {
+        Word a = v[0], e = v[4];
+        Word t1 = v[7] + (rotr(e, r[3]) ^ rotr(e, r[4]) ^ rotr(e, r[5])) + ((e & v[5]) ^ (~e & v[6])) + k[t] + w[t];
+        Word t2 = (rotr(a, r[0]) ^ rotr(a, r[1]) ^ rotr(a, r[2])) + ((a & v[1]) ^ (a & v[2]) ^ (v[1] & v[2]));
+        std::copy_backward(v, v + 7, v + 8);  // h = g, ..., e = d, ..., b = a
+        v[4] = Word(v[4] + t1);
+        v[0] = Word(t1 + t2);
+    }
+    for (int i = 0; i < 8; i++) h[i] = Word(h[i] + v[i]);
+}
+
+// The frame the four hashes share (RFC 1321 3.1-3.2, FIPS 180-4 5.1): the
+// message goes to the compression function a block at a time, and the last
+// is padded with 0x80, zeros and the length in bits (MD5: little-endian;
+// SHA: big-endian, in the block's last 8 or 16 bytes).
+class MessageDigest {
+public:
+    explicit MessageDigest(HashKind kind) : kind_(kind) {
+        static const uint32_t md_initial[5] = {0x67452301, 0xefcdab89, 0x98badcfe, 0x10325476, 0xc3d2e1f0};
+        if (kind == HashKind::sha512) std::copy(sha512_initial, sha512_initial + 8, words64_);
+        else if (kind == HashKind::sha256) std::copy(sha256_initial, sha256_initial + 8, words32_);
+        else std::copy(md_initial, md_initial + 5, words32_);
+    }
+
+    __attribute__((noinline)) MessageDigest &add(std::string_view data) {
+        length_ += data.size();
+        while (!data.empty()) {
+            size_t take = std::min(block_size() - buffered_, data.size());
+            memcpy(buffer_ + buffered_, data.data(), take);
+            buffered_ += take;
+            data.remove_prefix(take);
+            if (buffered_ == block_size()) compress(), buffered_ = 0;
+        }
+        return *this;
+    }
+
+    // The raw digest; the object is spent.
+    __attribute__((noinline)) std::string digest() {
+        bool big_endian = kind_ != HashKind::md5;
+        size_t length_bytes = block_size() / 8;
+        unsigned char tail[16] = {};
+        store_word<uint64_t>(big_endian ? tail + length_bytes - 8 : tail, length_ * 8, big_endian);
+        add("\x80");
+        while (buffered_ != block_size() - length_bytes) add(std::string_view("", 1));
+        add(std::string_view(reinterpret_cast<const char *>(tail), length_bytes));
+        unsigned char out[64];
+        size_t words = kind_ == HashKind::md5 ? 4 : kind_ == HashKind::sha1 ? 5 : 8;
+        for (size_t i = 0; i < words; i++) {
+            if (kind_ == HashKind::sha512) store_word(out + 8 * i, words64_[i], true);
+            else store_word(out + 4 * i, words32_[i], big_endian);
+        }
+        return std::string(reinterpret_cast<const char *>(out), words * (kind_ == HashKind::sha512 ? 8 : 4));
+    }
+
+private:
+    size_t block_size() const { return kind_ == HashKind::sha512 ? 128 : 64; }
+
+    void compress() {
+        static const uint8_t sha256_rotations[12] = {2, 13, 22, 6, 11, 25, 7, 18, 3, 17, 19, 10};
+        static const uint8_t sha512_rotations[12] = {28, 34, 39, 14, 18, 41, 1, 8, 7, 19, 61, 6};
+        switch (kind_) {
+        case HashKind::md5: md5_compress(words32_, buffer_); break;
+        case HashKind::sha1: sha1_compress(words32_, buffer_); break;
+        case HashKind::sha256:
+            sha2_compress<uint32_t, 64>(words32_, buffer_, sha256_roots, sha256_rotations);
+            break;
+        case HashKind::sha512:
+            sha2_compress<uint64_t, 80>(words64_, buffer_, sha512_roots, sha512_rotations);
+            break;
+        }
+    }
+
+    HashKind kind_;
+    uint32_t words32_[8] = {};
+    uint64_t words64_[8] = {};
+    unsigned char buffer_[128];
+    size_t buffered_ = 0;
+    uint64_t length_ = 0;
+};
+
+namespace detail {
+
+// The tests' way to the primitives (declared in test/password_test.cc only).
+std::string hash_digest(HashKind kind, std::string_view data) { return MessageDigest(kind).add(data).digest(); }
+
+}  // namespace detail
+
+// Blowfish's initial P-array and S-boxes: the fractional part of pi in
+// hexadecimal, P[0] = 0x243f6a88 onwards (Schneier, 1993).
+static const uint32_t blowfish_pi[18 + 4 * 256] = {
+    0x243f6a88, 0x85a308d3, 0x13198a2e, 0x03707344, 0xa4093822, 0x299f31d0, 0x082efa98, 0xec4e6c89,
+    0x452821e6, 0x38d01377, 0xbe5466cf, 0x34e90c6c, 0xc0ac29b7, 0xc97c50dd, 0x3f84d5b5, 0xb5470917,
+    0x9216d5d9, 0x8979fb1b, 0xd1310ba6, 0x98dfb5ac, 0x2ffd72db, 0xd01adfb7, 0xb8e1afed, 0x6a267e96,
+    0xba7c9045, 0xf12c7f99, 0x24a19947, 0xb3916cf7, 0x0801f2e2, 0x858efc16, 0x636920d8, 0x71574e69,
+    0xa458fea3, 0xf4933d7e, 0x0d95748f, 0x728eb658, 0x718bcd58, 0x82154aee, 0x7b54a41d, 0xc25a59b5,
+    0x9c30d539, 0x2af26013, 0xc5d1b023, 0x286085f0, 0xca417918, 0xb8db38ef, 0x8e79dcb0, 0x603a180e,
+    0x6c9e0e8b, 0xb01e8a3e, 0xd71577c1, 0xbd314b27, 0x78af2fda, 0x55605c60, 0xe65525f3, 0xaa55ab94,
+    0x57489862, 0x63e81440, 0x55ca396a, 0x2aab10b6, 0xb4cc5c34, 0x1141e8ce, 0xa15486af, 0x7c72e993,
+    0xb3ee1411, 0x636fbc2a, 0x2ba9c55d, 0x741831f6, 0xce5c3e16, 0x9b87931e, 0xafd6ba33, 0x6c24cf5c,
+    0x7a325381, 0x28958677, 0x3b8f4898, 0x6b4bb9af, 0xc4bfe81b, 0x66282193, 0x61d809cc, 0xfb21a991,
+    0x487cac60, 0x5dec8032, 0xef845d5d, 0xe98575b1, 0xdc262302, 0xeb651b88, 0x23893e81, 0xd396acc5,
+    0x0f6d6ff3, 0x83f44239, 0x2e0b4482, 0xa4842004, 0x69c8f04a, 0x9e1f9b5e, 0x21c66842, 0xf6e96c9a,
+    0x670c9c61, 0xabd388f0, 0x6a51a0d2, 0xd8542f68, 0x960fa728, 0xab5133a3, 0x6eef0b6c, 0x137a3be4,
+    0xba3bf050, 0x7efb2a98, 0xa1f1651d, 0x39af0176, 0x66ca593e, 0x82430e88, 0x8cee8619, 0x456f9fb4,
+    0x7d84a5c3, 0x3b8b5ebe, 0xe06f75d8, 0x85c12073, 0x401a449f, 0x56c16aa6, 0x4ed3aa62, 0x363f7706,
+    0x1bfedf72, 0x429b023d, 0x37d0d724, 0xd00a1248, 0xdb0fead3, 0x49f1c09b, 0x075372c9, 0x80991b7b,
+    0x25d479d8, 0xf6e8def7, 0xe3fe501a, 0xb6794c3b, 0x976ce0bd, 0x04c006ba, 0xc1a94fb6, 0x409f60c4,
+    0x5e5c9ec2, 0x196a2463, 0x68fb6faf, 0x3e6c53b5, 0x1339b2eb, 0x3b52ec6f, 0x6dfc511f, 0x9b30952c,
+    0xcc814544, 0xaf5ebd09, 0xbee3d004, 0xde334afd, 0x660f2807, 0x192e4bb3, 0xc0cba857, 0x45c8740f,
+    0xd20b5f39, 0xb9d3fbdb, 0x5579c0bd, 0x1a60320a, 0xd6a100c6, 0x402c7279, 0x679f25fe, 0xfb1fa3cc,
+    0x8ea5e9f8, 0xdb3222f8, 0x3c7516df, 0xfd616b15, 0x2f501ec8, 0xad0552ab, 0x323db5fa, 0xfd238760,
+    0x53317b48, 0x3e00df82, 0x9e5c57bb, 0xca6f8ca0, 0x1a87562e, 0xdf1769db, 0xd542a8f6, 0x287effc3,
+    0xac6732c6, 0x8c4f5573, 0x695b27b0, 0xbbca58c8, 0xe1ffa35d, 0xb8f011a0, 0x10fa3d98, 0xfd2183b8,
+    0x4afcb56c, 0x2dd1d35b, 0x9a53e479, 0xb6f84565, 0xd28e49bc, 0x4bfb9790, 0xe1ddf2da, 0xa4cb7e33,
+    0x62fb1341, 0xcee4c6e8, 0xef20cada, 0x36774c01, 0xd07e9efe, 0x2bf11fb4, 0x95dbda4d, 0xae909198,
+    0xeaad8e71, 0x6b93d5a0, 0xd08ed1d0, 0xafc725e0, 0x8e3c5b2f, 0x8e7594b7, 0x8ff6e2fb, 0xf2122b64,
+    0x8888b812, 0x900df01c, 0x4fad5ea0, 0x688fc31c, 0xd1cff191, 0xb3a8c1ad, 0x2f2f2218, 0xbe0e1777,
+    0xea752dfe, 0x8b021fa1, 0xe5a0cc0f, 0xb56f74e8, 0x18acf3d6, 0xce89e299, 0xb4a84fe0, 0xfd13e0b7,
+    0x7cc43b81, 0xd2ada8d9, 0x165fa266, 0x80957705, 0x93cc7314, 0x211a1477, 0xe6ad2065, 0x77b5fa86,
+    0xc75442f5, 0xfb9d35cf, 0xebcdaf0c, 0x7b3e89a0, 0xd6411bd3, 0xae1e7e49, 0x00250e2d, 0x2071b35e,
+    0x226800bb, 0x57b8e0af, 0x2464369b, 0xf009b91e, 0x5563911d, 0x59dfa6aa, 0x78c14389, 0xd95a537f,
+    0x207d5ba2, 0x02e5b9c5, 0x83260376, 0x6295cfa9, 0x11c81968, 0x4e734a41, 0xb3472dca, 0x7b14a94a,
+    0x1b510052, 0x9a532915, 0xd60f573f, 0xbc9bc6e4, 0x2b60a476, 0x81e67400, 0x08ba6fb5, 0x571be91f,
+    0xf296ec6b, 0x2a0dd915, 0xb6636521, 0xe7b9f9b6, 0xff34052e, 0xc5855664, 0x53b02d5d, 0xa99f8fa1,
+    0x08ba4799, 0x6e85076a, 0x4b7a70e9, 0xb5b32944, 0xdb75092e, 0xc4192623, 0xad6ea6b0, 0x49a7df7d,
+    0x9cee60b8, 0x8fedb266, 0xecaa8c71, 0x699a17ff, 0x5664526c, 0xc2b19ee1, 0x193602a5, 0x75094c29,
+    0xa0591340, 0xe4183a3e, 0x3f54989a, 0x5b429d65, 0x6b8fe4d6, 0x99f73fd6, 0xa1d29c07, 0xefe830f5,
+    0x4d2d38e6, 0xf0255dc1, 0x4cdd2086, 0x8470eb26, 0x6382e9c6, 0x021ecc5e, 0x09686b3f, 0x3ebaefc9,
+    0x3c971814, 0x6b6a70a1, 0x687f3584, 0x52a0e286, 0xb79c5305, 0xaa500737, 0x3e07841c, 0x7fdeae5c,
+    0x8e7d44ec, 0x5716f2b8, 0xb03ada37, 0xf0500c0d, 0xf01c1f04, 0x0200b3ff, 0xae0cf51a, 0x3cb574b2,
+    0x25837a58, 0xdc0921bd, 0xd19113f9, 0x7ca92ff6, 0x94324773, 0x22f54701, 0x3ae5e581, 0x37c2dadc,
+    0xc8b57634, 0x9af3dda7, 0xa9446146, 0x0fd0030e, 0xecc8c73e, 0xa4751e41, 0xe238cd99, 0x3bea0e2f,
+    0x3280bba1, 0x183eb331, 0x4e548b38, 0x4f6db908, 0x6f420d03, 0xf60a04bf, 0x2cb81290, 0x24977c79,
+    0x5679b072, 0xbcaf89af, 0xde9a771f, 0xd9930810, 0xb38bae12, 0xdccf3f2e, 0x5512721f, 0x2e6b7124,
+    0x501adde6, 0x9f84cd87, 0x7a584718, 0x7408da17, 0xbc9f9abc, 0xe94b7d8c, 0xec7aec3a, 0xdb851dfa,
+    0x63094366, 0xc464c3d2, 0xef1c1847, 0x3215d908, 0xdd433b37, 0x24c2ba16, 0x12a14d43, 0x2a65c451,
+    0x50940002, 0x133ae4dd, 0x71dff89e, 0x10314e55, 0x81ac77d6, 0x5f11199b, 0x043556f1, 0xd7a3c76b,
+    0x3c11183b, 0x5924a509, 0xf28fe6ed, 0x97f1fbfa, 0x9ebabf2c, 0x1e153c6e, 0x86e34570, 0xeae96fb1,
+    0x860e5e0a, 0x5a3e2ab3, 0x771fe71c, 0x4e3d06fa, 0x2965dcb9, 0x99e71d0f, 0x803e89d6, 0x5266c825,
+    0x2e4cc978, 0x9c10b36a, 0xc6150eba, 0x94e2ea78, 0xa5fc3c53, 0x1e0a2df4, 0xf2f74ea7, 0x361d2b3d,
+    0x1939260f, 0x19c27960, 0x5223a708, 0xf71312b6, 0xebadfe6e, 0xeac31f66, 0xe3bc4595, 0xa67bc883,
+    0xb17f37d1, 0x018cff28, 0xc332ddef, 0xbe6c5aa5, 0x65582185, 0x68ab9802, 0xeecea50f, 0xdb2f953b,
+    0x2aef7dad, 0x5b6e2f84, 0x1521b628, 0x29076170, 0xecdd4775, 0x619f1510, 0x13cca830, 0xeb61bd96,
+    0x0334fe1e, 0xaa0363cf, 0xb5735c90, 0x4c70a239, 0xd59e9e0b, 0xcbaade14, 0xeecc86bc, 0x60622ca7,
+    0x9cab5cab, 0xb2f3846e, 0x648b1eaf, 0x19bdf0ca, 0xa02369b9, 0x655abb50, 0x40685a32, 0x3c2ab4b3,
+    0x319ee9d5, 0xc021b8f7, 0x9b540b19, 0x875fa099, 0x95f7997e, 0x623d7da8, 0xf837889a, 0x97e32d77,
+    0x11ed935f, 0x16681281, 0x0e358829, 0xc7e61fd6, 0x96dedfa1, 0x7858ba99, 0x57f584a5, 0x1b227263,
+    0x9b83c3ff, 0x1ac24696, 0xcdb30aeb, 0x532e3054, 0x8fd948e4, 0x6dbc3128, 0x58ebf2ef, 0x34c6ffea,
+    0xfe28ed61, 0xee7c3c73, 0x5d4a14d9, 0xe864b7e3, 0x42105d14, 0x203e13e0, 0x45eee2b6, 0xa3aaabea,
+    0xdb6c4f15, 0xfacb4fd0, 0xc742f442, 0xef6abbb5, 0x654f3b1d, 0x41cd2105, 0xd81e799e, 0x86854dc7,
+    0xe44b476a, 0x3d816250, 0xcf62a1f2, 0x5b8d2646, 0xfc8883a0, 0xc1c7b6a3, 0x7f1524c3, 0x69cb7492,
+    0x47848a0b, 0x5692b285, 0x095bbf00, 0xad19489d, 0x1462b174, 0x23820e00, 0x58428d2a, 0x0c55f5ea,
+    0x1dadf43e, 0x233f7061, 0x3372f092, 0x8d937e41, 0xd65fecf1, 0x6c223bdb, 0x7cde3759, 0xcbee7460,
+    0x4085f2a7, 0xce77326e, 0xa6078084, 0x19f8509e, 0xe8efd855, 0x61d99735, 0xa969a7aa, 0xc50c06c2,
+    0x5a04abfc, 0x800bcadc, 0x9e447a2e, 0xc3453484, 0xfdd56705, 0x0e1e9ec9, 0xdb73dbd3, 0x105588cd,
+    0x675fda79, 0xe3674340, 0xc5c43465, 0x713e38d8, 0x3d28f89e, 0xf16dff20, 0x153e21e7, 0x8fb03d4a,
+    0xe6e39f2b, 0xdb83adf7, 0xe93d5a68, 0x948140f7, 0xf64c261c, 0x94692934, 0x411520f7, 0x7602d4f7,
+    0xbcf46b2e, 0xd4a20068, 0xd4082471, 0x3320f46a, 0x43b7d4b7, 0x500061af, 0x1e39f62e, 0x97244546,
+    0x14214f74, 0xbf8b8840, 0x4d95fc1d, 0x96b591af, 0x70f4ddd3, 0x66a02f45, 0xbfbc09ec, 0x03bd9785,
+    0x7fac6dd0, 0x31cb8504, 0x96eb27b3, 0x55fd3941, 0xda2547e6, 0xabca0a9a, 0x28507825, 0x530429f4,
+    0x0a2c86da, 0xe9b66dfb, 0x68dc1462, 0xd7486900, 0x680ec0a4, 0x27a18dee, 0x4f3ffea2, 0xe887ad8c,
+    0xb58ce006, 0x7af4d6b6, 0xaace1e7c, 0xd3375fec, 0xce78a399, 0x406b2a42, 0x20fe9e35, 0xd9f385b9,
+    0xee39d7ab, 0x3b124e8b, 0x1dc9faf7, 0x4b6d1856, 0x26a36631, 0xeae397b2, 0x3a6efa74, 0xdd5b4332,
+    0x6841e7f7, 0xca7820fb, 0xfb0af54e, 0xd8feb397, 0x454056ac, 0xba489527, 0x55533a3a, 0x20838d87,
+    0xfe6ba9b7, 0xd096954b, 0x55a867bc, 0xa1159a58, 0xcca92963, 0x99e1db33, 0xa62a4a56, 0x3f3125f9,
+    0x5ef47e1c, 0x9029317c, 0xfdf8e802, 0x04272f70, 0x80bb155c, 0x05282ce3, 0x95c11548, 0xe4c66d22,
+    0x48c1133f, 0xc70f86dc, 0x07f9c9ee, 0x41041f0f, 0x404779a4, 0x5d886e17, 0x325f51eb, 0xd59bc0d1,
+    0xf2bcc18f, 0x41113564, 0x257b7834, 0x602a9c60, 0xdff8e8a3, 0x1f636c1b, 0x0e12b4c2, 0x02e1329e,
+    0xaf664fd1, 0xcad18115, 0x6b2395e0, 0x333e92e1, 0x3b240b62, 0xeebeb922, 0x85b2a20e, 0xe6ba0d99,
+    0xde720c8c, 0x2da2f728, 0xd0127845, 0x95b794fd, 0x647d0862, 0xe7ccf5f0, 0x5449a36f, 0x877d48fa,
+    0xc39dfd27, 0xf33e8d1e, 0x0a476341, 0x992eff74, 0x3a6f6eab, 0xf4f8fd37, 0xa812dc60, 0xa1ebddf8,
+    0x991be14c, 0xdb6e6b0d, 0xc67b5510, 0x6d672c37, 0x2765d43b, 0xdcd0e804, 0xf1290dc7, 0xcc00ffa3,
+    0xb5390f92, 0x690fed0b, 0x667b9ffb, 0xcedb7d9c, 0xa091cf0b, 0xd9155ea3, 0xbb132f88, 0x515bad24,
+    0x7b9479bf, 0x763bd6eb, 0x37392eb3, 0xcc115979, 0x8026e297, 0xf42e312d, 0x6842ada7, 0xc66a2b3b,
+    0x12754ccc, 0x782ef11c, 0x6a124237, 0xb79251e7, 0x06a1bbe6, 0x4bfb6350, 0x1a6b1018, 0x11caedfa,
+    0x3d25bdd8, 0xe2e1c3c9, 0x44421659, 0x0a121386, 0xd90cec6e, 0xd5abea2a, 0x64af674e, 0xda86a85f,
+    0xbebfe988, 0x64e4c3fe, 0x9dbc8057, 0xf0f7c086, 0x60787bf8, 0x6003604d, 0xd1fd8346, 0xf6381fb0,
+    0x7745ae04, 0xd736fccc, 0x83426b33, 0xf01eab71, 0xb0804187, 0x3c005e5f, 0x77a057be, 0xbde8ae24,
+    0x55464299, 0xbf582e61, 0x4e58f48f, 0xf2ddfda2, 0xf474ef38, 0x8789bdc2, 0x5366f9c3, 0xc8b38e74,
+    0xb475f255, 0x46fcd9b9, 0x7aeb2661, 0x8b1ddf84, 0x846a0e79, 0x915f95e2, 0x466e598e, 0x20b45770,
+    0x8cd55591, 0xc902de4c, 0xb90bace1, 0xbb8205d0, 0x11a86248, 0x7574a99e, 0xb77f19b6, 0xe0a9dc09,
+    0x662d09a1, 0xc4324633, 0xe85a1f02, 0x09f0be8c, 0x4a99a025, 0x1d6efe10, 0x1ab93d1d, 0x0ba5a4df,
+    0xa186f20f, 0x2868f169, 0xdcb7da83, 0x573906fe, 0xa1e2ce9b, 0x4fcd7f52, 0x50115e01, 0xa70683fa,
+    0xa002b5c4, 0x0de6d027, 0x9af88c27, 0x773f8641, 0xc3604c06, 0x61a806b5, 0xf0177a28, 0xc0f586e0,
+    0x006058aa, 0x30dc7d62, 0x11e69ed7, 0x2338ea63, 0x53c2dd94, 0xc2c21634, 0xbbcbee56, 0x90bcb6de,
+    0xebfc7da1, 0xce591d76, 0x6f05e409, 0x4b7c0188, 0x39720a3d, 0x7c927c24, 0x86e3725f, 0x724d9db9,
+    0x1ac15bb4, 0xd39eb8fc, 0xed545578, 0x08fca5b5, 0xd83d7cd3, 0x4dad0fc4, 0x1e50ef5e, 0xb161e6f8,
+    0xa28514d9, 0x6c51133c, 0x6fd5c7e7, 0x56e14ec4, 0x362abfce, 0xddc6c837, 0xd79a3234, 0x92638212,
+    0x670efa8e, 0x406000e0, 0x3a39ce37, 0xd3faf5cf, 0xabc27737, 0x5ac52d1b, 0x5cb0679e, 0x4fa33742,
+    0xd3822740, 0x99bc9bbe, 0xd5118e9d, 0xbf0f7315, 0xd62d1c7e, 0xc700c47b, 0xb78c1b6b, 0x21a19045,
+    0xb26eb1be, 0x6a366eb4, 0x5748ab2f, 0xbc946e79, 0xc6a376d2, 0x6549c2c8, 0x530ff8ee, 0x468dde7d,
+    0xd5730a1d, 0x4cd04dc6, 0x2939bbdb, 0xa9ba4650, 0xac9526e8, 0xbe5ee304, 0xa1fad5f0, 0x6a2d519a,
+    0x63ef8ce2, 0x9a86ee22, 0xc089c2b8, 0x43242ef6, 0xa51e03aa, 0x9cf2d0a4, 0x83c061ba, 0x9be96a4d,
+    0x8fe51550, 0xba645bd6, 0x2826a2f9, 0xa73a3ae1, 0x4ba99586, 0xef5562e9, 0xc72fefd3, 0xf752f7da,
+    0x3f046f69, 0x77fa0a59, 0x80e4a915, 0x87b08601, 0x9b09e6ad, 0x3b3ee593, 0xe990fd5a, 0x9e34d797,
+    0x2cf0b7d9, 0x022b8b51, 0x96d5ac3a, 0x017da67d, 0xd1cf3ed6, 0x7c7d2d28, 0x1f9f25cf, 0xadf2b89b,
+    0x5ad6b472, 0x5a88f54c, 0xe029ac71, 0xe019a5e6, 0x47b0acfd, 0xed93fa9b, 0xe8d3c48d, 0x283b57cc,
+    0xf8d56629, 0x79132e28, 0x785f0191, 0xed756055, 0xf7960e44, 0xe3d35e8c, 0x15056dd4, 0x88f46dba,
+    0x03a16125, 0x0564f0bd, 0xc3eb9e15, 0x3c9057a2, 0x97271aec, 0xa93a072a, 0x1b3f6d9b, 0x1e6321f5,
+    0xf59c66fb, 0x26dcf319, 0x7533d928, 0xb155fdf5, 0x03563482, 0x8aba3cbb, 0x28517711, 0xc20ad9f8,
+    0xabcc5167, 0xccad925f, 0x4de81751, 0x3830dc8e, 0x379d5862, 0x9320f991, 0xea7a90c2, 0xfb3e7bce,
+    0x5121ce64, 0x774fbe32, 0xa8b6e37e, 0xc3293d46, 0x48de5369, 0x6413e680, 0xa2ae0810, 0xdd6db224,
+    0x69852dfd, 0x09072166, 0xb39a460a, 0x6445c0dd, 0x586cdecf, 0x1c20c8ae, 0x5bbef7dd, 0x1b588d40,
+    0xccd2017f, 0x6bb4e3bb, 0xdda26a7e, 0x3a59ff45, 0x3e350a44, 0xbcb4cdd5, 0x72eacea8, 0xfa6484bb,
+    0x8d6612ae, 0xbf3c6f47, 0xd29be463, 0x542f5d9e, 0xaec2771b, 0xf64e6370, 0x740e0d8d, 0xe75b1357,
+    0xf8721671, 0xaf537d5d, 0x4040cb08, 0x4eb4e2cc, 0x34d2466a, 0x0115af84, 0xe1b00428, 0x95983a1d,
+    0x06b89fb4, 0xce6ea048, 0x6f3f3b82, 0x3520ab82, 0x011a1d4b, 0x277227f8, 0x611560b1, 0xe7933fdc,
+    0xbb3a792b, 0x344525bd, 0xa08839e1, 0x51ce794b, 0x2f32c9b7, 0xa01fbac9, 0xe01cc87e, 0xbcc7d1f6,
+    0xcf0111c3, 0xa1e8aac7, 0x1a908749, 0xd44fbd9a, 0xd0dadecb, 0xd50ada38, 0x0339c32a, 0xc6913667,
+    0x8df9317c, 0xe0b12b4f, 0xf79e59b7, 0x43f5bb3a, 0xf2d519ff, 0x27d9459c, 0xbf97222c, 0x15e6fc2a,
+    0x0f91fc71, 0x9b941525, 0xfae59361, 0xceb69ceb, 0xc2a86459, 0x12baa8d1, 0xb6c1075e, 0xe3056a0c,
+    0x10d25065, 0xcb03a442, 0xe0ec6e0e, 0x1698db3b, 0x4c98a0be, 0x3278e964, 0x9f1f9532, 0xe0d392df,
+    0xd3a0342b, 0x8971f21e, 0x1b0a7441, 0x4ba3348c, 0xc5be7120, 0xc37632d8, 0xdf359f8d, 0x9b992f2e,
+    0xe60b6f47, 0x0fe3f11d, 0xe54cda54, 0x1edad891, 0xce6279cf, 0xcd3e7e6f, 0x1618b166, 0xfd2c1d05,
+    0x848fd2c5, 0xf6fb2299, 0xf523f357, 0xa6327623, 0x93a83531, 0x56cccd02, 0xacf08162, 0x5a75ebb5,
+    0x6e163697, 0x88d273cc, 0xde966292, 0x81b949d0, 0x4c50901b, 0x71c65614, 0xe6c6c7bd, 0x327a140a,
+    0x45e1d006, 0xc3f27b9a, 0xc9aa53fd, 0x62a80f00, 0xbb25bfe2, 0x35bdd2f6, 0x71126905, 0xb2040222,
+    0xb6cbcf7c, 0xcd769c2b, 0x53113ec0, 0x1640e3d3, 0x38abbd60, 0x2547adf0, 0xba38209c, 0xf746ce76,
+    0x77afa1c5, 0x20756060, 0x85cbfe4e, 0x8ae88dd8, 0x7aaaf9b0, 0x4cf9aa7e, 0x1948c25c, 0x02fb8a8c,
+    0x01c36ae4, 0xd6ebe1f9, 0x90d4f869, 0xa65cdea0, 0x3f09252d, 0xc208e69f, 0xb74e6132, 0xce77e25b,
+    0x578fdfe3, 0x3ac372e6,
+};
+
+// Blowfish's state, P-array first then the four S-boxes, in one array as
+// the key schedule fills them in that order.
+struct Blowfish {
+    uint32_t words[18 + 4 * 256];
+
+    Blowfish() { std::copy(blowfish_pi, blowfish_pi + 18 + 4 * 256, words); }
+
+    uint32_t f(uint32_t x) const {
+        const uint32_t *s = words + 18;
+        return ((s[x >> 24] + s[256 + (x >> 16 & 255)]) ^ s[512 + (x >> 8 & 255)]) + s[768 + (x & 255)];
+    }
+
+    // Sixteen rounds, two per turn so that no swap is needed.
+    void encrypt(uint32_t *left, uint32_t *right) const {
+        uint32_t l = *left, r = *right;
+        for (int i = 0; i < 16; i += 2) {
+            l ^= words[i];
+            r ^= f(l);
+            r ^= words[i + 1];
+            l ^= f(r);
+        }
+        *left = r ^ words[17];
+        *right = l ^ words[16];
+    }
+
+    // ExpandKey (Provos and Mazieres): the key, cycled, XORed into P; then
+    // P and the S-boxes replaced, a pair of words at a time, by encrypting
+    // the last output XORed with the salt's next 64 bits (cycled). Without
+    // a salt this is Blowfish's own key schedule.
+    __attribute__((noinline)) void expand(std::string_view key, const unsigned char *salt16) {
+        size_t at = 0;
+        for (int i = 0; i < 18; i++) words[i] ^= next_word(reinterpret_cast<const unsigned char *>(key.data()), key.size(), &at);
+        uint32_t l = 0, r = 0;
+        at = 0;
+        for (size_t i = 0; i < 18 + 4 * 256; i += 2) {
+            if (salt16) l ^= next_word(salt16, 16, &at), r ^= next_word(salt16, 16, &at);
+            encrypt(&l, &r);
+            words[i] = l;
+            words[i + 1] = r;
+        }
+    }
+
+    static uint32_t next_word(const unsigned char *data, size_t length, size_t *at) {
+        uint32_t word = 0;
+        for (int i = 0; i < 4; i++, *at = (*at + 1) % length) word = word << 8 | data[*at];
+        return word;
+    }
+};
+
+namespace detail {
+
+// The tests' way to the cipher: one block encrypted under key.
+void blowfish_encrypt(std::string_view key, uint32_t *left, uint32_t *right) {
+    std::unique_ptr<Blowfish> cipher(new Blowfish);
+    cipher->expand(key, nullptr);
+    cipher->encrypt(left, right);
+}
+
+}  // namespace detail
+
+// Base64 most significant bits first (RFC 4648's order) in the given
+// alphabet, '=' padded or not.
+PREFORK_COLD static std::string base64(std::string_view bytes, const char *alphabet, bool pad) {
+    std::string out;
+    for (size_t i = 0; i < bytes.size(); i += 3) {
+        size_t group = std::min<size_t>(3, bytes.size() - i);
+        uint32_t bits = 0;
+        for (size_t j = 0; j < 3; j++) bits = bits << 8 | (j < group ? (unsigned char)bytes[i + j] : 0);
+        for (size_t j = 0; j < 4; j++) {
+            if (j <= group) out += alphabet[bits >> (18 - 6 * j) & 63];
+            else if (pad) out += '=';
+        }
+    }
+    return out;
+}
+
+static const char base64_alphabet[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+static const char bcrypt_alphabet[] = "./ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
+
+// Decodes base64 most significant bits first in the given alphabet, no
+// padding; spare low bits at the end are ignored. false on a character
+// outside the alphabet.
+PREFORK_COLD static bool base64_decode(std::string_view text, const char *alphabet, std::string *out) {
+    uint32_t bits = 0;
+    int pending = 0;
+    for (char ch : text) {
+        const char *at = ch ? strchr(alphabet, ch) : nullptr;
+        if (!at) return false;
+        bits = bits << 6 | uint32_t(at - alphabet);
+        pending += 6;
+        if (pending >= 8) pending -= 8, *out += char(bits >> pending);
+    }
+    return true;
+}
+
+// The crypt family's base64 ("./0-9A-Za-z", least significant bits first):
+// the digest's bytes in the order the scheme lists them, three to four
+// characters, and a last one or two bytes to two or three.
+PREFORK_COLD static std::string crypt_base64(std::string_view digest, const uint8_t *order, size_t n) {
+    static const char alphabet[] = "./0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
+    std::string out;
+    for (size_t i = 0; i < n; i += 3) {
+        size_t group = std::min<size_t>(3, n - i);
+        uint32_t bits = 0;
+        for (size_t j = 0; j < group; j++) bits = bits << 8 | (unsigned char)digest[order[i + j]];
+        for (size_t j = 0; j <= group; j++, bits >>= 6) out += alphabet[bits & 63];
+    }
+    return out;
+}
+
+// Equal in a time that depends on the lengths only (which the scheme
+// fixes), not on where the first difference is.
+static bool same_bytes(std::string_view a, std::string_view b) {
+    if (a.size() != b.size()) return false;
+    unsigned char differ = 0;
+    for (size_t i = 0; i < a.size(); i++) differ |= (unsigned char)(a[i] ^ b[i]);
+    return differ == 0;
+}
+
+// A computed hash against the stored one: a stored hash of the wrong length
+// is malformed, not a wrong password.
+PREFORK_COLD static PasswordVerdict verdict(std::string_view computed, std::string_view stored) {
+    if (computed.size() != stored.size()) return PasswordVerdict::unusable;
+    return same_bytes(computed, stored) ? PasswordVerdict::match : PasswordVerdict::mismatch;
+}
+
+// bcrypt: "$2b$" (or $2a$, $2y$, computed alike), a two-digit cost 04-31,
+// "$", 22 characters of salt (16 bytes) and 31 of hash (23 bytes). The key
+// is the password with its NUL, cut at 72 bytes.
+PREFORK_COLD static PasswordVerdict check_bcrypt(std::string_view password, std::string_view hash) {
+    std::string salt;
+    if (hash.size() != 60 || hash[6] != '$' || !isdigit((unsigned char)hash[4]) || !isdigit((unsigned char)hash[5]))
+        return PasswordVerdict::unusable;
+    int cost = (hash[4] - '0') * 10 + (hash[5] - '0');
+    if (cost < 4 || cost > 31 || !base64_decode(hash.substr(7, 22), bcrypt_alphabet, &salt) || salt.size() != 16)
+        return PasswordVerdict::unusable;
+    std::string key(password);
+    key += '\0';
+    if (key.size() > 72) key.resize(72);
+    std::unique_ptr<Blowfish> cipher(new Blowfish);
+    cipher->expand(key, reinterpret_cast<const unsigned char *>(salt.data()));
+    for (uint64_t i = 0; i < uint64_t(1) << cost; i++) {
+        cipher->expand(key, nullptr);
+        cipher->expand(salt, nullptr);
+    }
+    static const char magic[] = "OrpheanBeholderScryDoubt";
+    uint32_t text[6];
+    for (int i = 0; i < 6; i++) text[i] = load_word<uint32_t>(reinterpret_cast<const unsigned char *>(magic) + 4 * i, true);
+    for (int round = 0; round < 64; round++)
+        for (int i = 0; i < 6; i += 2) cipher->encrypt(&text[i], &text[i + 1]);
+    unsigned char out[24];
+    for (int i = 0; i < 6; i++) store_word(out + 4 * i, text[i], true);
+    std::string computed = base64(std::string_view(reinterpret_cast<const char *>(out), 23), bcrypt_alphabet, false);
+    return verdict(computed, hash.substr(29));
+}
+
+// MD5-crypt (Poul-Henning Kamp's, FreeBSD 1994), which Apache's "$apr1$"
+// repeats with its own magic: the salt is at most 8 bytes.
+PREFORK_COLD static std::string md5_crypt(std::string_view password, std::string_view magic, std::string_view salt) {
+    static const uint8_t order[16] = {0, 6, 12, 1, 7, 13, 2, 8, 14, 3, 9, 15, 4, 10, 5, 11};
+    std::string alternate = MessageDigest(HashKind::md5).add(password).add(salt).add(password).digest();
+    MessageDigest first(HashKind::md5);
+    first.add(password).add(magic).add(salt);
+    for (size_t left = password.size(); left > 0; left -= std::min<size_t>(left, 16))
+        first.add(std::string_view(alternate).substr(0, std::min<size_t>(left, 16)));
+    for (size_t bits = password.size(); bits; bits >>= 1)
+        first.add(bits & 1 ? std::string_view("", 1) : password.substr(0, 1));
+    std::string sum = first.digest();
+    for (int i = 0; i < 1000; i++) {
+        std::string_view previous = sum;
+        MessageDigest round(HashKind::md5);
+        round.add(i & 1 ? password : previous);
+        if (i % 3) round.add(salt);
+        if (i % 7) round.add(password);
+        std::string next = round.add(i & 1 ? previous : password).digest();
+        sum = next;
+    }
+    return crypt_base64(sum, order, sizeof order);
+}
+
+// magic, the salt up to the next "$" (at most 8 bytes), "$", 22 characters.
+PREFORK_COLD static PasswordVerdict check_md5_crypt(std::string_view password, std::string_view hash, std::string_view magic) {
+    std::string_view rest = hash.substr(magic.size());
+    size_t dollar = rest.find('$');
+    if (dollar == std::string_view::npos || dollar > 8) return PasswordVerdict::unusable;
+    return verdict(md5_crypt(password, magic, rest.substr(0, dollar)), rest.substr(dollar + 1));
+}
+
+// Drepper's SHA-crypt, steps 1-21 of his specification: text of `length`
+// bytes made of copies of `digest`, for the P and S sequences.
+PREFORK_COLD static std::string repeat_to(std::string_view digest, size_t length) {
+    std::string out;
+    while (out.size() < length) out += digest.substr(0, length - out.size());
+    return out;
+}
+
+// The order in which SHA-crypt's base64 takes the digest's bytes.
+PREFORK_COLD static std::string sha_crypt_base64(HashKind kind, std::string_view digest) {
+    static const uint8_t order256[32] = {0,  10, 20, 21, 1,  11, 12, 22, 2,  3,  13, 23, 24, 4,  14, 15,
+                                         25, 5,  6,  16, 26, 27, 7,  17, 18, 28, 8,  9,  19, 29, 31, 30};
+    static const uint8_t order512[64] = {
+        0,  21, 42, 22, 43, 1,  44, 2,  23, 3,  24, 45, 25, 46, 4,  47, 5,  26, 6,  27, 48, 28,
+        49, 7,  50, 8,  29, 9,  30, 51, 31, 52, 10, 53, 11, 32, 12, 33, 54, 34, 55, 13, 56, 14,
+        35, 15, 36, 57, 37, 58, 16, 59, 17, 38, 18, 39, 60, 40, 61, 19, 62, 20, 41, 63};
+    if (kind == HashKind::sha512) return crypt_base64(digest, order512, sizeof order512);
+    return crypt_base64(digest, order256, sizeof order256);
+}
+
+PREFORK_COLD static std::string sha_crypt(HashKind kind, std::string_view password, std::string_view salt, unsigned long rounds) {
+    size_t size = kind == HashKind::sha512 ? 64 : 32;
+    std::string b = MessageDigest(kind).add(password).add(salt).add(password).digest();
+    MessageDigest a(kind);
+    a.add(password).add(salt);
+    for (size_t left = password.size(); left > 0; left -= std::min(left, size))
+        a.add(std::string_view(b).substr(0, std::min(left, size)));
+    for (size_t bits = password.size(); bits; bits >>= 1) a.add(bits & 1 ? std::string_view(b) : password);
+    std::string sum = a.digest();
+    MessageDigest password_digest(kind), salt_digest(kind);
+    for (size_t i = 0; i < password.size(); i++) password_digest.add(password);
+    for (size_t i = 0; i < 16u + (unsigned char)sum[0]; i++) salt_digest.add(salt);
+    std::string p = repeat_to(password_digest.digest(), password.size());
+    std::string s = repeat_to(salt_digest.digest(), salt.size());
+    for (unsigned long i = 0; i < rounds; i++) {
+        MessageDigest round(kind);
+        round.add(i & 1 ? std::string_view(p) : std::string_view(sum));
+        if (i % 3) round.add(s);
+        if (i % 7) round.add(p);
+        std::string next = round.add(i & 1 ? std::string_view(sum) : std::string_view(p)).digest();
+        sum = next;
+    }
+    return sha_crypt_base64(kind, sum);
+}
+
+// "$5$" or "$6$", then "rounds=N$" (default 5000; N is clamped to 1000 ..
+// 999999999 as the specification says), the salt up to the next "$" (at
+// most 16 bytes), "$", and 43 or 86 characters.
+PREFORK_COLD static PasswordVerdict check_sha_crypt(std::string_view password, std::string_view hash) {
+    HashKind kind = hash[1] == '5' ? HashKind::sha256 : HashKind::sha512;
+    std::string_view rest = hash.substr(3);
+    unsigned long long rounds = 5000;
+    if (rest.substr(0, 7) == "rounds=") {
+        rest.remove_prefix(7);
+        size_t digits = 0;
+        for (rounds = 0; digits < rest.size() && digits < 10 && isdigit((unsigned char)rest[digits]); digits++)
+            rounds = rounds * 10 + unsigned(rest[digits] - '0');
+        if (digits == 0 || digits >= rest.size() || rest[digits] != '$') return PasswordVerdict::unusable;
+        rounds = std::min<unsigned long long>(std::max<unsigned long long>(rounds, 1000), 999999999);
+        rest.remove_prefix(digits + 1);
+    }
+    size_t dollar = rest.find('$');
+    if (dollar == std::string_view::npos || dollar > 16) return PasswordVerdict::unusable;
+    return verdict(sha_crypt(kind, password, rest.substr(0, dollar), (unsigned long)rounds), rest.substr(dollar + 1));
+}
+
+PREFORK_COLD PasswordVerdict check_password(std::string_view password, std::string_view hash) {
+    auto starts = [hash](std::string_view prefix) { return hash.substr(0, prefix.size()) == prefix; };
+    if (starts("$2a$") || starts("$2b$") || starts("$2y$")) return check_bcrypt(password, hash);
+    if (starts("$apr1$")) return check_md5_crypt(password, hash, "$apr1$");
+    if (starts("$1$")) return check_md5_crypt(password, hash, "$1$");
+    if (starts("$5$") || starts("$6$")) return check_sha_crypt(password, hash);
+    if (starts("{SHA}"))
+        return verdict(base64(MessageDigest(HashKind::sha1).add(password).digest(), base64_alphabet, true), hash.substr(5));
+    return PasswordVerdict::unusable;  // plaintext, crypt's DES, or a scheme we do not know
+}
+
+/* A password file as htpasswd writes it, re-read when it changes. Each
+   check() stats the file (a few microseconds; Apache re-reads the whole
+   file on every request) and reads it again when its device, inode, size,
+   mtime or ctime differ from the copy in memory, so an edit is seen by the
+   next request and costs nothing until then. A password verified against
+   this version of the file is remembered beside its entry as SHA-256(random
+   salt, password): a kept-alive client pays bcrypt once, the process never
+   holds the password itself, and the memory is bounded by the file (32
+   bytes a user). Only matches are remembered, so a guess always pays.
+   The users are a list searched in order: htpasswd files are short, and
+   the first of a user's lines then counts, as in Apache's mod_authn_file. */
+struct PasswordEntry {
+    std::string_view user, hash;  // in PasswordFile::Internals::text
+    unsigned line;                // for the log
+    bool verified;                // a password matched: its SHA-256(salt, password) follows
+    unsigned char fingerprint[32];
+};
+
+struct PasswordFile::Internals {
+    std::string text;  // the file
+    std::vector<PasswordEntry> users;
+    bool loaded = false;
+    struct stat version = {};
+    std::string salt;  // 16 random bytes, or "" (remember nothing)
+};
+
+PREFORK_COLD PasswordFile::PasswordFile(const std::string &path) : path_(path), in_(new Internals) {
+    unsigned char salt[16];
+    if (getentropy(salt, sizeof salt) == 0) in_->salt.assign(reinterpret_cast<const char *>(salt), sizeof salt);
+}
+
+PasswordFile::~PasswordFile() = default;
+PasswordFile::PasswordFile(PasswordFile &&) noexcept = default;
+PasswordFile &PasswordFile::operator=(PasswordFile &&) noexcept = default;
+
+size_t PasswordFile::users() const { return in_->users.size(); }
+
+PREFORK_COLD static bool same_version(const struct stat &a, const struct stat &b) {
+    return a.st_dev == b.st_dev && a.st_ino == b.st_ino && a.st_size == b.st_size &&
+           a.st_mtim.tv_sec == b.st_mtim.tv_sec && a.st_mtim.tv_nsec == b.st_mtim.tv_nsec &&
+           a.st_ctim.tv_sec == b.st_ctim.tv_sec && a.st_ctim.tv_nsec == b.st_ctim.tv_nsec;
+}
+
+// "user:hash" lines; a further ":field" is ignored, a CR before the LF
+// dropped; blank lines, "#" comments and lines without ":" or without a
+// user name skipped.
+PREFORK_COLD static void parse_password_lines(std::string_view text, std::vector<PasswordEntry> *users) {
+    unsigned number = 0;
+    while (!text.empty()) {
+        size_t end = std::min(text.find('\n'), text.size());
+        std::string_view line = text.substr(0, end);
+        text.remove_prefix(std::min(end + 1, text.size()));
+        number++;
+        if (!line.empty() && line.back() == '\r') line.remove_suffix(1);
+        size_t colon = line.find(':');
+        if (line.empty() || line[0] == '#' || colon == std::string_view::npos || colon == 0) continue;
+        std::string_view hash = line.substr(colon + 1);
+        hash = hash.substr(0, hash.find(':'));
+        users->push_back({line.substr(0, colon), hash, number, false, {}});
+    }
+}
+
+// The whole of a file open for reading: 0, or -1 with errno.
+PREFORK_COLD static int read_whole(int fd, std::string *text) {
+    char buffer[4096];
+    for (;;) {
+        ssize_t n = sys::read(fd, buffer, sizeof buffer);
+        if (n < 0) return -1;
+        if (n == 0) return 0;
+        text->append(buffer, size_t(n));
+    }
+}
+
+PREFORK_COLD int PasswordFile::refresh() {
+    struct stat now;
+    if (stat(path_.c_str(), &now) == 0 && in_->loaded && same_version(now, in_->version)) return 0;
+    in_->users.clear();
+    in_->text.clear();
+    in_->loaded = false;
+    int fd = sys::openat(AT_FDCWD, path_.c_str(), O_RDONLY);
+    if (fd < 0 || fstat(fd, &now) != 0 || read_whole(fd, &in_->text) != 0) {
+        error_ = format("cannot read %s: %s", path_.c_str(), strerror(errno));
+        sys::close(fd);
+        return -1;
+    }
+    sys::close(fd);
+    parse_password_lines(in_->text, &in_->users);
+    in_->version = now;
+    in_->loaded = true;
+    return 0;
+}
+
+static void append_log_field(std::string &out, std::string_view text);
+
+// SHA-256 of the process's salt and the password: what is remembered.
+PREFORK_COLD static std::string password_fingerprint(const std::string &salt, std::string_view password) {
+    return MessageDigest(HashKind::sha256).add(salt).add(password).digest();
+}
+
+PREFORK_COLD PasswordVerdict PasswordFile::check(std::string_view user, std::string_view password) {
+    if (refresh() != 0) return PasswordVerdict::unusable;
+    auto entry = std::find_if(in_->users.begin(), in_->users.end(), [user](const PasswordEntry &e) { return e.user == user; });
+    if (entry == in_->users.end()) {
+        std::string name;
+        append_log_field(name, user.substr(0, 64));  // the client's bytes, escaped
+        error_ = format("no user \"%s\" in %s", name.c_str(), path_.c_str());
+        return PasswordVerdict::unknown_user;
+    }
+    std::string fingerprint = password_fingerprint(in_->salt, password);
+    std::string_view remembered(reinterpret_cast<const char *>(entry->fingerprint), sizeof entry->fingerprint);
+    if (entry->verified && same_bytes(remembered, fingerprint)) return PasswordVerdict::match;
+    PasswordVerdict result = check_password(password, entry->hash);
+    std::string name(entry->user);
+    if (result == PasswordVerdict::match && !in_->salt.empty()) {
+        memcpy(entry->fingerprint, fingerprint.data(), sizeof entry->fingerprint);
+        entry->verified = true;
+    } else if (result == PasswordVerdict::mismatch) {
+        error_ = format("wrong password for \"%s\" (%s)", name.c_str(), path_.c_str());
+    } else if (result == PasswordVerdict::unusable) {
+        error_ = format("the entry for \"%s\" (%s line %u) is plaintext, malformed or of a scheme prefork cannot check",
+                        name.c_str(), path_.c_str(), entry->line);
+    }
+    return result;
+}
+
+/* Basic auth (RFC 7617) for HttpService::require_auth: the longest
+   protected prefix of the decoded path decides. A missing credential is
+   the browser's first round trip, answered 401 quietly; a wrong one is
+   logged with the user name and the peer, never the password. */
+PREFORK_COLD int HttpService::require_auth(const std::string &prefix, const std::string &password_file,
+                                           const std::string &realm) {
+    bool plain = std::none_of(realm.begin(), realm.end(), [](char ch) {
+        return (unsigned char)ch < 0x20 || ch == 0x7f || ch == '"' || ch == '\\';
+    });
+    bool taken = std::any_of(in_->auth_zones.begin(), in_->auth_zones.end(),
+                             [&](const std::unique_ptr<AuthZone> &zone) { return zone->prefix == prefix; });
+    const char *why = prefix.empty() || prefix[0] != '/' ? "the prefix must start with \"/\""
+                      : taken ? "it is protected already"
+                      : !plain ? "the realm holds a quote, a backslash or a control character"
+                               : nullptr;
+    if (why) {
+        error_ = format("cannot protect %s: %s", prefix.c_str(), why);
+        return -1;
+    }
+    std::unique_ptr<AuthZone> zone(new AuthZone{prefix, "Basic realm=\"" + realm + "\", charset=\"UTF-8\"",
+                                                PasswordFile(password_file)});
+    if (zone->passwords.refresh() != 0) {
+        error_ = format("cannot protect %s: %s", prefix.c_str(), zone->passwords.error().c_str());
+        return -1;
+    }
+    in_->auth_zones.push_back(std::move(zone));
+    return 0;
+}
+
+// The user and password of "Authorization: Basic BASE64(user:password)";
+// false when the field is absent or not that.
+PREFORK_COLD static bool basic_credentials(std::string_view field, std::string *decoded, size_t *colon) {
+    if (field.size() < 6 || !equals_nocase(field.substr(0, 6), "basic ")) return false;
+    std::string_view token = field.substr(6);
+    while (!token.empty() && token[0] == ' ') token.remove_prefix(1);
+    if (token.empty() || token.size() % 4 != 0) return false;
+    for (int i = 0; i < 2 && token.back() == '='; i++) token.remove_suffix(1);
+    if (!base64_decode(token, base64_alphabet, decoded)) return false;
+    *colon = decoded->find(':');
+    return *colon != std::string::npos;
+}
+
+// Whether the request may go on to its route: yes when no protected prefix
+// covers its path or its credentials match (in.remote_user then names the
+// user); else r holds the 401.
+static bool authorized(ServiceState &in, const HttpContext &ctx, HttpResponse &r) {
+    AuthZone *zone = nullptr;
+    for (auto &each : in.auth_zones)
+        if (under_prefix(in.path, each->prefix) && (!zone || each->prefix.size() > zone->prefix.size()))
+            zone = each.get();
+    if (!zone) return true;
+    std::string_view field = ctx.header("authorization");
+    std::string decoded;
+    size_t colon = 0;
+    if (basic_credentials(field, &decoded, &colon)) {
+        std::string_view user(decoded.data(), colon), password = std::string_view(decoded).substr(colon + 1);
+        PasswordVerdict verdict = zone->passwords.check(user, password);
+        if (verdict == PasswordVerdict::match) {
+            in.remote_user.assign(user.data(), user.size());
+            return true;
+        }
+        ctx.worker->log(verdict == PasswordVerdict::unusable ? LogLevel::error : LogLevel::warning,
+                        "auth: %s; refused %s", zone->passwords.error().c_str(), in.peer);
+    } else if (!field.empty()) {
+        ctx.worker->log(LogLevel::warning, "auth: credentials that are not Basic user:password; refused %s", in.peer);
+    }
+    answer_status(in, r, 401);
+    r.header("WWW-Authenticate", zone->challenge);
+    return false;
+}
+
 /* The access log, in Apache's Combined Log Format:
-   host - - [time] "request" status bytes "referer" "user-agent"
+   host - user [time] "request" status bytes "referer" "user-agent"
+   (user: whom Basic auth let in, else "-").
    Quotes, backslashes and control bytes in what the client sent are
    escaped as Apache does (\", \\, \xhh), so a line cannot be forged. */
 static void append_log_field(std::string &out, std::string_view text) {
@@ -5333,7 +6185,9 @@ static void log_access(ServiceState &in, const HttpOptions &o, const HttpContext
     if (o.access_log_fd < 0) return;
     std::string &out = in.log;
     out += in.peer;
-    out += " - - [";
+    out += " - ";
+    append_log_field(out, ctx ? std::string_view(in.remote_user) : std::string_view());
+    out += " [";
     out += in.log_time.at(time(nullptr), "%d/%b/%Y:%H:%M:%S %z", true);
     out += "] \"";
     append_log_field(out, request_line);
@@ -5356,7 +6210,7 @@ static void log_access(ServiceState &in, const HttpOptions &o, const HttpContext
 // it closes its side, for at most 2 s and 1 MiB. Closing with unread input
 // would make the kernel reset the connection instead, and a client still
 // sending may then lose the answer before it reads it.
-static void linger_before_close(int fd) {
+PREFORK_COLD static void linger_before_close(int fd) {
     if (shutdown(fd, SHUT_WR) != 0) return;
     char sink[4096];
     int64_t deadline = now_ms() + 2000;
@@ -5461,7 +6315,7 @@ static void note_request_line(Worker &worker, const HttpRequest &request) {
 // from in.in[*decoded] on (*decoded moves past what the decoder took).
 // 0 once whole; else the status to answer (413, 400, 408), or -1 when the
 // client left or the read failed.
-static int receive_body(ServiceState &in, const HttpOptions &o, Link &link, const HttpRequestInfo &info,
+PREFORK_COLD static int receive_body(ServiceState &in, const HttpOptions &o, Link &link, const HttpRequestInfo &info,
                         size_t head_length, size_t *decoded) {
     Pace pace;
     begin_pace(pace, o.request_timeout, o.min_rate);
@@ -5489,7 +6343,7 @@ static int receive_body(ServiceState &in, const HttpOptions &o, Link &link, cons
 // Reading the body may have moved the input buffer, and the request's views
 // (method, target, fields) point into the old one: parses the head again,
 // from the same bytes, for views into the new one.
-static void reparse_moved_head(ServiceState &in, const char *head_was_at, size_t head_length,
+PREFORK_COLD static void reparse_moved_head(ServiceState &in, const char *head_was_at, size_t head_length,
                                HttpRequest &request) {
     if (in.in.data() == head_was_at) return;
     int status = 0;
@@ -5500,7 +6354,7 @@ static void reparse_moved_head(ServiceState &in, const char *head_was_at, size_t
 // runs. On return *body views it and *next is where the next request
 // starts in in.in. false when the connection is to close: the client left,
 // or an error was answered.
-static bool read_body(ServiceState &in, const HttpOptions &o, Link &link, HttpRequest &request,
+PREFORK_COLD static bool read_body(ServiceState &in, const HttpOptions &o, Link &link, HttpRequest &request,
                       const HttpRequestInfo &info, size_t head_length, std::string_view *body, size_t *next) {
     if (info.has_content_length && info.content_length > o.max_body) {
         send_error(in, o, link, 413);
@@ -5566,6 +6420,7 @@ static bool answer(ServiceState &in, const HttpOptions &o, Link &link, Worker &w
     HttpResponder::reset(r);
     worker.set_activity('W');
     in.context.fd = link.fd;
+    in.remote_user.clear();
     if (!fill_context(in, worker, request, body)) {
         send_error(in, o, link, 400);
         return false;

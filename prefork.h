@@ -43,11 +43,10 @@
    ERRORS (one convention per layer; the entries below do not repeat it)
      The pool and the responder: the calls that can fail (Server's listen,
      listen_fd, listen_inherited, enable_upgrade and run; HttpService's
-     route, serve_directory, serve_status, serve_cgi, allow_from and
-     deny_from) return 0
-     (listen_inherited: a count), or -1 with one sentence in that
-     object's error(), which keeps the last failure's.
-     Scoreboard::create returns 0, or -1 with the
+     route, serve_directory, serve_status, serve_cgi, allow_from,
+     deny_from and require_auth) return 0 (listen_inherited: a count), or
+     -1 with one sentence in that object's error(), which keeps the last
+     failure's. Scoreboard::create returns 0, or -1 with the
      sentence in *error; Scoreboard::lock and unlock return 0, or -1 with
      errno set; Worker::wait returns 1 (ready) or 0 (timed out), or -1
      with errno set (ECANCELED: the worker should stop). drop_privileges
@@ -63,6 +62,10 @@
      client_gone.
      check_options returns "" when the options are usable, else one
      sentence naming the bad one.
+     Passwords: check_password and PasswordFile::check return a
+     PasswordVerdict (anything but match refuses; check also leaves one
+     sentence in error() to log); PasswordFile::refresh returns 0, or -1
+     with the sentence in error().
      Built with exceptions, one escaping a connection handler, an init hook,
      a route handler or an on_error() hook is caught and logged (see each);
      on_ready(), on_reopen() and on_restart() hooks must not throw.
@@ -413,6 +416,24 @@
                                refuses, one with deny rules only lets in.
                                Refused: 403, before routing. No rule
                                applies to clients over a UNIX socket.
+     http.require_auth(prefix, password_file, realm)
+                               Basic auth (RFC 7617) for every request whose
+                               percent-decoded path is under prefix (a
+                               string starting with "/"; "/admin" is also
+                               under "/admin/"; the longest protected
+                               prefix decides), after the access rules:
+                               the credentials
+                               are checked by a PasswordFile of
+                               password_file, read now (an unreadable file
+                               fails) and again when it changes; a missing
+                               or wrong one gets 401 with WWW-Authenticate:
+                               Basic realm="realm" (no quote, backslash or
+                               control character in it; a prefix given
+                               twice fails). A failed attempt is logged
+                               (warning; error for an entry that cannot be
+                               checked) with the user name and the peer,
+                               never the password; the user who passed
+                               fills the access log's third field.
      http.serve(worker, fd)    Serves one connection (keep-alive, pipelining,
                                100-continue, chunked bodies) until the
                                client closes, a timeout or an error answer,
@@ -506,6 +527,43 @@
                                untouched, for anything else);
                                range.contains(address, length) takes an
                                IPv4-mapped IPv6 address as the IPv4 one.
+     check_password(password, hash)
+                               One htpasswd entry's hash against a password:
+                               a PasswordVerdict, match or mismatch, or
+                               unusable for a plaintext, malformed or
+                               unknown entry (never matched). Schemes:
+                               bcrypt ($2y$, $2b$, $2a$; cost 04-31; only
+                               72 bytes of password count), Apache MD5
+                               ($apr1$), MD5-crypt ($1$), SHA-256-crypt and
+                               SHA-512-crypt ($5$, $6$; "rounds=" 1000 to
+                               999999999, default 5000) and {SHA}. Compared
+                               in constant time. A bcrypt check costs
+                               2^cost Blowfish key set-ups (see PasswordFile).
+     PasswordFile f(path)      An htpasswd file, read when first needed and
+                               again whenever its device, inode, size, mtime
+                               or ctime change (one stat() per check).
+                               Lines are "user:hash[:ignored]"; a CR before
+                               the LF is dropped; blank lines, "#" comments
+                               and lines without ":" or a user are skipped;
+                               of a user's repeated lines the first counts.
+                               Moves, not copies; not thread-safe (one per
+                               thread, or a lock).
+     f.check(user, password)   A PasswordVerdict: match, or, with one
+                               sentence in f.error() naming the user and
+                               the file (never the password), mismatch,
+                               unknown_user, or unusable (the user's entry
+                               is not a hash check_password takes, or the
+                               file cannot be read). A match is remembered
+                               beside the user's entry as a salted SHA-256
+                               of the password (never the password; 32
+                               bytes a user) until the file changes, so a
+                               kept-alive client does not pay bcrypt again;
+                               a failure never is.
+     f.refresh()               Reads the file now if it changed (check()
+                               does so itself); -1 while it cannot be read.
+     f.users(), path(), error()
+                               How many "user:hash" lines it read, its
+                               path, the last failure's sentence.
 
    The parser, usable on its own: pico-shaped, views into the caller's
    buffer, the caller's header array, bounded sizes, no allocation; strict
@@ -999,6 +1057,30 @@ struct AddressRange {
     bool contains(const sockaddr *address, socklen_t length) const;
 };
 
+enum class PasswordVerdict { match, mismatch, unknown_user, unusable };
+
+PasswordVerdict check_password(std::string_view password, std::string_view hash);
+
+class PasswordFile {
+public:
+    explicit PasswordFile(const std::string &path);
+    ~PasswordFile();
+    PasswordFile(PasswordFile &&) noexcept;
+    PasswordFile &operator=(PasswordFile &&) noexcept;
+
+    PasswordVerdict check(std::string_view user, std::string_view password);
+    int refresh();
+    size_t users() const;
+    const std::string &path() const { return path_; }
+    const std::string &error() const { return error_; }
+
+private:
+    struct Internals;  // the entries, the file's version, the verified passwords
+    std::string path_;
+    std::string error_;
+    std::unique_ptr<Internals> in_;
+};
+
 class HttpService {
 public:
     explicit HttpService(const HttpOptions &options = HttpOptions());
@@ -1014,6 +1096,7 @@ public:
     int allow_from(const std::string &prefix, const AddressRange &range);
     int deny_from(const std::string &prefix, const AddressRange &range);
     void on_error(std::function<void(const HttpContext *c, int status, HttpResponse &r)> render);
+    int require_auth(const std::string &prefix, const std::string &password_file, const std::string &realm);
     void serve(Worker &worker, int fd);
     void refuse(Worker &worker, int fd);
     const std::string &error() const { return error_; }

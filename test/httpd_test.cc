@@ -828,3 +828,71 @@ TEST(HttpdUpgrade, TheNewParentTakesOverOnlyWhenTheOldOneSaysSo) {
         if (system(rm.c_str()) != 0) {}
     }
 }
+
+// Basic auth end to end (issue 13): a password file made by htpasswd at
+// test time, curl with and without -u, the log lines, and an edit of the
+// file seen by the running server.
+TEST(HttpdAuth, AProtectedPrefixWantsAPasswordFromTheFile) {
+    NEED_HTTPD();
+    if (system("command -v curl >/dev/null 2>&1 && command -v htpasswd >/dev/null 2>&1") != 0)
+        GTEST_SKIP() << "needs curl and htpasswd (Debian: curl apache2-utils)";
+    char dir[] = "/tmp/prefork-www-XXXXXX";
+    std::string www = mkdtemp(dir);
+    chmod(www.c_str(), 0755);
+    mkdir((www + "/private").c_str(), 0755);
+    { std::ofstream(www + "/private/secret.txt") << "the secret\n"; }
+    { std::ofstream(www + "/public.txt") << "for all\n"; }
+    std::string passwords = www + "/.htpasswd";  // a dotfile: never served
+    ASSERT_EQ(system(("htpasswd -cbB -C 4 " + passwords + " alice 'alice pass' 2>/dev/null").c_str()), 0);
+    ASSERT_EQ(system(("htpasswd -bm " + passwords + " bob bobpw 2>/dev/null").c_str()), 0);
+    Httpd h({"--listen", "unix:@/s.sock", "--access-log", "@/access.log", "--auth", "/private/=" + passwords,
+             "--auth-realm", "Test Realm", www});
+    ASSERT_TRUE(h.ready()) << h.stderr_text();
+    std::string curl = "curl -s --unix-socket " + h.scratch() + "/s.sock -o /dev/null -w '%{http_code}' ";
+    EXPECT_EQ(run(curl + "http://x/public.txt"), "200");
+    EXPECT_EQ(run(curl + "http://x/private/secret.txt"), "401");
+    std::string head = run("curl -s -i --unix-socket " + h.scratch() + "/s.sock http://x/private/secret.txt");
+    EXPECT_NE(head.find("WWW-Authenticate: Basic realm=\"Test Realm\""), std::string::npos) << head;
+    EXPECT_EQ(run(curl + "-u 'alice:alice pass' http://x/private/secret.txt"), "200");
+    EXPECT_EQ(run(curl + "-u bob:bobpw http://x/private/secret.txt"), "200");
+    EXPECT_EQ(run(curl + "-u alice:Zebra-Guess-42 http://x/private/secret.txt"), "401");
+    EXPECT_EQ(run(curl + "-u mallory:x http://x/private/secret.txt"), "401");
+    EXPECT_EQ(run("curl -s --unix-socket " + h.scratch() + "/s.sock -u 'alice:alice pass' -o /dev/null -o /dev/null "
+                  "-w '%{http_code}:%{num_connects} ' http://x/private/secret.txt http://x/private/secret.txt"),
+              "200:1 200:0 ")
+        << "kept alive, the second request is let in too";
+    EXPECT_TRUE(h.wait_log("wrong password for \"alice\"", 1)) << h.stderr_text();
+    EXPECT_TRUE(h.wait_log("no user \"mallory\"", 1)) << h.stderr_text();
+    EXPECT_EQ(h.stderr_text().find("Zebra-Guess-42"), std::string::npos) << "a password reached the log";
+    // bob leaves the file: the running server refuses him at once.
+    ASSERT_EQ(system(("htpasswd -D " + passwords + " bob 2>/dev/null").c_str()), 0);
+    EXPECT_EQ(run(curl + "-u bob:bobpw http://x/private/secret.txt"), "401");
+    EXPECT_EQ(run(curl + "-u 'alice:alice pass' http://x/private/secret.txt"), "200");
+    std::string log_path = h.scratch() + "/access.log";
+    EXPECT_TRUE(eventually([&] { return slurp(log_path).find("\"GET /private/secret.txt HTTP/1.1\" 200") != std::string::npos; }));
+    std::string log = slurp(log_path);
+    EXPECT_NE(log.find("unix - alice ["), std::string::npos) << log;
+    EXPECT_NE(log.find("unix - - [") , std::string::npos) << log;
+    EXPECT_EQ(log.find("unix - mallory ["), std::string::npos) << "a refused user is not logged as authenticated";
+    if (system(("rm -rf " + www).c_str()) != 0) {}
+}
+
+TEST(HttpdAuth, BadAuthOptionsAreExit2) {
+    NEED_HTTPD();
+    struct Case { std::vector<std::string> args; std::string says; };
+    const std::vector<Case> cases = {
+        {{"--auth", "private=/etc/hostname"}, "bad value 'private=/etc/hostname' for --auth"},
+        {{"--auth", "/private/"}, "bad value '/private/' for --auth"},
+        {{"--listen", "unix:@/s.sock", "--auth", "/p/=/no/such/file", "@"}, "cannot protect /p/: cannot read /no/such/file"},
+        {{"--listen", "unix:@/s.sock", "--auth", "/p/=/etc/hostname", "--auth-realm", "a \"b\"", "@"},
+         "the realm holds a quote"},
+    };
+    for (const Case &c : cases) {
+        Httpd h(c.args);
+        int status = h.wait(5000);
+        ASSERT_GE(status, 0) << "still running with " << c.says;
+        EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 2) << c.says;
+        std::string err = h.stderr_text();
+        EXPECT_NE(err.find(c.says), std::string::npos) << err;
+    }
+}
