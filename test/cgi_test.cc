@@ -361,3 +361,21 @@ TEST(Cgi, TheHeadLeavesBeforeTheBody) {
     std::string body;
     EXPECT_FALSE(c.until_eof(&body, 100));  // the body is not there yet
 }
+
+// Behind --auth, the script sees who logged in (AUTH_TYPE, REMOTE_USER);
+// the password itself never reaches it.
+TEST(Cgi, AScriptBehindAuthSeesTheUser) {
+    NEED_HTTPD();
+    NEED_CURL();
+    if (system("command -v htpasswd >/dev/null 2>&1") != 0) GTEST_SKIP() << "htpasswd (apache2-utils) is not installed";
+    Site site;
+    ASSERT_EQ(system(("htpasswd -cbm " + site.root + "/users alice 's3cret pass' 2>/dev/null").c_str()), 0);
+    Httpd h(site.args({"--auth", "/cgi-bin/=" + site.root + "/users", "--auth-realm", "admin"}));
+    ASSERT_TRUE(h.running()) << h.stderr_text();
+    EXPECT_EQ(curl(h, "-o /dev/null -w '%{http_code}' http://x/cgi-bin/env.sh"), "401");
+    std::string env = curl(h, "-u 'alice:s3cret pass' http://x/cgi-bin/env.sh");
+    EXPECT_EQ(variable(env, "AUTH_TYPE"), "Basic") << env;
+    EXPECT_EQ(variable(env, "REMOTE_USER"), "alice");
+    EXPECT_EQ(env.find("s3cret"), std::string::npos);
+    EXPECT_EQ(variable(env, "HTTP_AUTHORIZATION"), "(unset)");
+}
