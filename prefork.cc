@@ -4740,7 +4740,7 @@ PREFORK_COLD static std::vector<std::string> cgi_environment(const CgiMount &m, 
 // In the forked child: the pipes become 0, 1 and 2 (blocking), every
 // other descriptor is closed, the signals are as a new program expects,
 // and the script runs in its own directory. Never returns.
-PREFORK_COLD [[noreturn]] static void exec_script(const int (&fds)[3], const std::string &path, char *const *env) {
+[[noreturn]] PREFORK_COLD static void exec_script(const int (&fds)[3], const std::string &path, char *const *env) {
     for (int i = 0; i < 3; i++) {
         if (sys::dup2(fds[i], i) < 0) _exit(127);
         fcntl(i, F_SETFL, fcntl(i, F_GETFL) & ~O_NONBLOCK);  // not set_flags(): that adds close-on-exec
