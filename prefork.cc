@@ -370,7 +370,7 @@ static ssize_t send_pieces(int fd, iovec *pieces, int count, bool wait, bool mor
 // wait runs under `mask`.
 class Waiter {
 public:
-    Waiter(const std::vector<int> &fds, size_t listeners) : fds_(fds), listeners_(listeners) {
+    PREFORK_COLD Waiter(const std::vector<int> &fds, size_t listeners) : fds_(fds), listeners_(listeners) {
         polled_.resize(fds.size());
 #ifdef __linux__
         epoll_ = epoll_create1(EPOLL_CLOEXEC);
@@ -960,7 +960,7 @@ static void copy_slot(const Slot &from, Slot *to) {
     to->request[sizeof to->request - 1] = '\0';
 }
 
-Snapshot Scoreboard::snapshot() {
+PREFORK_COLD Snapshot Scoreboard::snapshot() {
     Snapshot s;
     if (!shared_) return s;
     bool locked = lock(lock_wait_ms) == 0;
@@ -1694,7 +1694,7 @@ bool Worker::stopping() const {
 // A graceful restart and a drain come with a SIGTERM too. The stop is
 // checked before the descriptor, so a client that keeps talking cannot
 // hold a stopping worker.
-int Worker::wait(int fd, short events, int timeout_ms) {
+PREFORK_COLD int Worker::wait(int fd, short events, int timeout_ms) {
     WorkerState &w = *in_;
     sigset_t mask;
     sigprocmask(SIG_SETMASK, nullptr, &mask);
@@ -3789,12 +3789,12 @@ struct ServiceState {
 
 struct HttpService::Internals : ServiceState {};
 
-HttpService::HttpService(const HttpOptions &options) : options_(options), in_(new Internals) {
+PREFORK_COLD HttpService::HttpService(const HttpOptions &options) : options_(options), in_(new Internals) {
     in_->in.reserve(32768);
     in_->out.reserve(1024);
 }
 
-HttpService::~HttpService() {
+PREFORK_COLD HttpService::~HttpService() {
     for (auto &route : in_->routes) regfree(&route->regex);
     for (int fd : in_->roots) sys::close(fd);
     for (int fd : in_->cgi_dirs) sys::close(fd);
@@ -4204,7 +4204,7 @@ static void copy_fields(const HttpResponse &from, HttpResponse &to) {
 // own, whose body and fields are added: its status is not taken, and a
 // hook that throws leaves nothing behind (it is logged to worker). Else,
 // or then, one line that names the status. ctx is null before routing.
-static void render_answer(ServiceState &in, Worker *worker, const HttpContext *ctx, HttpResponse &r) {
+PREFORK_COLD static void render_answer(ServiceState &in, Worker *worker, const HttpContext *ctx, HttpResponse &r) {
     if (!in.library_answer) return;
     in.library_answer = false;
     int status = r.status();
@@ -5508,7 +5508,7 @@ public:
     }
 
     // The raw digest; the object is spent.
-    __attribute__((noinline)) std::string digest() {
+    __attribute__((noinline, cold)) std::string digest() {
         bool big_endian = kind_ != HashKind::md5;
         size_t length_bytes = block_size() / 8;
         unsigned char tail[16] = {};
@@ -6492,7 +6492,7 @@ void HttpService::serve(Worker &worker, int fd) {
     flush_log(in, options_);
 }
 
-void HttpService::refuse(Worker &worker, int fd) {
+PREFORK_COLD void HttpService::refuse(Worker &worker, int fd) {
     ServiceState &in = *in_;
     note_peer(in, options_, worker);
     Link link = client_link(options_, worker, fd);
