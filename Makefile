@@ -40,11 +40,13 @@ all: $(HTTPD)
 
 # httpd itself is built lean: no exceptions (the library never throws),
 # no RTTI, no unwind tables, unused sections dropped; httpd.cc, which only
-# sets the server up, for size (-Os); code is not padded for alignment. That keeps the
+# sets the server up, for size (-Os); code is not padded for alignment
+# where the compiler can be told so (g++; clang++ keeps its padding). That keeps the
 # stripped binary under 160 KiB at -O2 (size-check). The tests link the
 # library built with the plain flags.
-LEAN = -fno-exceptions -fno-rtti -fno-asynchronous-unwind-tables -ffunction-sections -fdata-sections \
-       -fno-align-functions -fno-align-jumps -fno-align-loops -fno-align-labels
+NO_PADDING = -fno-align-functions -fno-align-jumps -fno-align-loops -fno-align-labels
+NO_PADDING := $(shell $(CXX) -Werror $(NO_PADDING) -x c++ -c -o /dev/null /dev/null 2>/dev/null && echo $(NO_PADDING))
+LEAN = -fno-exceptions -fno-rtti -fno-asynchronous-unwind-tables -ffunction-sections -fdata-sections $(NO_PADDING)
 $(HTTPD): $(BUILD)/lean/httpd.o $(BUILD)/lean/prefork.o
 	$(CXX) $(ALL_CXXFLAGS) $(LDFLAGS) -Wl,--gc-sections -o $@ $^
 
