@@ -4604,8 +4604,7 @@ static bool serve_static(ServiceState &in, HttpContext &ctx, HttpResponse &r) {
     size_t best = 0, longest = 0;
     for (size_t i = 0; i < in.prefixes.size(); i++) {
         std::string_view prefix = in.prefixes[i];
-        bool holds = ctx.path.substr(0, prefix.size()) == prefix || ctx.path == prefix.substr(0, prefix.size() - 1);
-        if (holds && prefix.size() > longest) {
+        if (under_prefix(ctx.path, prefix) && prefix.size() > longest) {
             best = i;
             longest = prefix.size();
         }
