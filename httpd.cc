@@ -74,7 +74,7 @@ STARTUP static void usage(FILE *out) {
 // temporary file and rename(2), so no reader ever sees a half-written file.
 // 0 / -1 with errno.
 STARTUP static int write_pid_file(const std::string &path, pid_t pid = getpid()) {
-    std::string temporary = path + ".tmp." + std::to_string(getpid());
+    std::string temporary = path + ".tmp." + std::to_string(long(getpid()));
     FILE *f = fopen(temporary.c_str(), "w");
     if (!f) return -1;
     bool written = fprintf(f, "%d\n", int(pid)) > 0;
@@ -335,7 +335,7 @@ STARTUP static bool read_config_file(const std::string &path, std::vector<Argume
     char *line = nullptr;
     size_t capacity = 0;
     for (int number = 1; getline(&line, &capacity, f) >= 0; number++) {
-        std::string text = line, where = path + ":" + std::to_string(number) + ": ";
+        std::string text = line, where = path + ":" + std::to_string(long(number)) + ": ";
         size_t hash = text.find('#');
         while (hash != std::string::npos && hash > 0 && text[hash - 1] != ' ' && text[hash - 1] != '\t')
             hash = text.find('#', hash + 1);

@@ -2531,9 +2531,9 @@ static const char upgrade_variable[] = "PREFORK_UPGRADE_FD";
     for (const Listener &l : s.config.listeners)
         names += !l.unix_path.empty() ? "owned:" : l.ours ? "bound:" : "passed:";
     names.pop_back();
-    if (setenv("LISTEN_FDS", std::to_string(count).c_str(), 1) == 0 &&
-        setenv("LISTEN_PID", std::to_string(getpid()).c_str(), 1) == 0 &&
-        setenv(upgrade_variable, std::to_string(3 + count).c_str(), 1) == 0 &&
+    if (setenv("LISTEN_FDS", std::to_string(long(count)).c_str(), 1) == 0 &&
+        setenv("LISTEN_PID", std::to_string(long(getpid())).c_str(), 1) == 0 &&
+        setenv(upgrade_variable, std::to_string(long(3 + count)).c_str(), 1) == 0 &&
         setenv("LISTEN_FDNAMES", names.c_str(), 1) == 0) {
         // execvp() only for a bare name: for a path it would hand a file
         // that is not a program to the shell.
@@ -4286,7 +4286,7 @@ static void run_route(ServiceState &in, Route &route, HttpContext &ctx, HttpResp
     if (!returned) what.insert(0, "threw: ");
     else if (streamed && HttpResponder::file_fd(r) >= 0) what = "set a file after writing";
     else if (streamed) return;
-    else if (r.status() < 100 || r.status() > 599) what = "set the bad status: " + std::to_string(r.status());
+    else if (r.status() < 100 || r.status() > 599) what = "set the bad status: " + std::to_string(long(r.status()));
     else if (!HttpResponder::file_sendable(r)) what = "gave a file that is not a regular file";
     else return;
     ctx.worker->log(LogLevel::error, "route %s %s %s; %s", route.method.c_str(), route.pattern.c_str(),
@@ -4479,7 +4479,9 @@ PREFORK_COLD static int parse_range(std::string_view value, uint64_t size, uint6
 // directory its index.html (relative then ends in "index.html"), or a
 // redirect when the path lacks its final "/". The fd of a regular file,
 // with *st set; or -1 with the answer set in r (301, 403, 404).
-static int open_servable(ServiceState &in, int root, const HttpContext &ctx, HttpResponse &r,
+// Compiled for size, as answer_with_file is, to keep httpd under its
+// limit: about 100 instructions more per file served.
+PREFORK_COLD static int open_servable(ServiceState &in, int root, const HttpContext &ctx, HttpResponse &r,
                          std::string &relative, struct stat *st) {
     int fd = sys::open_beneath(root, relative.empty() ? "." : relative.c_str(), O_RDONLY | O_NONBLOCK);
     if (fd < 0) {
@@ -4544,7 +4546,7 @@ static bool copy_is_current(const HttpContext &ctx, const char *etag, time_t mti
 
 // Answers with the file, whole or the one range asked for (206) while
 // If-Range still names this version; 416 for a range outside it. Takes fd.
-static void answer_with_file(ServiceState &in, const HttpContext &ctx, HttpResponse &r, int fd, uint64_t size,
+PREFORK_COLD static void answer_with_file(ServiceState &in, const HttpContext &ctx, HttpResponse &r, int fd, uint64_t size,
                              const char *etag, const char *modified) {
     uint64_t from = 0, length = size;
     std::string_view range = ctx.header("range");
