@@ -4445,15 +4445,34 @@ static int open_servable(ServiceState &in, int root, const HttpContext &ctx, Htt
     return fd;
 }
 
-// The file's entity tag: "size-mtime", both in hex.
-static void format_etag(const struct stat &st, char (&etag)[48]) {
+// The file's entity tag: "size-mtime", both in hex, and "-br" or "-gzip"
+// for a precompressed copy, which is another representation of the file
+// (gzip -k gives the copy the file's mtime).
+static void format_etag(const struct stat &st, const char *coding, char (&etag)[48]) {
     char *end = etag;
     *end++ = '"';
     end = std::to_chars(end, etag + sizeof etag, uint64_t(st.st_size), 16).ptr;
     *end++ = '-';
     end = std::to_chars(end, etag + sizeof etag, uint64_t(st.st_mtime), 16).ptr;
+    if (coding) {
+        *end++ = '-';
+        end = stpcpy(end, coding);
+    }
     *end++ = '"';
     *end = '\0';
+}
+
+// A qvalue (RFC 9110 section 12.4.2: "0" to "1", three decimals at most)
+// in thousandths; -1 when it is not one.
+PREFORK_COLD static int parse_qvalue(std::string_view text) {
+    if (text.empty() || text.size() > 5 || text[0] < '0' || text[0] > '1' || (text.size() > 1 && text[1] != '.'))
+        return -1;
+    int q = (text[0] - '0') * 1000;
+    for (size_t i = 2, scale = 100; i < text.size(); i++, scale /= 10) {
+        if (text[i] < '0' || text[i] > '9') return -1;
+        q += (text[i] - '0') * int(scale);
+    }
+    return q <= 1000 ? q : -1;
 }
 
 // Whether the client's copy is current (304): If-None-Match names the
@@ -4470,6 +4489,65 @@ static bool copy_is_current(const HttpContext &ctx, const char *etag, time_t mti
         current = since >= 0 && mtime <= since;
     }
     return current;
+}
+
+// The weight, in thousandths, that an Accept-Encoding value gives the
+// coding name (RFC 9110 section 12.5.3): its element's q (1000 without
+// one, 0 for a malformed one), -1 when no element names it.
+PREFORK_COLD static int accept_weight(std::string_view accept, const char *name) {
+    int weight = -1;
+    for_each_token(accept, [&](std::string_view element) {
+        // coding [ OWS ";" OWS "q=" qvalue ]: q is the only parameter.
+        size_t end = std::min(element.find_first_of(" \t;"), element.size());
+        if (!equals_nocase(element.substr(0, end), name)) return;
+        element.remove_prefix(std::min(element.find_first_not_of(" \t;", end), element.size()));
+        weight = element.empty() ? 1000 : 0;
+        if (element.size() > 2 && (element[0] | 0x20) == 'q' && element[1] == '=')
+            weight = std::max(parse_qvalue(element.substr(2)), 0);
+    });
+    return weight;
+}
+
+// The precompressed copy of the file at relative that the request's
+// Accept-Encoding prefers to the file itself: "name.br" or "name.gz" beside
+// it, a regular file opened as the file was (beneath root, no symlink).
+// A coding not named takes the weight of "*" ("x-gzip" is gzip); without
+// a "*", identity (the file itself) weighs the least a taken coding can
+// (RFC 9110 12.5.3 says it is acceptable, not how much: a client that
+// names codings wants them). The greatest weight wins, at equal weights
+// br, then gzip, then the file, which goes also to a client that refuses
+// it. Its fd, with *st and *coding ("br", "gzip") set; -1 for the file. A compressed file's own name
+// ("name.gz") is served as it is; any other gets Vary in r, with a copy
+// or without: caches must not keep a copy added later from its clients.
+static int open_precompressed(int root, const HttpContext &ctx, HttpResponse &r, std::string &relative,
+                              struct stat *st, const char **coding) {
+    size_t length = relative.size();
+    if (length > 3 && (relative.compare(length - 3, 3, ".gz") == 0 || relative.compare(length - 3, 3, ".br") == 0))
+        return -1;
+    r.header("Vary", "Accept-Encoding");
+    std::string_view accept = ctx.header("accept-encoding");
+    if (!accept.data()) return -1;
+    static const char *const codings[] = {"br", "gzip", "identity"}, *const suffixes[] = {".br", ".gz"};
+    int any = accept_weight(accept, "*"), weights[3];
+    for (int i = 0; i < 3; i++) {
+        int own = accept_weight(accept, codings[i]);
+        if (own < 0 && i == 1) own = accept_weight(accept, "x-gzip");
+        weights[i] = own >= 0 ? own : any >= 0 ? any : i == 2 ? 1 : 0;
+    }
+    int first = weights[1] > weights[0];
+    for (int i : {first, 1 - first}) {
+        if (weights[i] == 0 || weights[i] < weights[2]) continue;
+        int fd = sys::open_beneath(root, relative.append(suffixes[i]).c_str(), O_RDONLY | O_NONBLOCK);
+        relative.resize(length);
+        struct stat copy;
+        if (fd >= 0 && fstat(fd, &copy) == 0 && S_ISREG(copy.st_mode)) {
+            *st = copy;
+            *coding = codings[i];
+            return fd;
+        }
+        if (fd >= 0) sys::close(fd);
+    }
+    return -1;
 }
 
 // Answers with the file, whole or the one range asked for (206) while
@@ -4507,13 +4585,22 @@ static void serve_file(ServiceState &in, size_t mount, HttpContext &ctx, HttpRes
         return;
     }
     if (!path_is_servable(ctx.path)) return answer_status(in, r, 404);
+    const HttpOptions &o = *HttpResponder::stream(r)->options;  // answer() attaches the stream
     // "" for the prefix without its final "/": open_servable redirects it.
     std::string relative(ctx.path.substr(std::min(ctx.path.size(), in.prefixes[mount].size())));
     struct stat st;
     int fd = open_servable(in, in.roots[mount], ctx, r, relative, &st);
     if (fd < 0) return;
+    const char *coding = nullptr;
+    if (o.precompressed) {
+        int copy = open_precompressed(in.roots[mount], ctx, r, relative, &st, &coding);
+        if (copy >= 0) {
+            sys::close(fd);
+            fd = copy;
+        }
+    }
     char etag[48];
-    format_etag(st, etag);
+    format_etag(st, coding, etag);
     const char *modified = in.mtime.at(st.st_mtime, http_date_pattern, false);
     r.header("ETag", etag);
     r.header("Last-Modified", modified);
@@ -4523,6 +4610,7 @@ static void serve_file(ServiceState &in, size_t mount, HttpContext &ctx, HttpRes
         return;
     }
     r.header("Content-Type", mime_type(relative));
+    if (coding) r.header("Content-Encoding", coding);
     r.header("Accept-Ranges", "bytes");
     answer_with_file(in, ctx, r, fd, uint64_t(st.st_size), etag, modified);
 }
