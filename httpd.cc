@@ -53,6 +53,7 @@ STARTUP static void usage(FILE *out) {
             "  --cgi-timeout SEC             kill a CGI script running longer (60)\n"
             "  --no-precompressed            never send NAME.br or NAME.gz for NAME (by default\n"
             "                                they go to the clients whose Accept-Encoding takes them)\n"
+            "  --autoindex                   list a directory that has no index.html (else 403)\n"
             "  --access-log PATH|-           Combined Log Format access log (none by default)\n"
             "  --error-log PATH|-            where log lines go (- is stderr, the default)\n"
             "  --pid-file PATH               write the parent's pid there while it runs\n"
@@ -240,6 +241,7 @@ STARTUP static bool set_flag(Config &config, const std::string &name) {
         {"--single-process", &config.options.single_process, true},
         {"--debug-scoreboard", &config.options.debug_scoreboard, true},
         {"--no-precompressed", &config.http_options.precompressed, false},
+        {"--autoindex", &config.http_options.autoindex, true},
     };
     for (const Flag &flag : flags)
         if (name == flag.name) {

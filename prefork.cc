@@ -32,6 +32,7 @@
 #include <type_traits>
 
 #include <arpa/inet.h>
+#include <dirent.h>
 #include <fcntl.h>
 #include <grp.h>
 #include <netdb.h>
@@ -4405,12 +4406,93 @@ static int parse_range(std::string_view value, uint64_t size, uint64_t *from, ui
     return 1;
 }
 
+/* Directory listings (HttpOptions::autoindex), for a directory without
+   index.html: read through the descriptor open_servable opened beneath the
+   docroot, they show what a request could be served, regular files and
+   directories; no dotfile, and no symlink (fstatat without following it).
+   Each row is made as it is read, behind its sort key and a NUL, and
+   qsort orders pointers to them: no sort template for a rare page. */
+static void append_escaped(std::string &out, std::string_view text, bool json);  // the status page's
+
+// Appends name with every byte but RFC 3986's unreserved ones as %XX: a
+// link that means the name, whatever it holds.
+PREFORK_COLD static void append_percent_encoded(std::string &out, std::string_view name) {
+    for (char ch : name) {
+        unsigned char u = (unsigned char)ch;
+        bool letter = (u | 0x20) >= 'a' && (u | 0x20) <= 'z';  // ASCII, whatever the locale
+        if (letter || (u >= '0' && u <= '9') || ch == '-' || ch == '.' || ch == '_' || ch == '~') {
+            out += ch;
+        } else {
+            out += '%';
+            out += "0123456789ABCDEF"[u >> 4];
+            out += "0123456789ABCDEF"[u & 15];
+        }
+    }
+}
+
+// The listing's row for the entry name of the directory dir, behind its
+// sort key ('0' for a directory, '1' for a file, then the name) and a
+// NUL; "" for an entry not listed.
+PREFORK_COLD static std::string listing_row(int dir, const char *name, CachedTime &modified) {
+    struct stat st;
+    if (name[0] == '.' || fstatat(dir, name, &st, AT_SYMLINK_NOFOLLOW) != 0 ||
+        !(S_ISDIR(st.st_mode) || S_ISREG(st.st_mode)))
+        return std::string();
+    bool directory = S_ISDIR(st.st_mode);
+    std::string row = directory ? "0" : "1";
+    row += name;
+    row += '\0';
+    row += "<tr><td><a href=\"";
+    append_percent_encoded(row, name);
+    row += directory ? "/\">" : "\">";
+    append_escaped(row, name, false);
+    const char *time = modified.at(st.st_mtime, "%Y-%m-%d %H:%M", false);
+    row += directory ? format("/</a></td><td>%s</td><td>-</td></tr>\n", time)
+                     : format("</a></td><td>%s</td><td>%lld</td></tr>\n", time, (long long)st.st_size);
+    return row;
+}
+
+// Answers with the HTML listing of the directory fd (taken) at ctx.path:
+// "../" unless at "/", then the directories with a final "/" and the
+// files, each part sorted by name (bytewise), with its modification time
+// (UTC) and size. 403 when it cannot be read.
+PREFORK_COLD static void list_directory(ServiceState &in, int fd, const HttpContext &ctx, HttpResponse &r) {
+    DIR *dir = fdopendir(fd);
+    if (!dir) {
+        sys::close(fd);
+        return answer_status(in, r, 403);
+    }
+    std::vector<std::string> rows;
+    CachedTime modified;
+    while (const dirent *e = readdir(dir)) {
+        std::string row = listing_row(dirfd(dir), e->d_name, modified);
+        if (!row.empty()) rows.push_back(std::move(row));
+    }
+    closedir(dir);
+    std::vector<const char *> order(rows.size());
+    for (size_t i = 0; i < rows.size(); i++) order[i] = rows[i].c_str();
+    qsort(order.data(), order.size(), sizeof(const char *), [](const void *a, const void *b) {
+        return strcmp(*(const char *const *)a, *(const char *const *)b);
+    });
+    std::string page = "<!DOCTYPE html>\n<title>Index of ";
+    append_escaped(page, ctx.path, false);
+    page += "</title>\n<h1>Index of ";
+    append_escaped(page, ctx.path, false);
+    page += "</h1>\n<table>\n<tr><th>Name</th><th>Last modified (UTC)</th><th>Size</th></tr>\n";
+    if (ctx.path != "/") page += "<tr><td><a href=\"../\">../</a></td><td></td><td>-</td></tr>\n";
+    for (const char *key : order) page += key + strlen(key) + 1;  // the row behind its key
+    page += "</table>\n";
+    r.header("Content-Type", "text/html; charset=utf-8");
+    r.body(page);
+}
+
 // Opens the file for ctx.path beneath root, following no symlink: for a
 // directory its index.html (relative then ends in "index.html"), or a
 // redirect when the path lacks its final "/". The fd of a regular file,
-// with *st set; or -1 with the answer set in r (301, 403, 404).
+// with *st set; or -1 with the answer set in r (301, 403, 404, or with
+// autoindex the listing of a directory without index.html).
 static int open_servable(ServiceState &in, int root, const HttpContext &ctx, HttpResponse &r,
-                         std::string &relative, struct stat *st) {
+                         std::string &relative, struct stat *st, bool autoindex) {
     int fd = sys::open_beneath(root, relative.empty() ? "." : relative.c_str(), O_RDONLY | O_NONBLOCK);
     if (fd < 0) {
         answer_status(in, r, errno == ENOENT || errno == ENOTDIR ? 404 : 403);
@@ -4428,9 +4510,13 @@ static int open_servable(ServiceState &in, int root, const HttpContext &ctx, Htt
             return -1;
         }
         int index = sys::openat(fd, "index.html", O_RDONLY | O_NONBLOCK | O_NOFOLLOW);
+        if (index < 0 && errno == ENOENT && autoindex) {
+            list_directory(in, fd, ctx, r);
+            return -1;
+        }
         sys::close(fd);
         if (index < 0) {
-            answer_status(in, r, 403);  // no index: no listing either
+            answer_status(in, r, 403);  // no index, and no listing
             return -1;
         }
         fd = index;
@@ -4589,7 +4675,7 @@ static void serve_file(ServiceState &in, size_t mount, HttpContext &ctx, HttpRes
     // "" for the prefix without its final "/": open_servable redirects it.
     std::string relative(ctx.path.substr(std::min(ctx.path.size(), in.prefixes[mount].size())));
     struct stat st;
-    int fd = open_servable(in, in.roots[mount], ctx, r, relative, &st);
+    int fd = open_servable(in, in.roots[mount], ctx, r, relative, &st, o.autoindex);
     if (fd < 0) return;
     const char *coding = nullptr;
     if (o.precompressed) {

@@ -354,6 +354,17 @@
                                ranges apply to it. Every file but a
                                NAME.gz or NAME.br itself gets Vary:
                                Accept-Encoding.
+                               With autoindex, a directory without
+                               index.html gets a listing (else 403): an
+                               HTML table of "../" (but at "/"), the
+                               directories (with a final "/"), then the
+                               files, each part sorted by name bytewise,
+                               with modification times (UTC) and sizes;
+                               names HTML-escaped, links percent-encoded.
+                               Only what could be served is listed: no
+                               dotfile, no symlink, nothing but regular
+                               files and directories, read through the
+                               descriptor opened as files are.
      http.serve_status(path, allow)
                                Answers GET path with the scoreboard: HTML,
                                "?auto" in mod_status's machine-readable
@@ -546,6 +557,9 @@
                                 or 8 KiB.
      precompressed [true]       Static files: NAME.br or NAME.gz goes in
                                 NAME's place to the clients that take it
+                                (see serve_directory).
+     autoindex [false]          Static files: a directory without
+                                index.html gets a listing instead of 403
                                 (see serve_directory).
    Slow clients: every wait on a client is bounded. While the pool is full
    (no idle worker, max_clients reached), pressure_timeout caps them all: a
@@ -929,6 +943,7 @@ struct HttpOptions {
     int access_log_fd = -1;         // Combined Log Format lines go here (-1: none);
                                     // buffered, written once per connection or 8 KiB
     bool precompressed = true;      // name.br or name.gz for name, when the client takes it
+    bool autoindex = false;         // list a directory without index.html (else 403)
 };
 
 struct HttpContext {  // views valid during the handler's call only

@@ -1,12 +1,14 @@
-// http_files_test.cc - the static files' negotiated side, through the
-// httpd program: precompressed copies (NAME.br, NAME.gz) chosen by
-// Accept-Encoding, and --no-precompressed. curl is the client where
-// decoding matters; raw requests compare bytes and fields exactly.
+// http_files_test.cc - the static files beyond the plain ones, through
+// the httpd program: precompressed copies (NAME.br, NAME.gz) chosen by
+// Accept-Encoding (--no-precompressed), and directory listings
+// (--autoindex). curl is the client where decoding matters; raw requests
+// compare bytes and fields exactly.
 #include "httpd_fixture.h"
 
 #include <map>
 #include <string>
 
+#include <fcntl.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -60,6 +62,11 @@ struct Site {
         fclose(f);
     }
     void directory(const std::string &name) const { mkdir((root + "/" + name).c_str(), 0755); }
+    // Sets the file's modification time (seconds since the epoch).
+    void touch(const std::string &name, time_t when) const {
+        struct timespec times[2] = {{when, 0}, {when, 0}};
+        utimensat(AT_FDCWD, (root + "/" + name).c_str(), times, AT_SYMLINK_NOFOLLOW);
+    }
     std::vector<std::string> args(std::vector<std::string> more = {}) const {
         std::vector<std::string> a = {"--listen", "unix:@/s.sock", "--status-path", "off"};
         a.insert(a.end(), more.begin(), more.end());
@@ -79,6 +86,33 @@ std::string script_text() {
     std::string text;
     for (int i = 0; i < 2000; i++) text += "console.log('line " + std::to_string(i) + "');\n";
     return text;
+}
+
+// The link targets of a listing, in order.
+std::vector<std::string> links(const std::string &page) {
+    std::vector<std::string> found;
+    for (size_t at = 0; (at = page.find("<a href=\"", at)) != std::string::npos;) {
+        at += 9;
+        found.push_back(page.substr(at, page.find('"', at) - at));
+    }
+    return found;
+}
+
+// A directory to list: files, directories, a name that needs escaping, a
+// dotfile, symlinks to a file and to a directory, a FIFO.
+void make_listed_directory(const Site &site) {
+    site.directory("list");
+    site.directory("list/sub");
+    site.directory("list/adir");
+    site.file("list/b.txt", "bee");
+    site.file("list/a.txt", "0123456789");
+    site.file("list/<b>&\"x\".txt", "escaped\n");
+    site.file("list/.hidden", "dotfile\n");
+    site.file("list/sub/inner.txt", "inner\n");
+    site.touch("list/a.txt", 981173100);  // 2001-02-03 04:05:00 UTC
+    symlink("a.txt", (site.root + "/list/link.txt").c_str());
+    symlink("sub", (site.root + "/list/linkdir").c_str());
+    mkfifo((site.root + "/list/fifo").c_str(), 0644);
 }
 
 }  // namespace
@@ -270,4 +304,81 @@ TEST(HttpPrecompressed, NoPrecompressedServesTheFileItself) {
     EXPECT_EQ(r.fields.count("content-encoding"), 0u);
     EXPECT_EQ(r.fields.count("vary"), 0u);
     EXPECT_EQ(ask(h, "/data.txt.gz", "Accept-Encoding: gzip\r\n").body, "fake gzip bytes, longer");
+}
+
+// Off by default: a directory without index.html is 403, and shows nothing.
+TEST(HttpAutoindex, OffByDefault) {
+    NEED_HTTPD();
+    Site site;
+    make_listed_directory(site);
+    Httpd h(site.args());
+    ASSERT_TRUE(h.running()) << h.stderr_text();
+    Response r = ask(h, "/list/");
+    EXPECT_EQ(r.status, 403);
+    EXPECT_EQ(r.body.find("a.txt"), std::string::npos) << r.body;
+}
+
+// The listing: directories first, then files, each sorted by name; names
+// escaped, links percent-encoded; sizes and times; no dotfile, no
+// symlink, no FIFO.
+TEST(HttpAutoindex, ListsSortedEscapedWithoutDotfilesOrSymlinks) {
+    NEED_HTTPD();
+    Site site;
+    make_listed_directory(site);
+    Httpd h(site.args({"--autoindex"}));
+    ASSERT_TRUE(h.running()) << h.stderr_text();
+    Response r = ask(h, "/list/");
+    ASSERT_EQ(r.status, 200);
+    EXPECT_EQ(r.fields["content-type"], "text/html; charset=utf-8");
+    const std::string &page = r.body;
+    EXPECT_NE(page.find("<title>Index of /list/</title>"), std::string::npos) << page;
+    std::vector<std::string> expected = {"../", "adir/", "sub/", "%3Cb%3E%26%22x%22.txt", "a.txt", "b.txt"};
+    EXPECT_EQ(links(page), expected) << page;
+    EXPECT_NE(page.find(">&lt;b&gt;&amp;&quot;x&quot;.txt</a>"), std::string::npos) << page;
+    EXPECT_EQ(page.find("<b>"), std::string::npos) << "a name is never markup: " << page;
+    EXPECT_NE(page.find(">a.txt</a></td><td>2001-02-03 04:05</td><td>10</td>"), std::string::npos) << page;
+    EXPECT_NE(page.find(">b.txt</a></td><td>"), std::string::npos);
+    EXPECT_NE(page.find("<td>3</td>"), std::string::npos) << page;
+    EXPECT_NE(page.find(">sub/</a></td><td>"), std::string::npos) << page;
+    for (const char *absent : {"hidden", "link", "fifo"}) EXPECT_EQ(page.find(absent), std::string::npos) << absent;
+
+    Response root = ask(h, "/");
+    EXPECT_EQ(root.status, 200);
+    EXPECT_EQ(links(root.body), std::vector<std::string>{"list/"}) << "no ../ at the top: " << root.body;
+}
+
+// Every link of a listing leads where it says; a symlinked directory is
+// not followed; HEAD has the length without the body; other methods 405;
+// a directory with index.html still gets its index.
+TEST(HttpAutoindex, LinksLeadToTheirEntriesAndOnlyGetAndHeadList) {
+    NEED_HTTPD();
+    Site site;
+    make_listed_directory(site);
+    site.directory("indexed");
+    site.file("indexed/index.html", "<p>the index</p>\n");
+    Httpd h(site.args({"--autoindex"}));
+    ASSERT_TRUE(h.running()) << h.stderr_text();
+    std::string page = ask(h, "/list/").body;
+    for (const std::string &link : links(page))  // "../" as a client resolves it
+        EXPECT_EQ(ask(h, link == "../" ? "/" : "/list/" + link).status, 200) << link;
+    EXPECT_EQ(ask(h, "/list/%3Cb%3E%26%22x%22.txt").body, "escaped\n");
+    Response sub = ask(h, "/list/sub/");
+    EXPECT_EQ(links(sub.body), (std::vector<std::string>{"../", "inner.txt"})) << sub.body;
+    EXPECT_EQ(ask(h, "/list/sub/inner.txt").body, "inner\n");
+    EXPECT_EQ(ask(h, "/list/sub").status, 301);
+    EXPECT_EQ(ask(h, "/list/linkdir/").status, 403) << "a symlink is not followed";
+    EXPECT_EQ(ask(h, "/indexed/").body, "<p>the index</p>\n");
+
+    Response head = ask(h, "/list/", "", "HEAD");
+    EXPECT_EQ(head.status, 200);
+    EXPECT_EQ(head.fields["content-length"], std::to_string(page.size()));
+    Client c(h.address());
+    c.send("HEAD /list/ HTTP/1.1\r\nHost: x\r\n\r\nGET /list/b.txt HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+    std::string both;
+    c.until_eof(&both, 3000);
+    EXPECT_EQ(both.find("<table>"), std::string::npos) << "HEAD sent a body: " << both;
+    EXPECT_NE(both.find("\r\n\r\nbee"), std::string::npos) << both;
+    Response post = ask(h, "/list/", "Content-Length: 0\r\n", "POST");
+    EXPECT_EQ(post.status, 405);
+    EXPECT_EQ(post.fields["allow"], "GET, HEAD");
 }
