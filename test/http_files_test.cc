@@ -382,3 +382,17 @@ TEST(HttpAutoindex, LinksLeadToTheirEntriesAndOnlyGetAndHeadList) {
     EXPECT_EQ(post.status, 405);
     EXPECT_EQ(post.fields["allow"], "GET, HEAD");
 }
+
+// Both flags are read from a config file too, a name alone on its line.
+TEST(HttpAutoindex, TheFlagsComeFromAConfigFileToo) {
+    NEED_HTTPD();
+    Site site;
+    make_listed_directory(site);
+    site.file("data.txt", "the plain file\n");
+    site.file("data.txt.gz", "fake gzip bytes");
+    site.file(".httpd.conf", "autoindex\nno-precompressed   # the plain files only\n");
+    Httpd h(site.args({"--config", site.root + "/.httpd.conf"}));
+    ASSERT_TRUE(h.running()) << h.stderr_text();
+    EXPECT_EQ(ask(h, "/list/").status, 200);
+    EXPECT_EQ(ask(h, "/data.txt", "Accept-Encoding: gzip\r\n").body, "the plain file\n");
+}
