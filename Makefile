@@ -31,7 +31,7 @@ endif
 TEST_SOURCES = test/header_test.cc test/options_test.cc test/scoreboard_test.cc test/http_parser_test.cc \
                test/listener_test.cc test/pool_test.cc test/http_test.cc test/http_routing_test.cc \
                test/httpd_test.cc test/harness.cc test/examples_test.cc test/sys_test.cc test/worker_api_test.cc \
-               test/cgi_test.cc test/httpd_config_test.cc test/password_test.cc
+               test/cgi_test.cc test/httpd_config_test.cc test/password_test.cc test/http_files_test.cc
 TEST_OBJECTS = $(TEST_SOURCES:test/%.cc=$(BUILD)/test/%.o)
 
 .PHONY: all static board board-check size-check function-check examples test asan-test embedded-check bench bench-pool chaos fuzz install clean cross-test cross-test-here

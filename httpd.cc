@@ -59,6 +59,9 @@ STARTUP static void usage(FILE *out) {
             "  --auth PREFIX=FILE            paths under PREFIX need a user and password of the\n"
             "                                htpasswd FILE (re-read when it changes; repeatable)\n"
             "  --auth-realm TEXT             the realm browsers show for --auth (httpd)\n"
+            "  --no-precompressed            never send NAME.br or NAME.gz for NAME (by default\n"
+            "                                they go to the clients whose Accept-Encoding takes them)\n"
+            "  --autoindex                   list a directory that has no index.html (else 403)\n"
             "  --access-log PATH|-           Combined Log Format access log (none by default)\n"
             "  --error-log PATH|-            where log lines go (- is stderr, the default)\n"
             "  --pid-file PATH               write the parent's pid there while it runs\n"
@@ -277,6 +280,23 @@ STARTUP static Setting set_option(Config &config, const std::string &name, const
     return setting;
 }
 
+// Sets a flag, an option without a value. false if name is none.
+STARTUP static bool set_flag(Config &config, const std::string &name) {
+    struct Flag { const char *name; bool *target; bool value; };
+    const Flag flags[] = {
+        {"--single-process", &config.options.single_process, true},
+        {"--debug-scoreboard", &config.options.debug_scoreboard, true},
+        {"--no-precompressed", &config.http_options.precompressed, false},
+        {"--autoindex", &config.http_options.autoindex, true},
+    };
+    for (const Flag &flag : flags)
+        if (name == flag.name) {
+            *flag.target = flag.value;
+            return true;
+        }
+    return false;
+}
+
 // An argument, from the command line or a line of the config file.
 struct Argument {
     std::string text;
@@ -296,10 +316,7 @@ STARTUP static int read_arguments(const std::vector<Argument> &args, Config &con
             else puts(version);
             return 0;
         }
-        if (arg == "--single-process" || arg == "--debug-scoreboard") {
-            (arg == "--single-process" ? config.options.single_process : config.options.debug_scoreboard) = true;
-            continue;
-        }
+        if (set_flag(config, arg)) continue;
         if (arg.compare(0, 2, "--") != 0) {
             if (!config.docroot.empty() && !(config.docroot_from_file && where.empty())) {
                 *error = where + "unexpected argument '" + arg + "' (one DOCROOT only; see --help)";

@@ -32,6 +32,7 @@
 #include <type_traits>
 
 #include <arpa/inet.h>
+#include <dirent.h>
 #include <fcntl.h>
 #include <grp.h>
 #include <netdb.h>
@@ -4475,14 +4476,95 @@ PREFORK_COLD static int parse_range(std::string_view value, uint64_t size, uint6
     return 1;
 }
 
+/* Directory listings (HttpOptions::autoindex), for a directory without
+   index.html: read through the descriptor open_servable opened beneath the
+   docroot, they show what a request could be served, regular files and
+   directories; no dotfile, and no symlink (fstatat without following it).
+   Each row is made as it is read, behind its sort key and a NUL, and
+   qsort orders pointers to them: no sort template for a rare page. */
+static void append_escaped(std::string &out, std::string_view text, bool json);  // the status page's
+
+// Appends name with every byte but RFC 3986's unreserved ones as %XX: a
+// link that means the name, whatever it holds.
+PREFORK_COLD static void append_percent_encoded(std::string &out, std::string_view name) {
+    for (char ch : name) {
+        unsigned char u = (unsigned char)ch;
+        bool letter = (u | 0x20) >= 'a' && (u | 0x20) <= 'z';  // ASCII, whatever the locale
+        if (letter || (u >= '0' && u <= '9') || ch == '-' || ch == '.' || ch == '_' || ch == '~') {
+            out += ch;
+        } else {
+            out += '%';
+            out += "0123456789ABCDEF"[u >> 4];
+            out += "0123456789ABCDEF"[u & 15];
+        }
+    }
+}
+
+// The listing's row for the entry name of the directory dir, behind its
+// sort key ('0' for a directory, '1' for a file, then the name) and a
+// NUL; "" for an entry not listed.
+PREFORK_COLD static std::string listing_row(int dir, const char *name, CachedTime &modified) {
+    struct stat st;
+    if (name[0] == '.' || fstatat(dir, name, &st, AT_SYMLINK_NOFOLLOW) != 0 ||
+        !(S_ISDIR(st.st_mode) || S_ISREG(st.st_mode)))
+        return std::string();
+    bool directory = S_ISDIR(st.st_mode);
+    std::string row = directory ? "0" : "1";
+    row += name;
+    row += '\0';
+    row += "<tr><td><a href=\"";
+    append_percent_encoded(row, name);
+    row += directory ? "/\">" : "\">";
+    append_escaped(row, name, false);
+    const char *time = modified.at(st.st_mtime, "%Y-%m-%d %H:%M", false);
+    row += directory ? format("/</a></td><td>%s</td><td>-</td></tr>\n", time)
+                     : format("</a></td><td>%s</td><td>%lld</td></tr>\n", time, (long long)st.st_size);
+    return row;
+}
+
+// Answers with the HTML listing of the directory fd (taken) at ctx.path:
+// "../" unless at "/", then the directories with a final "/" and the
+// files, each part sorted by name (bytewise), with its modification time
+// (UTC) and size. 403 when it cannot be read.
+PREFORK_COLD static void list_directory(ServiceState &in, int fd, const HttpContext &ctx, HttpResponse &r) {
+    DIR *dir = fdopendir(fd);
+    if (!dir) {
+        sys::close(fd);
+        return answer_status(in, r, 403);
+    }
+    std::vector<std::string> rows;
+    CachedTime modified;
+    while (const dirent *e = readdir(dir)) {
+        std::string row = listing_row(dirfd(dir), e->d_name, modified);
+        if (!row.empty()) rows.push_back(std::move(row));
+    }
+    closedir(dir);
+    std::vector<const char *> order(rows.size());
+    for (size_t i = 0; i < rows.size(); i++) order[i] = rows[i].c_str();
+    qsort(order.data(), order.size(), sizeof(const char *), [](const void *a, const void *b) {
+        return strcmp(*(const char *const *)a, *(const char *const *)b);
+    });
+    std::string page = "<!DOCTYPE html>\n<title>Index of ";
+    append_escaped(page, ctx.path, false);
+    page += "</title>\n<h1>Index of ";
+    append_escaped(page, ctx.path, false);
+    page += "</h1>\n<table>\n<tr><th>Name</th><th>Last modified (UTC)</th><th>Size</th></tr>\n";
+    if (ctx.path != "/") page += "<tr><td><a href=\"../\">../</a></td><td></td><td>-</td></tr>\n";
+    for (const char *key : order) page += key + strlen(key) + 1;  // the row behind its key
+    page += "</table>\n";
+    r.header("Content-Type", "text/html; charset=utf-8");
+    r.body(page);
+}
+
 // Opens the file for ctx.path beneath root, following no symlink: for a
 // directory its index.html (relative then ends in "index.html"), or a
 // redirect when the path lacks its final "/". The fd of a regular file,
-// with *st set; or -1 with the answer set in r (301, 403, 404).
-// Compiled for size, as answer_with_file is, to keep httpd under its
-// limit: about 100 instructions more per file served.
+// with *st set; or -1 with the answer set in r (301, 403, 404, or with
+// autoindex the listing of a directory without index.html). Compiled for
+// size, as answer_with_file is, to keep httpd under its limit: about 60
+// instructions more per file served.
 PREFORK_COLD static int open_servable(ServiceState &in, int root, const HttpContext &ctx, HttpResponse &r,
-                         std::string &relative, struct stat *st) {
+                                      std::string &relative, struct stat *st, bool autoindex) {
     int fd = sys::open_beneath(root, relative.empty() ? "." : relative.c_str(), O_RDONLY | O_NONBLOCK);
     if (fd < 0) {
         answer_status(in, r, errno == ENOENT || errno == ENOTDIR ? 404 : 403);
@@ -4500,9 +4582,13 @@ PREFORK_COLD static int open_servable(ServiceState &in, int root, const HttpCont
             return -1;
         }
         int index = sys::openat(fd, "index.html", O_RDONLY | O_NONBLOCK | O_NOFOLLOW);
+        if (index < 0 && errno == ENOENT && autoindex) {
+            list_directory(in, fd, ctx, r);
+            return -1;
+        }
         sys::close(fd);
         if (index < 0) {
-            answer_status(in, r, 403);  // no index: no listing either
+            answer_status(in, r, 403);  // no index, and no listing
             return -1;
         }
         fd = index;
@@ -4517,15 +4603,34 @@ PREFORK_COLD static int open_servable(ServiceState &in, int root, const HttpCont
     return fd;
 }
 
-// The file's entity tag: "size-mtime", both in hex.
-static void format_etag(const struct stat &st, char (&etag)[48]) {
+// The file's entity tag: "size-mtime", both in hex, and "-br" or "-gzip"
+// for a precompressed copy, which is another representation of the file
+// (gzip -k gives the copy the file's mtime).
+static void format_etag(const struct stat &st, const char *coding, char (&etag)[48]) {
     char *end = etag;
     *end++ = '"';
     end = std::to_chars(end, etag + sizeof etag, uint64_t(st.st_size), 16).ptr;
     *end++ = '-';
     end = std::to_chars(end, etag + sizeof etag, uint64_t(st.st_mtime), 16).ptr;
+    if (coding) {
+        *end++ = '-';
+        end = stpcpy(end, coding);
+    }
     *end++ = '"';
     *end = '\0';
+}
+
+// A qvalue (RFC 9110 section 12.4.2: "0" to "1", three decimals at most)
+// in thousandths; -1 when it is not one.
+PREFORK_COLD static int parse_qvalue(std::string_view text) {
+    if (text.empty() || text.size() > 5 || text[0] < '0' || text[0] > '1' || (text.size() > 1 && text[1] != '.'))
+        return -1;
+    int q = (text[0] - '0') * 1000;
+    for (size_t i = 2, scale = 100; i < text.size(); i++, scale /= 10) {
+        if (text[i] < '0' || text[i] > '9') return -1;
+        q += (text[i] - '0') * int(scale);
+    }
+    return q <= 1000 ? q : -1;
 }
 
 // Whether the client's copy is current (304): If-None-Match names the
@@ -4542,6 +4647,65 @@ static bool copy_is_current(const HttpContext &ctx, const char *etag, time_t mti
         current = since >= 0 && mtime <= since;
     }
     return current;
+}
+
+// The weight, in thousandths, that an Accept-Encoding value gives the
+// coding name (RFC 9110 section 12.5.3): its element's q (1000 without
+// one, 0 for a malformed one), -1 when no element names it.
+PREFORK_COLD static int accept_weight(std::string_view accept, const char *name) {
+    int weight = -1;
+    for_each_token(accept, [&](std::string_view element) {
+        // coding [ OWS ";" OWS "q=" qvalue ]: q is the only parameter.
+        size_t end = std::min(element.find_first_of(" \t;"), element.size());
+        if (!equals_nocase(element.substr(0, end), name)) return;
+        element.remove_prefix(std::min(element.find_first_not_of(" \t;", end), element.size()));
+        weight = element.empty() ? 1000 : 0;
+        if (element.size() > 2 && (element[0] | 0x20) == 'q' && element[1] == '=')
+            weight = std::max(parse_qvalue(element.substr(2)), 0);
+    });
+    return weight;
+}
+
+// The precompressed copy of the file at relative that the request's
+// Accept-Encoding prefers to the file itself: "name.br" or "name.gz" beside
+// it, a regular file opened as the file was (beneath root, no symlink).
+// A coding not named takes the weight of "*" ("x-gzip" is gzip); without
+// a "*", identity (the file itself) weighs the least a taken coding can
+// (RFC 9110 12.5.3 says it is acceptable, not how much: a client that
+// names codings wants them). The greatest weight wins, at equal weights
+// br, then gzip, then the file, which goes also to a client that refuses
+// it. Its fd, with *st and *coding ("br", "gzip") set; -1 for the file. A compressed file's own name
+// ("name.gz") is served as it is; any other gets Vary in r, with a copy
+// or without: caches must not keep a copy added later from its clients.
+static int open_precompressed(int root, const HttpContext &ctx, HttpResponse &r, std::string &relative,
+                              struct stat *st, const char **coding) {
+    size_t length = relative.size();
+    if (length > 3 && (relative.compare(length - 3, 3, ".gz") == 0 || relative.compare(length - 3, 3, ".br") == 0))
+        return -1;
+    r.header("Vary", "Accept-Encoding");
+    std::string_view accept = ctx.header("accept-encoding");
+    if (!accept.data()) return -1;
+    static const char *const codings[] = {"br", "gzip", "identity"}, *const suffixes[] = {".br", ".gz"};
+    int any = accept_weight(accept, "*"), weights[3];
+    for (int i = 0; i < 3; i++) {
+        int own = accept_weight(accept, codings[i]);
+        if (own < 0 && i == 1) own = accept_weight(accept, "x-gzip");
+        weights[i] = own >= 0 ? own : any >= 0 ? any : i == 2 ? 1 : 0;
+    }
+    int first = weights[1] > weights[0];
+    for (int i : {first, 1 - first}) {
+        if (weights[i] == 0 || weights[i] < weights[2]) continue;
+        int fd = sys::open_beneath(root, relative.append(suffixes[i]).c_str(), O_RDONLY | O_NONBLOCK);
+        relative.resize(length);
+        struct stat copy;
+        if (fd >= 0 && fstat(fd, &copy) == 0 && S_ISREG(copy.st_mode)) {
+            *st = copy;
+            *coding = codings[i];
+            return fd;
+        }
+        if (fd >= 0) sys::close(fd);
+    }
+    return -1;
 }
 
 // Answers with the file, whole or the one range asked for (206) while
@@ -4579,13 +4743,22 @@ static void serve_file(ServiceState &in, size_t mount, HttpContext &ctx, HttpRes
         return;
     }
     if (!path_is_servable(ctx.path)) return answer_status(in, r, 404);
+    const HttpOptions &o = *HttpResponder::stream(r)->options;  // answer() attaches the stream
     // "" for the prefix without its final "/": open_servable redirects it.
     std::string relative(ctx.path.substr(std::min(ctx.path.size(), in.prefixes[mount].size())));
     struct stat st;
-    int fd = open_servable(in, in.roots[mount], ctx, r, relative, &st);
+    int fd = open_servable(in, in.roots[mount], ctx, r, relative, &st, o.autoindex);
     if (fd < 0) return;
+    const char *coding = nullptr;
+    if (o.precompressed) {
+        int copy = open_precompressed(in.roots[mount], ctx, r, relative, &st, &coding);
+        if (copy >= 0) {
+            sys::close(fd);
+            fd = copy;
+        }
+    }
     char etag[48];
-    format_etag(st, etag);
+    format_etag(st, coding, etag);
     const char *modified = in.mtime.at(st.st_mtime, http_date_pattern, false);
     r.header("ETag", etag);
     r.header("Last-Modified", modified);
@@ -4595,6 +4768,7 @@ static void serve_file(ServiceState &in, size_t mount, HttpContext &ctx, HttpRes
         return;
     }
     r.header("Content-Type", mime_type(relative));
+    if (coding) r.header("Content-Encoding", coding);
     r.header("Accept-Ranges", "bytes");
     answer_with_file(in, ctx, r, fd, uint64_t(st.st_size), etag, modified);
 }

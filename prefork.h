@@ -346,7 +346,30 @@
                                ETag and Last-Modified with 304, one byte
                                range (206, 416). Dotfiles, "..", "//",
                                backslashes and symlinks (none is followed)
-                               are never served.
+                               are never served. With precompressed (see
+                               HttpOptions), NAME.br or NAME.gz beside a
+                               file (a regular file, opened as files are)
+                               goes in its place to a client whose
+                               Accept-Encoding takes that coding (by q,
+                               "*" and x-gzip understood; NAME itself, if
+                               neither named nor "*", ranks last, and at
+                               equal q br goes before gzip before NAME),
+                               with Content-Encoding, NAME's Content-Type
+                               and an ETag of its own; conditions and
+                               ranges apply to it. Every file but a
+                               NAME.gz or NAME.br itself gets Vary:
+                               Accept-Encoding.
+                               With autoindex, a directory without
+                               index.html gets a listing (else 403): an
+                               HTML table of "../" (but at "/"), the
+                               directories (with a final "/"), then the
+                               files, each part sorted by name bytewise,
+                               with modification times (UTC) and sizes;
+                               names HTML-escaped, links percent-encoded.
+                               Only what could be served is listed: no
+                               dotfile, no symlink, nothing but regular
+                               files and directories, read through the
+                               descriptor opened as files are.
      http.serve_status(path, allow)
                                Answers GET path with the scoreboard: HTML,
                                "?auto" in mod_status's machine-readable
@@ -623,6 +646,12 @@
      access_log_fd [-1]         Combined Log Format lines go there (-1:
                                 none), buffered: written once per connection
                                 or 8 KiB.
+     precompressed [true]       Static files: NAME.br or NAME.gz goes in
+                                NAME's place to the clients that take it
+                                (see serve_directory).
+     autoindex [false]          Static files: a directory without
+                                index.html gets a listing instead of 403
+                                (see serve_directory).
    Slow clients: every wait on a client is bounded. While the pool is full
    (no idle worker, max_clients reached), pressure_timeout caps them all: a
    client too slow to earn its worker gives it up to those waiting in the
@@ -1004,6 +1033,8 @@ struct HttpOptions {
     std::string server_name = "prefork/0.1.0";
     int access_log_fd = -1;         // Combined Log Format lines go here (-1: none);
                                     // buffered, written once per connection or 8 KiB
+    bool precompressed = true;      // name.br or name.gz for name, when the client takes it
+    bool autoindex = false;         // list a directory without index.html (else 403)
 };
 
 struct HttpContext {  // views valid during the handler's call only

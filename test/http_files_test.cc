@@ -1,0 +1,398 @@
+// http_files_test.cc - the static files beyond the plain ones, through
+// the httpd program: precompressed copies (NAME.br, NAME.gz) chosen by
+// Accept-Encoding (--no-precompressed), and directory listings
+// (--autoindex). curl is the client where decoding matters; raw requests
+// compare bytes and fields exactly.
+#include "httpd_fixture.h"
+
+#include <map>
+#include <string>
+
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+namespace {
+
+struct Response {
+    int status = 0;
+    std::map<std::string, std::string> fields;  // lower-case names
+    std::string body;
+};
+
+// Sends one request (the method and target, then extra fields) on a new
+// connection and reads the answer: its body by Content-Length, none for
+// HEAD or a 304.
+Response ask(const Httpd &h, const std::string &target, const std::string &extra = "",
+             const std::string &method = "GET") {
+    Client c(h.address());
+    c.send(method + " " + target + " HTTP/1.1\r\nHost: x\r\n" + extra + "\r\n");
+    Response r;
+    std::string status_line = c.line();
+    if (status_line.compare(0, 9, "HTTP/1.1 ") != 0) return r;
+    r.status = atoi(status_line.c_str() + 9);
+    for (std::string line; !(line = c.line()).empty() && line != "\r";) {
+        if (line.back() == '\r') line.pop_back();
+        size_t colon = line.find(':');
+        std::string name = line.substr(0, colon);
+        for (char &ch : name) ch = char(tolower((unsigned char)ch));
+        r.fields[name] = line.substr(std::min(line.size(), line.find_first_not_of(' ', colon + 1)));
+    }
+    if (method != "HEAD" && r.status != 304 && r.fields.count("content-length"))
+        r.body = c.bytes(size_t(atol(r.fields["content-length"].c_str())));
+    return r;
+}
+
+// A docroot made at test time, removed with everything in it.
+struct Site {
+    std::string root;
+    Site() {
+        char name[] = "/tmp/prefork-files-XXXXXX";
+        root = mkdtemp(name);
+        chmod(root.c_str(), 0755);
+    }
+    ~Site() {
+        std::string rm = "rm -rf " + root;
+        if (system(rm.c_str()) != 0) {}
+    }
+    void file(const std::string &name, const std::string &text) const {
+        FILE *f = fopen((root + "/" + name).c_str(), "w");
+        if (!f) return;
+        fwrite(text.data(), 1, text.size(), f);
+        fclose(f);
+    }
+    void directory(const std::string &name) const { mkdir((root + "/" + name).c_str(), 0755); }
+    // Sets the file's modification time (seconds since the epoch).
+    void touch(const std::string &name, time_t when) const {
+        struct timespec times[2] = {{when, 0}, {when, 0}};
+        utimensat(AT_FDCWD, (root + "/" + name).c_str(), times, AT_SYMLINK_NOFOLLOW);
+    }
+    std::vector<std::string> args(std::vector<std::string> more = {}) const {
+        std::vector<std::string> a = {"--listen", "unix:@/s.sock", "--status-path", "off"};
+        a.insert(a.end(), more.begin(), more.end());
+        a.push_back(root);
+        return a;
+    }
+};
+
+bool have(const char *program) { return system(("command -v " + std::string(program) + " >/dev/null 2>&1").c_str()) == 0; }
+
+std::string curl(const Httpd &h, const std::string &args) {
+    return run("curl -s --max-time 20 --unix-socket " + h.scratch() + "/s.sock " + args);
+}
+
+// Some text that compresses well, so that no copy is the file's size.
+std::string script_text() {
+    std::string text;
+    for (int i = 0; i < 2000; i++) text += "console.log('line " + std::to_string(i) + "');\n";
+    return text;
+}
+
+// The link targets of a listing, in order.
+std::vector<std::string> links(const std::string &page) {
+    std::vector<std::string> found;
+    for (size_t at = 0; (at = page.find("<a href=\"", at)) != std::string::npos;) {
+        at += 9;
+        found.push_back(page.substr(at, page.find('"', at) - at));
+    }
+    return found;
+}
+
+// A directory to list: files, directories, a name that needs escaping, a
+// dotfile, symlinks to a file and to a directory, a FIFO.
+void make_listed_directory(const Site &site) {
+    site.directory("list");
+    site.directory("list/sub");
+    site.directory("list/adir");
+    site.file("list/b.txt", "bee");
+    site.file("list/a.txt", "0123456789");
+    site.file("list/<b>&\"x\".txt", "escaped\n");
+    site.file("list/.hidden", "dotfile\n");
+    site.file("list/sub/inner.txt", "inner\n");
+    site.touch("list/a.txt", 981173100);  // 2001-02-03 04:05:00 UTC
+    symlink("a.txt", (site.root + "/list/link.txt").c_str());
+    symlink("sub", (site.root + "/list/linkdir").c_str());
+    mkfifo((site.root + "/list/fifo").c_str(), 0644);
+}
+
+}  // namespace
+
+// curl --compressed takes the copy gzip -k made, and decodes it to the
+// file's bytes; the answer says what it is.
+TEST(HttpPrecompressed, CurlGetsTheDecodedBytesOfTheGzipCopy) {
+    NEED_HTTPD();
+    if (!have("curl") || !have("gzip")) GTEST_SKIP() << "curl and gzip are needed (.ci/run installs curl)";
+    Site site;
+    std::string text = script_text();
+    site.file("app.js", text);
+    ASSERT_EQ(system(("gzip -k " + site.root + "/app.js").c_str()), 0);
+    Httpd h(site.args());
+    ASSERT_TRUE(h.running()) << h.stderr_text();
+    EXPECT_EQ(curl(h, "--compressed http://x/app.js"), text);
+    std::string head = curl(h, "--compressed -o /dev/null -D - http://x/app.js");
+    EXPECT_NE(head.find("Content-Encoding: gzip\r\n"), std::string::npos) << head;
+    EXPECT_NE(head.find("Content-Type: text/javascript; charset=utf-8\r\n"), std::string::npos) << head;
+    EXPECT_NE(head.find("Vary: Accept-Encoding\r\n"), std::string::npos) << head;
+    std::string gz = slurp(site.root + "/app.js.gz");
+    EXPECT_NE(head.find("Content-Length: " + std::to_string(gz.size()) + "\r\n"), std::string::npos) << head;
+    Response plain = ask(h, "/app.js");
+    EXPECT_EQ(plain.body, text);
+    EXPECT_EQ(plain.fields.count("content-encoding"), 0u);
+    EXPECT_EQ(plain.fields["vary"], "Accept-Encoding");
+    EXPECT_EQ(ask(h, "/app.js", "Accept-Encoding: gzip\r\n").body, gz);
+}
+
+// The same with brotli's own tool, when it is installed.
+TEST(HttpPrecompressed, CurlGetsTheDecodedBytesOfTheBrotliCopy) {
+    NEED_HTTPD();
+    if (!have("curl") || !have("brotli") || !have("gzip"))
+        GTEST_SKIP() << "curl, brotli and gzip are needed (.ci/run installs them)";
+    if (run("curl -V").find("brotli") == std::string::npos) GTEST_SKIP() << "this curl cannot decode br";
+    Site site;
+    std::string text = script_text();
+    site.file("app.js", text);
+    ASSERT_EQ(system(("gzip -k " + site.root + "/app.js && brotli -k " + site.root + "/app.js").c_str()), 0);
+    Httpd h(site.args());
+    ASSERT_TRUE(h.running()) << h.stderr_text();
+    EXPECT_EQ(curl(h, "--compressed http://x/app.js"), text);
+    std::string head = curl(h, "--compressed -o /dev/null -D - http://x/app.js");
+    EXPECT_NE(head.find("Content-Encoding: br\r\n"), std::string::npos) << "br goes before gzip: " << head;
+    EXPECT_EQ(curl(h, "-H 'Accept-Encoding: br;q=0, gzip' --compressed http://x/app.js"), text);
+    head = curl(h, "-H 'Accept-Encoding: br;q=0, gzip' -o /dev/null -D - http://x/app.js");
+    EXPECT_NE(head.find("Content-Encoding: gzip\r\n"), std::string::npos) << "br;q=0 refuses br: " << head;
+}
+
+// Accept-Encoding read properly: q-values, q=0, "*", identity, x-gzip, case
+// and spaces; br before gzip before the file at equal q. The copies here
+// are fake, so that the bytes tell which file went.
+TEST(HttpPrecompressed, AcceptEncodingChoosesTheCopy) {
+    NEED_HTTPD();
+    Site site;
+    site.file("data.txt", "the plain file\n");
+    site.file("data.txt.br", "fake brotli bytes");
+    site.file("data.txt.gz", "fake gzip bytes, longer");
+    Httpd h(site.args());
+    ASSERT_TRUE(h.running()) << h.stderr_text();
+    const std::string plain = "the plain file\n", br = "fake brotli bytes", gz = "fake gzip bytes, longer";
+    struct Case { const char *accept; const std::string &body; };
+    const Case cases[] = {
+        {nullptr, plain},
+        {"", plain},
+        {"br", br},
+        {"gzip", gz},
+        {"gzip, br", br},
+        {"gzip, deflate, br, zstd", br},
+        {"gzip;q=1, br;q=0.5", gz},
+        {"gzip ; q=0.8 , br ; Q=0.9", br},
+        {"br;q=0, gzip", gz},
+        {"br;q=0.000, gzip;q=0", plain},
+        {"*", br},
+        {"*;q=0.5, gzip", gz},
+        {"*;q=0.5, identity", plain},
+        {"*;q=0", plain},
+        {"br;q=0.001", br},
+        {"gzip;q=0.5, identity;q=0.4", gz},
+        {"gzip;q=0.4, identity;q=0.5", plain},
+        {"identity", plain},
+        {"x-gzip", gz},
+        {"GZIP", gz},
+        {"deflate, zstd", plain},
+        {"gzip;q=bogus", plain},
+        {"gzip;q=1.5", plain},
+        {"gzip;level=9", plain},
+    };
+    for (const Case &k : cases) {
+        Response r = ask(h, "/data.txt", k.accept ? "Accept-Encoding: " + std::string(k.accept) + "\r\n" : "");
+        std::string what = k.accept ? k.accept : "(no Accept-Encoding)";
+        EXPECT_EQ(r.status, 200) << what;
+        EXPECT_EQ(r.body, k.body) << what;
+        EXPECT_EQ(r.fields["vary"], "Accept-Encoding") << what;
+        EXPECT_EQ(r.fields["content-type"], "text/plain; charset=utf-8") << what;
+        const char *coding = &k.body == &br ? "br" : &k.body == &gz ? "gzip" : nullptr;
+        EXPECT_EQ(r.fields.count("content-encoding") ? r.fields["content-encoding"] : "(none)",
+                  coding ? coding : "(none)") << what;
+    }
+}
+
+// Each copy is a representation of its own: its ETag, its 304, its
+// ranges, its HEAD.
+TEST(HttpPrecompressed, TheCopyHasItsOwnETagRangesAnd304) {
+    NEED_HTTPD();
+    Site site;
+    site.file("data.txt", "the plain file\n");
+    site.file("data.txt.br", "fake brotli bytes");
+    site.file("data.txt.gz", "fake gzip bytes, longer");
+    ASSERT_EQ(system(("touch -r " + site.root + "/data.txt " + site.root + "/data.txt.br " + site.root +
+                      "/data.txt.gz").c_str()),
+              0) << "the same mtime, as gzip -k leaves it";
+    Httpd h(site.args());
+    ASSERT_TRUE(h.running()) << h.stderr_text();
+    std::string plain = ask(h, "/data.txt").fields["etag"];
+    std::string br = ask(h, "/data.txt", "Accept-Encoding: br\r\n").fields["etag"];
+    std::string gz = ask(h, "/data.txt", "Accept-Encoding: gzip\r\n").fields["etag"];
+    EXPECT_FALSE(plain.empty());
+    EXPECT_NE(br, plain);
+    EXPECT_NE(gz, plain);
+    EXPECT_NE(gz, br);
+
+    Response current = ask(h, "/data.txt", "Accept-Encoding: br\r\nIf-None-Match: " + br + "\r\n");
+    EXPECT_EQ(current.status, 304);
+    EXPECT_EQ(current.fields["etag"], br);
+    EXPECT_EQ(current.fields["vary"], "Accept-Encoding");
+    EXPECT_EQ(ask(h, "/data.txt", "If-None-Match: " + br + "\r\n").status, 200) << "the plain file is not the copy";
+    EXPECT_EQ(ask(h, "/data.txt", "Accept-Encoding: gzip\r\nIf-None-Match: " + br + "\r\n").status, 200);
+
+    Response part = ask(h, "/data.txt", "Accept-Encoding: br\r\nRange: bytes=5-10\r\n");
+    EXPECT_EQ(part.status, 206);
+    EXPECT_EQ(part.body, "brotli");
+    EXPECT_EQ(part.fields["content-range"], "bytes 5-10/17");
+    EXPECT_EQ(part.fields["content-encoding"], "br");
+    Response stale = ask(h, "/data.txt", "Accept-Encoding: br\r\nRange: bytes=5-10\r\nIf-Range: " + plain + "\r\n");
+    EXPECT_EQ(stale.status, 200) << "If-Range names the plain file, not the copy";
+    EXPECT_EQ(stale.body, "fake brotli bytes");
+    EXPECT_EQ(ask(h, "/data.txt", "Accept-Encoding: br\r\nRange: bytes=17-\r\n").status, 416);
+
+    Response head = ask(h, "/data.txt", "Accept-Encoding: gzip\r\n", "HEAD");
+    EXPECT_EQ(head.status, 200);
+    EXPECT_EQ(head.fields["content-length"], "23");
+    EXPECT_EQ(head.fields["content-encoding"], "gzip");
+    EXPECT_EQ(head.fields["etag"], gz);
+}
+
+// Only a regular file beside the file, opened as files are, is a copy; a
+// .gz asked for by name is itself, never a coding; a directory's
+// index.html has its copies too.
+TEST(HttpPrecompressed, OnlyARegularFileBesideIsACopy) {
+    NEED_HTTPD();
+    Site site;
+    site.file("linked.txt", "plain linked\n");
+    site.file("elsewhere", "not beside it\n");
+    ASSERT_EQ(symlink("elsewhere", (site.root + "/linked.txt.gz").c_str()), 0);
+    site.file("dir.txt", "plain dir\n");
+    site.directory("dir.txt.br");
+    site.file("archive.tar.gz", "an archive\n");
+    site.file("archive.tar.gz.gz", "never");
+    site.file("index.html", "<p>home</p>\n");
+    site.file("index.html.gz", "fake gzip index");
+    Httpd h(site.args());
+    ASSERT_TRUE(h.running()) << h.stderr_text();
+    EXPECT_EQ(ask(h, "/linked.txt", "Accept-Encoding: gzip\r\n").body, "plain linked\n") << "a symlink is no copy";
+    EXPECT_EQ(ask(h, "/dir.txt", "Accept-Encoding: br\r\n").body, "plain dir\n") << "a directory is no copy";
+    Response archive = ask(h, "/archive.tar.gz", "Accept-Encoding: gzip\r\n");
+    EXPECT_EQ(archive.body, "an archive\n");
+    EXPECT_EQ(archive.fields["content-type"], "application/gzip");
+    EXPECT_EQ(archive.fields.count("content-encoding"), 0u);
+    EXPECT_EQ(archive.fields.count("vary"), 0u);
+    Response index = ask(h, "/", "Accept-Encoding: gzip\r\n");
+    EXPECT_EQ(index.body, "fake gzip index");
+    EXPECT_EQ(index.fields["content-type"], "text/html; charset=utf-8");
+    EXPECT_EQ(index.fields["content-encoding"], "gzip");
+    EXPECT_EQ(ask(h, "/").body, "<p>home</p>\n");
+}
+
+// --no-precompressed: the file itself for everyone, no Vary.
+TEST(HttpPrecompressed, NoPrecompressedServesTheFileItself) {
+    NEED_HTTPD();
+    Site site;
+    site.file("data.txt", "the plain file\n");
+    site.file("data.txt.br", "fake brotli bytes");
+    site.file("data.txt.gz", "fake gzip bytes, longer");
+    Httpd h(site.args({"--no-precompressed"}));
+    ASSERT_TRUE(h.running()) << h.stderr_text();
+    Response r = ask(h, "/data.txt", "Accept-Encoding: gzip, br\r\n");
+    EXPECT_EQ(r.body, "the plain file\n");
+    EXPECT_EQ(r.fields.count("content-encoding"), 0u);
+    EXPECT_EQ(r.fields.count("vary"), 0u);
+    EXPECT_EQ(ask(h, "/data.txt.gz", "Accept-Encoding: gzip\r\n").body, "fake gzip bytes, longer");
+}
+
+// Off by default: a directory without index.html is 403, and shows nothing.
+TEST(HttpAutoindex, OffByDefault) {
+    NEED_HTTPD();
+    Site site;
+    make_listed_directory(site);
+    Httpd h(site.args());
+    ASSERT_TRUE(h.running()) << h.stderr_text();
+    Response r = ask(h, "/list/");
+    EXPECT_EQ(r.status, 403);
+    EXPECT_EQ(r.body.find("a.txt"), std::string::npos) << r.body;
+}
+
+// The listing: directories first, then files, each sorted by name; names
+// escaped, links percent-encoded; sizes and times; no dotfile, no
+// symlink, no FIFO.
+TEST(HttpAutoindex, ListsSortedEscapedWithoutDotfilesOrSymlinks) {
+    NEED_HTTPD();
+    Site site;
+    make_listed_directory(site);
+    Httpd h(site.args({"--autoindex"}));
+    ASSERT_TRUE(h.running()) << h.stderr_text();
+    Response r = ask(h, "/list/");
+    ASSERT_EQ(r.status, 200);
+    EXPECT_EQ(r.fields["content-type"], "text/html; charset=utf-8");
+    const std::string &page = r.body;
+    EXPECT_NE(page.find("<title>Index of /list/</title>"), std::string::npos) << page;
+    std::vector<std::string> expected = {"../", "adir/", "sub/", "%3Cb%3E%26%22x%22.txt", "a.txt", "b.txt"};
+    EXPECT_EQ(links(page), expected) << page;
+    EXPECT_NE(page.find(">&lt;b&gt;&amp;&quot;x&quot;.txt</a>"), std::string::npos) << page;
+    EXPECT_EQ(page.find("<b>"), std::string::npos) << "a name is never markup: " << page;
+    EXPECT_NE(page.find(">a.txt</a></td><td>2001-02-03 04:05</td><td>10</td>"), std::string::npos) << page;
+    EXPECT_NE(page.find(">b.txt</a></td><td>"), std::string::npos);
+    EXPECT_NE(page.find("<td>3</td>"), std::string::npos) << page;
+    EXPECT_NE(page.find(">sub/</a></td><td>"), std::string::npos) << page;
+    for (const char *absent : {"hidden", "link", "fifo"}) EXPECT_EQ(page.find(absent), std::string::npos) << absent;
+
+    Response root = ask(h, "/");
+    EXPECT_EQ(root.status, 200);
+    EXPECT_EQ(links(root.body), std::vector<std::string>{"list/"}) << "no ../ at the top: " << root.body;
+}
+
+// Every link of a listing leads where it says; a symlinked directory is
+// not followed; HEAD has the length without the body; other methods 405;
+// a directory with index.html still gets its index.
+TEST(HttpAutoindex, LinksLeadToTheirEntriesAndOnlyGetAndHeadList) {
+    NEED_HTTPD();
+    Site site;
+    make_listed_directory(site);
+    site.directory("indexed");
+    site.file("indexed/index.html", "<p>the index</p>\n");
+    Httpd h(site.args({"--autoindex"}));
+    ASSERT_TRUE(h.running()) << h.stderr_text();
+    std::string page = ask(h, "/list/").body;
+    for (const std::string &link : links(page))  // "../" as a client resolves it
+        EXPECT_EQ(ask(h, link == "../" ? "/" : "/list/" + link).status, 200) << link;
+    EXPECT_EQ(ask(h, "/list/%3Cb%3E%26%22x%22.txt").body, "escaped\n");
+    Response sub = ask(h, "/list/sub/");
+    EXPECT_EQ(links(sub.body), (std::vector<std::string>{"../", "inner.txt"})) << sub.body;
+    EXPECT_EQ(ask(h, "/list/sub/inner.txt").body, "inner\n");
+    EXPECT_EQ(ask(h, "/list/sub").status, 301);
+    EXPECT_EQ(ask(h, "/list/linkdir/").status, 403) << "a symlink is not followed";
+    EXPECT_EQ(ask(h, "/indexed/").body, "<p>the index</p>\n");
+
+    Response head = ask(h, "/list/", "", "HEAD");
+    EXPECT_EQ(head.status, 200);
+    EXPECT_EQ(head.fields["content-length"], std::to_string(page.size()));
+    Client c(h.address());
+    c.send("HEAD /list/ HTTP/1.1\r\nHost: x\r\n\r\nGET /list/b.txt HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+    std::string both;
+    c.until_eof(&both, 3000);
+    EXPECT_EQ(both.find("<table>"), std::string::npos) << "HEAD sent a body: " << both;
+    EXPECT_NE(both.find("\r\n\r\nbee"), std::string::npos) << both;
+    Response post = ask(h, "/list/", "Content-Length: 0\r\n", "POST");
+    EXPECT_EQ(post.status, 405);
+    EXPECT_EQ(post.fields["allow"], "GET, HEAD");
+}
+
+// Both flags are read from a config file too, a name alone on its line.
+TEST(HttpAutoindex, TheFlagsComeFromAConfigFileToo) {
+    NEED_HTTPD();
+    Site site;
+    make_listed_directory(site);
+    site.file("data.txt", "the plain file\n");
+    site.file("data.txt.gz", "fake gzip bytes");
+    site.file(".httpd.conf", "autoindex\nno-precompressed   # the plain files only\n");
+    Httpd h(site.args({"--config", site.root + "/.httpd.conf"}));
+    ASSERT_TRUE(h.running()) << h.stderr_text();
+    EXPECT_EQ(ask(h, "/list/").status, 200);
+    EXPECT_EQ(ask(h, "/data.txt", "Accept-Encoding: gzip\r\n").body, "the plain file\n");
+}
