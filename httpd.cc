@@ -62,6 +62,8 @@ STARTUP static void usage(FILE *out) {
             "  --no-precompressed            never send NAME.br or NAME.gz for NAME (by default\n"
             "                                they go to the clients whose Accept-Encoding takes them)\n"
             "  --autoindex                   list a directory that has no index.html (else 403)\n"
+            "  --file-cache BYTES            small files each worker keeps in memory, re-read\n"
+            "                                once a second (65536; 0: none)\n"
             "  --access-log PATH|-           Combined Log Format access log (none by default)\n"
             "  --error-log PATH|-            where log lines go (- is stderr, the default)\n"
             "  --pid-file PATH               write the parent's pid there while it runs\n"
@@ -211,6 +213,12 @@ STARTUP static Setting set_http_option(Config &config, const std::string &name, 
     if (name == "--pressure-timeout")
         return taken_if(parse_number(value, &http.pressure_timeout) && http.pressure_timeout > 0);
     if (name == "--cgi-timeout") return taken_if(parse_number(value, &http.cgi_timeout) && http.cgi_timeout > 0);
+    if (name == "--file-cache") {
+        long bytes;
+        bool ok = parse_long(value, &bytes) && bytes >= 0 && bytes <= 1L << 30;
+        if (ok) http.file_cache = size_t(bytes);
+        return taken_if(ok);
+    }
     if (name == "--status-path") {
         std::string &path = config.status_path = value;
         return taken_if(path == "off" || (path[0] == '/' && path.find_first_of(" ?#") == std::string::npos));

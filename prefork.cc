@@ -1001,7 +1001,7 @@ char Snapshot::letter(const Slot &slot) {
     return '?';
 }
 
-std::string Snapshot::render() const {
+PREFORK_COLD std::string Snapshot::render() const {
     std::string out = format("gen %u: %d busy, %d idle, %d starting, %d exiting; %llu connections, "
                              "%llu requests\n",
                              generation, busy, idle, starting, exiting,
@@ -1914,7 +1914,7 @@ PREFORK_COLD static void serve_backlog(WorkerState &w, const std::vector<Accepte
 // For handlers that fork and exec: a worker blocks SIGTERM and ignores
 // SIGPIPE, SIGHUP, SIGTTIN, SIGTTOU, SIGUSR1 and SIGUSR2, and both survive
 // exec.
-void reset_signals_for_exec() {
+PREFORK_COLD void reset_signals_for_exec() {
     sigset_t none;
     sigemptyset(&none);
     sigprocmask(SIG_SETMASK, &none, nullptr);
@@ -3646,6 +3646,8 @@ struct HttpResponder {
     static std::string &body(HttpResponse &r) { return r.body_; }
     static const std::string &body(const HttpResponse &r) { return r.body_; }
     static const std::string &fields(const HttpResponse &r) { return r.fields_; }
+    // Fields made by the responder, which need none of header()'s checks.
+    static void set_fields(HttpResponse &r, std::string_view fields) { r.fields_.assign(fields.data(), fields.size()); }
     static bool closing(const HttpResponse &r) { return r.close_; }
     static bool replaced(const HttpResponse &r, int field) { return r.replaced_ & field; }
     static int file_fd(const HttpResponse &r) { return r.file_fd_; }
@@ -3754,6 +3756,38 @@ struct AuthZone {
 // What an HttpService holds: its routes and docroots, and the buffers
 // reused from one request to the next. The helpers below take it by this
 // name; HttpService::Internals, private in the header, is only its shell.
+/* The file cache. A worker keeps the small files it serves in memory, each
+   copy (the file, NAME.br, NAME.gz) with the fields of its answer made
+   once: a request for one is answered without opening, stat'ing or reading
+   anything, in one recv and one send. An entry is loaded again from the
+   disk once it is a second old, through the same checks as at first, so a
+   file changed, replaced, removed or made unreadable is served as it is
+   within a second. A file is kept when each of its copies is at most
+   cache_file_max bytes; HttpOptions::file_cache bounds the bytes of a
+   worker's entries, and at most cache_entries_max are kept; the least
+   recently used entry makes room. */
+static const size_t cache_file_max = 16384;
+static const size_t cache_entries_max = 64;
+
+struct CachedCopy {
+    bool exists = false;
+    std::string content;
+    std::string fields;     // Vary, ETag, Last-Modified (a 304's), then Content-Type, ...
+    size_t validators = 0;  // the length of a 304's part of fields
+    char etag[48];
+    char modified[32];      // Last-Modified's value
+    time_t mtime = 0;
+};
+
+struct CachedFile {
+    size_t mount;
+    std::string path;      // as requested (ctx.path): "/static" is not "/static/"
+    CachedCopy copies[3];  // the file, NAME.br, NAME.gz
+    int64_t loaded_ms;
+    uint64_t used;         // in.cache_clock when last served
+    size_t bytes;          // what the entry counts for against file_cache
+};
+
 struct ServiceState {
     std::vector<std::unique_ptr<Route>> routes;  // by pointer: growing the list moves no Route
     std::string in;      // bytes read from the connection
@@ -3786,6 +3820,11 @@ struct ServiceState {
     std::string document_root;    // the directory served at "/", absolute: CGI's DOCUMENT_ROOT
     std::vector<std::unique_ptr<AuthZone>> auth_zones;  // require_auth()'s prefixes
     std::string remote_user;           // whom this request authenticated as ("": nobody), for the log
+    std::unique_ptr<CachedFile> cache[cache_entries_max];  // the file cache: small files, ready to send
+    size_t cached = 0;                               // entries in use, cache[0, cached)
+    size_t cache_bytes = 0;                          // what its entries count for
+    uint64_t cache_clock = 0;                        // counts the answers it gave (for CachedFile::used)
+    PREFORK_COLD ~ServiceState() = default;
 };
 
 struct HttpService::Internals : ServiceState {};
@@ -4382,27 +4421,28 @@ static void dispatch(ServiceState &in, HttpContext &ctx, HttpResponse &r) {
    empty or start with "." - which covers ".", ".." and dotfiles - nor hold
    a backslash), then by the kernel, which opens it beneath the docroot
    directory and follows no symlink and no "..". */
+// Extension, then type, each NUL-terminated; an empty extension ends it.
+// One string, not an array of pointers: nothing for the loader to relocate.
+static const char mime_table[] =
+    "html\0text/html; charset=utf-8\0" "htm\0text/html; charset=utf-8\0" "css\0text/css; charset=utf-8\0"
+    "js\0text/javascript; charset=utf-8\0" "mjs\0text/javascript; charset=utf-8\0" "json\0application/json\0"
+    "txt\0text/plain; charset=utf-8\0" "md\0text/markdown; charset=utf-8\0" "csv\0text/csv; charset=utf-8\0"
+    "xml\0application/xml\0" "svg\0image/svg+xml\0" "png\0image/png\0" "jpg\0image/jpeg\0" "jpeg\0image/jpeg\0"
+    "gif\0image/gif\0" "webp\0image/webp\0" "avif\0image/avif\0" "ico\0image/x-icon\0" "pdf\0application/pdf\0"
+    "wasm\0application/wasm\0" "woff\0font/woff\0" "woff2\0font/woff2\0" "mp4\0video/mp4\0" "webm\0video/webm\0"
+    "mp3\0audio/mpeg\0" "ogg\0audio/ogg\0" "wav\0audio/wav\0" "zip\0application/zip\0" "gz\0application/gzip\0"
+    "tar\0application/x-tar\0";
+
 static const char *mime_type(std::string_view path) {
-    static const struct { const char *extension, *type; } types[] = {
-        {"html", "text/html; charset=utf-8"}, {"htm", "text/html; charset=utf-8"},
-        {"css", "text/css; charset=utf-8"}, {"js", "text/javascript; charset=utf-8"},
-        {"mjs", "text/javascript; charset=utf-8"}, {"json", "application/json"},
-        {"txt", "text/plain; charset=utf-8"}, {"md", "text/markdown; charset=utf-8"},
-        {"csv", "text/csv; charset=utf-8"}, {"xml", "application/xml"},
-        {"svg", "image/svg+xml"}, {"png", "image/png"}, {"jpg", "image/jpeg"},
-        {"jpeg", "image/jpeg"}, {"gif", "image/gif"}, {"webp", "image/webp"},
-        {"avif", "image/avif"}, {"ico", "image/x-icon"}, {"pdf", "application/pdf"},
-        {"wasm", "application/wasm"}, {"woff", "font/woff"}, {"woff2", "font/woff2"},
-        {"mp4", "video/mp4"}, {"webm", "video/webm"}, {"mp3", "audio/mpeg"},
-        {"ogg", "audio/ogg"}, {"wav", "audio/wav"}, {"zip", "application/zip"},
-        {"gz", "application/gzip"}, {"tar", "application/x-tar"},
-    };
     size_t dot = path.rfind('.');
     size_t slash = path.rfind('/');
     if (dot != std::string_view::npos && (slash == std::string_view::npos || dot > slash)) {
         std::string_view extension = path.substr(dot + 1);
-        for (const auto &t : types)
-            if (equals_nocase(extension, t.extension)) return t.type;
+        for (const char *entry = mime_table; *entry;) {
+            const char *type = entry + strlen(entry) + 1;
+            if (equals_nocase(extension, entry)) return type;
+            entry = type + strlen(type) + 1;
+        }
     }
     return "application/octet-stream";
 }
@@ -4612,7 +4652,7 @@ static void format_etag(const struct stat &st, const char *coding, char (&etag)[
     end = std::to_chars(end, etag + sizeof etag, uint64_t(st.st_size), 16).ptr;
     *end++ = '-';
     end = std::to_chars(end, etag + sizeof etag, uint64_t(st.st_mtime), 16).ptr;
-    if (coding) {
+    if (coding && *coding) {
         *end++ = '-';
         end = stpcpy(end, coding);
     }
@@ -4633,20 +4673,27 @@ PREFORK_COLD static int parse_qvalue(std::string_view text) {
     return q <= 1000 ? q : -1;
 }
 
-// Whether the client's copy is current (304): If-None-Match names the
-// tag, or, without that field, If-Modified-Since is not before mtime.
-static bool copy_is_current(const HttpContext &ctx, const char *etag, time_t mtime) {
-    std::string_view none_match = ctx.header("if-none-match");
+// Whether If-None-Match (none_match) names the tag or, without that field,
+// If-Modified-Since (since) is not before mtime.
+PREFORK_COLD static bool validators_match(std::string_view none_match, std::string_view since, const char *etag,
+                                          time_t mtime) {
     bool current = false;
     if (none_match.data()) {
         for_each_token(none_match, [&](std::string_view tag) {
             current |= tag == "*" || tag == etag || (tag.size() > 2 && tag.compare(0, 2, "W/") == 0 && tag.substr(2) == etag);
         });
-    } else if (ctx.header("if-modified-since").data()) {
-        time_t since = parse_http_date(ctx.header("if-modified-since"));
-        current = since >= 0 && mtime <= since;
+    } else {
+        time_t date = parse_http_date(since);
+        current = date >= 0 && mtime <= date;
     }
     return current;
+}
+
+// Whether the client's copy is current (304): If-None-Match names the
+// tag, or, without that field, If-Modified-Since is not before mtime.
+static bool copy_is_current(const HttpContext &ctx, const char *etag, time_t mtime) {
+    std::string_view none_match = ctx.header("if-none-match"), since = ctx.header("if-modified-since");
+    return (none_match.data() || since.data()) && validators_match(none_match, since, etag, mtime);
 }
 
 // The weight, in thousandths, that an Accept-Encoding value gives the
@@ -4666,26 +4713,16 @@ PREFORK_COLD static int accept_weight(std::string_view accept, const char *name)
     return weight;
 }
 
-// The precompressed copy of the file at relative that the request's
-// Accept-Encoding prefers to the file itself: "name.br" or "name.gz" beside
-// it, a regular file opened as the file was (beneath root, no symlink).
-// A coding not named takes the weight of "*" ("x-gzip" is gzip); without
-// a "*", identity (the file itself) weighs the least a taken coding can
-// (RFC 9110 12.5.3 says it is acceptable, not how much: a client that
-// names codings wants them). The greatest weight wins, at equal weights
-// br, then gzip, then the file, which goes also to a client that refuses
-// it. Its fd, with *st and *coding ("br", "gzip") set; -1 for the file. A compressed file's own name
-// ("name.gz") is served as it is; any other gets Vary in r, with a copy
-// or without: caches must not keep a copy added later from its clients.
-static int open_precompressed(int root, const HttpContext &ctx, HttpResponse &r, std::string &relative,
-                              struct stat *st, const char **coding) {
-    size_t length = relative.size();
-    if (length > 3 && (relative.compare(length - 3, 3, ".gz") == 0 || relative.compare(length - 3, 3, ".br") == 0))
-        return -1;
-    r.header("Vary", "Accept-Encoding");
-    std::string_view accept = ctx.header("accept-encoding");
-    if (!accept.data()) return -1;
-    static const char *const codings[] = {"br", "gzip", "identity"}, *const suffixes[] = {".br", ".gz"};
+// Which copy of a file the Accept-Encoding value accept prefers: 0 for
+// NAME.br, 1 for NAME.gz, -1 for the file itself; only copies that exist
+// (br, gz) count. A coding not named takes the weight of "*" ("x-gzip" is
+// gzip); without a "*", identity (the file itself) weighs the least a
+// taken coding can (RFC 9110 12.5.3 says it is acceptable, not how much:
+// a client that names codings wants them). The greatest weight wins, at
+// equal weights br, then gzip, then the file, which goes also to a client
+// that refuses it.
+PREFORK_COLD static int choose_coding(std::string_view accept, const bool (&exists)[2]) {
+    static const char codings[3][9] = {"br", "gzip", "identity"};
     int any = accept_weight(accept, "*"), weights[3];
     for (int i = 0; i < 3; i++) {
         int own = accept_weight(accept, codings[i]);
@@ -4693,62 +4730,204 @@ static int open_precompressed(int root, const HttpContext &ctx, HttpResponse &r,
         weights[i] = own >= 0 ? own : any >= 0 ? any : i == 2 ? 1 : 0;
     }
     int first = weights[1] > weights[0];
-    for (int i : {first, 1 - first}) {
-        if (weights[i] == 0 || weights[i] < weights[2]) continue;
-        int fd = sys::open_beneath(root, relative.append(suffixes[i]).c_str(), O_RDONLY | O_NONBLOCK);
-        relative.resize(length);
-        struct stat copy;
-        if (fd >= 0 && fstat(fd, &copy) == 0 && S_ISREG(copy.st_mode)) {
-            *st = copy;
-            *coding = codings[i];
+    for (int i : {first, 1 - first})
+        if (exists[i] && weights[i] > 0 && weights[i] >= weights[2]) return i;
+    return -1;
+}
+
+// The file's copies: none (the file itself), NAME.br, NAME.gz.
+static const char copy_codings[3][5] = {"", "br", "gzip"};
+static const char copy_suffixes[3][4] = {"", ".br", ".gz"};
+
+// Whether the file at relative may have precompressed copies: not when it
+// is one ("name.gz" is served as it is).
+static bool may_have_copies(const std::string &relative) {
+    size_t length = relative.size();
+    return !(length > 3 && (relative.compare(length - 3, 3, ".gz") == 0 || relative.compare(length - 3, 3, ".br") == 0));
+}
+
+// Opens NAME + suffix beside the file at relative, as the file was opened
+// (beneath root, no symlink): its fd, with *st set, when it is a regular
+// file; else -1.
+PREFORK_COLD static int open_copy(int root, std::string &relative, const char *suffix, struct stat *st) {
+    size_t length = relative.size();
+    int fd = sys::open_beneath(root, relative.append(suffix).c_str(), O_RDONLY | O_NONBLOCK);
+    relative.resize(length);
+    if (fd >= 0 && fstat(fd, st) == 0 && S_ISREG(st->st_mode)) return fd;
+    if (fd >= 0) sys::close(fd);
+    return -1;
+}
+
+// The precompressed copy of the file at relative that the request's
+// Accept-Encoding prefers to the file itself (choose_coding), opened by
+// open_copy. Its fd, with *st and *coding ("br", "gzip") set; -1 for the
+// file. Any file that may have copies gets Vary in r, with a copy or
+// without: caches must not keep a copy added later from its clients.
+PREFORK_COLD static int open_precompressed(int root, const HttpContext &ctx, HttpResponse &r, std::string &relative,
+                                           struct stat *st, const char **coding) {
+    if (!may_have_copies(relative)) return -1;
+    r.header("Vary", "Accept-Encoding");
+    std::string_view accept = ctx.header("accept-encoding");
+    bool exists[2] = {true, true};
+    while (accept.data()) {  // the preferred copy, else the other one the client takes
+        int i = choose_coding(accept, exists);
+        if (i < 0) break;
+        int fd = open_copy(root, relative, copy_suffixes[1 + i], st);
+        if (fd >= 0) {
+            *coding = copy_codings[1 + i];
             return fd;
         }
-        if (fd >= 0) sys::close(fd);
+        exists[i] = false;
     }
     return -1;
 }
 
-// Answers with the file, whole or the one range asked for (206) while
-// If-Range still names this version; 416 for a range outside it. Takes fd.
-PREFORK_COLD static void answer_with_file(ServiceState &in, const HttpContext &ctx, HttpResponse &r, int fd, uint64_t size,
-                             const char *etag, const char *modified) {
-    uint64_t from = 0, length = size;
-    std::string_view range = ctx.header("range");
+// The range a request's Range value asks for (see select_range): false
+// with 416 answered when it lies outside the file.
+PREFORK_COLD static bool apply_range(ServiceState &in, const HttpContext &ctx, HttpResponse &r, std::string_view range,
+                                     uint64_t size, const char *etag, const char *modified, uint64_t *from,
+                                     uint64_t *length) {
     // If-Range: the range holds only for the representation the client has.
     std::string_view if_range = ctx.header("if-range");
-    if (if_range.data() && if_range != etag && if_range != modified) range = std::string_view();
-    int ranged = range.data() ? parse_range(range, size, &from, &length) : 0;
+    if (if_range.data() && if_range != etag && if_range != modified) return true;
+    int ranged = parse_range(range, size, from, length);
     if (ranged < 0) {
-        sys::close(fd);
         answer_status(in, r, 416);
         r.header("Content-Range", "bytes */" + std::to_string(size));
-        return;
+        return false;
     }
     if (ranged > 0) {
         r.status(206);
-        r.header("Content-Range", "bytes " + std::to_string(from) + "-" + std::to_string(from + length - 1) +
+        r.header("Content-Range", "bytes " + std::to_string(*from) + "-" + std::to_string(*from + *length - 1) +
                                       "/" + std::to_string(size));
     }
-    HttpResponder::regular_file(r, fd, from, length);  // open_servable checked it
+    return true;
 }
 
-// Answers a request from the files beneath in.roots[mount], served under
-// in.prefixes[mount] (see serve_directory). The whole path is checked,
-// and the prefix passed the same check: the path beneath the prefix is held
-// to the rules a path at "/" is.
-static void serve_file(ServiceState &in, size_t mount, HttpContext &ctx, HttpResponse &r) {
-    if (ctx.method != "GET" && ctx.method != "HEAD") {
-        answer_status(in, r, 405);
-        r.header("Allow", "GET, HEAD");
+// The part of a file of size bytes the request asks for, in *from and
+// *length: all of it, or the one range asked for (206, with
+// Content-Range) while If-Range still names this version (etag, modified).
+// false when the range lies outside the file: 416 answered.
+static bool select_range(ServiceState &in, const HttpContext &ctx, HttpResponse &r, uint64_t size, const char *etag,
+                         const char *modified, uint64_t *from, uint64_t *length) {
+    *from = 0;
+    *length = size;
+    std::string_view range = ctx.header("range");
+    return !range.data() || apply_range(in, ctx, r, range, size, etag, modified, from, length);
+}
+
+// Forgets the cache's entry i; the last one takes its place.
+PREFORK_COLD static void drop_cached(ServiceState &in, size_t i) {
+    in.cache_bytes -= in.cache[i]->bytes;
+    in.cache[i] = std::move(in.cache[--in.cached]);
+}
+
+// The entry for the request path (ctx.path) served from the mount, while it
+// is under a second old; null when there is none (a stale one is dropped).
+static CachedFile *cached_file(ServiceState &in, size_t mount, std::string_view path) {
+    for (size_t i = 0; i < in.cached; i++) {
+        CachedFile &f = *in.cache[i];
+        if (f.mount != mount || f.path != path) continue;
+        if (now_ms() - f.loaded_ms < 1000) return &f;
+        drop_cached(in, i);
+        return nullptr;
+    }
+    return nullptr;
+}
+
+// Fills the copy from fd (taken), whose fstat is st: its content, ETag and
+// fields. false when the file shrank under us.
+PREFORK_COLD static bool load_copy(ServiceState &in, CachedCopy &c, int fd, const struct stat &st,
+                                   const std::string &relative, int index, bool vary) {
+    c.content.resize(size_t(st.st_size));
+    size_t got = read_file_at(fd, &c.content[0], c.content.size(), 0);
+    sys::close(fd);
+    if (got < c.content.size()) return false;
+    format_etag(st, copy_codings[index], c.etag);
+    snprintf(c.modified, sizeof c.modified, "%s", in.mtime.at(st.st_mtime, http_date_pattern, false));
+    c.mtime = st.st_mtime;
+    c.exists = true;
+    c.fields = format("%sETag: %s\r\nLast-Modified: %s\r\n", vary ? "Vary: Accept-Encoding\r\n" : "", c.etag, c.modified);
+    c.validators = c.fields.size();
+    c.fields += format("Content-Type: %s\r\n", mime_type(relative));
+    if (index) c.fields += format("Content-Encoding: %s\r\n", copy_codings[index]);
+    c.fields += "Accept-Ranges: bytes\r\n";
+    return true;
+}
+
+// Keeps the file at relative (fd, taken, and its fstat st), and its copies
+// when they may be sent, for the request path served from the mount, making room: the new
+// entry, or null when a copy is over cache_file_max or would not load.
+PREFORK_COLD static CachedFile *cache_file(ServiceState &in, const HttpOptions &o, size_t mount, std::string_view path,
+                                           const std::string &relative, int fd, const struct stat &st) {
+    std::unique_ptr<CachedFile> f(new CachedFile);
+    f->mount = mount;
+    f->path.assign(path.data(), path.size());
+    bool vary = o.precompressed && may_have_copies(relative), loaded = true;
+    struct stat copy_st = st;
+    std::string name = relative;
+    for (int i = 0; i < 3 && loaded; i++) {
+        if (i > 0) {
+            fd = vary ? open_copy(in.roots[mount], name, copy_suffixes[i], &copy_st) : -1;
+            if (fd < 0) continue;
+        }
+        loaded = uint64_t(copy_st.st_size) <= cache_file_max && load_copy(in, f->copies[i], fd, copy_st, relative, i, vary);
+        if (!loaded && i > 0) sys::close(fd);  // load_copy takes it only within the size
+    }
+    if (!loaded) return nullptr;
+    f->bytes = sizeof(CachedFile) + f->path.size();
+    for (const CachedCopy &c : f->copies) f->bytes += c.content.size() + c.fields.size();
+    if (f->bytes > o.file_cache) return nullptr;
+    while (in.cached && (in.cache_bytes + f->bytes > o.file_cache || in.cached == cache_entries_max)) {
+        size_t oldest = 0;
+        for (size_t i = 1; i < in.cached; i++)
+            if (in.cache[i]->used < in.cache[oldest]->used) oldest = i;
+        drop_cached(in, oldest);
+    }
+    f->loaded_ms = now_ms();
+    in.cache_bytes += f->bytes;
+    in.cache[in.cached] = std::move(f);
+    return in.cache[in.cached++].get();
+}
+
+// Answers from the entry: the copy Accept-Encoding prefers, whole, a range
+// of it, or 304.
+static void answer_cached(ServiceState &in, CachedFile &f, const HttpContext &ctx, HttpResponse &r) {
+    f.used = ++in.cache_clock;
+    const CachedCopy *c = &f.copies[0];
+    if (f.copies[1].exists || f.copies[2].exists) {
+        std::string_view accept = ctx.header("accept-encoding");
+        bool exists[2] = {f.copies[1].exists, f.copies[2].exists};
+        if (accept.data()) c = &f.copies[1 + choose_coding(accept, exists)];
+    }
+    if (copy_is_current(ctx, c->etag, c->mtime)) {
+        r.status(304);
+        HttpResponder::set_fields(r, std::string_view(c->fields).substr(0, c->validators));
         return;
     }
+    HttpResponder::set_fields(r, c->fields);
+    uint64_t from, length;
+    if (select_range(in, ctx, r, c->content.size(), c->etag, c->modified, &from, &length))
+        HttpResponder::body(r).assign(c->content, size_t(from), size_t(length));
+}
+
+// Answers from the disk what the cache does not hold: opens the file, and
+// keeps it when it is small and the cache is on; else sends it from its
+// descriptor, or the precompressed copy the client prefers.
+PREFORK_COLD static void serve_uncached(ServiceState &in, const HttpOptions &o, size_t mount, const HttpContext &ctx,
+                                        HttpResponse &r) {
     if (!path_is_servable(ctx.path)) return answer_status(in, r, 404);
-    const HttpOptions &o = *HttpResponder::stream(r)->options;  // answer() attaches the stream
     // "" for the prefix without its final "/": open_servable redirects it.
-    std::string relative(ctx.path.substr(std::min(ctx.path.size(), in.prefixes[mount].size())));
+    std::string_view below = ctx.path.substr(std::min(ctx.path.size(), in.prefixes[mount].size()));
+    std::string relative(below);
     struct stat st;
     int fd = open_servable(in, in.roots[mount], ctx, r, relative, &st, o.autoindex);
     if (fd < 0) return;
+    if (o.file_cache && uint64_t(st.st_size) <= cache_file_max) {
+        if (CachedFile *f = cache_file(in, o, mount, ctx.path, relative, fd, st)) return answer_cached(in, *f, ctx, r);
+        fd = open_servable(in, in.roots[mount], ctx, r, relative.assign(below), &st, o.autoindex);
+        if (fd < 0) return;
+    }
     const char *coding = nullptr;
     if (o.precompressed) {
         int copy = open_precompressed(in.roots[mount], ctx, r, relative, &st, &coding);
@@ -4770,7 +4949,29 @@ static void serve_file(ServiceState &in, size_t mount, HttpContext &ctx, HttpRes
     r.header("Content-Type", mime_type(relative));
     if (coding) r.header("Content-Encoding", coding);
     r.header("Accept-Ranges", "bytes");
-    answer_with_file(in, ctx, r, fd, uint64_t(st.st_size), etag, modified);
+    uint64_t from, length;
+    if (!select_range(in, ctx, r, uint64_t(st.st_size), etag, modified, &from, &length)) {
+        sys::close(fd);
+        return;
+    }
+    HttpResponder::regular_file(r, fd, from, length);  // open_servable checked it
+}
+
+// Answers a request from the files beneath in.roots[mount], served under
+// in.prefixes[mount] (see serve_directory): from the cache when it holds
+// the file. The whole path is checked, and the prefix passed the same
+// check: the path beneath the prefix is held to the rules a path at "/"
+// is.
+static void serve_file(ServiceState &in, size_t mount, HttpContext &ctx, HttpResponse &r) {
+    if (ctx.method != "GET" && ctx.method != "HEAD") {
+        answer_status(in, r, 405);
+        r.header("Allow", "GET, HEAD");
+        return;
+    }
+    const HttpOptions &o = *HttpResponder::stream(r)->options;  // answer() attaches the stream
+    CachedFile *f = o.file_cache ? cached_file(in, mount, ctx.path) : nullptr;
+    if (f) return answer_cached(in, *f, ctx, r);
+    serve_uncached(in, o, mount, ctx, r);
 }
 
 // Serves the request from the mount with the longest prefix that starts
@@ -5729,7 +5930,7 @@ private:
 namespace detail {
 
 // The tests' way to the primitives (declared in test/password_test.cc only).
-std::string hash_digest(HashKind kind, std::string_view data) { return MessageDigest(kind).add(data).digest(); }
+PREFORK_COLD std::string hash_digest(HashKind kind, std::string_view data) { return MessageDigest(kind).add(data).digest(); }
 
 }  // namespace detail
 
@@ -6165,9 +6366,9 @@ PREFORK_COLD PasswordFile::PasswordFile(const std::string &path) : path_(path), 
     if (getentropy(salt, sizeof salt) == 0) in_->salt.assign(reinterpret_cast<const char *>(salt), sizeof salt);
 }
 
-PasswordFile::~PasswordFile() = default;
-PasswordFile::PasswordFile(PasswordFile &&) noexcept = default;
-PasswordFile &PasswordFile::operator=(PasswordFile &&) noexcept = default;
+PREFORK_COLD PasswordFile::~PasswordFile() = default;
+PREFORK_COLD PasswordFile::PasswordFile(PasswordFile &&) noexcept = default;
+PREFORK_COLD PasswordFile &PasswordFile::operator=(PasswordFile &&) noexcept = default;
 
 size_t PasswordFile::users() const { return in_->users.size(); }
 

@@ -652,6 +652,13 @@
      autoindex [false]          Static files: a directory without
                                 index.html gets a listing instead of 403
                                 (see serve_directory).
+     file_cache [64 KiB]        Static files: each worker keeps files of up
+                                to 16 KiB (each copy) in memory, up to this
+                                many bytes in all, the least recently used
+                                making room, and answers them without
+                                touching the disk; an entry is read again
+                                once it is a second old, so a change on disk
+                                is served within a second. 0: none.
    Slow clients: every wait on a client is bounded. While the pool is full
    (no idle worker, max_clients reached), pressure_timeout caps them all: a
    client too slow to earn its worker gives it up to those waiting in the
@@ -1035,6 +1042,7 @@ struct HttpOptions {
                                     // buffered, written once per connection or 8 KiB
     bool precompressed = true;      // name.br or name.gz for name, when the client takes it
     bool autoindex = false;         // list a directory without index.html (else 403)
+    size_t file_cache = 64 << 10;   // bytes of small files each worker keeps in memory (0: none)
 };
 
 struct HttpContext {  // views valid during the handler's call only

@@ -5,6 +5,7 @@
 // compare bytes and fields exactly.
 #include "httpd_fixture.h"
 
+#include <chrono>
 #include <map>
 #include <string>
 
@@ -395,4 +396,183 @@ TEST(HttpAutoindex, TheFlagsComeFromAConfigFileToo) {
     ASSERT_TRUE(h.running()) << h.stderr_text();
     EXPECT_EQ(ask(h, "/list/").status, 200);
     EXPECT_EQ(ask(h, "/data.txt", "Accept-Encoding: gzip\r\n").body, "the plain file\n");
+}
+
+/* The file cache (HttpOptions::file_cache): a worker answers small files
+   from memory and reads them again once a second. These servers have one
+   worker, so every request after the first for a file is answered from
+   its cache. */
+namespace {
+
+std::vector<std::string> one_worker(const Site &site, std::vector<std::string> more = {}) {
+    std::vector<std::string> a = {"--start-servers", "1", "--min-spare-servers", "1", "--max-spare-servers", "1",
+                                  "--max-clients", "1"};
+    a.insert(a.end(), more.begin(), more.end());
+    return site.args(a);
+}
+
+double seconds_since(const std::chrono::steady_clock::time_point &start) {
+    return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+}
+
+// Asks until the answer for target has the body (or, with body empty, the
+// status) wanted, for at most 5 s: the seconds it took, or -1.
+double seconds_until(const Httpd &h, const std::string &target, const std::string &body, int status = 200) {
+    auto start = std::chrono::steady_clock::now();
+    while (seconds_since(start) < 5) {
+        Response r = ask(h, target);
+        if (r.status == status && (body.empty() || r.body == body)) return seconds_since(start);
+        usleep(20 * 1000);
+    }
+    return -1;
+}
+
+// An answer as text, without Date: what must not depend on the cache.
+std::string describe(const Response &r) {
+    std::string text = std::to_string(r.status) + "\n";
+    for (const auto &field : r.fields)
+        if (field.first != "date") text += field.first + ": " + field.second + "\n";
+    return text + "\n" + r.body;
+}
+
+}  // namespace
+
+// A file written again, and a file removed, are seen within a second.
+TEST(HttpFileCache, AChangeOnDiskIsServedWithinASecond) {
+    NEED_HTTPD();
+    Site site;
+    site.file("page.txt", "first version\n");
+    Httpd h(one_worker(site));
+    ASSERT_TRUE(h.running()) << h.stderr_text();
+    ASSERT_EQ(ask(h, "/page.txt").body, "first version\n");
+    ASSERT_EQ(ask(h, "/page.txt").body, "first version\n");
+    site.file("page.txt", "second version, longer\n");
+    double took = seconds_until(h, "/page.txt", "second version, longer\n");
+    EXPECT_GE(took, 0) << "never served fresh";
+    EXPECT_LT(took, 1.5);
+    site.file("page.txt", "third version, longer\n");  // the same size
+    took = seconds_until(h, "/page.txt", "third version, longer\n");
+    EXPECT_GE(took, 0) << "never served fresh";
+    EXPECT_LT(took, 1.5);
+    unlink((site.root + "/page.txt").c_str());
+    took = seconds_until(h, "/page.txt", "", 404);
+    EXPECT_GE(took, 0) << "a removed file is still served";
+    EXPECT_LT(took, 1.5);
+}
+
+// A file answered once is answered again from memory, without the disk:
+// renamed away just after, it is still served until its second is up.
+// With --file-cache 0 every request opens the file.
+TEST(HttpFileCache, ASecondRequestNeedsNoDiskAndZeroTurnsItOff) {
+    NEED_HTTPD();
+    Site site;
+    for (const char *size : {"65536", "0"}) {
+        Httpd h(one_worker(site, {"--file-cache", size}));
+        ASSERT_TRUE(h.running()) << h.stderr_text();
+        bool cached = std::string(size) != "0", seen = false;
+        for (int attempt = 0; attempt < 5 && !seen; attempt++) {  // a stall past the second spoils a try
+            site.file("kept.txt", "kept\n");
+            auto start = std::chrono::steady_clock::now();
+            ASSERT_EQ(ask(h, "/kept.txt").body, "kept\n");
+            rename((site.root + "/kept.txt").c_str(), (site.root + "/moved.txt").c_str());
+            Response again = ask(h, "/kept.txt");
+            seen = seconds_since(start) < 0.9;
+            if (seen) {
+                EXPECT_EQ(again.status, cached ? 200 : 404) << "--file-cache " << size;
+                if (cached) {
+                    EXPECT_EQ(again.body, "kept\n");
+                }
+            }
+            usleep(1100 * 1000);  // the entry's second is up: the next try loads it again
+        }
+        EXPECT_TRUE(seen) << "no try was quick enough";
+    }
+}
+
+// Every answer for a file is the same from memory as from the disk:
+// whole, HEAD, ranges, 416, 304 by ETag and by date, If-Range, the
+// precompressed copies, a directory's index.html, files at and past the
+// largest size kept (16 KiB), and a cache too small for all of them; and
+// so are the access log's lines.
+TEST(HttpFileCache, AnswersAreTheSameFromMemoryAsFromTheDisk) {
+    NEED_HTTPD();
+    Site site;
+    site.file("data.txt", "the plain file\n");
+    site.file("data.txt.br", "fake brotli bytes");
+    site.file("data.txt.gz", "fake gzip bytes, longer");
+    site.file("style.css", std::string(3000, 'c'));
+    site.file("at-limit.bin", std::string(16384, 'a'));
+    site.file("past-limit.bin", std::string(16385, 'p'));
+    site.file("big.js", script_text());
+    site.file("big.js.gz", std::string(20000, 'z'));  // a copy too big: the file is not kept
+    site.directory("dir");
+    site.file("dir/index.html", "<p>index</p>\n");
+    ASSERT_EQ(system(("touch -d @981173100 " + site.root + "/data.txt*").c_str()), 0);
+    const std::string when = "Sat, 03 Feb 2001 04:05:00 GMT", later = "Sun, 04 Feb 2001 04:05:00 GMT";
+    Httpd disk(one_worker(site, {"--file-cache", "0", "--access-log", "@/access.log"}));
+    Httpd memory(one_worker(site, {"--access-log", "@/access.log"}));
+    Httpd small(one_worker(site, {"--file-cache", "20000", "--access-log", "@/access.log"}));
+    for (Httpd *h : {&disk, &memory, &small}) ASSERT_TRUE(h->running()) << h->stderr_text();
+    std::string etag = ask(disk, "/data.txt").fields["etag"];
+    ASSERT_FALSE(etag.empty());
+    struct Case { std::string target, extra, method; };
+    const std::vector<Case> cases = {
+        {"/data.txt", "", "GET"},
+        {"/data.txt", "", "HEAD"},
+        {"/data.txt", "Accept-Encoding: gzip, deflate, br\r\n", "GET"},
+        {"/data.txt", "Accept-Encoding: gzip\r\n", "HEAD"},
+        {"/data.txt", "Accept-Encoding: br;q=0, gzip;q=0\r\n", "GET"},
+        {"/data.txt", "Range: bytes=4-8\r\n", "GET"},
+        {"/data.txt", "Range: bytes=-3\r\n", "GET"},
+        {"/data.txt", "Range: bytes=100-\r\n", "GET"},
+        {"/data.txt", "Accept-Encoding: br\r\nRange: bytes=5-10\r\n", "GET"},
+        {"/data.txt", "If-None-Match: " + etag + "\r\n", "GET"},
+        {"/data.txt", "If-None-Match: \"other\"\r\n", "GET"},
+        {"/data.txt", "If-Modified-Since: " + when + "\r\n", "GET"},
+        {"/data.txt", "If-Modified-Since: " + later + "\r\n", "HEAD"},
+        {"/data.txt", "Range: bytes=0-3\r\nIf-Range: " + etag + "\r\n", "GET"},
+        {"/data.txt", "Range: bytes=0-3\r\nIf-Range: \"stale\"\r\n", "GET"},
+        {"/data.txt.gz", "Accept-Encoding: gzip\r\n", "GET"},
+        {"/style.css", "Accept-Encoding: gzip, br\r\n", "GET"},
+        {"/at-limit.bin", "Range: bytes=16380-\r\n", "GET"},
+        {"/at-limit.bin", "", "GET"},
+        {"/past-limit.bin", "", "GET"},
+        {"/big.js", "", "GET"},
+        {"/big.js", "Accept-Encoding: gzip\r\n", "GET"},
+        {"/dir/", "", "GET"},
+        {"/dir", "", "GET"},
+        {"/dir/index.html", "", "HEAD"},
+        {"/missing.txt", "", "GET"},
+        {"/data.txt", "", "POST"},
+    };
+    for (int round = 0; round < 3; round++)  // loaded, then from memory (small: evicted and loaded again)
+        for (const Case &k : cases) {
+            std::string from_disk = describe(ask(disk, k.target, k.extra, k.method));
+            std::string what = k.method + " " + k.target + " " + k.extra + " (round " + std::to_string(round) + ")";
+            EXPECT_EQ(describe(ask(memory, k.target, k.extra, k.method)), from_disk) << what;
+            EXPECT_EQ(describe(ask(small, k.target, k.extra, k.method)), from_disk) << what;
+        }
+    auto log_without_times = [](const Httpd &h) {
+        std::string log = slurp(h.scratch() + "/access.log"), out;
+        for (size_t at = 0, end; at < log.size(); at = end + 1) {
+            end = log.find('\n', at);
+            if (end == std::string::npos) end = log.size();
+            std::string line = log.substr(at, end - at);
+            size_t open = line.find('['), close = line.find(']');
+            if (open != std::string::npos && close != std::string::npos) line.erase(open, close - open + 1);
+            out += line + "\n";
+        }
+        return out;
+    };
+    auto lines = [&](const Httpd &h) {
+        std::string log = log_without_times(h);
+        return long(std::count(log.begin(), log.end(), '\n'));
+    };
+    auto logged = [&](const Httpd &h, long want) { return eventually([&] { return lines(h) >= want; }, 5000); };
+    long answers = 3 * long(cases.size());
+    ASSERT_TRUE(logged(disk, answers + 1) && logged(memory, answers) && logged(small, answers));
+    std::string disk_log = log_without_times(disk);
+    disk_log.erase(0, disk_log.find('\n') + 1);  // the ETag request
+    EXPECT_EQ(log_without_times(memory), disk_log);
+    EXPECT_EQ(log_without_times(small), disk_log);
 }
