@@ -370,6 +370,10 @@
                                dotfile, no symlink, nothing but regular
                                files and directories, read through the
                                descriptor opened as files are.
+                               Each worker keeps the small files it serves
+                               in memory (file_cache in HttpOptions): a
+                               kept-alive request for one is a recv and a
+                               send; a change on disk shows within a second.
      http.serve_status(path, allow)
                                Answers GET path with the scoreboard: HTML,
                                "?auto" in mod_status's machine-readable
