@@ -701,7 +701,7 @@ def main():
         print(f"1,000 kept-alive clients (wrk -t1 -c{C1000} -d{args.duration}s on /{SMALL_NAME}, "
               f"one run each)")
         print(f"{'':{lw - 4}}{'req/s':>9}{'p99 ms':>9}{'avg ms':>9}{'µs/req':>8}{'workers':>9}"
-              f"  errors (connect/read/write/timeout; non-2xx)")
+              f"{'busy %':>10}  errors (connect/read/write/timeout; non-2xx)")
         for label, r, note in c1000:
             if r is None:
                 print(f"  {label:{lw - 6}}  n/a ({note})")
@@ -711,8 +711,10 @@ def main():
             workers = "-" if r.get("workers") is None else str(r["workers"])
             p99 = "n/a" if r["p99"] is None else f"{r['p99']:.1f}"
             avg = "n/a" if r["lat_avg"] is None else f"{r['lat_avg']:.1f}"
+            busy = f"{fmt(r.get('busy'))}/{fmt(r.get('client_busy'))}"
             print(f"  {label:{lw - 6}}{r['rps']:>9,.0f}{p99:>9}{avg:>9}{fmt(r.get('cpu_us'), 1):>8}"
-                  f"{workers:>9}  {errors}; {r['non2xx']}")
+                  f"{workers:>9}{busy:>10}  {errors}; {r['non2xx']}")
+        print("  (busy %: the server's core / wrk's core)")
 
     # ---- notes
     print()
