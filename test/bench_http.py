@@ -99,6 +99,7 @@ TESTS = [
 MEM_TARGET_KIB = 64
 # Issue 14's targets: httpd / nginx (1 worker) req/s, per test.
 TARGETS = {"ka_small": 1.3, "close_small": 1.0, "ka_big": 1.0}
+IDLE_BUSY = 10              # % busy of a core before the start above which we warn
 WRK_BOUND = 95              # % busy of wrk's core above which a figure is wrk's limit
 C1000 = 1000                # clients of the 1,000-connection section
 C1000_MAX_CLIENTS = 1100    # httpd's --max-clients there, beside the default pool
@@ -554,13 +555,19 @@ def main():
     for name, _, binary in kinds:
         log(f"  {name:8} {binary or '-'}" + (f"  ({notes[name]})" if name in notes else ""))
     log(f"  wrk      {args.wrk}")
-    try:
-        load = os.getloadavg()[0]
-    except OSError:
-        load = None
-    if load is not None and load > 0.5:
-        log(f"  warning: load average {load:.2f} before the start: other work on these cores "
-            f"lowers and scatters the figures")
+    # How busy the two cores are now, over a second. Not the load average:
+    # a run just before (its 1,000-client section, hundreds of workers
+    # woken) leaves that high for minutes on an idle machine.
+    cores = [c for c in (server_cpu, wrk_cpu) if c is not None] or cpus[:2]
+    before = [cpu_times(c) for c in cores]
+    time.sleep(1)
+    after = [cpu_times(c) for c in cores]
+    busy = [100.0 * (a[0] - b[0]) / (a[1] - b[1]) for b, a in zip(before, after)
+            if a and b and a[1] > b[1]]
+    if busy and max(busy) > IDLE_BUSY:
+        log(f"  warning: cpu {', '.join(map(str, cores))} busy "
+            f"{' / '.join(f'{b:.0f}%' for b in busy)} in the second before the start: "
+            f"other work on these cores lowers and scatters the figures")
 
     results = {}
     servers = []  # started, stopped in the end whatever happens
@@ -581,7 +588,7 @@ def main():
                     results.pop(name, None)
                     server.stop()
                     servers.remove(server)
-            for i in range(repeats):
+            for i in range(repeats if servers else 0):
                 if i > 0 and budget.left() < len(servers) * len(TESTS) * per_run + 5 + c1000_cost:
                     log(f"  (time budget reached after {i} of {repeats} rounds)")
                     break
