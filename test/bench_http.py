@@ -729,7 +729,8 @@ def main():
              if wrk_busy[n][key] is not None and wrk_busy[n][key] >= WRK_BOUND]
     if bound:
         print(f"note: wrk's core was at least {WRK_BOUND}% busy (median) in: " + "; ".join(bound)
-              + ". There the figure is wrk's limit as much as the server's.")
+              + ". There wrk, or other work on its core, may be the limit rather than the server"
+              + " (the per-run lines show both cores).")
     for n in names:
         r = results.get(n)
         if r and r["problems"]:
