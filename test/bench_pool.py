@@ -131,6 +131,7 @@ def http_get(port, timeout=2.0):
 
 class Server:
     name = "?"
+    forks = True  # False: one process serves, start() waits for no child
 
     def __init__(self, binary, workdir, tag):
         self.binary = binary
@@ -164,8 +165,8 @@ class Server:
                 # pool grow past its configured size before we measure it.
                 # check_serves() sends one after the measurement.
                 kids = children_of(self.proc.pid)
-                if kids and listen_queue(self.port) is not None:
-                    self.remember(kids)
+                if (kids or not self.forks) and listen_queue(self.port) is not None:
+                    self.remember(kids or [])
                     return
                 time.sleep(0.01)
             code = self.proc.poll()
@@ -304,6 +305,7 @@ DirectoryIndex index.html
 
 class Nginx(Server):
     name = "nginx"
+    worker_connections = 1024
 
     def directives(self):
         return """    default_type text/plain;
@@ -322,7 +324,7 @@ class Nginx(Server):
 master_process on;
 pid {d}/nginx.pid;
 error_log {self.log_path} warn;
-events {{ worker_connections 1024; }}
+events {{ worker_connections {self.worker_connections}; }}
 http {{
     access_log off;
 {self.directives()}{temps}
