@@ -1735,7 +1735,7 @@ static bool parent_died(WorkerState &w, int wait_ms = 0) {
 
 // The parent's order for this slot, or the drain, whichever kills first;
 // failing both, what can be seen from here.
-StopReason Worker::stop_reason(int64_t *deadline_ms) const {
+PREFORK_COLD StopReason Worker::stop_reason(int64_t *deadline_ms) const {
     WorkerState &w = *in_;
     StopReason reason = StopReason::none;
     int64_t deadline = 0;
@@ -3624,7 +3624,8 @@ bool HttpResponse::header(std::string_view name, std::string_view value) {
 }
 
 void HttpResponse::file(int fd, uint64_t offset, uint64_t length) {
-    if (file_fd_ >= 0) sys::close(file_fd_);
+    if (file_fd_ >= 0 && !file_borrowed_) sys::close(file_fd_);
+    file_borrowed_ = false;
     file_fd_ = fd;
     file_offset_ = offset;
     file_length_ = length;
@@ -3657,6 +3658,11 @@ struct HttpResponder {
     static void regular_file(HttpResponse &r, int fd, uint64_t offset, uint64_t length) {
         r.file(fd, offset, length);
         r.file_regular_ = true;
+    }
+    // The same, from the file cache, which keeps fd open.
+    static void borrowed_file(HttpResponse &r, int fd, uint64_t offset, uint64_t length) {
+        regular_file(r, fd, offset, length);
+        r.file_borrowed_ = true;
     }
     // Whether the file, if any, can be sent: a pipe or a socket has no
     // length to promise in Content-Length, and would send it and then nothing.
@@ -3756,27 +3762,34 @@ struct AuthZone {
 // What an HttpService holds: its routes and docroots, and the buffers
 // reused from one request to the next. The helpers below take it by this
 // name; HttpService::Internals, private in the header, is only its shell.
-/* The file cache. A worker keeps the small files it serves in memory, each
-   copy (the file, NAME.br, NAME.gz) with the fields of its answer made
-   once: a request for one is answered without opening, stat'ing or reading
-   anything, in one recv and one send. An entry is loaded again from the
-   disk once it is a second old, through the same checks as at first, so a
-   file changed, replaced, removed or made unreadable is served as it is
-   within a second. A file is kept when each of its copies is at most
-   cache_file_max bytes; HttpOptions::file_cache bounds the bytes of a
-   worker's entries, and at most cache_entries_max are kept; the least
-   recently used entry makes room. */
+/* The file cache. A worker keeps the files it serves, each copy (the file,
+   NAME.br, NAME.gz) with the fields of its answer made once: a copy of up
+   to cache_file_max bytes in memory, a bigger one as its open descriptor.
+   A request for a small file is then answered without opening, stat'ing or
+   reading anything, in one recv and one send; for a bigger one sendfile
+   follows. An entry is loaded again from the disk once it is a second
+   old, through the same checks as at first, so a file changed, replaced,
+   removed or made unreadable is served as it is within a second.
+   HttpOptions::file_cache bounds the bytes the entries hold, at most
+   cache_entries_max are kept, and the least recently used makes room. */
 static const size_t cache_file_max = 16384;
 static const size_t cache_entries_max = 64;
 
 struct CachedCopy {
     bool exists = false;
-    std::string content;
+    int fd = -1;            // a copy over cache_file_max: sent from here
+    uint64_t size = 0;
+    std::string content;    // else the copy itself
     std::string fields;     // Vary, ETag, Last-Modified (a 304's), then Content-Type, ...
     size_t validators = 0;  // the length of a 304's part of fields
     char etag[48];
     char modified[32];      // Last-Modified's value
     time_t mtime = 0;
+    CachedCopy() = default;
+    CachedCopy(const CachedCopy &) = delete;
+    PREFORK_COLD ~CachedCopy() {
+        if (fd >= 0) sys::close(fd);
+    }
 };
 
 struct CachedFile {
@@ -4839,10 +4852,15 @@ static CachedFile *cached_file(ServiceState &in, size_t mount, std::string_view 
 // fields. false when the file shrank under us.
 PREFORK_COLD static bool load_copy(ServiceState &in, CachedCopy &c, int fd, const struct stat &st,
                                    const std::string &relative, int index, bool vary) {
-    c.content.resize(size_t(st.st_size));
-    size_t got = read_file_at(fd, &c.content[0], c.content.size(), 0);
-    sys::close(fd);
-    if (got < c.content.size()) return false;
+    c.size = uint64_t(st.st_size);
+    if (c.size > cache_file_max) {
+        c.fd = fd;
+    } else {
+        c.content.resize(size_t(c.size));
+        size_t got = read_file_at(fd, &c.content[0], c.content.size(), 0);
+        sys::close(fd);
+        if (got < c.content.size()) return false;
+    }
     format_etag(st, copy_codings[index], c.etag);
     snprintf(c.modified, sizeof c.modified, "%s", in.mtime.at(st.st_mtime, http_date_pattern, false));
     c.mtime = st.st_mtime;
@@ -4856,8 +4874,9 @@ PREFORK_COLD static bool load_copy(ServiceState &in, CachedCopy &c, int fd, cons
 }
 
 // Keeps the file at relative (fd, taken, and its fstat st), and its copies
-// when they may be sent, for the request path served from the mount, making room: the new
-// entry, or null when a copy is over cache_file_max or would not load.
+// when they may be sent, for the request path served from the mount,
+// making room: the new entry, or null when it is over file_cache or a
+// copy would not load.
 PREFORK_COLD static CachedFile *cache_file(ServiceState &in, const HttpOptions &o, size_t mount, std::string_view path,
                                            const std::string &relative, int fd, const struct stat &st) {
     std::unique_ptr<CachedFile> f(new CachedFile);
@@ -4871,8 +4890,7 @@ PREFORK_COLD static CachedFile *cache_file(ServiceState &in, const HttpOptions &
             fd = vary ? open_copy(in.roots[mount], name, copy_suffixes[i], &copy_st) : -1;
             if (fd < 0) continue;
         }
-        loaded = uint64_t(copy_st.st_size) <= cache_file_max && load_copy(in, f->copies[i], fd, copy_st, relative, i, vary);
-        if (!loaded && i > 0) sys::close(fd);  // load_copy takes it only within the size
+        loaded = load_copy(in, f->copies[i], fd, copy_st, relative, i, vary);
     }
     if (!loaded) return nullptr;
     f->bytes = sizeof(CachedFile) + f->path.size();
@@ -4907,12 +4925,13 @@ static void answer_cached(ServiceState &in, CachedFile &f, const HttpContext &ct
     }
     HttpResponder::set_fields(r, c->fields);
     uint64_t from, length;
-    if (select_range(in, ctx, r, c->content.size(), c->etag, c->modified, &from, &length))
-        HttpResponder::body(r).assign(c->content, size_t(from), size_t(length));
+    if (!select_range(in, ctx, r, c->size, c->etag, c->modified, &from, &length)) return;
+    if (c->fd >= 0) HttpResponder::borrowed_file(r, c->fd, from, length);
+    else HttpResponder::body(r).assign(c->content, size_t(from), size_t(length));
 }
 
 // Answers from the disk what the cache does not hold: opens the file, and
-// keeps it when it is small and the cache is on; else sends it from its
+// keeps it when the cache is on and it fits; else sends it from its
 // descriptor, or the precompressed copy the client prefers.
 PREFORK_COLD static void serve_uncached(ServiceState &in, const HttpOptions &o, size_t mount, const HttpContext &ctx,
                                         HttpResponse &r) {
@@ -4923,7 +4942,7 @@ PREFORK_COLD static void serve_uncached(ServiceState &in, const HttpOptions &o, 
     struct stat st;
     int fd = open_servable(in, in.roots[mount], ctx, r, relative, &st, o.autoindex);
     if (fd < 0) return;
-    if (o.file_cache && uint64_t(st.st_size) <= cache_file_max) {
+    if (o.file_cache) {
         if (CachedFile *f = cache_file(in, o, mount, ctx.path, relative, fd, st)) return answer_cached(in, *f, ctx, r);
         fd = open_servable(in, in.roots[mount], ctx, r, relative.assign(below), &st, o.autoindex);
         if (fd < 0) return;

@@ -370,9 +370,9 @@
                                dotfile, no symlink, nothing but regular
                                files and directories, read through the
                                descriptor opened as files are.
-                               Each worker keeps the small files it serves
-                               in memory (file_cache in HttpOptions): a
-                               kept-alive request for one is a recv and a
+                               Each worker keeps the files it serves, small
+                               ones in memory (file_cache in HttpOptions):
+                               a kept-alive request for one is a recv and a
                                send; a change on disk shows within a second.
      http.serve_status(path, allow)
                                Answers GET path with the scoreboard: HTML,
@@ -656,11 +656,13 @@
      autoindex [false]          Static files: a directory without
                                 index.html gets a listing instead of 403
                                 (see serve_directory).
-     file_cache [64 KiB]        Static files: each worker keeps files of up
-                                to 16 KiB (each copy) in memory, up to this
-                                many bytes in all, the least recently used
-                                making room, and answers them without
-                                touching the disk; an entry is read again
+     file_cache [64 KiB]        Static files: each worker keeps the files it
+                                serves, a copy of up to 16 KiB in memory
+                                (up to this many bytes in all), a bigger
+                                one as an open descriptor, the least
+                                recently used making room (64 entries at
+                                most), and answers without opening or
+                                stat'ing anything; an entry is read again
                                 once it is a second old, so a change on disk
                                 is served within a second. 0: none.
    Slow clients: every wait on a client is bounded. While the pool is full
@@ -1085,6 +1087,7 @@ private:
     int status_ = 200;
     bool close_ = false;
     bool file_regular_ = false;  // the responder knows file_fd_ is a regular file
+    bool file_borrowed_ = false;  // file_fd_ is the file cache's: not closed here
     uint8_t replaced_ = 0;  // 1: the handler set Date, 2: Server
     std::string fields_;  // "Name: value\r\n" lines
     std::string body_;

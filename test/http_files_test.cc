@@ -458,6 +458,19 @@ TEST(HttpFileCache, AChangeOnDiskIsServedWithinASecond) {
     took = seconds_until(h, "/page.txt", "", 404);
     EXPECT_GE(took, 0) << "a removed file is still served";
     EXPECT_LT(took, 1.5);
+    // A file over 16 KiB, kept as its descriptor: replaced, then removed.
+    site.file("big.bin", std::string(40000, 'a'));
+    ASSERT_EQ(ask(h, "/big.bin").body, std::string(40000, 'a'));
+    ASSERT_EQ(ask(h, "/big.bin").body, std::string(40000, 'a'));
+    site.file("big.bin.new", std::string(30000, 'b'));
+    rename((site.root + "/big.bin.new").c_str(), (site.root + "/big.bin").c_str());
+    took = seconds_until(h, "/big.bin", std::string(30000, 'b'));
+    EXPECT_GE(took, 0) << "never served fresh";
+    EXPECT_LT(took, 1.5);
+    unlink((site.root + "/big.bin").c_str());
+    took = seconds_until(h, "/big.bin", "", 404);
+    EXPECT_GE(took, 0) << "a removed file is still served";
+    EXPECT_LT(took, 1.5);
 }
 
 // A file answered once is answered again from memory, without the disk:
@@ -466,21 +479,27 @@ TEST(HttpFileCache, AChangeOnDiskIsServedWithinASecond) {
 TEST(HttpFileCache, ASecondRequestNeedsNoDiskAndZeroTurnsItOff) {
     NEED_HTTPD();
     Site site;
+    const std::string small = "kept\n", big(20000, 'k');  // in memory, and as a descriptor
     for (const char *size : {"65536", "0"}) {
         Httpd h(one_worker(site, {"--file-cache", size}));
         ASSERT_TRUE(h.running()) << h.stderr_text();
         bool cached = std::string(size) != "0", seen = false;
         for (int attempt = 0; attempt < 5 && !seen; attempt++) {  // a stall past the second spoils a try
-            site.file("kept.txt", "kept\n");
+            site.file("kept.txt", small);
+            site.file("kept.bin", big);
             auto start = std::chrono::steady_clock::now();
-            ASSERT_EQ(ask(h, "/kept.txt").body, "kept\n");
+            ASSERT_EQ(ask(h, "/kept.txt").body, small);
+            ASSERT_EQ(ask(h, "/kept.bin").body, big);
             rename((site.root + "/kept.txt").c_str(), (site.root + "/moved.txt").c_str());
-            Response again = ask(h, "/kept.txt");
+            unlink((site.root + "/kept.bin").c_str());
+            Response again = ask(h, "/kept.txt"), again_big = ask(h, "/kept.bin");
             seen = seconds_since(start) < 0.9;
             if (seen) {
                 EXPECT_EQ(again.status, cached ? 200 : 404) << "--file-cache " << size;
+                EXPECT_EQ(again_big.status, cached ? 200 : 404) << "--file-cache " << size;
                 if (cached) {
-                    EXPECT_EQ(again.body, "kept\n");
+                    EXPECT_EQ(again.body, small);
+                    EXPECT_EQ(again_big.body, big);
                 }
             }
             usleep(1100 * 1000);  // the entry's second is up: the next try loads it again
