@@ -3783,7 +3783,7 @@ struct CachedCopy {
     std::string fields;     // Vary, ETag, Last-Modified (a 304's), then Content-Type, ...
     size_t validators = 0;  // the length of a 304's part of fields
     char etag[48];
-    char modified[32];      // Last-Modified's value
+    char modified[sizeof CachedTime::text];  // Last-Modified's value
     time_t mtime = 0;
     CachedCopy() = default;
     CachedCopy(const CachedCopy &) = delete;
@@ -4836,14 +4836,20 @@ PREFORK_COLD static void drop_cached(ServiceState &in, size_t i) {
 }
 
 // The entry for the request path (ctx.path) served from the mount, while it
-// is under a second old; null when there is none (a stale one is dropped).
+// is under a second old; null when there is none. Every stale entry passed
+// on the way is dropped, so that a file removed from the disk is not held
+// open for long by a descriptor kept here.
 static CachedFile *cached_file(ServiceState &in, size_t mount, std::string_view path) {
-    for (size_t i = 0; i < in.cached; i++) {
+    int64_t now = now_ms();
+    for (size_t i = 0; i < in.cached;) {
         CachedFile &f = *in.cache[i];
-        if (f.mount != mount || f.path != path) continue;
-        if (now_ms() - f.loaded_ms < 1000) return &f;
-        drop_cached(in, i);
-        return nullptr;
+        if (now - f.loaded_ms >= 1000) {
+            drop_cached(in, i);  // the last entry moves to i: look at it next
+        } else if (f.mount == mount && f.path == path) {
+            return &f;
+        } else {
+            i++;
+        }
     }
     return nullptr;
 }

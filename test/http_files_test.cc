@@ -595,3 +595,27 @@ TEST(HttpFileCache, AnswersAreTheSameFromMemoryAsFromTheDisk) {
     EXPECT_EQ(log_without_times(memory), disk_log);
     EXPECT_EQ(log_without_times(small), disk_log);
 }
+
+// A big file's descriptor, kept by the cache, is let go once its second is
+// up and the worker serves any other file: a file removed from the disk is
+// not held open by the workers that served it.
+TEST(HttpFileCache, ARemovedFileIsNotHeldOpen) {
+    NEED_HTTPD();
+    Site site;
+    site.file("big.bin", std::string(40000, 'x'));
+    site.file("other.txt", "other\n");
+    Httpd h(one_worker(site));
+    ASSERT_TRUE(h.running()) << h.stderr_text();
+    ASSERT_EQ(ask(h, "/big.bin").status, 200);
+    std::string children = slurp("/proc/" + std::to_string(h.pid()) + "/task/" + std::to_string(h.pid()) + "/children");
+    pid_t worker = atoi(children.c_str());
+    ASSERT_GT(worker, 0) << "no worker under " << h.pid();
+    auto holds_removed_file = [&] {
+        std::string fds = run("ls -l /proc/" + std::to_string(worker) + "/fd 2>/dev/null");
+        return fds.find("big.bin (deleted)") != std::string::npos;
+    };
+    unlink((site.root + "/big.bin").c_str());
+    EXPECT_TRUE(holds_removed_file()) << "the worker did not keep the descriptor: nothing to test";
+    EXPECT_TRUE(eventually([&] { return ask(h, "/other.txt").status == 200 && !holds_removed_file(); }, 5000))
+        << "the removed file is still open in worker " << worker;
+}
