@@ -527,8 +527,9 @@ template <class F> static void for_each_semaphore_set(F f) {
 // (even one that stays inside could name a dotfile). Linux resolves with
 // openat2(RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS); elsewhere, or on a kernel
 // without openat2, one component at a time with O_NOFOLLOW. The fd is
-// close-on-exec; EINTR retried.
-static int open_beneath(int dir_fd, const char *path, int flags) {
+// close-on-exec; EINTR retried. Compiled for size: the file cache opens a
+// file once a second.
+PREFORK_COLD static int open_beneath(int dir_fd, const char *path, int flags) {
 #if defined(__linux__) && defined(SYS_openat2)
     open_how how;
     memset(&how, 0, sizeof how);
@@ -547,8 +548,11 @@ static int open_beneath(int dir_fd, const char *path, int flags) {
             errno = EXDEV;
             return -1;
         }
-        int next = openat(current, component.empty() ? "." : component.c_str(),
-                          (slash ? O_RDONLY | O_DIRECTORY : flags) | O_NOFOLLOW);
+        const char *name = component.empty() ? "." : component.c_str();
+        int next = openat(current, name, (slash ? O_RDONLY | O_DIRECTORY : flags) | O_NOFOLLOW);
+        struct stat st;  // a symlink is ELOOP, as openat2 says, even where O_DIRECTORY said ENOTDIR
+        if (next < 0 && errno == ENOTDIR && fstatat(current, name, &st, AT_SYMLINK_NOFOLLOW) == 0 && S_ISLNK(st.st_mode))
+            errno = ELOOP;
         if (current != dir_fd) close(current);
         if (next < 0 || !slash) return next;
         current = next;
