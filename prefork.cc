@@ -12,6 +12,12 @@
 #ifndef _GNU_SOURCE
 #define _GNU_SOURCE 1
 #endif
+// 64-bit file offsets where off_t is 32 bits (armhf): files over 2 GiB, and
+// directories whose readdir cookies are 64-bit (ext4 seen from qemu-arm).
+// Nothing in prefork.h depends on the size of off_t.
+#ifndef _FILE_OFFSET_BITS
+#define _FILE_OFFSET_BITS 64
+#endif
 #include "prefork.h"
 
 #include <algorithm>
