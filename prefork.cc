@@ -3041,6 +3041,16 @@ PREFORK_COLD void Server::log(LogLevel level, const char *fmt, ...) {
     va_end(args);
 }
 
+// libstdc++ binds its own calls on first use (without LD_BIND_NOW), writing
+// its GOT: a first call in a worker costs that worker two private pages of
+// libstdc++ and a page of stack for the resolver. Filling a string is the
+// one such call a worker makes (the file cache loading a copy), so the
+// parent makes it once before it forks.
+PREFORK_COLD static void bind_before_fork() {
+    std::string s;
+    s.resize(size_t(getpid() & 1) + 2);  // 2 or more: one byte is not a memset
+}
+
 PREFORK_COLD int Server::run() {
     ServerState &s = *state_;
     std::vector<std::string> notes;
@@ -3058,6 +3068,7 @@ PREFORK_COLD int Server::run() {
         set_disposition(parent_signals[i], parent_signals[i] == SIGPIPE ? SIG_IGN : on_signal,
                         &s.run.saved_actions[i]);
     s.run.parent_pid = getpid();
+    bind_before_fork();
     s.error.clear();
     s.pool.result = 0;
 
@@ -3975,7 +3986,7 @@ static void set_socket_timeout(int fd, int option, double seconds) {
 static long read_some(Link &link, std::string &in) {
     // Into a stack chunk, then only what came is appended: growing the
     // string by the chunk would zero-fill (and so dirty) pages never used.
-    char chunk[16384];
+    char chunk[4096];
     for (;;) {
         ssize_t n = sys::receive(link.fd, chunk, sizeof chunk, link.reads_wait);
         if (n >= 0) {
@@ -4125,6 +4136,21 @@ static size_t read_file_at(int fd, char *buf, size_t length, uint64_t offset) {
 
 static bool bodiless_status(int status) { return status < 200 || status == 204 || status == 304; }
 
+// Sends the head in pieces[0] and r's file of length bytes (at most
+// inline_file_max) in one send. The file's buffer is on this function's
+// stack, not send_response's: the other answers' sends then do not reach
+// 16 KiB further down, onto stack pages the worker would otherwise never
+// write (each costs it a private page).
+__attribute__((noinline)) static bool send_small_file(Link &link, iovec *pieces, HttpResponse &r, size_t length) {
+    char small_file[inline_file_max];
+    size_t got = read_file_at(HttpResponder::file_fd(r), small_file, length, HttpResponder::file_offset(r));
+    pieces[1] = {small_file, got};
+    // A file that shrank under us: what there is goes, then the connection closes.
+    bool ok = send_all(link, pieces, 2, false) == 0 && got == length;
+    r.file(-1, 0, 0);
+    return ok;
+}
+
 // Sends the response: head and, unless head_only, body, in one send (or
 // the head, then the file by sendfile). Adds the bytes it meant to send
 // to *sent. false when the client did not take them all: the connection
@@ -4140,20 +4166,11 @@ static bool send_response(ServiceState &in, const HttpOptions &options, Link &li
     bool with_body = !head_only && !bodiless;
     uint64_t length = with_body ? HttpResponder::body_length(r) : 0;
     *sent += out.size() + length;
-    char small_file[inline_file_max];
     iovec pieces[2] = {{&out[0], out.size()}, {nullptr, 0}};
-    if (with_body && !file) {
+    if (with_body && !file)
         pieces[1] = {const_cast<char *>(body.data()), body.size()};
-    } else if (with_body && length <= inline_file_max) {
-        size_t got =
-            read_file_at(HttpResponder::file_fd(r), small_file, size_t(length), HttpResponder::file_offset(r));
-        pieces[1] = {small_file, got};
-        if (got < length) {  // the file shrank under us: send what there is, then close
-            (void)send_all(link, pieces, 2, false);
-            r.file(-1, 0, 0);
-            return false;
-        }
-    }
+    else if (with_body && length <= inline_file_max)
+        return send_small_file(link, pieces, r, size_t(length));
     bool file_follows = with_body && file && length > inline_file_max;
     bool ok = send_all(link, pieces, 2, file_follows) == 0;
     if (ok && file_follows)
@@ -5833,7 +5850,7 @@ template <class Word> static void store_word(unsigned char *p, Word word, bool b
         p[big_endian ? sizeof(Word) - 1 - i : i] = (unsigned char)word;
 }
 
-__attribute__((noinline)) static void md5_compress(uint32_t *h, const unsigned char *block) {
+PREFORK_COLD __attribute__((noinline)) static void md5_compress(uint32_t *h, const unsigned char *block) {
     static const uint8_t shifts[16] = {7, 12, 17, 22, 5, 9, 14, 20, 4, 11, 16, 23, 6, 10, 15, 21};
     uint32_t m[16];
     for (int i = 0; i < 16; i++) m[i] = load_word<uint32_t>(block + 4 * i, false);
@@ -5851,7 +5868,7 @@ __attribute__((noinline)) static void md5_compress(uint32_t *h, const unsigned c
     h[0] += a, h[1] += b, h[2] += c, h[3] += d;
 }
 
-__attribute__((noinline)) static void sha1_compress(uint32_t *h, const unsigned char *block) {
+PREFORK_COLD __attribute__((noinline)) static void sha1_compress(uint32_t *h, const unsigned char *block) {
     uint32_t w[80];
     for (int t = 0; t < 16; t++) w[t] = load_word<uint32_t>(block + 4 * t, true);
     for (int t = 16; t < 80; t++) w[t] = rotl32(w[t - 3] ^ w[t - 8] ^ w[t - 14] ^ w[t - 16], 1);
