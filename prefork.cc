@@ -3044,11 +3044,13 @@ PREFORK_COLD void Server::log(LogLevel level, const char *fmt, ...) {
 // libstdc++ binds its own calls on first use (without LD_BIND_NOW), writing
 // its GOT: a first call in a worker costs that worker two private pages of
 // libstdc++ and a page of stack for the resolver. Filling a string is the
-// one such call a worker makes (the file cache loading a copy), so the
-// parent makes it once before it forks.
+// one such call LD_DEBUG=bindings showed a serving worker make (the file
+// cache loading a copy), so the parent makes it once before it forks.
 PREFORK_COLD static void bind_before_fork() {
     std::string s;
-    s.resize(size_t(getpid() & 1) + 2);  // 2 or more: one byte is not a memset
+    // A size the compiler cannot fold, of 2 or more: one byte is stored
+    // without memset, which would then stay unbound.
+    s.resize(size_t(getpid() & 1) + 2);
 }
 
 PREFORK_COLD int Server::run() {
