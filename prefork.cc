@@ -622,9 +622,9 @@ template <class T> static void store(T &target, T value) {
 /* ---------------------------------------------------------------------------
    Self-pipe and signals. A handler is a top half only: it saves errno,
    writes the signal number as one byte, restores errno. The pipe's write end
-   is this file's only global; a worker replaces it with a pipe of its own
-   right after fork, with every signal blocked, so no byte meant for one
-   process can land in the other's pipe. */
+   is this file's only global; right after fork, with every signal blocked,
+   a worker puts a pipe of its own under the same descriptor number, so no
+   byte meant for one process can land in the other's pipe. */
 static int signal_pipe_write_end = -1;
 
 // The handler. sys::write is async-signal-safe. The pipe is nonblocking: a
@@ -1895,16 +1895,21 @@ PREFORK_COLD static void serve_backlog(WorkerState &w, const std::vector<Accepte
         set_disposition(sig, handler);
     }
     // Parent-only descriptors.
-    int *parent_only[] = {&s.run.signal_pipe[0], &s.run.signal_pipe[1], &s.run.wake_pipe[0],
-                          &s.run.life_pipe[1], &s.takeover.fd, &s.upgrade.channel};
+    int *parent_only[] = {&s.run.signal_pipe[0], &s.run.wake_pipe[0], &s.run.life_pipe[1], &s.takeover.fd,
+                          &s.upgrade.channel};
     for (int *fd : parent_only) {
         sys::close(*fd);
         *fd = -1;
     }
     for (size_t i = share; i < s.pool.backlog.size(); i++) sys::close(s.pool.backlog[i].fd);  // other shares
+    // The worker's own pipe takes over the number of the parent's write end,
+    // so signal_pipe_write_end keeps its value: a worker writes no page of
+    // the program's data (that page would be its own copy, 4 KiB a worker).
     int own[2];
-    if (sys::pipe(own) < 0) _exit(1);
-    signal_pipe_write_end = own[1];
+    if (sys::pipe(own) < 0 || dup2(own[1], signal_pipe_write_end) < 0) _exit(1);
+    fcntl(signal_pipe_write_end, F_SETFD, FD_CLOEXEC);
+    sys::close(own[1]);
+    s.run.signal_pipe[1] = -1;
     w.signal_read_end = own[0];
     sys::set_parent_death_signal(SIGTERM);
     sigprocmask(SIG_SETMASK, &old_mask, nullptr);
@@ -3758,6 +3763,35 @@ static void append_number(std::string &out, uint64_t value, int base = 10) {
 
 // A clock face redrawn once a second: the Date field and the access log's
 // stamp are formatted per second, not per request.
+// gmtime_r without glibc's time zone lock, whose word is in libc's data: a
+// worker that wrote it for every Date would keep its own copy of that page.
+// Days since 1970 become a date in 400-year eras of 146,097 days, each
+// counted from 1 March so that the leap day ends the year. Times before
+// year 1000 or after 9999 are clamped to those years' ends (an HTTP date
+// has four digits for the year).
+PREFORK_COLD static void utc_time(time_t t, struct tm &tm) {
+    const int64_t year_0 = -62167219200LL, lowest = -30610224000LL, highest = 253402300799LL;
+    int64_t clamped = t < lowest ? lowest : t > highest ? highest : int64_t(t);
+    int days = int((clamped - year_0) / 86400) - 719528, secs = int((clamped - year_0) % 86400);
+    tm = {};
+    tm.tm_hour = secs / 3600;
+    tm.tm_min = secs / 60 % 60;
+    tm.tm_sec = secs % 60;
+    tm.tm_wday = (days + 719528 + 6) % 7;  // 1 January of year 0 was a Saturday
+    int era_day = days + 719468 + 146097;  // days since 1 March of year -400
+    int era = era_day / 146097;
+    int day_of_era = era_day % 146097;
+    int year_of_era = (day_of_era - day_of_era / 1460 + day_of_era / 36524 - day_of_era / 146096) / 365;
+    int day_of_year = day_of_era - (365 * year_of_era + year_of_era / 4 - year_of_era / 100);
+    int month = (5 * day_of_year + 2) / 153;  // 0 is March
+    tm.tm_mday = day_of_year - (153 * month + 2) / 5 + 1;
+    tm.tm_mon = month < 10 ? month + 2 : month - 10;
+    int year = year_of_era + (era - 1) * 400 + (tm.tm_mon < 2);
+    tm.tm_year = year - 1900;
+    bool leap = year % 4 == 0 && (year % 100 != 0 || year % 400 == 0);
+    tm.tm_yday = day_of_year >= 306 ? day_of_year - 306 : day_of_year + 59 + leap;
+}
+
 struct CachedTime {
     time_t second = -1;
     char text[40] = "";
@@ -3765,7 +3799,7 @@ struct CachedTime {
         if (now != second) {
             struct tm tm;
             if (local) localtime_r(&now, &tm);
-            else gmtime_r(&now, &tm);
+            else utc_time(now, tm);
             strftime(text, sizeof text, pattern, &tm);
             second = now;
         }

@@ -327,4 +327,42 @@ TEST(SysWrappers, ReceivePassesEINTRUp) {
     sys::close(pair[1]);
 }
 
+// Date and Last-Modified come from utc_time(), not gmtime_r: every day from
+// 1900 to 2400 (leap centuries both ways), at a second that moves through
+// the day, and around the epoch, must give what glibc gives; times outside
+// years 1000 to 9999 are clamped to them.
+TEST(UtcTime, AgreesWithGmtimeFrom1900To2400) {
+    const int64_t first = -2208988800LL, last = 13569465600LL;  // 1900-01-01, 2400-01-01
+    int checked = 0;
+    for (int64_t t = first, step = 0; t <= last; t += 86400 + (step++ % 97) * 7) {
+        for (int64_t at : {t, t - 1, t + 43199}) {
+            time_t when = time_t(at);
+            struct tm want, got;
+            ASSERT_NE(gmtime_r(&when, &want), nullptr);
+            utc_time(when, got);
+            ASSERT_EQ(got.tm_year, want.tm_year) << at;
+            ASSERT_EQ(got.tm_mon, want.tm_mon) << at;
+            ASSERT_EQ(got.tm_mday, want.tm_mday) << at;
+            ASSERT_EQ(got.tm_hour, want.tm_hour) << at;
+            ASSERT_EQ(got.tm_min, want.tm_min) << at;
+            ASSERT_EQ(got.tm_sec, want.tm_sec) << at;
+            ASSERT_EQ(got.tm_wday, want.tm_wday) << at;
+            ASSERT_EQ(got.tm_yday, want.tm_yday) << at;
+            checked++;
+        }
+    }
+    EXPECT_GT(checked, 3 * 180000);
+    char text[40];
+    struct tm tm;
+    utc_time(784887151, tm);
+    strftime(text, sizeof text, http_date_pattern, &tm);
+    EXPECT_STREQ(text, "Tue, 15 Nov 1994 08:12:31 GMT");  // RFC 9110's example
+    utc_time(time_t(INT64_MAX), tm);  // a file's mtime can be anything: clamped, not garbage
+    strftime(text, sizeof text, http_date_pattern, &tm);
+    EXPECT_STREQ(text, "Fri, 31 Dec 9999 23:59:59 GMT");
+    utc_time(time_t(INT64_MIN), tm);
+    strftime(text, sizeof text, http_date_pattern, &tm);
+    EXPECT_STREQ(text, "Wed, 01 Jan 1000 00:00:00 GMT");
+}
+
 }  // namespace
