@@ -1068,7 +1068,6 @@ struct Resources {
     Scoreboard board;
     Shared *shared = nullptr;      // the board's header
     pid_t parent_pid = 0;
-    struct sigaction saved_actions[sizeof parent_signals / sizeof parent_signals[0]];
 };
 
 // A worker as the parent sees it. running -> stopping (SIGTERM sent) ->
@@ -1168,14 +1167,18 @@ struct detail::WorkerState {
     void logf(LogLevel level, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 };
 
+// What a worker writes of it after fork (the parent-only descriptors it
+// closes, its own state) lies together, from upgrade to worker: its copy
+// of this struct then costs it one page where it could cost two.
 struct detail::ServerState {
     Config config;
-    Resources run;
-    Pool pool;
-    Notifier notifier;
     OutgoingUpgrade upgrade;    // an upgrade this parent started
     IncomingUpgrade takeover;   // the upgrade that started this parent
+    Resources run;
     detail::WorkerState worker;
+    Pool pool;
+    Notifier notifier;
+    struct sigaction saved_actions[sizeof parent_signals / sizeof parent_signals[0]];  // restored by run()
     std::string error;
 
     void logf(LogLevel level, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
@@ -2521,7 +2524,7 @@ static const char upgrade_variable[] = "PREFORK_UPGRADE_FD";
     // would write into the old parent's self-pipe.
     signal_pipe_write_end = -1;
     for (size_t i = 0; i < sizeof parent_signals / sizeof parent_signals[0]; i++)
-        sigaction(parent_signals[i], &s.run.saved_actions[i], nullptr);
+        sigaction(parent_signals[i], &s.saved_actions[i], nullptr);
     // Until the new run() takes it, a second SIGUSR2 must not end the new
     // program (an ignored signal stays ignored across exec).
     set_disposition(SIGUSR2, SIG_IGN);
@@ -3073,7 +3076,7 @@ PREFORK_COLD int Server::run() {
     signal_pipe_write_end = s.run.signal_pipe[1];
     for (size_t i = 0; i < sizeof parent_signals / sizeof parent_signals[0]; i++)
         set_disposition(parent_signals[i], parent_signals[i] == SIGPIPE ? SIG_IGN : on_signal,
-                        &s.run.saved_actions[i]);
+                        &s.saved_actions[i]);
     s.run.parent_pid = getpid();
     bind_before_fork();
     s.error.clear();
@@ -3083,7 +3086,7 @@ PREFORK_COLD int Server::run() {
     if (acquire_ipc(s) == 0) rc = s.config.options.single_process ? run_single(s) : run_pool(s);
 
     for (size_t i = 0; i < sizeof parent_signals / sizeof parent_signals[0]; i++)
-        sigaction(parent_signals[i], &s.run.saved_actions[i], nullptr);
+        sigaction(parent_signals[i], &s.saved_actions[i], nullptr);
     signal_pipe_write_end = -1;
     int *fds[] = {&s.run.signal_pipe[0], &s.run.signal_pipe[1], &s.run.wake_pipe[0], &s.run.wake_pipe[1],
                   &s.run.life_pipe[0], &s.run.life_pipe[1], &s.takeover.fd, &s.upgrade.channel};
