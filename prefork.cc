@@ -369,6 +369,27 @@ static ssize_t send_pieces(int fd, iovec *pieces, int count, bool wait, bool mor
    behind one #ifdef and each saying what it falls back to elsewhere. The
    EINTR rule above holds here too. */
 
+// Up to N elements in place, more on the heap. What a worker sets up to wait
+// on stays off the heap: malloc there would write pages the worker shares
+// with the parent (the chunk's, the free lists') and so make them its own.
+template <typename T, size_t N> class SmallArray {
+public:
+    explicit SmallArray(size_t count) : count_(count), data_(count <= N ? local_ : new T[count]()) {}
+    SmallArray(const SmallArray &) = delete;
+    SmallArray &operator=(const SmallArray &) = delete;
+    ~SmallArray() {
+        if (data_ != local_) delete[] data_;
+    }
+    T *data() { return data_; }
+    size_t size() const { return count_; }
+    T &operator[](size_t i) { return data_[i]; }
+
+private:
+    size_t count_;
+    T local_[N] = {};
+    T *data_;
+};
+
 // What a worker waits on between connections: fds[0, listeners) are the
 // listeners, the rest its pipes. On Linux an epoll set in which the
 // listeners are EPOLLEXCLUSIVE, so a new connection wakes one idle worker
@@ -377,8 +398,9 @@ static ssize_t send_pieces(int fd, iovec *pieces, int count, bool wait, bool mor
 // wait runs under `mask`.
 class Waiter {
 public:
-    PREFORK_COLD Waiter(const std::vector<int> &fds, size_t listeners) : fds_(fds), listeners_(listeners) {
-        polled_.resize(fds.size());
+    PREFORK_COLD Waiter(const int *fds, size_t count, size_t listeners)
+        : fds_(count), listeners_(listeners), polled_(count) {
+        std::copy(fds, fds + count, fds_.data());
 #ifdef __linux__
         epoll_ = epoll_create1(EPOLL_CLOEXEC);
         for (size_t i = listeners_; epoll_ >= 0 && i < fds_.size(); i++)
@@ -403,8 +425,8 @@ public:
     // Waits up to timeout_ms (-1: no limit). Returns the number of ready
     // fds, 0 on timeout or signal (a wait: EINTR is 0), -1 on error;
     // ready[i] is set for fds[i].
-    int wait(int timeout_ms, const sigset_t *mask, std::vector<char> &ready) {
-        std::fill(ready.begin(), ready.end(), 0);
+    int wait(int timeout_ms, const sigset_t *mask, char *ready) {
+        std::fill(ready, ready + fds_.size(), 0);
 #ifdef __linux__
         if (epoll_ >= 0) {
             epoll_event events[8];
@@ -437,11 +459,11 @@ private:
         epoll_ = -1;
     }
 
-    std::vector<int> fds_;
+    SmallArray<int, 8> fds_;
     size_t listeners_;
     bool listening_ = false;
     int epoll_ = -1;
-    std::vector<pollfd> polled_;
+    SmallArray<pollfd, 8> polled_;
 };
 
 // Lets the kernel hold a new connection until its first bytes arrive, for
@@ -1188,10 +1210,19 @@ struct detail::ServerState {
     }
 };
 
+// A line that fits is formatted on the stack: the parent logs right after
+// each fork, and a malloc there would write heap pages (the free lists')
+// the workers still share with it, each of which would then count a copy
+// of its own.
 static void vlog(const LogFn &log, LogLevel level, const char *fmt, va_list args) {
     if (!log) return;
-    std::string line = format(fmt, args);
-    log(level, line.c_str());
+    char line[512];
+    va_list again;
+    va_copy(again, args);
+    int n = vsnprintf(line, sizeof line, fmt, args);
+    if (n >= 0 && size_t(n) < sizeof line) log(level, line);
+    else log(level, format(fmt, again).c_str());
+    va_end(again);
 }
 
 void detail::WorkerState::logf(LogLevel level, const char *fmt, ...) {
@@ -1610,12 +1641,12 @@ static void serve_accepted(WorkerState &w, int fd, int listener_index) {
 // SA_RESTART); a handler sees it pending through Worker::stopping().
 static void worker_loop(WorkerState &w) {
     const size_t listeners = w.config->listeners.size();
-    std::vector<int> fds;
-    for (const Listener &l : w.config->listeners) fds.push_back(l.fd);
-    fds.push_back(w.signal_read_end);
-    if (w.run->life_pipe[0] >= 0) fds.push_back(w.run->life_pipe[0]);
-    sys::Waiter waiter(fds, listeners);
-    std::vector<char> ready(fds.size());
+    sys::SmallArray<int, 8> fds(listeners + 1 + (w.run->life_pipe[0] >= 0));
+    for (size_t i = 0; i < listeners; i++) fds[i] = w.config->listeners[i].fd;
+    fds[listeners] = w.signal_read_end;
+    if (w.run->life_pipe[0] >= 0) fds[listeners + 1] = w.run->life_pipe[0];
+    sys::Waiter waiter(fds.data(), fds.size(), listeners);
+    sys::SmallArray<char, 8> ready(fds.size());
     int heartbeat_every = report_interval_ms(w.config->options);
     sigset_t serving, waiting;
     sigemptyset(&serving);
@@ -1625,7 +1656,7 @@ static void worker_loop(WorkerState &w) {
     while (!w.stop) {
         bool listening = w.listening.load();
         waiter.listen(listening);
-        if (waiter.wait(heartbeat_every, &waiting, ready) < 0) {
+        if (waiter.wait(heartbeat_every, &waiting, ready.data()) < 0) {
             w.logf(LogLevel::error, "worker wait: %s", strerror(errno));
             break;
         }

@@ -308,8 +308,8 @@ TEST(SysWrappers, WaitsReportEINTRAsNothingReady) {
     EXPECT_EQ(errno, EDOM);
 
     BlockingPipe third;
-    sys::Waiter waiter({third.fds[0]}, 0);
-    std::vector<char> ready(1);
+    sys::Waiter waiter(&third.fds[0], 1, 0);
+    char ready[1] = {1};
     EXPECT_EQ(interrupted([&] { return long(waiter.wait(-1, &none, ready)); }, third.fds[1]), 0);
     EXPECT_EQ(errno, EDOM);
     EXPECT_EQ(ready[0], 0);
