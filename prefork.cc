@@ -4054,15 +4054,24 @@ static void set_socket_timeout(int fd, int option, double seconds) {
 // Reads what is there into in, waiting at most a tick for it. > 0 bytes
 // read, 0 at EOF, -1 with errno EAGAIN when nothing came, else -1.
 static long read_some(Link &link, std::string &in) {
-    // Into a stack chunk, then only what came is appended: growing the
-    // string by the chunk would zero-fill (and so dirty) pages never used.
-    char chunk[4096];
+    // A head comes through a 1 KiB chunk on the stack, appended once it
+    // came: growing the string instead would zero-fill (and so dirty) pages
+    // no byte reaches, and a bigger chunk would take the worker's stack a
+    // page deeper, a page it would then own. Once a kilobyte is waiting (a
+    // long head, a body), reads go straight into the string, 16 KiB at a time.
+    char chunk[1024];
     for (;;) {
-        ssize_t n = sys::receive(link.fd, chunk, sizeof chunk, link.reads_wait);
-        if (n >= 0) {
-            in.append(chunk, size_t(n));
-            return long(n);
+        size_t used = in.size();
+        ssize_t n;
+        if (used < sizeof chunk) {
+            n = sys::receive(link.fd, chunk, sizeof chunk, link.reads_wait);
+            if (n > 0) in.append(chunk, size_t(n));
+        } else {
+            in.resize(used + 16384);
+            n = sys::receive(link.fd, &in[used], 16384, link.reads_wait);
+            in.resize(n > 0 ? used + size_t(n) : used);
         }
+        if (n >= 0) return long(n);
         if (errno == EWOULDBLOCK || errno == EINTR) errno = EAGAIN;
         if (errno != EAGAIN || link.reads_wait) return -1;
         set_socket_timeout(link.fd, SO_RCVTIMEO, link.tick_ms / 1000.0);
@@ -4968,11 +4977,22 @@ PREFORK_COLD static bool load_copy(ServiceState &in, CachedCopy &c, int fd, cons
     snprintf(c.modified, sizeof c.modified, "%s", in.mtime.at(st.st_mtime, http_date_pattern, false));
     c.mtime = st.st_mtime;
     c.exists = true;
-    c.fields = format("%sETag: %s\r\nLast-Modified: %s\r\n", vary ? "Vary: Accept-Encoding\r\n" : "", c.etag, c.modified);
-    c.validators = c.fields.size();
-    c.fields += format("Content-Type: %s\r\n", mime_type(relative));
-    if (index) c.fields += format("Content-Encoding: %s\r\n", copy_codings[index]);
-    c.fields += "Accept-Ranges: bytes\r\n";
+    // The fields are put together on the stack and stored with one malloc:
+    // every malloc in a worker may write a page it still shares.
+    char text[512];
+    int validators = snprintf(text, sizeof text, "%sETag: %s\r\nLast-Modified: %s\r\n",
+                              vary ? "Vary: Accept-Encoding\r\n" : "", c.etag, c.modified);
+    const char *rest = "Content-Type: %s\r\n%s%s%sAccept-Ranges: bytes\r\n", *coding = copy_codings[index];
+    int more = snprintf(text + validators, sizeof text - size_t(validators), rest, mime_type(relative),
+                        index ? "Content-Encoding: " : "", index ? coding : "", index ? "\r\n" : "");
+    if (more >= 0 && size_t(validators + more) < sizeof text) {
+        c.fields.assign(text, size_t(validators + more));
+    } else {  // a long media type
+        c.fields.assign(text, size_t(validators));
+        c.fields += format(rest, mime_type(relative), index ? "Content-Encoding: " : "", index ? coding : "",
+                           index ? "\r\n" : "");
+    }
+    c.validators = size_t(validators);
     return true;
 }
 
