@@ -196,6 +196,14 @@ TEST(HttpCheck, HostIsRequiredOnceIn11AndMustBeWellFormed) {
         EXPECT_EQ(c.rc, -1) << head;
         EXPECT_EQ(c.status, 400) << head;
         EXPECT_FALSE(c.info.keep_alive) << head;
+    }    // Every field byte inside a reg-name: accepted exactly when RFC 3986 allows it
+    // (unreserved, sub-delims, and % of a percent-encoding).
+    const std::string extras = "-._~!$&'()*+,;=%";
+    for (int b = 1; b < 256; b++) {
+        char ch = char(b);
+        if ((b < 0x20 && ch != '\t') || b == 0x7f) continue;  // not field bytes: the parser refuses them
+        bool allowed = (b < 128 && isalnum(b)) || extras.find(ch) != std::string::npos;
+        EXPECT_EQ(check(std::string("GET / HTTP/1.1\r\nHost: a") + ch + "b\r\n\r\n").rc, allowed ? 0 : -1) << b;
     }
 }
 
