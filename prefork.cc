@@ -4976,25 +4976,28 @@ PREFORK_COLD static bool load_copy(ServiceState &in, CachedCopy &c, int fd, cons
         if (got < c.content.size()) return false;
     }
     format_etag(st, copy_codings[index], c.etag);
-    snprintf(c.modified, sizeof c.modified, "%s", in.mtime.at(st.st_mtime, http_date_pattern, false));
+    const char *modified = in.mtime.at(st.st_mtime, http_date_pattern, false);
+    size_t length = strnlen(modified, sizeof c.modified - 1);
+    memcpy(c.modified, modified, length);
+    c.modified[length] = '\0';
     c.mtime = st.st_mtime;
     c.exists = true;
-    // The fields are put together on the stack and stored with one malloc:
-    // every malloc in a worker may write a page it still shares.
-    char text[512];
-    int validators = snprintf(text, sizeof text, "%sETag: %s\r\nLast-Modified: %s\r\n",
-                              vary ? "Vary: Accept-Encoding\r\n" : "", c.etag, c.modified);
-    const char *rest = "Content-Type: %s\r\n%s%s%sAccept-Ranges: bytes\r\n", *coding = copy_codings[index];
-    int more = snprintf(text + validators, sizeof text - size_t(validators), rest, mime_type(relative),
-                        index ? "Content-Encoding: " : "", index ? coding : "", index ? "\r\n" : "");
-    if (more >= 0 && size_t(validators + more) < sizeof text) {
-        c.fields.assign(text, size_t(validators + more));
-    } else {  // a long media type
-        c.fields.assign(text, size_t(validators));
-        c.fields += format(rest, mime_type(relative), index ? "Content-Encoding: " : "", index ? coding : "",
-                           index ? "\r\n" : "");
+    // Pieces appended with one malloc and no printf: every malloc in a worker
+    // may write a page it still shares, and vfprintf's frame alone would take
+    // the stack a page deeper. The first six are a 304's (validators).
+    bool coded = index > 0;
+    const std::string_view pieces[] = {vary ? "Vary: Accept-Encoding\r\n" : "", "ETag: ", c.etag,
+                                       "\r\nLast-Modified: ", c.modified, "\r\n", "Content-Type: ",
+                                       mime_type(relative), "\r\n", coded ? "Content-Encoding: " : "",
+                                       copy_codings[index], coded ? "\r\n" : "", "Accept-Ranges: bytes\r\n"};
+    size_t total = 0;
+    for (std::string_view piece : pieces) total += piece.size();
+    c.fields.clear();
+    c.fields.reserve(total);
+    for (size_t i = 0; i < sizeof pieces / sizeof pieces[0]; i++) {
+        if (i == 6) c.validators = c.fields.size();
+        c.fields.append(pieces[i].data(), pieces[i].size());
     }
-    c.validators = size_t(validators);
     return true;
 }
 
