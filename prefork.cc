@@ -721,20 +721,30 @@ LogFn log_to_stderr_at(LogLevel least) {
     };
 }
 
-static std::string format(const char *fmt, va_list args) {
-    char buffer[512];
+// fmt with args, in `line` when it fits (no malloc), else in *spill (long
+// lines, a big scoreboard, get the room they need). Returns the text.
+static const char *format_to(char (&line)[512], std::string *spill, const char *fmt, va_list args) {
     va_list again;
     va_copy(again, args);
-    int n = vsnprintf(buffer, sizeof buffer, fmt, args);
-    std::string out;
-    if (n >= 0 && size_t(n) < sizeof buffer) {
-        out = buffer;
-    } else if (n > 0) {  // long lines (a big scoreboard) get the room they need
-        out.resize(size_t(n) + 1);
-        vsnprintf(&out[0], out.size(), fmt, again);
-        out.resize(size_t(n));
+    int n = vsnprintf(line, sizeof line, fmt, args);
+    const char *text = line;
+    if (n < 0) {
+        line[0] = '\0';
+    } else if (size_t(n) >= sizeof line) {
+        spill->resize(size_t(n) + 1);
+        vsnprintf(&(*spill)[0], spill->size(), fmt, again);
+        spill->resize(size_t(n));
+        text = spill->c_str();
     }
     va_end(again);
+    return text;
+}
+
+static std::string format(const char *fmt, va_list args) {
+    char line[512];
+    std::string out;
+    const char *text = format_to(line, &out, fmt, args);
+    if (text == line) out = line;
     return out;
 }
 
@@ -1217,12 +1227,8 @@ struct detail::ServerState {
 static void vlog(const LogFn &log, LogLevel level, const char *fmt, va_list args) {
     if (!log) return;
     char line[512];
-    va_list again;
-    va_copy(again, args);
-    int n = vsnprintf(line, sizeof line, fmt, args);
-    if (n >= 0 && size_t(n) < sizeof line) log(level, line);
-    else log(level, format(fmt, again).c_str());
-    va_end(again);
+    std::string spill;
+    log(level, format_to(line, &spill, fmt, args));
 }
 
 void detail::WorkerState::logf(LogLevel level, const char *fmt, ...) {
