@@ -35,6 +35,7 @@
 #include <cstring>
 #include <ctime>
 #include <exception>
+#include <new>
 #include <type_traits>
 
 #include <arpa/inet.h>
@@ -3714,6 +3715,10 @@ struct HttpResponder {
         r.body_.clear();
         r.file(-1, 0, 0);
     }
+    static void reserve(HttpResponse &r, size_t fields, size_t body) {
+        r.fields_.reserve(fields);
+        r.body_.reserve(body);
+    }
     static std::string &body(HttpResponse &r) { return r.body_; }
     static const std::string &body(const HttpResponse &r) { return r.body_; }
     static const std::string &fields(const HttpResponse &r) { return r.fields_; }
@@ -3870,35 +3875,47 @@ struct AuthZone {
    old, through the same checks as at first, so a file changed, replaced,
    removed or made unreadable is served as it is within a second.
    HttpOptions::file_cache bounds the bytes the entries hold, at most
-   cache_entries_max are kept, and the least recently used makes room. */
+   cache_entries_max are kept, and the least recently used makes room.
+   The entries lie one after another in one store of that many bytes,
+   made with the service, before the fork: a worker's cache costs it the
+   pages its entries fill and no malloc, whose free lists and arena are
+   pages a worker would otherwise make its own. An entry is a CachedFile,
+   its path, then each copy's fields and bytes, found by offsets from the
+   entry's start, so that it moves by memmove when one before it goes. */
 static const size_t cache_file_max = 16384;
 static const size_t cache_entries_max = 64;
+// The largest store: room for 64 entries of three 16 KiB copies each, with
+// their paths and fields. A bigger file_cache could never be filled.
+static const size_t cache_store_max = 4 << 20;
 
 struct CachedCopy {
     bool exists = false;
-    int fd = -1;            // a copy over cache_file_max: sent from here
+    int fd = -1;                 // a copy over cache_file_max: sent from here
     uint64_t size = 0;
-    std::string content;    // else the copy itself
-    std::string fields;     // Vary, ETag, Last-Modified (a 304's), then Content-Type, ...
-    size_t validators = 0;  // the length of a 304's part of fields
+    uint32_t content_at = 0;     // else the copy itself, at this offset in the entry
+    uint32_t fields_at = 0;      // Vary, ETag, Last-Modified (a 304's), then Content-Type, ...
+    uint32_t fields_size = 0;
+    uint32_t validators = 0;     // the length of a 304's part of the fields
     char etag[48];
     char modified[sizeof CachedTime::text];  // Last-Modified's value
     time_t mtime = 0;
-    CachedCopy() = default;
-    CachedCopy(const CachedCopy &) = delete;
-    PREFORK_COLD ~CachedCopy() {
-        if (fd >= 0) sys::close(fd);
-    }
 };
 
 struct CachedFile {
-    size_t mount;
-    std::string path;      // as requested (ctx.path): "/static" is not "/static/"
+    size_t mount = 0;
+    size_t path_size = 0;  // the path as requested (ctx.path: "/static" is not "/static/") follows
     CachedCopy copies[3];  // the file, NAME.br, NAME.gz
-    int64_t loaded_ms;
-    uint64_t used;         // in.cache_clock when last served
-    size_t bytes;          // what the entry counts for against file_cache
+    int64_t loaded_ms = 0;
+    uint64_t used = 0;     // in.cache_clock when last served
+    size_t bytes = 0;      // the entry's length in the store, a multiple of alignof(CachedFile)
+    std::string_view at(size_t offset, size_t length) const {
+        return {reinterpret_cast<const char *>(this) + offset, length};
+    }
+    std::string_view path() const { return at(sizeof *this, path_size); }
+    std::string_view content(const CachedCopy &c) const { return at(c.content_at, size_t(c.size)); }
+    std::string_view fields(const CachedCopy &c) const { return at(c.fields_at, c.fields_size); }
 };
+static_assert(std::is_trivially_copyable<CachedFile>::value, "entries move by memmove");
 
 struct ServiceState {
     std::vector<std::unique_ptr<Route>> routes;  // by pointer: growing the list moves no Route
@@ -3932,11 +3949,12 @@ struct ServiceState {
     std::string document_root;    // the directory served at "/", absolute: CGI's DOCUMENT_ROOT
     std::vector<std::unique_ptr<AuthZone>> auth_zones;  // require_auth()'s prefixes
     std::string remote_user;           // whom this request authenticated as ("": nobody), for the log
-    std::unique_ptr<CachedFile> cache[cache_entries_max];  // the file cache: small files, ready to send
-    size_t cached = 0;                               // entries in use, cache[0, cached)
-    size_t cache_bytes = 0;                          // what its entries count for
-    uint64_t cache_clock = 0;                        // counts the answers it gave (for CachedFile::used)
-    PREFORK_COLD ~ServiceState() = default;
+    std::unique_ptr<char[]> cache_store;  // the file cache: its entries, one after another
+    size_t cache_capacity = 0;            // the store's bytes (0: no cache)
+    size_t cache_used = 0;                // what the entries take, from the store's start
+    size_t cached = 0;                    // how many there are
+    uint64_t cache_clock = 0;             // counts the answers it gave (for CachedFile::used)
+    ~ServiceState();
 };
 
 struct HttpService::Internals : ServiceState {};
@@ -3944,6 +3962,14 @@ struct HttpService::Internals : ServiceState {};
 PREFORK_COLD HttpService::HttpService(const HttpOptions &options) : options_(options), in_(new Internals) {
     in_->in.reserve(32768);
     in_->out.reserve(1024);
+    // Room for the fields and the body of a cached file's answer: a worker
+    // answering from its cache then never calls malloc, whose free lists
+    // and arena are pages it would otherwise make its own. Not written here,
+    // nor the store's: a page is a worker's once it fills it.
+    HttpResponder::reserve(in_->response, 1024, cache_file_max);
+    size_t store = std::min(options.file_cache, cache_store_max) / alignof(CachedFile) * alignof(CachedFile);
+    if (store) in_->cache_store.reset(new (std::nothrow) char[store]);
+    in_->cache_capacity = in_->cache_store ? store : 0;  // no memory for it: no cache
 }
 
 PREFORK_COLD HttpService::~HttpService() {
@@ -4943,10 +4969,25 @@ static bool select_range(ServiceState &in, const HttpContext &ctx, HttpResponse 
     return !range.data() || apply_range(in, ctx, r, range, size, etag, modified, from, length);
 }
 
-// Forgets the cache's entry i; the last one takes its place.
-PREFORK_COLD static void drop_cached(ServiceState &in, size_t i) {
-    in.cache_bytes -= in.cache[i]->bytes;
-    in.cache[i] = std::move(in.cache[--in.cached]);
+static CachedFile *cache_entry(ServiceState &in, size_t at) {
+    return reinterpret_cast<CachedFile *>(&in.cache_store[at]);
+}
+
+// Forgets the entry at offset at: its descriptors are closed, and the
+// entries after it move down over it, with the following bytes of an entry
+// being built past the last one.
+PREFORK_COLD static void drop_cached(ServiceState &in, size_t at, size_t following) {
+    CachedFile *f = cache_entry(in, at);
+    for (const CachedCopy &c : f->copies)
+        if (c.fd >= 0) sys::close(c.fd);
+    size_t bytes = f->bytes;
+    memmove(f, &in.cache_store[at + bytes], in.cache_used - at - bytes + following);
+    in.cache_used -= bytes;
+    in.cached--;
+}
+
+PREFORK_COLD ServiceState::~ServiceState() {
+    while (cached) drop_cached(*this, 0, 0);
 }
 
 // The entry for the request path (ctx.path) served from the mount, while it
@@ -4955,67 +4996,112 @@ PREFORK_COLD static void drop_cached(ServiceState &in, size_t i) {
 // open for long by a descriptor kept here.
 static CachedFile *cached_file(ServiceState &in, size_t mount, std::string_view path) {
     int64_t now = now_ms();
-    for (size_t i = 0; i < in.cached;) {
-        CachedFile &f = *in.cache[i];
-        if (now - f.loaded_ms >= 1000) {
-            drop_cached(in, i);  // the last entry moves to i: look at it next
-        } else if (f.mount == mount && f.path == path) {
-            return &f;
+    for (size_t at = 0; at < in.cache_used;) {
+        CachedFile *f = cache_entry(in, at);
+        if (now - f->loaded_ms >= 1000) {
+            drop_cached(in, at, 0);  // the next entry moves to at: look at it next
+        } else if (f->mount == mount && f->path() == path) {
+            return f;
         } else {
-            i++;
+            at += f->bytes;
         }
     }
     return nullptr;
 }
 
-// Fills the copy from fd (taken), whose fstat is st: its content, ETag and
-// fields. false when the file shrank under us.
-PREFORK_COLD static bool load_copy(ServiceState &in, CachedCopy &c, int fd, const struct stat &st,
-                                   const std::string &relative, int index, bool vary) {
-    c.size = uint64_t(st.st_size);
-    if (c.size > cache_file_max) {
-        c.fd = fd;
-    } else {
-        c.content.resize(size_t(c.size));
-        size_t got = read_file_at(fd, &c.content[0], c.content.size(), 0);
-        sys::close(fd);
-        if (got < c.content.size()) return false;
-    }
-    format_etag(st, copy_codings[index], c.etag);
-    const char *modified = in.mtime.at(st.st_mtime, http_date_pattern, false);
-    size_t length = strnlen(modified, sizeof c.modified - 1);
-    memcpy(c.modified, modified, length);
-    c.modified[length] = '\0';
-    c.mtime = st.st_mtime;
-    c.exists = true;
-    // Pieces appended with one malloc and no printf: every malloc in a worker
-    // may write a page it still shares, and vfprintf's frame alone would take
-    // the stack a page deeper. The first six are a 304's (validators).
-    bool coded = index > 0;
-    const std::string_view pieces[] = {vary ? "Vary: Accept-Encoding\r\n" : "", "ETag: ", c.etag,
-                                       "\r\nLast-Modified: ", c.modified, "\r\n", "Content-Type: ",
-                                       mime_type(relative), "\r\n", coded ? "Content-Encoding: " : "",
-                                       copy_codings[index], coded ? "\r\n" : "", "Accept-Ranges: bytes\r\n"};
-    size_t total = 0;
-    for (std::string_view piece : pieces) total += piece.size();
-    c.fields.clear();
-    c.fields.reserve(total);
-    for (size_t i = 0; i < sizeof pieces / sizeof pieces[0]; i++) {
-        if (i == 6) c.validators = c.fields.size();
-        c.fields.append(pieces[i].data(), pieces[i].size());
-    }
+// The offset of the least recently used entry (there is one).
+PREFORK_COLD static size_t oldest_cached(ServiceState &in) {
+    size_t oldest = 0;
+    for (size_t at = 0; at < in.cache_used; at += cache_entry(in, at)->bytes)
+        if (cache_entry(in, at)->used < cache_entry(in, oldest)->used) oldest = at;
+    return oldest;
+}
+
+// Makes room for the entry being built past the last one, building bytes
+// so far, to grow by more: the least recently used entries go (and the new
+// one moves down with the others). false, none dropped, when it would not
+// fit in the store alone.
+PREFORK_COLD static bool make_room(ServiceState &in, size_t building, size_t more) {
+    if (building + more > in.cache_capacity) return false;
+    while (in.cache_used + building + more > in.cache_capacity) drop_cached(in, oldest_cached(in), building);
     return true;
+}
+
+// The fields a copy is answered with, in pieces: the first six are a 304's
+// (the validators). Pieces, not printf: vfprintf's frame alone would take a
+// worker's stack a page deeper.
+static const size_t copy_field_count = 13, copy_validator_count = 6;
+PREFORK_COLD static void copy_fields(const CachedCopy &c, const std::string &relative, int index, bool vary,
+                                     std::string_view (&pieces)[copy_field_count]) {
+    bool coded = index > 0;
+    const std::string_view all[copy_field_count] = {
+        vary ? "Vary: Accept-Encoding\r\n" : "", "ETag: ", c.etag, "\r\nLast-Modified: ", c.modified, "\r\n",
+        "Content-Type: ", mime_type(relative), "\r\n", coded ? "Content-Encoding: " : "", copy_codings[index],
+        coded ? "\r\n" : "", "Accept-Ranges: bytes\r\n"};
+    std::copy(all, all + copy_field_count, pieces);
+}
+
+// Adds copy index of the entry being built (building bytes so far) from
+// fd (taken), whose fstat is st: its ETag and fields, and its content or
+// its descriptor. false when it does not fit or the file shrank under us.
+PREFORK_COLD static bool load_copy(ServiceState &in, size_t *building, int fd, const struct stat &st,
+                                   const std::string &relative, int index, bool vary) {
+    CachedCopy *c = &cache_entry(in, in.cache_used)->copies[index];
+    c->size = uint64_t(st.st_size);
+    format_etag(st, copy_codings[index], c->etag);
+    const char *modified = in.mtime.at(st.st_mtime, http_date_pattern, false);
+    size_t length = strnlen(modified, sizeof c->modified - 1);
+    memcpy(c->modified, modified, length);
+    c->modified[length] = '\0';
+    c->mtime = st.st_mtime;
+    std::string_view pieces[copy_field_count];
+    copy_fields(*c, relative, index, vary, pieces);
+    size_t fields = 0;
+    for (std::string_view piece : pieces) fields += piece.size();
+    size_t content = c->size > cache_file_max ? 0 : size_t(c->size);
+    if (!make_room(in, *building, fields + content)) {
+        sys::close(fd);
+        return false;
+    }
+    CachedFile *f = cache_entry(in, in.cache_used);  // moved down if entries went
+    c = &f->copies[index];
+    copy_fields(*c, relative, index, vary, pieces);
+    char *to = reinterpret_cast<char *>(f) + *building;
+    c->fields_at = uint32_t(*building);
+    for (size_t i = 0; i < copy_field_count; i++) {
+        if (i == copy_validator_count) c->validators = uint32_t(to - (reinterpret_cast<char *>(f) + c->fields_at));
+        to = std::copy(pieces[i].begin(), pieces[i].end(), to);
+    }
+    c->fields_size = uint32_t(fields);
+    *building += fields;
+    c->exists = true;
+    if (c->size > cache_file_max) {
+        c->fd = fd;
+        return true;
+    }
+    c->content_at = uint32_t(*building);
+    *building += content;
+    size_t got = read_file_at(fd, to, content, 0);
+    sys::close(fd);
+    return got == content;
 }
 
 // Keeps the file at relative (fd, taken, and its fstat st), and its copies
 // when they may be sent, for the request path served from the mount,
-// making room: the new entry, or null when it is over file_cache or a
-// copy would not load.
+// making room: the new entry, or null when it does not fit or a copy would
+// not load.
 PREFORK_COLD static CachedFile *cache_file(ServiceState &in, const HttpOptions &o, size_t mount, std::string_view path,
                                            const std::string &relative, int fd, const struct stat &st) {
-    std::unique_ptr<CachedFile> f(new CachedFile);
+    if (in.cached == cache_entries_max) drop_cached(in, oldest_cached(in), 0);
+    size_t building = sizeof(CachedFile) + path.size();
+    if (!make_room(in, 0, building)) {
+        sys::close(fd);
+        return nullptr;
+    }
+    CachedFile *f = new (cache_entry(in, in.cache_used)) CachedFile;
     f->mount = mount;
-    f->path.assign(path.data(), path.size());
+    f->path_size = path.size();
+    memcpy(f + 1, path.data(), path.size());
     bool vary = o.precompressed && may_have_copies(relative), loaded = true;
     struct stat copy_st = st;
     std::string name = relative;
@@ -5024,22 +5110,20 @@ PREFORK_COLD static CachedFile *cache_file(ServiceState &in, const HttpOptions &
             fd = vary ? open_copy(in.roots[mount], name, copy_suffixes[i], &copy_st) : -1;
             if (fd < 0) continue;
         }
-        loaded = load_copy(in, f->copies[i], fd, copy_st, relative, i, vary);
+        loaded = load_copy(in, &building, fd, copy_st, relative, i, vary);
     }
-    if (!loaded) return nullptr;
-    f->bytes = sizeof(CachedFile) + f->path.size();
-    for (const CachedCopy &c : f->copies) f->bytes += c.content.size() + c.fields.size();
-    if (f->bytes > o.file_cache) return nullptr;
-    while (in.cached && (in.cache_bytes + f->bytes > o.file_cache || in.cached == cache_entries_max)) {
-        size_t oldest = 0;
-        for (size_t i = 1; i < in.cached; i++)
-            if (in.cache[i]->used < in.cache[oldest]->used) oldest = i;
-        drop_cached(in, oldest);
+    f = cache_entry(in, in.cache_used);
+    if (!loaded) {
+        for (const CachedCopy &c : f->copies)
+            if (c.fd >= 0) sys::close(c.fd);
+        return nullptr;
     }
+    // The store's size is a multiple of the alignment, so the padding fits.
+    f->bytes = (building + alignof(CachedFile) - 1) / alignof(CachedFile) * alignof(CachedFile);
     f->loaded_ms = now_ms();
-    in.cache_bytes += f->bytes;
-    in.cache[in.cached] = std::move(f);
-    return in.cache[in.cached++].get();
+    in.cache_used += f->bytes;
+    in.cached++;
+    return f;
 }
 
 // Answers from the entry: the copy Accept-Encoding prefers, whole, a range
@@ -5054,14 +5138,14 @@ static void answer_cached(ServiceState &in, CachedFile &f, const HttpContext &ct
     }
     if (copy_is_current(ctx, c->etag, c->mtime)) {
         r.status(304);
-        HttpResponder::set_fields(r, std::string_view(c->fields).substr(0, c->validators));
+        HttpResponder::set_fields(r, f.fields(*c).substr(0, c->validators));
         return;
     }
-    HttpResponder::set_fields(r, c->fields);
+    HttpResponder::set_fields(r, f.fields(*c));
     uint64_t from, length;
     if (!select_range(in, ctx, r, c->size, c->etag, c->modified, &from, &length)) return;
     if (c->fd >= 0) HttpResponder::borrowed_file(r, c->fd, from, length);
-    else HttpResponder::body(r).assign(c->content, size_t(from), size_t(length));
+    else HttpResponder::body(r).assign(f.content(*c).substr(size_t(from), size_t(length)));
 }
 
 // Answers from the disk what the cache does not hold: opens the file, and
@@ -5076,7 +5160,7 @@ PREFORK_COLD static void serve_uncached(ServiceState &in, const HttpOptions &o, 
     struct stat st;
     int fd = open_servable(in, in.roots[mount], ctx, r, relative, &st, o.autoindex);
     if (fd < 0) return;
-    if (o.file_cache) {
+    if (in.cache_capacity) {
         if (CachedFile *f = cache_file(in, o, mount, ctx.path, relative, fd, st)) return answer_cached(in, *f, ctx, r);
         fd = open_servable(in, in.roots[mount], ctx, r, relative.assign(below), &st, o.autoindex);
         if (fd < 0) return;
@@ -5122,7 +5206,7 @@ static void serve_file(ServiceState &in, size_t mount, HttpContext &ctx, HttpRes
         return;
     }
     const HttpOptions &o = *HttpResponder::stream(r)->options;  // answer() attaches the stream
-    CachedFile *f = o.file_cache ? cached_file(in, mount, ctx.path) : nullptr;
+    CachedFile *f = in.cache_capacity ? cached_file(in, mount, ctx.path) : nullptr;
     if (f) return answer_cached(in, *f, ctx, r);
     serve_uncached(in, o, mount, ctx, r);
 }

@@ -658,7 +658,10 @@
                                 (see serve_directory).
      file_cache [64 KiB]        Static files: each worker keeps the files it
                                 serves, a copy of up to 16 KiB in memory
-                                (up to this many bytes in all), a bigger
+                                (up to this many bytes in all, in one
+                                block made with the service, at most
+                                4 MiB: a worker touches only the pages
+                                its entries fill, and no malloc), a bigger
                                 one as an open descriptor, the least
                                 recently used making room (64 entries at
                                 most), and answers without opening or

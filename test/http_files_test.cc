@@ -596,6 +596,38 @@ TEST(HttpFileCache, AnswersAreTheSameFromMemoryAsFromTheDisk) {
     EXPECT_EQ(log_without_times(small), disk_log);
 }
 
+// More files than the cache holds, asked for in a shuffled order: entries
+// are dropped from the front, the middle and the end of the store, the ones
+// after them move down, and every answer is still the file, whole. Once
+// with a store of 6000 bytes (a few entries at a time) and once with the
+// default 64 KiB, where the bound of 64 entries is what drops them.
+TEST(HttpFileCache, FilesComeBackWholeWhileOthersAreDroppedAroundThem) {
+    NEED_HTTPD();
+    Site site;
+    const int files = 80;
+    auto content = [](int i) {
+        std::string text;
+        for (int n = 0; text.size() < size_t(1 + i * 37 % 1900); n++) text += std::to_string(i) + ":" + std::to_string(n) + " ";
+        return text;
+    };
+    for (int i = 0; i < files; i++) site.file("f" + std::to_string(i) + ".txt", content(i));
+    site.file("big.bin", std::string(20000, 'b'));  // a descriptor among them
+    for (const char *size : {"6000", "65536"}) {
+        Httpd h(one_worker(site, {"--file-cache", size}));
+        ASSERT_TRUE(h.running()) << h.stderr_text();
+        unsigned seed = 12345;
+        for (int n = 0; n < 400; n++) {
+            seed = seed * 1103515245 + 12345;
+            int i = int(seed >> 16) % (files + 1);
+            std::string target = i == files ? "/big.bin" : "/f" + std::to_string(i) + ".txt";
+            Response r = ask(h, target);
+            ASSERT_EQ(r.status, 200) << target << " with --file-cache " << size;
+            ASSERT_EQ(r.body, i == files ? std::string(20000, 'b') : content(i)) << target << " with --file-cache " << size;
+            ASSERT_EQ(r.fields["content-length"], std::to_string(r.body.size())) << target;
+        }
+    }
+}
+
 // A big file's descriptor, kept by the cache, is let go once its second is
 // up and the worker serves any other file: a file removed from the disk is
 // not held open by the workers that served it.
