@@ -29,9 +29,10 @@
 #                     3: the 100 KiB figure is wrk's limit for every server,
 #                     and one server's three rounds of it have ranged from
 #                     30k to 49k req/s on this noisy machine)
-#   BENCH_BUDGET=600  seconds the measurements may take (rounds are dropped
-#                     to fit; five rounds and the 1,000-client runs take
-#                     about 450)
+#   BENCH_BUDGET=660  seconds the measurements may take (rounds are dropped
+#                     to fit, by an estimate of 12 s per server and 8 s
+#                     per run that the runs undercut: five rounds and the
+#                     1,000-client runs take about 500 s)
 #   BENCH_ORDER=reverse  the servers start and take turns in the opposite
 #                     order (default forward: httpd, apache, nginx, lighttpd)
 #   BENCH_C1000=0     skip the 1,000-client runs
@@ -57,4 +58,4 @@ run_python bench_http.py \
     --wrk "$WRK" --order "${BENCH_ORDER:-forward}" --c1000 "${BENCH_C1000:-1}" \
     --threads "${BENCH_THREADS:-1}" --connections "${BENCH_CONNECTIONS:-50}" \
     --duration "${BENCH_DURATION:-5}" --repeats "${BENCH_REPEATS:-5}" \
-    --budget "${BENCH_BUDGET:-600}"
+    --budget "${BENCH_BUDGET:-660}"

@@ -480,7 +480,7 @@ def main():
     ap.add_argument("--connections", type=int, default=50)
     ap.add_argument("--duration", type=int, default=5, help="seconds per measured wrk run")
     ap.add_argument("--repeats", type=int, default=5)
-    ap.add_argument("--budget", type=float, default=600, help="seconds for the whole run")
+    ap.add_argument("--budget", type=float, default=660, help="seconds for the whole run")
     ap.add_argument("--order", choices=("forward", "reverse"), default="forward",
                     help="the order the servers start and take turns in")
     ap.add_argument("--c1000", type=int, default=1, help="0 skips the 1,000-client section")
