@@ -5066,10 +5066,10 @@ PREFORK_COLD static bool load_copy(ServiceState &in, size_t *building, int fd, c
     CachedFile *f = cache_entry(in, in.cache_used);  // moved down if entries went
     c = &f->copies[index];
     copy_fields(*c, relative, index, vary, pieces);
-    char *to = reinterpret_cast<char *>(f) + *building;
+    char *start = reinterpret_cast<char *>(f) + *building, *to = start;
     c->fields_at = uint32_t(*building);
     for (size_t i = 0; i < copy_field_count; i++) {
-        if (i == copy_validator_count) c->validators = uint32_t(to - (reinterpret_cast<char *>(f) + c->fields_at));
+        if (i == copy_validator_count) c->validators = uint32_t(to - start);
         to = std::copy(pieces[i].begin(), pieces[i].end(), to);
     }
     c->fields_size = uint32_t(fields);
