@@ -68,6 +68,9 @@ STARTUP static void usage(FILE *out) {
             "  --error-log PATH|-            where log lines go (- is stderr, the default)\n"
             "  --pid-file PATH               write the parent's pid there while it runs\n"
             "  --user NAME                   run as this user once the listeners are bound\n"
+            "  --no-batch-scheduling         workers keep the normal scheduling policy (by\n"
+            "                                default they are batch processes, Linux SCHED_BATCH:\n"
+            "                                one woken under load does not preempt another)\n"
             "  --single-process              serve in one process, no fork (debugging)\n"
             "  --debug-scoreboard            log the scoreboard every second\n"
             "  --config FILE                 options from FILE, a \"name value\" per line (the\n"
@@ -147,8 +150,16 @@ struct ErrorPage {
 
 // Everything the command line says, and what main() derives from it. It
 // lives in main() as long as the server does: the hooks read it.
-struct Config {
+// The library's defaults, but workers run as batch processes: they serve
+// short requests, and one woken under load should not preempt another.
+STARTUP static prefork::Options pool_defaults() {
     prefork::Options options;
+    options.batch_scheduling = true;
+    return options;
+}
+
+struct Config {
+    prefork::Options options = pool_defaults();
     prefork::HttpOptions http_options;
     std::vector<std::string> listens;
     std::string docroot;
@@ -296,6 +307,7 @@ STARTUP static bool set_flag(Config &config, const std::string &name) {
         {"--debug-scoreboard", &config.options.debug_scoreboard, true},
         {"--no-precompressed", &config.http_options.precompressed, false},
         {"--autoindex", &config.http_options.autoindex, true},
+        {"--no-batch-scheduling", &config.options.batch_scheduling, false},
     };
     for (const Flag &flag : flags)
         if (name == flag.name) {

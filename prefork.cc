@@ -61,6 +61,7 @@
 #ifdef __linux__
 #include <linux/openat2.h>
 #include <sys/epoll.h>
+#include <sched.h>
 #include <sys/prctl.h>
 #include <sys/sendfile.h>
 #include <sys/syscall.h>
@@ -516,6 +517,19 @@ static bool parent_gone(pid_t parent) {
     return false;
 #else
     return getppid() != parent;
+#endif
+}
+
+// Makes the calling process a batch one (Linux SCHED_BATCH) if it has the
+// normal policy; one an operator chose (chrt) stays. Its wake-ups then do not
+// preempt the process running on the core: a worker woken by a request waits
+// until the worker in the middle of its own request blocks, which costs one
+// context switch instead of two, and the waker no interrupt. Elsewhere
+// nothing.
+static void use_batch_scheduling() {
+#if defined(__linux__) && defined(SCHED_BATCH)
+    sched_param none{};
+    if (sched_getscheduler(0) == SCHED_OTHER) sched_setscheduler(0, SCHED_BATCH, &none);
 #endif
 }
 
@@ -1953,6 +1967,7 @@ PREFORK_COLD static void serve_backlog(WorkerState &w, const std::vector<Accepte
     s.run.signal_pipe[1] = -1;
     w.signal_read_end = own[0];
     sys::set_parent_death_signal(SIGTERM);
+    if (s.config.options.batch_scheduling) sys::use_batch_scheduling();
     sigprocmask(SIG_SETMASK, &old_mask, nullptr);
     if (getppid() != s.run.parent_pid) _exit(0);  // the parent died while we forked
 
