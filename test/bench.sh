@@ -31,8 +31,8 @@
 #                     30k to 49k req/s on this noisy machine)
 #   BENCH_BUDGET=660  seconds the measurements may take (rounds are dropped
 #                     to fit, by an estimate of 12 s per server and 8 s
-#                     per run that the runs undercut: five rounds without
-#                     the 1,000-client runs took 453 s, four with them 423)
+#                     per run that the runs undercut: five rounds with
+#                     the 1,000-client runs took 506 and 507 s)
 #   BENCH_ORDER=reverse  the servers start and take turns in the opposite
 #                     order (default forward: httpd, apache, nginx, lighttpd)
 #   BENCH_C1000=0     skip the 1,000-client runs
