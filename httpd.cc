@@ -148,8 +148,6 @@ struct ErrorPage {
     std::string type, body;
 };
 
-// Everything the command line says, and what main() derives from it. It
-// lives in main() as long as the server does: the hooks read it.
 // The library's defaults, but workers run as batch processes: they serve
 // short requests, and one woken under load should not preempt another.
 STARTUP static prefork::Options pool_defaults() {
@@ -158,6 +156,8 @@ STARTUP static prefork::Options pool_defaults() {
     return options;
 }
 
+// Everything the command line says, and what main() derives from it. It
+// lives in main() as long as the server does: the hooks read it.
 struct Config {
     prefork::Options options = pool_defaults();
     prefork::HttpOptions http_options;

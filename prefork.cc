@@ -48,6 +48,7 @@
 #include <poll.h>
 #include <pwd.h>
 #include <regex.h>
+#include <sched.h>
 #include <sys/ipc.h>
 #include <sys/resource.h>
 #include <sys/sem.h>
@@ -61,7 +62,6 @@
 #ifdef __linux__
 #include <linux/openat2.h>
 #include <sys/epoll.h>
-#include <sched.h>
 #include <sys/prctl.h>
 #include <sys/sendfile.h>
 #include <sys/syscall.h>

@@ -739,7 +739,7 @@
                                 silent client to begin.
      batch_scheduling [false]   Workers run as batch processes (Linux
                                 SCHED_BATCH; elsewhere nothing) unless
-                                started with another policy than the normal
+                                forked with a policy other than the normal
                                 one: a worker woken by a connection or a
                                 request does not preempt the one running on
                                 its core, which finishes first. Under load on
@@ -748,14 +748,16 @@
                                 worker waits for a process running long on
                                 its core until the scheduler's next slice (a
                                 few ms) instead of preempting it. Processes
-                                a handler starts (CGI) inherit it.
+                                a handler starts (CGI) inherit it. Not in
+                                single_process mode.
      single_process [false]     No fork: the worker loop runs in run()'s own
                                 process (debugging, deterministic tests),
                                 with one slot. The init hooks, on_ready() and
                                 the handler run as in a pool; what a parent
                                 does does not happen: no spares, watchdog,
                                 recycling, restart, upgrade, systemd
-                                notification or scoreboard log.
+                                notification, batch scheduling or
+                                scoreboard log.
      debug_scoreboard [false]   Log the scoreboard every second (debug).
 
    SIGNALS (to the parent)
@@ -803,8 +805,8 @@
      semtimedop, PR_SET_PDEATHSIG, SEM_STAT (to remove a semaphore set left
      by a parent that was killed with SIGKILL), epoll with EPOLLEXCLUSIVE
      (idle workers wait on the listeners so that a new connection wakes one
-     of them, not all), TCP_DEFER_ACCEPT, openat2 and sendfile; elsewhere
-     poll(), a lock wait that polls every millisecond, getppid() for the
+     of them, not all), TCP_DEFER_ACCEPT, openat2, sendfile and
+     SCHED_BATCH; elsewhere poll(), a lock wait that polls every millisecond, getppid() for the
      parent's death, a component-by-component open and pread, and no sweep
      of stale semaphore sets. max_rss_kib is compared with getrusage()'s
      ru_maxrss, which macOS counts in bytes. Compiles with -fno-exceptions

@@ -28,7 +28,7 @@
 #   BENCH_REPEATS=5   rounds: runs per figure, the median counts (5, not
 #                     3: the 100 KiB figure is wrk's limit for every server,
 #                     and one server's three rounds of it have ranged from
-#                     30k to 49k req/s on this noisy machine)
+#                     30k to 49k req/s on this noisy machine, on 1241638)
 #   BENCH_BUDGET=660  seconds the measurements may take (rounds are dropped
 #                     to fit, by an estimate of 12 s per server and 8 s
 #                     per run that the runs undercut: five rounds with

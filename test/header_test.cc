@@ -19,6 +19,7 @@ TEST(Header, DefaultsMatchTheManual) {
     EXPECT_EQ(o.max_rss_kib, 0);
     EXPECT_EQ(o.kill_grace, 2);
     EXPECT_FALSE(o.shutdown_on_error);
+    EXPECT_FALSE(o.batch_scheduling);
     EXPECT_FALSE(o.single_process);
     EXPECT_FALSE(o.debug_scoreboard);
     EXPECT_EQ(o.max_clients_per_ip, 0);

@@ -9,6 +9,7 @@
 #include <vector>
 
 #include <netinet/in.h>
+#include <sched.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -83,6 +84,43 @@ TEST(HttpdConfig, TheFileSetsOptionsAndTheCommandLineWins) {
 }
 
 // A bad line is refused at start with the file and line named, exit 2.
+// httpd's workers are batch processes (Linux SCHED_BATCH) unless
+// no-batch-scheduling is given, on the command line or in the file; the
+// parent keeps the normal policy. One worker: the one that answered is
+// past the point where it sets its policy.
+TEST(HttpdConfig, WorkersAreBatchProcessesUnlessToldOnTheCommandLineOrInTheFile) {
+    NEED_HTTPD();
+#ifndef SCHED_BATCH
+    GTEST_SKIP() << "no SCHED_BATCH here";
+#else
+    ConfigDir dir;
+    dir.write("httpd.conf", "no-batch-scheduling\n");
+    struct Case { const char *how; std::vector<std::string> args; int policy; };
+    const Case cases[] = {
+        {"default", {}, SCHED_BATCH},
+        {"--no-batch-scheduling", {"--no-batch-scheduling"}, SCHED_OTHER},
+        {"in the file", {"--config", dir.file()}, SCHED_OTHER},
+    };
+    for (const Case &c : cases) {
+        SCOPED_TRACE(c.how);
+        std::vector<std::string> args = c.args;
+        for (const char *a : {"--listen", "unix:@/s.sock", "--start-servers", "1", "--min-spare-servers", "1",
+                              "--max-spare-servers", "1", "--max-clients", "1"})
+            args.push_back(a);
+        args.push_back(dir.path + "/www");
+        Httpd h(args);
+        ASSERT_TRUE(h.ready()) << h.stderr_text();
+        EXPECT_EQ(body_of(h, "/page.txt"), "from www\n");
+        std::string children = slurp("/proc/" + std::to_string(h.pid()) + "/task/" + std::to_string(h.pid()) + "/children");
+        std::istringstream pids(children);
+        pid_t worker = -1;
+        ASSERT_TRUE(pids >> worker) << "no worker";
+        EXPECT_EQ(sched_getscheduler(worker), c.policy) << "worker " << worker;
+        EXPECT_EQ(sched_getscheduler(h.pid()), SCHED_OTHER);
+    }
+#endif
+}
+
 TEST(HttpdConfig, ABadLineNamesTheFileAndLine) {
     NEED_HTTPD();
     ConfigDir d;

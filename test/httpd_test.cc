@@ -29,7 +29,6 @@
 #include <sys/prctl.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
-#include <sched.h>
 #include <unistd.h>
 
 using harness::Client;
@@ -181,33 +180,6 @@ TEST(HttpdProgram, UserDropsPrivilegesAfterBinding) {
     Client c(h.address());  // and it still serves, as nobody
     ASSERT_TRUE(c.send("GET /missing HTTP/1.1\r\nHost: x\r\n\r\n"));
     EXPECT_EQ(c.line(), "HTTP/1.1 404 Not Found\r");
-}
-
-// httpd's workers are batch processes (Linux SCHED_BATCH) unless
-// --no-batch-scheduling; the parent keeps the normal policy either way.
-TEST(HttpdProgram, WorkersAreBatchProcessesUnlessTold) {
-    NEED_HTTPD();
-#ifndef SCHED_BATCH
-    GTEST_SKIP() << "no SCHED_BATCH here";
-#else
-    for (bool batch : {true, false}) {
-        SCOPED_TRACE(batch ? "default" : "--no-batch-scheduling");
-        std::vector<std::string> args = {"--listen", "unix:@/s.sock", "--start-servers", "2", "@"};
-        if (!batch) args.insert(args.begin(), "--no-batch-scheduling");
-        Httpd h(args);
-        ASSERT_TRUE(h.ready()) << h.stderr_text();
-        std::string children_file = "/proc/" + std::to_string(h.pid()) + "/task/" + std::to_string(h.pid()) + "/children";
-        pid_t worker = -1;
-        ASSERT_TRUE(eventually([&] {
-            std::istringstream pids(slurp(children_file));
-            return pids >> worker && sched_getscheduler(worker) == (batch ? SCHED_BATCH : SCHED_OTHER);
-        })) << "worker " << worker << ": policy " << sched_getscheduler(worker);
-        EXPECT_EQ(sched_getscheduler(h.pid()), SCHED_OTHER);
-        Client c(h.address());
-        ASSERT_TRUE(c.send("GET /missing HTTP/1.1\r\nHost: x\r\n\r\n"));
-        EXPECT_EQ(c.line(), "HTTP/1.1 404 Not Found\r");
-    }
-#endif
 }
 
 // Root without --user runs as www-data (else nobody), says so, and warns

@@ -192,6 +192,31 @@ TEST(SysWrappers, EveryDescriptorIsBornCloseOnExec) {
     for (int fd : fds) sys::close(fd);
 }
 
+// A process of the normal policy becomes a batch one; one given another
+// policy before (here SCHED_IDLE, as by chrt --idle) keeps it. In a child:
+// a process cannot always go back from SCHED_IDLE.
+TEST(SysWrappers, BatchSchedulingKeepsAPolicyChosenBefore) {
+#ifndef SCHED_BATCH
+    GTEST_SKIP() << "no SCHED_BATCH here";
+#else
+    for (int before : {SCHED_OTHER, SCHED_IDLE}) {
+        pid_t child = fork();
+        ASSERT_GE(child, 0);
+        if (child == 0) {
+            sched_param none{};
+            if (sched_setscheduler(0, before, &none) != 0) _exit(100);
+            sys::use_batch_scheduling();
+            _exit(sched_getscheduler(0));
+        }
+        int status = 0;
+        ASSERT_EQ(waitpid(child, &status, 0), child);
+        ASSERT_TRUE(WIFEXITED(status));
+        if (WEXITSTATUS(status) == 100) GTEST_SKIP() << "cannot set policy " << before << " here";
+        EXPECT_EQ(WEXITSTATUS(status), before == SCHED_OTHER ? SCHED_BATCH : before) << "policy before: " << before;
+    }
+#endif
+}
+
 TEST(SysWrappers, KeepErrnoOnSuccessAndCloseIsNoOpOnMinusOne) {
     int fds[2];
     ASSERT_EQ(sys::pipe(fds), 0);
