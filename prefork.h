@@ -806,11 +806,12 @@
      by a parent that was killed with SIGKILL), epoll with EPOLLEXCLUSIVE
      (idle workers wait on the listeners so that a new connection wakes one
      of them, not all), TCP_DEFER_ACCEPT, openat2, sendfile and
-     SCHED_BATCH; elsewhere poll(), a lock wait that polls every millisecond, getppid() for the
-     parent's death, a component-by-component open and pread, and no sweep
-     of stale semaphore sets. max_rss_kib is compared with getrusage()'s
-     ru_maxrss, which macOS counts in bytes. Compiles with -fno-exceptions
-     -fno-rtti. The parent uses fork(); keep it single-threaded.
+     SCHED_BATCH; elsewhere poll(), a lock wait that polls every
+     millisecond, getppid() for the parent's death, a component-by-component
+     open and pread, and no sweep of stale semaphore sets. max_rss_kib is
+     compared with getrusage()'s ru_maxrss, which macOS counts in bytes.
+     Compiles with -fno-exceptions -fno-rtti. The parent uses fork(); keep
+     it single-threaded.
 
    LICENSE
      MIT. Copyright (c) 2026 the prefork authors. Permission is hereby

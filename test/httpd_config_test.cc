@@ -83,7 +83,6 @@ TEST(HttpdConfig, TheFileSetsOptionsAndTheCommandLineWins) {
     EXPECT_EQ(status_line(other, "/file-status?auto"), "HTTP/1.1 404 Not Found\r");
 }
 
-// A bad line is refused at start with the file and line named, exit 2.
 // httpd's workers are batch processes (Linux SCHED_BATCH) unless
 // no-batch-scheduling is given, on the command line or in the file; the
 // parent keeps the normal policy. One worker: the one that answered is
@@ -121,6 +120,7 @@ TEST(HttpdConfig, WorkersAreBatchProcessesUnlessToldOnTheCommandLineOrInTheFile)
 #endif
 }
 
+// A bad line is refused at start with the file and line named, exit 2.
 TEST(HttpdConfig, ABadLineNamesTheFileAndLine) {
     NEED_HTTPD();
     ConfigDir d;
